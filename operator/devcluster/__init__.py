@@ -1,0 +1,9 @@
+"""Local stand-ins for infrastructure, started as real processes: PostgreSQL clusters (and, later, the control plane).
+
+Used by the tests, ``make demo`` and ``make cluster-up``, the way controller-runtime's envtest is used; the
+operator package never imports it.
+"""
+
+from .localpg import LocalPostgres, PostgresStartError
+
+__all__ = ["LocalPostgres", "PostgresStartError"]

@@ -1,0 +1,146 @@
+"""``IndexChange``: one change to apply in a maintenance window, from an approval or from a Git commit.
+
+It carries a structured index definition only; raw SQL is not accepted, which is what makes a Git-reviewed change
+safe to apply unattended. Its ``status.history`` is the audit trail: entries are appended, never rewritten.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import ApiModel, LocalObjectReference
+from .conditions import CONDITIONS_LIST, Condition
+from .index import IndexDefinition
+from .recommendation import IMMUTABLE
+
+IndexChangePhase = Literal["Pending", "WaitingForWindow", "Applying", "Verifying", "Applied", "RolledBack", "Failed"]
+
+
+class Verification(ApiModel):
+    """How an applied change is judged, and what happens when it makes things worse."""
+
+    max_regression_percent: float = Field(default=10.0, ge=0, le=1000)
+    """Largest tolerated increase of the affected statements' mean time, against the baseline taken before."""
+    max_write_regression_percent: float = Field(default=25.0, ge=0, le=1000)
+    """Largest tolerated increase of the table's write statements' mean time."""
+    observe_seconds: int = Field(default=300, ge=0, le=86400)
+    """How long to observe the workload after applying before judging it."""
+    min_calls: int = Field(default=20, ge=1)
+    """Calls needed after the change for a verdict; fewer means the change stays (``Applied``, noted as
+    unverified)."""
+
+
+class Rollback(ApiModel):
+    """Undoing the change."""
+
+    automatic: bool = True
+    """Undo the change automatically when verification finds a regression beyond the thresholds."""
+
+
+class IndexChangeSpec(ApiModel):
+    """Desired change. The target, operation and definition are immutable: to change them, make a new object."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "self.operation == 'create' || has(self.index.name)",
+                 "message": "index.name is required to drop or reindex"}
+            ]
+        }
+    }
+
+    target_ref: LocalObjectReference = Field(json_schema_extra=IMMUTABLE)
+    """The ``PostgresTarget`` (same namespace) to change."""
+    operation: Literal["create", "drop", "reindex"] = Field(json_schema_extra=IMMUTABLE)
+    """``create`` (``CREATE INDEX CONCURRENTLY``), ``drop`` (``DROP INDEX CONCURRENTLY``) or ``reindex``
+    (``REINDEX INDEX CONCURRENTLY``)."""
+    index: IndexDefinition = Field(json_schema_extra=IMMUTABLE)
+    """The index, as data; the operator renders the SQL."""
+    schedule: Literal["nextWindow", "immediate"] = "nextWindow"
+    """Apply in the next maintenance window, or at once when the target's policy allows ``immediate``."""
+    recommendation_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=IMMUTABLE)
+    """The recommendation this came from; absent for a change written in Git."""
+    verification: Verification = Field(default_factory=Verification)
+    """How the result is judged."""
+    rollback: Rollback = Field(default_factory=Rollback)
+    """Whether a regression is undone automatically."""
+
+    @model_validator(mode="after")
+    def _name_for_existing_index(self) -> IndexChangeSpec:
+        if self.operation != "create" and not self.index.name:
+            raise ValueError(f"index.name is required to {self.operation} an index")
+        return self
+
+
+class TimeWindow(ApiModel):
+    """A concrete occurrence of a maintenance window."""
+
+    start: datetime
+    """Start (UTC)."""
+    end: datetime
+    """End (UTC)."""
+
+
+class AuditEntry(ApiModel):
+    """One step taken on the database or the change, appended and never rewritten."""
+
+    time: datetime
+    """When the step started."""
+    actor: str = Field(max_length=512)
+    """Who caused it: the operator's identity, the approver, or ``policy:<target>``."""
+    action: Literal[
+        "Accepted", "Rejected", "Scheduled", "Precheck", "Execute", "Verify", "Rollback", "Cleanup", "Retry", "Fail"
+    ]
+    """What was done."""
+    sql: str | None = Field(default=None, max_length=65536)
+    """The statement executed, if any."""
+    outcome: Literal["Succeeded", "Failed", "Skipped"]
+    """How it ended."""
+    message: str = Field(default="", max_length=4096)
+    """Details: the error, the measured numbers, the reason."""
+    duration_seconds: float | None = Field(default=None, ge=0)
+    """How long the step took."""
+
+
+class VerificationResult(ApiModel):
+    """What verification measured."""
+
+    baseline_mean_ms: float | None = Field(default=None, ge=0)
+    """Mean time of the affected statements before the change."""
+    after_mean_ms: float | None = Field(default=None, ge=0)
+    """Mean time after the change."""
+    regression_percent: float | None = None
+    """``100 * (after - before) / before``; negative is an improvement."""
+    verdict: Literal["Improved", "Neutral", "Regressed", "Inconclusive"] | None = None
+    """The judgement."""
+
+
+class IndexChangeStatus(ApiModel):
+    """Observed state of an ``IndexChange``, written by the operator only."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` last reconciled."""
+    phase: IndexChangePhase | None = None
+    """Where the change is: ``Pending`` → ``WaitingForWindow`` → ``Applying`` → ``Verifying`` → ``Applied`` (or
+    ``RolledBack`` / ``Failed``)."""
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    """``Ready``, ``Reconciling`` and ``Stalled``, per the Kubernetes API conventions."""
+    sql: str | None = None
+    """The SQL the operator rendered and will run (or ran)."""
+    rollback_sql: str | None = None
+    """The SQL that undoes it."""
+    window: TimeWindow | None = None
+    """The maintenance window used (or awaited)."""
+    started_at: datetime | None = None
+    """When applying started."""
+    completed_at: datetime | None = None
+    """When the change reached a final phase."""
+    duration_seconds: float | None = Field(default=None, ge=0)
+    """Time spent executing SQL."""
+    verification: VerificationResult | None = None
+    """What verification measured."""
+    history: list[AuditEntry] = Field(default_factory=list, json_schema_extra={"x-kubernetes-list-type": "atomic"})
+    """Audit trail, oldest first; entries are only appended."""

@@ -1,0 +1,272 @@
+"""``TuningRecommendation``: one finding, its evidence, and a person's (or the policy's) decision on it.
+
+The proposal (kind, change, SQL) is immutable once created and the decision is made once; both are enforced by
+CEL rules in the API server, so an approver can approve or reject exactly what was measured, nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import ApiModel, LocalObjectReference
+from .conditions import CONDITIONS_LIST, Condition
+from .index import Identifier, IndexDefinition
+from .target import Risk
+
+RecommendationKind = Literal["createIndex", "dropIndex", "analyze", "setting", "queryRewrite"]
+ApprovalState = Literal["Pending", "Approved", "Rejected"]
+RecommendationPhase = Literal[
+    "Proposed", "Benchmarking", "AwaitingApproval", "Approved", "Rejected", "Applying", "Applied", "RolledBack",
+    "Failed", "Superseded",
+]
+
+IMMUTABLE = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable: the proposal "
+                                           "is what was measured; a new analysis makes a new recommendation"}]}
+
+
+class TableRef(ApiModel):
+    """A table, for ``analyze`` recommendations."""
+
+    schema_: Identifier = Field(default="public", alias="schema")
+    """Schema of the table."""
+    table: Identifier
+    """Table name."""
+
+
+class SettingChange(ApiModel):
+    """A server setting to change with ``ALTER SYSTEM`` and a reload."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z_][a-z0-9_.]*$")
+    """Setting name, e.g. ``work_mem``; only an allow-list of settings can be applied."""
+    value: str = Field(min_length=1, max_length=256)
+    """Proposed value, as ``SHOW`` prints it, e.g. ``64MB``."""
+    current_value: str | None = Field(default=None, max_length=256)
+    """Value when the recommendation was made; the rollback restores it."""
+
+
+class QueryRewrite(ApiModel):
+    """A suggested rewrite of one statement, for its developers; never applied by the operator."""
+
+    query_id: str = Field(pattern=r"^-?[0-9]+$")
+    """``pg_stat_statements.queryid`` of the original statement."""
+    fingerprint: str = Field(min_length=1, max_length=64)
+    """Fingerprint of the normalised original."""
+    original: str = Field(min_length=1, max_length=65536)
+    """The normalised original statement."""
+    rewritten: str = Field(min_length=1, max_length=65536)
+    """The proposed statement, returning the same rows."""
+
+
+class RecommendedChange(ApiModel):
+    """The structured change; exactly the member matching the recommendation's ``kind`` is set."""
+
+    index: IndexDefinition | None = None
+    """For ``createIndex`` and ``dropIndex``: the index to create, or the existing one to drop (its full
+    definition, which the rollback re-creates)."""
+    analyze: TableRef | None = None
+    """For ``analyze``: the table whose statistics are stale."""
+    setting: SettingChange | None = None
+    """For ``setting``: the server setting."""
+    query_rewrite: QueryRewrite | None = None
+    """For ``queryRewrite``: the statement and its rewrite."""
+
+
+class StatementEvidence(ApiModel):
+    """A statement the change affects, with its share of the workload."""
+
+    query_id: str = Field(pattern=r"^-?[0-9]+$")
+    """``pg_stat_statements.queryid`` (a signed 64-bit integer, as a string so no client rounds it)."""
+    fingerprint: str = Field(min_length=1, max_length=64)
+    """Stable fingerprint of the normalised statement, the same across servers and resets."""
+    query: str = Field(default="", max_length=4096)
+    """The normalised statement text (constants replaced by ``$n``), truncated to 4 KiB."""
+    calls: int = Field(default=0, ge=0)
+    """Calls since the statistics were reset."""
+    total_time_ms: float = Field(default=0.0, ge=0)
+    """Total execution time in milliseconds."""
+    mean_time_ms: float = Field(default=0.0, ge=0)
+    """Mean execution time in milliseconds."""
+    cost_before: float | None = Field(default=None, ge=0)
+    """Planner cost without the change."""
+    cost_after: float | None = Field(default=None, ge=0)
+    """Planner cost with the change (hypothetical, from HypoPG)."""
+
+
+class Evidence(ApiModel):
+    """Why the change is proposed: the numbers a reviewer checks before approving."""
+
+    statements: list[StatementEvidence] = Field(default_factory=list, max_length=50)
+    """The statements helped (or, for a drop, the ones that wrote to the index), largest share first."""
+    cost_before: float | None = Field(default=None, ge=0)
+    """Workload cost of the affected statements without the change, weighted by calls."""
+    cost_after: float | None = Field(default=None, ge=0)
+    """The same with the change."""
+    estimated_improvement_percent: float | None = Field(default=None, ge=-100, le=100)
+    """``100 * (before - after) / before`` for the affected statements, write overhead included."""
+    estimated_size_bytes: int | None = Field(default=None, ge=0)
+    """Estimated size of a new index, or the size freed by a drop."""
+    index_scans: int | None = Field(default=None, ge=0)
+    """For a drop: scans of the index since the statistics were reset."""
+
+
+class Approval(ApiModel):
+    """The decision on a recommendation. Made once; the operator records who made it."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "oldSelf.state == 'Pending' || self.state == oldSelf.state",
+                    "message": "approval.state is decided once: it goes from Pending to Approved or Rejected, "
+                    "never back or across",
+                },
+                {
+                    "rule": "self.state != 'Rejected' || (has(self.reason) && size(self.reason) > 0)",
+                    "message": "a rejection needs a reason",
+                },
+            ]
+        }
+    }
+
+    state: ApprovalState = "Pending"
+    """``Pending`` until decided, then ``Approved`` or ``Rejected`` for good."""
+    reason: str | None = Field(default=None, max_length=1024)
+    """Why it was approved or rejected; required for a rejection."""
+    decided_by: str | None = Field(default=None, max_length=512)
+    """Who decided, as the API server authenticated them (or ``policy:<target>`` for auto-approval). Filled by the
+    operator's admission webhook; a value sent by a client is refused."""
+    decided_at: datetime | None = None
+    """When the decision was recorded."""
+    when: Literal["nextWindow", "immediate"] = "nextWindow"
+    """Apply in the next maintenance window, or at once when the target's policy allows ``immediate``."""
+
+    @model_validator(mode="after")
+    def _rejection_has_reason(self) -> Approval:
+        if self.state == "Rejected" and not self.reason:
+            raise ValueError("a rejection needs a reason")
+        return self
+
+
+_KIND_TO_MEMBER = {
+    "createIndex": "index",
+    "dropIndex": "index",
+    "analyze": "analyze",
+    "setting": "setting",
+    "queryRewrite": "query_rewrite",
+}
+
+
+class TuningRecommendationSpec(ApiModel):
+    """A proposed change and its evidence. Only ``approval`` may be edited after creation."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(self.kind in ['createIndex', 'dropIndex']) == has(self.change.index)",
+                    "message": "change.index is set exactly for kinds createIndex and dropIndex",
+                },
+                {"rule": "(self.kind == 'analyze') == has(self.change.analyze)",
+                 "message": "change.analyze is set exactly for kind analyze"},
+                {"rule": "(self.kind == 'setting') == has(self.change.setting)",
+                 "message": "change.setting is set exactly for kind setting"},
+                {"rule": "(self.kind == 'queryRewrite') == has(self.change.queryRewrite)",
+                 "message": "change.queryRewrite is set exactly for kind queryRewrite"},
+                {"rule": "self.kind != 'dropIndex' || !has(self.change.index) || has(self.change.index.name)",
+                 "message": "change.index.name is required to drop an index"},
+            ]
+        }
+    }
+
+    target_ref: LocalObjectReference = Field(json_schema_extra=IMMUTABLE)
+    """The ``PostgresTarget`` (same namespace) this recommendation is for."""
+    kind: RecommendationKind = Field(json_schema_extra=IMMUTABLE)
+    """What the change does."""
+    change: RecommendedChange = Field(json_schema_extra=IMMUTABLE)
+    """The structured change."""
+    sql: str = Field(min_length=1, max_length=65536, json_schema_extra=IMMUTABLE)
+    """The exact SQL the operator will run, rendered from ``change`` (shown for review)."""
+    rollback_sql: str | None = Field(default=None, max_length=65536, json_schema_extra=IMMUTABLE)
+    """The SQL that undoes it; absent only for ``queryRewrite``, which the operator never applies."""
+    evidence: Evidence = Field(default_factory=Evidence)
+    """The numbers behind the proposal."""
+    rationale: str = Field(default="", max_length=8192)
+    """The reasoning in a few sentences, for the reviewer."""
+    source: Literal["heuristic", "whatif", "llm"] = "whatif"
+    """Where the finding came from; ``llm`` findings are re-checked by the what-if engine before they appear."""
+    model: str | None = Field(default=None, max_length=200)
+    """The LLM that suggested it, for ``source: llm``."""
+    risk: Risk = "medium"
+    """Operational risk: lock time, write overhead, and how much the change could hurt if the estimate is off."""
+    approval: Approval = Field(default_factory=Approval, json_schema_extra={"default": {}})
+    """The decision; the only part a person edits. Defaulted to ``Pending`` by the API server."""
+
+    @model_validator(mode="after")
+    def _change_matches_kind(self) -> TuningRecommendationSpec:
+        expected = _KIND_TO_MEMBER[self.kind]
+        present = [member for member in ("index", "analyze", "setting", "query_rewrite")
+                   if getattr(self.change, member) is not None]
+        if present != [expected]:
+            raise ValueError(
+                f"change must set exactly {_camel(expected)} for kind {self.kind} (found: {', '.join(map(_camel, present)) or 'none'})"
+            )
+        if self.kind == "dropIndex" and self.change.index is not None and not self.change.index.name:
+            raise ValueError("change.index.name is required to drop an index")
+        if self.kind != "queryRewrite" and not self.rollback_sql:
+            raise ValueError(f"rollbackSql is required for kind {self.kind}")
+        return self
+
+
+def _camel(member: str) -> str:
+    return "queryRewrite" if member == "query_rewrite" else member
+
+
+class Benchmark(ApiModel):
+    """What the sandbox measured for the affected statements."""
+
+    data_mode: Literal["sample", "full", "synthetic"]
+    """How the sandbox was filled."""
+    rows: int | None = Field(default=None, ge=0)
+    """Rows in the sandbox's copy of the affected tables."""
+    p50_before_ms: float | None = Field(default=None, ge=0)
+    """Median latency before the change."""
+    p50_after_ms: float | None = Field(default=None, ge=0)
+    """Median latency after the change."""
+    p95_before_ms: float | None = Field(default=None, ge=0)
+    """95th-percentile latency before the change."""
+    p95_after_ms: float | None = Field(default=None, ge=0)
+    """95th-percentile latency after the change."""
+    speedup: float | None = Field(default=None, ge=0)
+    """``p50 before / p50 after`` over the affected statements, weighted by calls (2.0 means twice as fast)."""
+    improvement_percent: float | None = Field(default=None, le=100)
+    """``100 * (1 - after / before)``: what auto-approval compares with its minimum."""
+    write_overhead_percent: float | None = None
+    """Extra latency of the table's write statements with the change."""
+    server_version: str | None = None
+    """PostgreSQL version of the sandbox."""
+    duration_seconds: float | None = Field(default=None, ge=0)
+    """Time the benchmark took, sandbox preparation included."""
+    completed_at: datetime | None = None
+    """When it finished."""
+    error: str | None = Field(default=None, max_length=4096)
+    """Why the benchmark could not complete, if it could not."""
+
+
+class TuningRecommendationStatus(ApiModel):
+    """Observed state of a ``TuningRecommendation``, written by the operator only."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` last reconciled."""
+    phase: RecommendationPhase | None = None
+    """Where the recommendation is in its life."""
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    """``Ready``, ``Reconciling`` and ``Stalled``, per the Kubernetes API conventions."""
+    benchmark: Benchmark | None = None
+    """The sandbox measurement."""
+    index_change_ref: LocalObjectReference | None = None
+    """The ``IndexChange`` created on approval."""
+    last_seen_at: datetime | None = None
+    """When analysis last found this recommendation; older than the target's last analysis means superseded."""

@@ -1,0 +1,342 @@
+"""``PostgresTarget``: a database the operator analyses, and the rules it must keep while tuning it."""
+
+from __future__ import annotations
+
+import functools
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from .base import ApiModel, K8sName, LocalObjectReference, Quantity, ResourceRequirements, SecretKey, SecretKeySelector
+from .conditions import CONDITIONS_LIST, Condition
+from .durations import Duration, duration_between
+
+ChangeKind = Literal["createIndex", "dropIndex", "analyze", "setting"]
+"""Kinds of change a policy can allow. ``queryRewrite`` is advice for developers and never applied."""
+Risk = Literal["low", "medium", "high"]
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def _hhmm(value: str) -> str:
+    if not re.fullmatch(HHMM_PATTERN, value):
+        raise ValueError(f"must be HH:MM on a 24-hour clock (00:00 to 23:59), got {value!r}")
+    return value
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(available_timezones()) | {"UTC"}
+
+
+def _time_zone(value: str) -> str:
+    # ZoneInfo() alone also accepts file paths below the zone directory; the known-names set does not.
+    if value not in _known_zones():
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin, America/New_York)")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a usable time zone: {exc}") from exc
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"is not a valid regular expression: {exc}") from exc
+    return value
+
+
+class CredentialsSecret(ApiModel):
+    """Where the database credentials live. Passwords never appear in a custom resource."""
+
+    name: K8sName
+    """Name of the Secret in the target's namespace."""
+    username_key: SecretKey = "username"
+    """Key holding the user name."""
+    password_key: SecretKey = "password"
+    """Key holding the password."""
+
+
+class Connection(ApiModel):
+    """How to reach the database. The operator connects read-only for analysis."""
+
+    host: str = Field(min_length=1, max_length=253)
+    """Host name or IP address of the PostgreSQL server (a Service name in-cluster)."""
+    port: int = Field(default=5432, ge=1, le=65535)
+    """TCP port."""
+    database: str = Field(min_length=1, max_length=63)
+    """Database to analyse and tune. One target is one database."""
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    """libpq ``sslmode``. Use ``verify-full`` across untrusted networks."""
+    credentials_secret: CredentialsSecret
+    """Secret with the analysis credentials. The role needs ``pg_read_all_stats`` (to see every user's statements)
+    and nothing that writes; the operator also sets ``default_transaction_read_only``."""
+    write_credentials_secret: CredentialsSecret | None = None
+    """Secret with the credentials used to apply approved changes (index owner or superuser). Kept apart so that
+    analysis can never write. Without it, approved changes wait with a ``Stalled`` condition."""
+    connect_timeout_seconds: int = Field(default=10, ge=1, le=300)
+    """How long to wait for a connection before reporting ``ConnectionFailed``."""
+
+
+class Analysis(ApiModel):
+    """When and how the workload is analysed."""
+
+    interval: Annotated[Duration, duration_between(timedelta(minutes=5), timedelta(days=7))] = "6h"
+    """Time between analyses, 5m to 168h. Analysis is also run on demand with ``kubectl optischema analyze``."""
+    runner: Literal["inline", "job"] = "inline"
+    """``inline`` runs inside the operator (bounded concurrency across targets); ``job`` runs each analysis as a
+    Kubernetes Job with the operator's image, which spreads heavy analyses across nodes."""
+    min_calls: int = Field(default=10, ge=1)
+    """Statements called fewer times than this since the last ``pg_stat_statements`` reset are ignored."""
+    top_statements: int = Field(default=500, ge=1, le=10000)
+    """How many statements, by total execution time, are analysed."""
+    ignore_schemas: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list)
+    """Schemas never analysed or changed, in addition to ``pg_catalog`` and ``information_schema``."""
+    ignore_statements: list[Annotated[str, AfterValidator(_regex), Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=list
+    )
+    """Regular expressions (Python syntax) matched against the normalised statement text; matches are skipped."""
+    job_resources: ResourceRequirements | None = None
+    """Resources of the analysis Job's Pod when ``runner`` is ``job``."""
+
+
+class AutoApprove(ApiModel):
+    """Rules under which the operator approves a recommendation itself, recorded as decided by the policy."""
+
+    enabled: bool = False
+    """Auto-approval is off unless turned on."""
+    kinds: list[ChangeKind] = Field(default_factory=lambda: ["analyze"])
+    """Kinds of change that may be auto-approved."""
+    max_risk: Risk = "low"
+    """Highest risk that may be auto-approved."""
+    min_measured_improvement_percent: float = Field(default=20.0, ge=0, le=100)
+    """Minimum speed-up measured in the sandbox (not estimated) for the statements a change helps."""
+
+
+class Policy(ApiModel):
+    """What the operator may change, and within which limits."""
+
+    allowed_kinds: list[ChangeKind] = Field(default_factory=lambda: ["createIndex", "analyze"], min_length=0)
+    """Kinds of change that may be applied. Other findings are still reported, but cannot be approved. Dropping
+    indexes is off by default: an index unused here may serve a monthly report."""
+    index_storage_budget: Quantity = "1Gi"
+    """Total estimated size of new indexes the operator may propose for this database."""
+    max_indexes_per_table: int = Field(default=10, ge=1, le=100)
+    """Upper bound on secondary indexes per table, existing ones included: each index slows writes."""
+    allow_immediate: bool = False
+    """Whether ``when: immediate`` approvals may run outside maintenance windows."""
+    auto_approve: AutoApprove = Field(default_factory=AutoApprove)
+    """Auto-approval rules; off by default."""
+
+    @field_validator("allowed_kinds")
+    @classmethod
+    def _unique_kinds(cls, kinds: list[ChangeKind]) -> list[ChangeKind]:
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("must not list a kind twice")
+        return kinds
+
+
+class MaintenanceWindow(ApiModel):
+    """A weekly period in which approved changes may run. Windows may cross midnight."""
+
+    days: list[Weekday] = Field(min_length=1, max_length=7)
+    """Days the window starts on, e.g. ``[Sat, Sun]``."""
+    start: Annotated[str, AfterValidator(_hhmm), Field(json_schema_extra={"pattern": HHMM_PATTERN})]
+    """Local start time, ``HH:MM`` on a 24-hour clock. On a day when that time does not exist (clocks jump
+    forward), the window starts at the first existing minute after it."""
+    duration: Annotated[Duration, duration_between(timedelta(minutes=5), timedelta(hours=24))]
+    """Length of the window, 5m to 24h, e.g. ``2h`` or ``1h30m``."""
+    time_zone: Annotated[str, AfterValidator(_time_zone), Field(min_length=1, max_length=64)] = "UTC"
+    """IANA time zone the start time is read in, e.g. ``Europe/Berlin``."""
+
+    @field_validator("days")
+    @classmethod
+    def _unique_days(cls, days: list[Weekday]) -> list[Weekday]:
+        if len(set(days)) != len(days):
+            raise ValueError("must not list a day twice")
+        return days
+
+
+class Sandbox(ApiModel):
+    """The throwaway PostgreSQL each recommendation is benchmarked on before anyone approves it."""
+
+    enabled: bool = True
+    """Benchmark recommendations in a sandbox pod. Without it, only estimates are shown."""
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """PostgreSQL image; by default ``postgres:<major>`` of the target's server version."""
+    resources: ResourceRequirements | None = None
+    """Resources of the sandbox pod."""
+    data_mode: Literal["sample", "full", "synthetic"] = "sample"
+    """``sample`` copies a repeatable percentage of each table; ``full`` copies everything (only under
+    ``fullMaxSize``); ``synthetic`` generates rows from the target's statistics, copying no real value."""
+    sample_percent: float = Field(default=10.0, gt=0, le=100)
+    """Percentage of each table copied in ``sample`` mode."""
+    max_rows_per_table: int = Field(default=1_000_000, ge=1)
+    """Cap on rows copied or generated per table."""
+    full_max_size: Quantity = "10Gi"
+    """Largest database copied whole in ``full`` mode."""
+    timeout_seconds: int = Field(default=1800, ge=60, le=86400)
+    """Deadline of a sandbox pod (``activeDeadlineSeconds``); a sandbox past it is removed."""
+
+
+LlmProviderName = Literal["openai", "deepseek", "gemini", "openaiCompatible"]
+
+
+class LlmProvider(ApiModel):
+    """One LLM endpoint. Providers are tried in order; a failing one is skipped for a while."""
+
+    provider: LlmProviderName
+    """Wire format and default endpoint: ``openai``, ``deepseek``, ``gemini``, or ``openaiCompatible`` (any
+    server speaking OpenAI chat completions at ``baseURL``: vLLM, Ollama, llama.cpp)."""
+    model: str = Field(min_length=1, max_length=200)
+    """Model name as the provider spells it."""
+    base_url: str | None = Field(default=None, alias="baseURL", pattern=r"^https?://", max_length=2048)
+    """Endpoint; required for ``openaiCompatible``, optional for the others."""
+    api_key_secret: SecretKeySelector | None = None
+    """Secret key holding the API key; required except for ``openaiCompatible``. Keys never reach logs or status."""
+
+    @model_validator(mode="after")
+    def _endpoint_and_key(self) -> LlmProvider:
+        if self.provider == "openaiCompatible" and self.base_url is None:
+            raise ValueError("baseURL is required for provider openaiCompatible")
+        if self.provider != "openaiCompatible" and self.api_key_secret is None:
+            raise ValueError(f"apiKeySecret is required for provider {self.provider}")
+        return self
+
+
+class Llm(ApiModel):
+    """An optional second opinion. Every suggestion is re-checked by the what-if engine and the sandbox."""
+
+    enabled: bool = False
+    """Off by default; the engine works fully without it."""
+    providers: list[LlmProvider] = Field(default_factory=list, max_length=5)
+    """Providers in failover order."""
+    daily_token_budget: int = Field(default=200_000, ge=0)
+    """Tokens per day for this target, counted from the providers' usage reports; then the engine goes on alone."""
+    pii_safe: bool = True
+    """Send only normalised statements and schema: no sample rows, literal values or value statistics."""
+
+    @model_validator(mode="after")
+    def _providers_when_enabled(self) -> Llm:
+        if self.enabled and not self.providers:
+            raise ValueError("providers must list at least one provider when enabled is true")
+        return self
+
+
+class PostgresTargetSpec(ApiModel):
+    """Desired state of a ``PostgresTarget``."""
+
+    connection: Connection
+    """How to reach the database."""
+    analysis: Analysis = Field(default_factory=Analysis)
+    """When and how to analyse the workload."""
+    policy: Policy = Field(default_factory=Policy)
+    """What may be changed, and within which limits."""
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list, max_length=50)
+    """When approved changes may run. With none, changes wait until a window is added (or run immediately when
+    the policy allows ``immediate`` and the approval asks for it)."""
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    """Benchmarking of recommendations on a throwaway copy."""
+    llm: Llm = Field(default_factory=Llm)
+    """LLM advisor settings."""
+    suspend: bool = False
+    """Stops all work for this target (analysis, benchmarks, applies) until set back to false."""
+
+
+class Extension(ApiModel):
+    """An installed extension."""
+
+    name: str
+    """Extension name, e.g. ``hypopg``."""
+    version: str
+    """Installed version."""
+
+
+class DatabaseInfo(ApiModel):
+    """What the operator learned about the database on its last successful connection."""
+
+    server_version: str | None = None
+    """``server_version``, e.g. ``15.18``."""
+    server_version_num: int | None = None
+    """``server_version_num``, e.g. ``150018``."""
+    system_identifier: str | None = None
+    """The cluster's ``system_identifier``: changes are refused when it no longer matches (another database
+    behind the same address)."""
+    extensions: list[Extension] = Field(default_factory=list)
+    """Installed extensions; ``pg_stat_statements`` is required and ``hypopg`` enables what-if planning."""
+
+
+class LastAnalysis(ApiModel):
+    """Summary of the most recent analysis."""
+
+    start_time: datetime | None = None
+    """When it started."""
+    completion_time: datetime | None = None
+    """When it finished, successfully or not."""
+    duration_seconds: float | None = Field(default=None, ge=0)
+    """How long it took."""
+    statements_seen: int | None = Field(default=None, ge=0)
+    """Statements read from ``pg_stat_statements``."""
+    statements_analysed: int | None = Field(default=None, ge=0)
+    """Statements planned and considered."""
+    outcome: Literal["Succeeded", "Failed"] | None = None
+    """Whether it produced recommendations."""
+    message: str | None = None
+    """Why it failed, or notes such as statements that could not be planned."""
+
+
+class RecommendationCounts(ApiModel):
+    """Recommendations of this target by phase."""
+
+    pending: int = Field(default=0, ge=0)
+    """Awaiting a decision."""
+    approved: int = Field(default=0, ge=0)
+    """Approved and not yet applied."""
+    rejected: int = Field(default=0, ge=0)
+    """Rejected by a person."""
+    applied: int = Field(default=0, ge=0)
+    """Applied and verified."""
+    rolled_back: int = Field(default=0, ge=0)
+    """Applied, then undone after a regression."""
+    superseded: int = Field(default=0, ge=0)
+    """No longer found by analysis."""
+
+
+class PostgresTargetStatus(ApiModel):
+    """Observed state of a ``PostgresTarget``, written by the operator only."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` last reconciled."""
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
+    """``Ready``, ``Reconciling`` and ``Stalled``, per the Kubernetes API conventions."""
+    database: DatabaseInfo | None = None
+    """Server version, identity and extensions."""
+    last_analysis: LastAnalysis | None = None
+    """The most recent analysis."""
+    recommendations: RecommendationCounts | None = None
+    """Recommendations by phase."""
+    next_window_start: datetime | None = None
+    """Start of the next maintenance window (UTC)."""
+    next_window_end: datetime | None = None
+    """End of the next maintenance window (UTC)."""
+
+
+__all__ = [
+    "Analysis",
+    "AutoApprove",
+    "ChangeKind",
+    "Connection",
+    "CredentialsSecret",
+    "LlmProvider",
+    "LocalObjectReference",
+    "MaintenanceWindow",
+    "Policy",
+    "PostgresTargetSpec",
+    "PostgresTargetStatus",
+    "Risk",
+]
