@@ -128,8 +128,22 @@ class LocalPostgres:
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL with psql over TCP (stops at the first error) and return its unaligned output."""
         result = subprocess.run(
-            [str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", self.dsn(database), "-c", sql],
-            capture_output=True, text=True, check=False,
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn(database),
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}")
@@ -151,8 +165,19 @@ class LocalPostgres:
     def _initdb(self) -> None:
         if (self.data / "PG_VERSION").exists():
             return
-        self._run("initdb", "-D", str(self.data), "-U", self.superuser, "-A", "trust", "-E", "UTF8",
-                  "--locale=C.UTF-8", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            self.superuser,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
 
     def _write_conf(self) -> None:
         conf = {
@@ -171,8 +196,9 @@ class LocalPostgres:
         command = [binary, *args]
         if self._as_root:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
-        result = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False,
-                                cwd=self.dir, timeout=120)
+        result = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, check=False, cwd=self.dir, timeout=120
+        )
         if result.returncode != 0:
             raise PostgresStartError(
                 f"{program} {' '.join(args[:3])}… failed ({result.returncode}): {result.stderr.strip()}\n"

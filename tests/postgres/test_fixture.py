@@ -21,7 +21,9 @@ async def test_hypothetical_index_changes_the_plan(conn: asyncpg.Connection) -> 
     query = "EXPLAIN (FORMAT JSON) SELECT * FROM orders WHERE customer_id = 42"
 
     before = json.loads(await conn.fetchval(query))[0]["Plan"]
-    created = await conn.fetchrow("SELECT indexrelid, indexname FROM hypopg_create_index('CREATE INDEX ON orders (customer_id)')")
+    created = await conn.fetchrow(
+        "SELECT indexrelid, indexname FROM hypopg_create_index('CREATE INDEX ON orders (customer_id)')"
+    )
     after = json.loads(await conn.fetchval(query))[0]["Plan"]
     size = await conn.fetchval("SELECT hypopg_relation_size($1)", created["indexrelid"])
 

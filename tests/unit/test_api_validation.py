@@ -22,11 +22,7 @@ CASES = yaml.safe_load((Path(__file__).parent / "fixtures" / "bad_specs.yaml").r
 
 
 def _cases() -> list[Any]:
-    return [
-        pytest.param(kind, case, id=f"{kind}: {case['title']}")
-        for kind, cases in CASES.items()
-        for case in cases
-    ]
+    return [pytest.param(kind, case, id=f"{kind}: {case['title']}") for kind, cases in CASES.items() for case in cases]
 
 
 @pytest.mark.parametrize(("kind", "case"), _cases())

@@ -37,6 +37,15 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def cel_rules(*rules: tuple[str, str]) -> ConfigDict:
+    """A model configuration adding CEL rules, as ``(rule, message)`` pairs, to the model's CRD schema.
+
+    A rule belongs here when the API server must enforce it for every client, kubectl included; the same rule is
+    also written as a pydantic validator so that the CLI and tests reject the object before it reaches a server.
+    """
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]})
+
+
 def _k8s_name(value: str) -> str:
     if len(value) > 253:
         raise ValueError("must be at most 253 characters")

@@ -79,7 +79,8 @@ def _annotation(annotation: Any) -> type[BaseModel]:
 
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(by_alias=True, mode="validation")
-    return _convert(schema, schema.get("$defs", {}))
+    converted: dict[str, Any] = _convert(schema, schema.get("$defs", {}))
+    return converted
 
 
 def _convert(node: Any, defs: dict[str, Any]) -> Any:

@@ -26,7 +26,7 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 
 def _message(error: Any) -> str:
-    kind, text = error["type"], error["msg"]
+    kind, text = str(error["type"]), str(error["msg"])
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "missing":
@@ -40,7 +40,7 @@ def _message(error: Any) -> str:
         return text.replace("Input should be", "must be")
     for prefix in ("Value error, ", "Assertion failed, "):
         if text.startswith(prefix):
-            return text[len(prefix):]
+            return text[len(prefix) :]
     return text.replace("Input should be", "must be").replace("String should", "must").replace("List should", "must")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from .base import ApiModel
+from .base import ApiModel, cel_rules
 
 #: PostgreSQL's NAMEDATALEN - 1.
 MAX_IDENTIFIER_BYTES = 63
@@ -56,13 +56,9 @@ _INCLUDE_METHODS = {"btree", "gist", "spgist"}
 class IndexColumn(ApiModel):
     """One key of an index: a column or an expression, with optional operator class, order and nulls placement."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {"rule": "has(self.name) != has(self.expression)", "message": "set exactly one of name or expression"}
-            ]
-        }
-    }
+    model_config = cel_rules(
+        ("has(self.name) != has(self.expression)", "set exactly one of name or expression"),
+    )
 
     name: Identifier | None = None
     """Column name. Exactly one of ``name`` and ``expression`` is set."""
@@ -88,20 +84,16 @@ class IndexColumn(ApiModel):
 class IndexDefinition(ApiModel):
     """An index described as data, from which the operator renders ``CREATE``/``DROP``/``REINDEX`` itself."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.include) || size(self.include) == 0 || self.method in ['btree', 'gist', 'spgist']",
-                    "message": "include is supported by btree, gist and spgist indexes only",
-                },
-                {
-                    "rule": "self.method == 'btree' || self.columns.all(c, !has(c.order) && !has(c.nulls))",
-                    "message": "order and nulls apply to btree indexes only",
-                },
-            ]
-        }
-    }
+    model_config = cel_rules(
+        (
+            "!has(self.include) || size(self.include) == 0 || self.method in ['btree', 'gist', 'spgist']",
+            "include is supported by btree, gist and spgist indexes only",
+        ),
+        (
+            "self.method == 'btree' || self.columns.all(c, !has(c.order) && !has(c.nulls))",
+            "order and nulls apply to btree indexes only",
+        ),
+    )
 
     schema_: Identifier = Field(default="public", alias="schema")
     """Schema of the table (and of the index, which PostgreSQL always puts beside its table)."""

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import ApiModel, LocalObjectReference
+from .base import ApiModel, LocalObjectReference, cel_rules
 from .conditions import CONDITIONS_LIST, Condition
 from .index import IndexDefinition
 from .recommendation import IMMUTABLE
@@ -43,14 +43,9 @@ class Rollback(ApiModel):
 class IndexChangeSpec(ApiModel):
     """Desired change. The target, operation and definition are immutable: to change them, make a new object."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {"rule": "self.operation == 'create' || has(self.index.name)",
-                 "message": "index.name is required to drop or reindex"}
-            ]
-        }
-    }
+    model_config = cel_rules(
+        ("self.operation == 'create' || has(self.index.name)", "index.name is required to drop or reindex"),
+    )
 
     target_ref: LocalObjectReference = Field(json_schema_extra=IMMUTABLE)
     """The ``PostgresTarget`` (same namespace) to change."""

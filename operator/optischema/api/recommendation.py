@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
+from pydantic.config import JsonDict
 
-from .base import ApiModel, LocalObjectReference
+from .base import ApiModel, LocalObjectReference, cel_rules
 from .conditions import CONDITIONS_LIST, Condition
 from .index import Identifier, IndexDefinition
 from .target import Risk
@@ -19,12 +20,26 @@ from .target import Risk
 RecommendationKind = Literal["createIndex", "dropIndex", "analyze", "setting", "queryRewrite"]
 ApprovalState = Literal["Pending", "Approved", "Rejected"]
 RecommendationPhase = Literal[
-    "Proposed", "Benchmarking", "AwaitingApproval", "Approved", "Rejected", "Applying", "Applied", "RolledBack",
-    "Failed", "Superseded",
+    "Proposed",
+    "Benchmarking",
+    "AwaitingApproval",
+    "Approved",
+    "Rejected",
+    "Applying",
+    "Applied",
+    "RolledBack",
+    "Failed",
+    "Superseded",
 ]
 
-IMMUTABLE = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable: the proposal "
-                                           "is what was measured; a new analysis makes a new recommendation"}]}
+IMMUTABLE: JsonDict = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "self == oldSelf",
+            "message": "is immutable: the proposal is what was measured; a new analysis makes a new recommendation",
+        }
+    ]
+}
 
 
 class TableRef(ApiModel):
@@ -115,21 +130,13 @@ class Evidence(ApiModel):
 class Approval(ApiModel):
     """The decision on a recommendation. Made once; the operator records who made it."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "oldSelf.state == 'Pending' || self.state == oldSelf.state",
-                    "message": "approval.state is decided once: it goes from Pending to Approved or Rejected, "
-                    "never back or across",
-                },
-                {
-                    "rule": "self.state != 'Rejected' || (has(self.reason) && size(self.reason) > 0)",
-                    "message": "a rejection needs a reason",
-                },
-            ]
-        }
-    }
+    model_config = cel_rules(
+        (
+            "oldSelf.state == 'Pending' || self.state == oldSelf.state",
+            "approval.state is decided once: it goes from Pending to Approved or Rejected, never back or across",
+        ),
+        ("self.state != 'Rejected' || (has(self.reason) && size(self.reason) > 0)", "a rejection needs a reason"),
+    )
 
     state: ApprovalState = "Pending"
     """``Pending`` until decided, then ``Approved`` or ``Rejected`` for good."""
@@ -162,24 +169,22 @@ _KIND_TO_MEMBER = {
 class TuningRecommendationSpec(ApiModel):
     """A proposed change and its evidence. Only ``approval`` may be edited after creation."""
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "(self.kind in ['createIndex', 'dropIndex']) == has(self.change.index)",
-                    "message": "change.index is set exactly for kinds createIndex and dropIndex",
-                },
-                {"rule": "(self.kind == 'analyze') == has(self.change.analyze)",
-                 "message": "change.analyze is set exactly for kind analyze"},
-                {"rule": "(self.kind == 'setting') == has(self.change.setting)",
-                 "message": "change.setting is set exactly for kind setting"},
-                {"rule": "(self.kind == 'queryRewrite') == has(self.change.queryRewrite)",
-                 "message": "change.queryRewrite is set exactly for kind queryRewrite"},
-                {"rule": "self.kind != 'dropIndex' || !has(self.change.index) || has(self.change.index.name)",
-                 "message": "change.index.name is required to drop an index"},
-            ]
-        }
-    }
+    model_config = cel_rules(
+        (
+            "(self.kind in ['createIndex', 'dropIndex']) == has(self.change.index)",
+            "change.index is set exactly for kinds createIndex and dropIndex",
+        ),
+        ("(self.kind == 'analyze') == has(self.change.analyze)", "change.analyze is set exactly for kind analyze"),
+        ("(self.kind == 'setting') == has(self.change.setting)", "change.setting is set exactly for kind setting"),
+        (
+            "(self.kind == 'queryRewrite') == has(self.change.queryRewrite)",
+            "change.queryRewrite is set exactly for kind queryRewrite",
+        ),
+        (
+            "self.kind != 'dropIndex' || !has(self.change.index) || has(self.change.index.name)",
+            "change.index.name is required to drop an index",
+        ),
+    )
 
     target_ref: LocalObjectReference = Field(json_schema_extra=IMMUTABLE)
     """The ``PostgresTarget`` (same namespace) this recommendation is for."""
@@ -207,12 +212,14 @@ class TuningRecommendationSpec(ApiModel):
     @model_validator(mode="after")
     def _change_matches_kind(self) -> TuningRecommendationSpec:
         expected = _KIND_TO_MEMBER[self.kind]
-        present = [member for member in ("index", "analyze", "setting", "query_rewrite")
-                   if getattr(self.change, member) is not None]
+        present = [
+            member
+            for member in ("index", "analyze", "setting", "query_rewrite")
+            if getattr(self.change, member) is not None
+        ]
         if present != [expected]:
-            raise ValueError(
-                f"change must set exactly {_camel(expected)} for kind {self.kind} (found: {', '.join(map(_camel, present)) or 'none'})"
-            )
+            found = ", ".join(map(_camel, present)) or "none"
+            raise ValueError(f"change must set exactly {_camel(expected)} for kind {self.kind} (found: {found})")
         if self.kind == "dropIndex" and self.change.index is not None and not self.change.index.name:
             raise ValueError("change.index.name is required to drop an index")
         if self.kind != "queryRewrite" and not self.rollback_sql:

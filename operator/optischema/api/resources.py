@@ -35,7 +35,7 @@ class ObjectMeta(BaseModel):
 
 
 class _Resource(ApiModel):
-    api_version: Literal["optischema.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    api_version: Literal["optischema.io/v1alpha1"] = Field(default="optischema.io/v1alpha1", alias="apiVersion")
     """``optischema.io/v1alpha1``."""
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     """Standard object metadata."""
@@ -77,7 +77,10 @@ class PrinterColumn:
 
     def to_crd(self) -> dict[str, Any]:
         column: dict[str, Any] = {
-            "name": self.name, "type": self.type, "jsonPath": self.json_path, "description": self.description
+            "name": self.name,
+            "type": self.type,
+            "jsonPath": self.json_path,
+            "description": self.description,
         }
         if self.priority:
             column["priority"] = self.priority
@@ -110,12 +113,18 @@ class ResourceInfo:
 
 RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo(
-        PostgresTarget, "PostgresTarget", "postgrestargets", "postgrestarget", ("pgt", "pgtarget"),
+        PostgresTarget,
+        "PostgresTarget",
+        "postgrestargets",
+        "postgrestarget",
+        ("pgt", "pgtarget"),
         (
             PrinterColumn("Database", "string", ".spec.connection.database", "Database analysed."),
             PrinterColumn("Host", "string", ".spec.connection.host", "Server host.", priority=1),
             _ready("Reachable and reconciled."),
-            PrinterColumn("Pending", "integer", ".status.recommendations.pending", "Recommendations awaiting a decision."),
+            PrinterColumn(
+                "Pending", "integer", ".status.recommendations.pending", "Recommendations awaiting a decision."
+            ),
             PrinterColumn("Next-Window", "string", ".status.nextWindowStart", "Start of the next maintenance window."),
             PrinterColumn("Last-Analysis", "date", ".status.lastAnalysis.completionTime", "Last analysis.", priority=1),
             PrinterColumn("Suspended", "boolean", ".spec.suspend", "Whether all work is stopped.", priority=1),
@@ -123,16 +132,27 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         ),
     ),
     ResourceInfo(
-        TuningRecommendation, "TuningRecommendation", "tuningrecommendations", "tuningrecommendation",
+        TuningRecommendation,
+        "TuningRecommendation",
+        "tuningrecommendations",
+        "tuningrecommendation",
         ("trec", "tunerec"),
         (
             _TARGET,
             PrinterColumn("Kind", "string", ".spec.kind", "What the change does."),
             PrinterColumn("Table", "string", ".spec.change.index.table", "Table of an index change."),
-            PrinterColumn("Estimated", "number", ".spec.evidence.estimatedImprovementPercent",
-                          "Estimated improvement (percent) of the affected statements."),
-            PrinterColumn("Measured", "number", ".status.benchmark.improvementPercent",
-                          "Improvement (percent) measured in the sandbox."),
+            PrinterColumn(
+                "Estimated",
+                "number",
+                ".spec.evidence.estimatedImprovementPercent",
+                "Estimated improvement (percent) of the affected statements.",
+            ),
+            PrinterColumn(
+                "Measured",
+                "number",
+                ".status.benchmark.improvementPercent",
+                "Improvement (percent) measured in the sandbox.",
+            ),
             PrinterColumn("Risk", "string", ".spec.risk", "Operational risk.", priority=1),
             PrinterColumn("Approval", "string", ".spec.approval.state", "Pending, Approved or Rejected."),
             PrinterColumn("Phase", "string", ".status.phase", "Life-cycle phase."),
@@ -141,7 +161,11 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         ),
     ),
     ResourceInfo(
-        IndexChange, "IndexChange", "indexchanges", "indexchange", ("ixc", "idxchange"),
+        IndexChange,
+        "IndexChange",
+        "indexchanges",
+        "indexchange",
+        ("ixc", "idxchange"),
         (
             _TARGET,
             PrinterColumn("Operation", "string", ".spec.operation", "create, drop or reindex."),

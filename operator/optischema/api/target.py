@@ -110,7 +110,7 @@ class AutoApprove(ApiModel):
 
     enabled: bool = False
     """Auto-approval is off unless turned on."""
-    kinds: list[ChangeKind] = Field(default_factory=lambda: ["analyze"])
+    kinds: list[ChangeKind] = Field(default_factory=lambda: list[ChangeKind](["analyze"]))
     """Kinds of change that may be auto-approved."""
     max_risk: Risk = "low"
     """Highest risk that may be auto-approved."""
@@ -121,7 +121,7 @@ class AutoApprove(ApiModel):
 class Policy(ApiModel):
     """What the operator may change, and within which limits."""
 
-    allowed_kinds: list[ChangeKind] = Field(default_factory=lambda: ["createIndex", "analyze"], min_length=0)
+    allowed_kinds: list[ChangeKind] = Field(default_factory=lambda: list[ChangeKind](["createIndex", "analyze"]))
     """Kinds of change that may be applied. Other findings are still reported, but cannot be approved. Dropping
     indexes is off by default: an index unused here may serve a monthly report."""
     index_storage_budget: Quantity = "1Gi"

@@ -1,0 +1,1 @@
+"""The ``optischema`` command and the ``kubectl-optischema`` plugin."""

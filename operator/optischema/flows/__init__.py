@@ -1,0 +1,1 @@
+"""Orchestration of analyse, sandbox and apply; never imports kopf."""

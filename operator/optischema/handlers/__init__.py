@@ -1,0 +1,1 @@
+"""The only kopf user: one thin, idempotent module per kind, plus admission."""

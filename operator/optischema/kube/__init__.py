@@ -1,0 +1,1 @@
+"""The only Kubernetes client: Jobs, sandbox pods, status patches and Events."""
