@@ -1,0 +1,77 @@
+# OptiSchema Operator. `make demo` and `make test` work on a fresh Debian 12 machine: they install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PG_MAJOR ?= 15
+DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgresql-client-$(PG_MAJOR)
+STAMP := $(VENV)/.installed
+
+.PHONY: help install debs test test-unit test-postgres lint crds demo bench lock controlplane e2e-kind clean
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: debs $(STAMP) ## Debian packages (when root), the virtualenv and the Python dependencies
+
+debs:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
+	  else \
+	    echo "missing Debian packages: $$missing (run 'sudo apt-get install $$missing' or 'make install' as root)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+test: install ## run every test tier (unit, real PostgreSQL)
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## the pure tier only
+	$(PY) -m pytest -m unit
+
+test-postgres: install ## the real-PostgreSQL tier only
+	$(PY) -m pytest -m postgres
+
+lint: $(STAMP) ## ruff, mypy and the import-linter layer contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+crds: $(STAMP) ## regenerate crds/ from the API models
+	$(PY) -m optischema.api.crdgen crds
+
+demo: install ## the end-to-end demo
+	@echo "make demo: the end-to-end demo comes with the analysis engine (issue 4); nothing to show yet."
+	@echo "What exists today: the API (crds/, manifests/samples/) and the test tiers (make test)."
+
+bench: install ## benchmarks, printing their figures
+	@echo "make bench: benchmarks come with the analysis engine (issue 4)."
+
+lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q -e '.[dev]'
+	{ echo "# Versions tested together; regenerate with \`make lock\` after changing pyproject.toml."; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .lock-venv
+
+controlplane: ## build (or find) etcd, kube-apiserver, kube-controller-manager and kubectl in the cache
+	hack/controlplane/build.sh
+
+e2e-kind: ## end to end on kind (needs a Docker engine)
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo "SKIPPED e2e-kind: no Docker engine is running here, and kind needs one (use 'make test' instead)."; \
+	else echo "e2e-kind: arrives with the Helm chart (issue 11)."; fi
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
