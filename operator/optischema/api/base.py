@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from .quantity import parse_quantity
 
@@ -44,6 +45,11 @@ def cel_rules(*rules: tuple[str, str]) -> ConfigDict:
     also written as a pydantic validator so that the CLI and tests reject the object before it reaches a server.
     """
     return ConfigDict(json_schema_extra={"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]})
+
+
+def immutable(why: str) -> JsonDict:
+    """Field schema extras making a field immutable after creation (a CEL transition rule), saying ``why``."""
+    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": f"is immutable: {why}"}]}
 
 
 def _k8s_name(value: str) -> str:

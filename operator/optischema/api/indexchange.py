@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import ApiModel, LocalObjectReference, cel_rules
+from .base import ApiModel, LocalObjectReference, cel_rules, immutable
 from .conditions import CONDITIONS_LIST, Condition
 from .index import IndexDefinition
-from .recommendation import IMMUTABLE
 
+IMMUTABLE = immutable("create a new IndexChange (and delete this one) to change it")
 IndexChangePhase = Literal["Pending", "WaitingForWindow", "Applying", "Verifying", "Applied", "RolledBack", "Failed"]
 
 

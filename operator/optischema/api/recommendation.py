@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
-from pydantic.config import JsonDict
 
-from .base import ApiModel, LocalObjectReference, cel_rules
+from .base import ApiModel, LocalObjectReference, cel_rules, immutable
 from .conditions import CONDITIONS_LIST, Condition
 from .index import Identifier, IndexDefinition
 from .target import Risk
@@ -32,14 +31,7 @@ RecommendationPhase = Literal[
     "Superseded",
 ]
 
-IMMUTABLE: JsonDict = {
-    "x-kubernetes-validations": [
-        {
-            "rule": "self == oldSelf",
-            "message": "is immutable: the proposal is what was measured; a new analysis makes a new recommendation",
-        }
-    ]
-}
+IMMUTABLE = immutable("the proposal is what was measured; a new analysis makes a new recommendation")
 
 
 class TableRef(ApiModel):
@@ -206,7 +198,9 @@ class TuningRecommendationSpec(ApiModel):
     """The LLM that suggested it, for ``source: llm``."""
     risk: Risk = "medium"
     """Operational risk: lock time, write overhead, and how much the change could hurt if the estimate is off."""
-    approval: Approval = Field(default_factory=Approval, json_schema_extra={"default": {}})
+    approval: Approval = Field(
+        default_factory=Approval, json_schema_extra={"default": {"state": "Pending", "when": "nextWindow"}}
+    )
     """The decision; the only part a person edits. Defaulted to ``Pending`` by the API server."""
 
     @model_validator(mode="after")
