@@ -35,12 +35,14 @@ IMMUTABLE = immutable("the proposal is what was measured; a new analysis makes a
 
 
 class TableRef(ApiModel):
-    """A table, for ``analyze`` recommendations."""
+    """A table whose statistics (and, with ``vacuum``, dead rows) need maintenance."""
 
     schema_: Identifier = Field(default="public", alias="schema")
     """Schema of the table."""
     table: Identifier
     """Table name."""
+    vacuum: bool = False
+    """Run ``VACUUM (ANALYZE)`` instead of ``ANALYZE``: the table carries many dead rows as well."""
 
 
 class SettingChange(ApiModel):
@@ -149,6 +151,9 @@ class Approval(ApiModel):
         return self
 
 
+#: Kinds whose change can be undone, and so must carry rollback SQL. ANALYZE and VACUUM only refresh statistics and
+#: reclaim space; a query rewrite is never applied.
+_REVERSIBLE = {"createIndex", "dropIndex", "setting"}
 _KIND_TO_MEMBER = {
     "createIndex": "index",
     "dropIndex": "index",
@@ -187,7 +192,7 @@ class TuningRecommendationSpec(ApiModel):
     sql: str = Field(min_length=1, max_length=65536, json_schema_extra=IMMUTABLE)
     """The exact SQL the operator will run, rendered from ``change`` (shown for review)."""
     rollback_sql: str | None = Field(default=None, max_length=65536, json_schema_extra=IMMUTABLE)
-    """The SQL that undoes it; absent only for ``queryRewrite``, which the operator never applies."""
+    """The SQL that undoes it; absent for ``analyze`` (nothing to undo) and ``queryRewrite`` (never applied)."""
     evidence: Evidence = Field(default_factory=Evidence)
     """The numbers behind the proposal."""
     rationale: str = Field(default="", max_length=8192)
@@ -216,7 +221,7 @@ class TuningRecommendationSpec(ApiModel):
             raise ValueError(f"change must set exactly {_camel(expected)} for kind {self.kind} (found: {found})")
         if self.kind == "dropIndex" and self.change.index is not None and not self.change.index.name:
             raise ValueError("change.index.name is required to drop an index")
-        if self.kind != "queryRewrite" and not self.rollback_sql:
+        if self.kind in _REVERSIBLE and not self.rollback_sql:
             raise ValueError(f"rollbackSql is required for kind {self.kind}")
         return self
 

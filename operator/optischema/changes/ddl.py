@@ -1,0 +1,170 @@
+"""SQL rendered from structured changes. The only place DDL text is made.
+
+Identifiers are quoted by sqlglot, never by string formatting. Expressions and partial-index predicates are parsed
+before they are used: exactly one expression, no subquery, no function sqlglot does not know (an unknown function
+could be a user function that writes, declared IMMUTABLE). The expression text itself is kept as written, because
+PostgreSQL matches an index expression with the query's by its parse tree, and re-rendering could change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from optischema.api.index import MAX_IDENTIFIER_BYTES, IndexColumn, IndexDefinition
+from optischema.api.recommendation import SettingChange, TableRef
+
+DIALECT = "postgres"
+
+
+class UnsafeDefinition(ValueError):
+    """A structured change that must not be rendered; the message names the field and the reason."""
+
+
+def quote(name: str) -> str:
+    """A PostgreSQL identifier, always double-quoted (embedded quotes doubled)."""
+    return exp.to_identifier(name, quoted=True).sql(dialect=DIALECT)
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{quote(schema)}.{quote(name)}"
+
+
+def literal(value: str) -> str:
+    """A string literal (embedded quotes doubled)."""
+    return exp.Literal.string(value).sql(dialect=DIALECT)
+
+
+def check_expression(text: str, field: str) -> exp.Expression:
+    """Parse one SQL expression and refuse anything that could do more than compute a value."""
+    try:
+        statements = [s for s in sqlglot.parse(text, dialect=DIALECT) if s is not None]
+    except ParseError as error:
+        raise UnsafeDefinition(f"{field}: is not a valid SQL expression ({_first_line(error)})") from error
+    if len(statements) != 1:
+        raise UnsafeDefinition(f"{field}: must be exactly one SQL expression")
+    tree = statements[0]
+    if isinstance(tree, exp.Query | exp.Command | exp.DDL | exp.DML) or tree.find(exp.Query):
+        raise UnsafeDefinition(f"{field}: must not contain a query or a statement")
+    unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)})
+    if unknown:
+        raise UnsafeDefinition(
+            f"{field}: function {', '.join(unknown)} is not known to be free of side effects; "
+            "only built-in functions are accepted"
+        )
+    return tree
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _column_sql(column: IndexColumn, field: str) -> str:
+    if column.expression is not None:
+        check_expression(column.expression, f"{field}.expression")
+        sql = f"({column.expression})"
+    else:
+        sql = quote(column.name or "")
+    if column.collation:
+        sql += f" COLLATE {quote(column.collation)}"
+    if column.opclass:
+        sql += f" {quote(column.opclass)}"
+    if column.order:
+        sql += f" {column.order.upper()}"
+    if column.nulls:
+        sql += f" NULLS {column.nulls.upper()}"
+    return sql
+
+
+def _slug(column: IndexColumn) -> str:
+    if column.name is not None:
+        return column.name
+    # PostgreSQL's own default names an expression column after its outermost function, or "expr".
+    call = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(", column.expression or "")
+    return call.group(1).lower() if call else "expr"
+
+
+def index_name(index: IndexDefinition, taken: Sequence[str] = ()) -> str:
+    """``index.name``, or a stable name in PostgreSQL's style: ``<table>_<keys>[_part]_idx``.
+
+    Too long a name is shortened with a hash of the whole definition, and a name already ``taken`` gets one too,
+    so the same definition always gets the same name.
+    """
+    if index.name:
+        return index.name
+    parts = [index.table, *(_slug(c) for c in index.columns)]
+    if index.where:
+        parts.append("part")
+    name = "_".join(parts) + "_idx"
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES or name in taken:
+        digest = hashlib.sha256(definition_key(index).encode()).hexdigest()[:8]
+        room = MAX_IDENTIFIER_BYTES - len(f"_{digest}_idx")
+        head = name.removesuffix("_idx").encode()[:room].decode(errors="ignore").rstrip("_")
+        name = f"{head}_{digest}_idx"
+    return name
+
+
+def definition_key(index: IndexDefinition) -> str:
+    """A canonical text of what the index is (not what it is called): equal keys mean the same index."""
+    columns = ",".join(
+        f"{c.name or '(' + (c.expression or '') + ')'}:{c.opclass or ''}:{c.collation or ''}:{c.order or ''}:"
+        f"{c.nulls or ''}"
+        for c in index.columns
+    )
+    return (
+        f"{index.schema_}.{index.table}|{index.method}|{int(index.unique)}|{columns}|"
+        f"{','.join(index.include)}|{index.where or ''}"
+    )
+
+
+def render_create(index: IndexDefinition, *, concurrently: bool = True, name: str | None = None) -> str:
+    """``CREATE [UNIQUE] INDEX [CONCURRENTLY] name ON schema.table USING method (...) [INCLUDE (...)] [WHERE ...]``."""
+    keys = ", ".join(_column_sql(c, f"index.columns[{i}]") for i, c in enumerate(index.columns))
+    sql = "CREATE UNIQUE INDEX" if index.unique else "CREATE INDEX"
+    if concurrently:
+        sql += " CONCURRENTLY"
+    sql += f" {quote(name or index_name(index))} ON {qualified(index.schema_, index.table)}"
+    if index.method != "btree":
+        sql += f" USING {index.method}"
+    sql += f" ({keys})"
+    if index.include:
+        sql += f" INCLUDE ({', '.join(quote(c) for c in index.include)})"
+    if index.where:
+        check_expression(index.where, "index.where")
+        sql += f" WHERE {index.where}"
+    return sql
+
+
+def render_drop(index: IndexDefinition, *, concurrently: bool = True, name: str | None = None) -> str:
+    """``DROP INDEX [CONCURRENTLY] IF EXISTS schema.name``: idempotent, so a retried rollback is harmless."""
+    keyword = "DROP INDEX CONCURRENTLY" if concurrently else "DROP INDEX"
+    return f"{keyword} IF EXISTS {qualified(index.schema_, name or index_name(index))}"
+
+
+def render_reindex(index: IndexDefinition) -> str:
+    if not index.name:
+        raise UnsafeDefinition("index.name: is required to reindex")
+    return f"REINDEX INDEX CONCURRENTLY {qualified(index.schema_, index.name)}"
+
+
+def render_analyze(table: TableRef) -> str:
+    """``ANALYZE`` (or ``VACUUM (ANALYZE)`` when the table also carries many dead rows)."""
+    keyword = "VACUUM (ANALYZE)" if table.vacuum else "ANALYZE"
+    return f"{keyword} {qualified(table.schema_, table.table)}"
+
+
+def render_setting(setting: SettingChange) -> str:
+    """``ALTER SYSTEM SET`` then a reload; the two statements run separately (ALTER SYSTEM refuses a transaction)."""
+    return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.value)};\nSELECT pg_reload_conf()"
+
+
+def render_setting_rollback(setting: SettingChange) -> str:
+    """Back to the value seen at analysis time, or to the configuration file's when there was none."""
+    if setting.current_value is None:
+        return f"ALTER SYSTEM RESET {quote(setting.name)};\nSELECT pg_reload_conf()"
+    return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.current_value)};\nSELECT pg_reload_conf()"
