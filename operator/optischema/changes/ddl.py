@@ -40,7 +40,7 @@ def literal(value: str) -> str:
     return exp.Literal.string(value).sql(dialect=DIALECT)
 
 
-def check_expression(text: str, field: str) -> exp.Expression:
+def check_expression(text: str, field: str) -> exp.Expr:
     """Parse one SQL expression and refuse anything that could do more than compute a value."""
     try:
         statements = [s for s in sqlglot.parse(text, dialect=DIALECT) if s is not None]
