@@ -1,0 +1,144 @@
+"""What the collector read from the database, as plain data: the analysis works on this and nothing else.
+
+Kept apart from I/O so that every decision can be tested on a snapshot built by hand, and so that a snapshot could
+be recorded once and analysed again (the CLI's JSON output carries enough of it to explain each decision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str
+    not_null: bool = False
+    #: From pg_stats, when the table was analysed: fraction of NULLs, distinct values (negative: a fraction of
+    #: the rows, as PostgreSQL stores it), average width, and the most common values with their frequencies.
+    null_frac: float | None = None
+    n_distinct: float | None = None
+    avg_width: int | None = None
+    most_common_vals: tuple[str, ...] = ()
+    most_common_freqs: tuple[float, ...] = ()
+
+    def distinct_values(self, rows: float) -> float:
+        """Distinct values expected in ``rows`` rows (PostgreSQL's convention: negative means a fraction)."""
+        if self.n_distinct is None:
+            return max(rows, 1.0) ** 0.5  # unknown: assume moderately selective
+        return -self.n_distinct * rows if self.n_distinct < 0 else self.n_distinct
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    schema: str
+    name: str
+    rows: float
+    size_bytes: int
+    columns: tuple[Column, ...] = ()
+    seq_scan: int = 0
+    idx_scan: int = 0
+    n_tup_ins: int = 0
+    n_tup_upd: int = 0
+    n_tup_hot_upd: int = 0
+    n_tup_del: int = 0
+    n_live_tup: int = 0
+    n_dead_tup: int = 0
+    n_mod_since_analyze: int = 0
+    last_analyze: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexKey:
+    """One key of an existing index: a column name, or an expression's text as ``pg_get_indexdef`` prints it."""
+
+    column: str | None
+    expression: str | None = None
+    opclass: str | None = None  # only when not the type's default
+    collation: str | None = None  # only when not the column's default
+    descending: bool = False
+    nulls_first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    schema: str
+    table: str
+    name: str
+    definition: str  # pg_get_indexdef, for people and for the rollback of a drop
+    method: str
+    keys: tuple[IndexKey, ...]
+    include: tuple[str, ...] = ()
+    predicate: str | None = None
+    size_bytes: int = 0
+    scans: int = 0
+    unique: bool = False
+    primary: bool = False
+    constraint: str | None = None  # the constraint it backs (PK, UNIQUE, EXCLUDE): never dropped by us
+    valid: bool = True
+
+    @property
+    def table_key(self) -> tuple[str, str]:
+        return (self.schema, self.table)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One row of ``pg_stat_statements`` (summed over users when the same text ran as several)."""
+
+    query_id: int
+    query: str
+    calls: int
+    total_time_ms: float
+    mean_time_ms: float
+    rows: int = 0
+    shared_blks_hit: int = 0
+    shared_blks_read: int = 0
+    temp_blks_written: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    value: str  # as SHOW prints it
+    source: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    version: str
+    version_num: int
+    system_identifier: str | None = None
+    database: str = ""
+    collation: str = "C"  # the database's LC_COLLATE: prefix LIKE needs text_pattern_ops unless it is C/POSIX
+    extensions: dict[str, str] = field(default_factory=dict)
+    stats_reset: datetime | None = None
+
+    @property
+    def collation_is_c(self) -> bool:
+        return self.collation in ("C", "POSIX")
+
+
+@dataclass(slots=True)
+class Snapshot:
+    server: Server
+    statements: list[Statement]
+    tables: dict[tuple[str, str], Table]
+    indexes: list[Index]
+    settings: dict[str, Setting]
+    #: Statements as they really ran (constants in place), from pg_stat_activity, keyed by query id: the values
+    #: that a normalised statement hides and a partial or prefix index depends on.
+    samples: dict[int, list[str]] = field(default_factory=dict)
+    #: Statements hidden from this role (``<insufficient privilege>``).
+    hidden_statements: int = 0
+
+    def indexes_on(self, table: tuple[str, str]) -> list[Index]:
+        return [i for i in self.indexes if i.table_key == table]

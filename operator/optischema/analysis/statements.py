@@ -1,0 +1,554 @@
+"""What a statement asks of each table: the columns it filters, joins, sorts and reads, parsed with sqlglot.
+
+This is the raw material for index candidates. It is deliberately a description, not a decision: equality,
+range, IN, prefix LIKE, join keys, IS [NOT] NULL, ORDER BY, GROUP BY and expressions such as ``lower(email)`` are
+recorded per table, with aliases and correlated references resolved against the catalog; the what-if planner
+decides later what is worth an index.
+
+Text from ``pg_stat_statements`` keeps the application's spacing, and sqlglot reads ``$1,$2`` as dollar quoting;
+a space after ``,``, ``(`` and ``[`` fixes that without changing the statement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import Tokenizer
+
+DIALECT = "postgres"
+TableKey = tuple[str, str]
+StatementKind = Literal["select", "insert", "update", "delete", "other"]
+
+_DOLLAR_AFTER_PUNCTUATION = re.compile(r"([,(\[])\$(\d)")
+_UTILITY = re.compile(
+    r"^\s*(copy|do|begin|commit|rollback|savepoint|release|set|reset|show|vacuum|analy[sz]e|create|alter|drop|"
+    r"grant|revoke|truncate|lock|listen|notify|unlisten|prepare|execute|deallocate|discard|fetch|close|declare|"
+    r"explain|checkpoint|reindex|cluster|refresh|comment|security|load|import|call)\b",
+    re.IGNORECASE,
+)
+_TYPED_PARAMETER = re.compile(
+    r"\b(date|time(?:tz)?|timestamp(?:tz)?|timestamp\s+with(?:out)?\s+time\s+zone|time\s+with(?:out)?\s+time\s+zone|"
+    r"interval|inet|cidr|uuid|jsonb?|numeric|money|bool(?:ean)?)\s+\$(\d+)",
+    re.IGNORECASE,
+)
+_RANGE = (exp.GT, exp.GTE, exp.LT, exp.LTE)
+_FLIPPED: dict[type[exp.Expr], type[exp.Expr]] = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE}
+
+
+@dataclass(slots=True)
+class TableUsage:
+    """How one statement uses one table (columns by name, expressions as the statement wrote them)."""
+
+    table: TableKey
+    equality: list[str] = field(default_factory=list)  # col = const, col IN (...), col = ANY(...)
+    expressions: list[str] = field(default_factory=list)  # f(col) = const: candidates for expression indexes
+    ranges: list[str] = field(default_factory=list)  # <, <=, >, >=, BETWEEN
+    likes: list[str] = field(default_factory=list)  # col LIKE pattern (prefix-indexable when the pattern is)
+    joins: list[str] = field(default_factory=list)  # col = other_table.col
+    nulls: list[tuple[str, bool]] = field(default_factory=list)  # (col, True) for IS NULL, False for IS NOT NULL
+    not_equal: list[str] = field(default_factory=list)  # col <> const
+    order_by: list[tuple[str, bool]] = field(default_factory=list)  # (col, descending), when all of ORDER BY is here
+    group_by: list[str] = field(default_factory=list)
+    referenced: set[str] = field(default_factory=set)  # every column of this table the statement touches
+    constants: dict[str, list[str]] = field(default_factory=dict)  # col -> literal values compared with = / IN
+    limit: bool = False
+
+    def filtered(self) -> list[str]:
+        """Columns that restrict rows (in the order met), joins included."""
+        seen: dict[str, None] = {}
+        for name in [*self.equality, *self.joins, *self.ranges, *self.likes, *(c for c, _ in self.nulls)]:
+            seen.setdefault(name)
+        return list(seen)
+
+
+@dataclass(slots=True)
+class ParsedStatement:
+    kind: StatementKind
+    fingerprint: str
+    usages: dict[TableKey, TableUsage] = field(default_factory=dict)
+    written_table: TableKey | None = None  # INSERT/UPDATE/DELETE target
+    updated_columns: tuple[str, ...] = ()
+    skip_reason: str | None = None  # set when the statement cannot be analysed (and why)
+
+    @property
+    def tables(self) -> set[TableKey]:
+        return set(self.usages) | ({self.written_table} if self.written_table else set())
+
+
+class Catalog:
+    """Table and column names, to resolve unqualified names the way PostgreSQL's search path would."""
+
+    def __init__(
+        self, columns: Mapping[TableKey, set[str] | frozenset[str]], search_path: tuple[str, ...] = ("public",)
+    ):
+        self.columns = dict(columns)
+        self.search_path = search_path
+        self._by_name: dict[str, list[TableKey]] = {}
+        for key in self.columns:
+            self._by_name.setdefault(key[1], []).append(key)
+
+    def resolve(self, schema: str | None, name: str) -> TableKey | None:
+        if schema:
+            return (schema, name) if (schema, name) in self.columns else None
+        candidates = self._by_name.get(name, [])
+        for path_schema in self.search_path:
+            if (path_schema, name) in candidates:
+                return (path_schema, name)
+        return candidates[0] if len(candidates) == 1 else None
+
+
+def typed_parameters(query: str) -> str:
+    """``interval $1`` → ``$1::interval`` (likewise ``date $1``, ``timestamp with time zone $1``, ...).
+
+    pg_stat_statements replaces the string of a typed literal (``interval '30 days'``) by a parameter, which leaves
+    text that neither PostgreSQL nor sqlglot accepts; a cast says the same and is valid.
+    """
+    return _TYPED_PARAMETER.sub(lambda m: f"${m.group(2)}::{' '.join(m.group(1).split())}", query)
+
+
+def prepare_text(query: str) -> str:
+    """The statement as sqlglot can read it: typed parameters as casts, and ``,$1`` → ``, $1`` (also after
+    ``(`` and ``[``)."""
+    return _DOLLAR_AFTER_PUNCTUATION.sub(r"\1 $\2", typed_parameters(query))
+
+
+def fingerprint(query: str) -> str:
+    """A stable id of a statement's shape: constants and parameters are replaced, spacing and case folded.
+
+    The same for the normalised text from pg_stat_statements and for the statement as it ran with its constants,
+    which is how samples from pg_stat_activity are matched when the server gives no query id.
+    """
+    text = prepare_text(query)
+    try:
+        tree = sqlglot.parse_one(text, dialect=DIALECT)
+        shape = tree.transform(_placeholder).sql(dialect=DIALECT, normalize=True)
+    except SqlglotError:
+        shape = re.sub(r"\s+", " ", re.sub(r"'(?:[^']|'')*'|\$\d+|\b\d+(\.\d+)?\b", "?", text)).strip().lower()
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+def _placeholder(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.Literal | exp.Parameter | exp.Placeholder | exp.Boolean | exp.Null):
+        return exp.Placeholder()
+    # pg_stat_statements turns `interval '1 day'` into `interval $1` and `date '2026-01-01'` into `date $1`,
+    # which parse to other shapes than the typed literal they came from: fold the whole value.
+    if isinstance(node, exp.Interval) or (
+        isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal | exp.Parameter | exp.Placeholder)
+    ):
+        return exp.Placeholder()
+    return node
+
+
+def parse_statement(query: str, catalog: Catalog) -> ParsedStatement:
+    """Parse one statement; never raises: what cannot be analysed comes back with ``skip_reason``."""
+    fp = fingerprint(query)
+    if _UTILITY.match(query):
+        return ParsedStatement("other", fp, skip_reason=f"utility statement ({query.split(None, 1)[0].upper()})")
+    text = prepare_text(query)
+    try:
+        trees = [t for t in sqlglot.parse(text, dialect=DIALECT) if t is not None]
+    except SqlglotError as error:
+        return ParsedStatement("other", fp, skip_reason=f"cannot parse: {str(error).splitlines()[0][:200]}")
+    if len(trees) != 1:
+        return ParsedStatement("other", fp, skip_reason="more than one statement")
+    tree = trees[0]
+    kind = _kind(tree)
+    if kind == "other":
+        return ParsedStatement("other", fp, skip_reason=f"not a query ({type(tree).__name__})")
+    parsed = ParsedStatement(kind, fp)
+    _Walker(catalog, text, parsed).walk(tree)
+    return parsed
+
+
+def _kind(tree: exp.Expr) -> StatementKind:
+    if isinstance(tree, exp.Query):
+        return "select"
+    if isinstance(tree, exp.Insert):
+        return "insert"
+    if isinstance(tree, exp.Update):
+        return "update"
+    if isinstance(tree, exp.Delete):
+        return "delete"
+    return "other"
+
+
+# -- the walk ------------------------------------------------------------------------------------------------------
+
+
+class _Scope:
+    """The tables visible in one SELECT (or UPDATE/DELETE), by the name the statement uses for them."""
+
+    def __init__(self, aliases: dict[str, TableKey], parent: _Scope | None) -> None:
+        self.aliases = aliases
+        self.parent = parent
+
+    def lookup(self, qualifier: str) -> TableKey | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            if qualifier in scope.aliases:
+                return scope.aliases[qualifier]
+            scope = scope.parent
+        return None
+
+    def tables(self) -> Iterator[tuple[TableKey, int]]:
+        depth, scope = 0, self
+        while True:
+            for key in scope.aliases.values():
+                yield key, depth
+            if scope.parent is None:
+                return
+            depth, scope = depth + 1, scope.parent
+
+
+class _Walker:
+    def __init__(self, catalog: Catalog, text: str, parsed: ParsedStatement) -> None:
+        self.catalog = catalog
+        self.text = text
+        self.parsed = parsed
+        self.ctes: set[str] = set()
+        self._tokens: list[tuple[int, int]] | None = None
+
+    # scopes
+
+    def walk(self, tree: exp.Expr) -> None:
+        self.ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+        scopes: dict[int, _Scope] = {}
+        for node in tree.walk():  # pre-order: a parent's scope exists before its children's
+            if isinstance(node, exp.Select | exp.Update | exp.Delete | exp.Insert):
+                parent = self._enclosing_scope(node, scopes)
+                scope = _Scope(self._sources(node), parent)
+                scopes[id(node)] = scope
+                self._analyse(node, scope)
+
+    def _enclosing_scope(self, node: exp.Expr, scopes: dict[int, _Scope]) -> _Scope | None:
+        parent = node.parent
+        while parent is not None:
+            if id(parent) in scopes:
+                return scopes[id(parent)]
+            parent = parent.parent
+        return None
+
+    def _sources(self, node: exp.Expr) -> dict[str, TableKey]:
+        tables: list[exp.Table] = []
+        if isinstance(node, exp.Select):
+            from_ = node.args.get("from_") or node.args.get("from")
+            if from_ is not None:
+                tables += [t for t in [from_.this] if isinstance(t, exp.Table)]
+                tables += [t for t in from_.expressions if isinstance(t, exp.Table)]
+            tables += [j.this for j in node.args.get("joins") or [] if isinstance(j.this, exp.Table)]
+        elif isinstance(node, exp.Update | exp.Delete | exp.Insert):
+            target = node.this.this if isinstance(node.this, exp.Schema) else node.this
+            if isinstance(target, exp.Table):
+                tables.append(target)
+            from_ = node.args.get("from_") or node.args.get("from")
+            if from_ is not None and isinstance(from_.this, exp.Table):
+                tables.append(from_.this)
+            tables += [t for t in node.args.get("using") or [] if isinstance(t, exp.Table)]
+            tables += [j.this for j in node.args.get("joins") or [] if isinstance(j.this, exp.Table)]
+        aliases: dict[str, TableKey] = {}
+        for table in tables:
+            if not table.db and table.name in self.ctes:
+                continue
+            key = self.catalog.resolve(table.db or None, table.name)
+            if key is not None:
+                aliases[table.alias_or_name] = key
+        return aliases
+
+    # what one scope does
+
+    def _analyse(self, node: exp.Expr, scope: _Scope) -> None:
+        if isinstance(node, exp.Insert):
+            self._analyse_insert(node, scope)
+            return
+        if isinstance(node, exp.Update | exp.Delete):
+            self._analyse_write(node, scope)
+        where = node.args.get("where")
+        conditions = [where.this] if where is not None else []
+        conditions += [j.args["on"] for j in node.args.get("joins") or [] if j.args.get("on") is not None]
+        for condition in conditions:
+            for conjunct in _conjuncts(condition):
+                self._predicate(conjunct, scope)
+        if isinstance(node, exp.Select):
+            self._order_group_limit(node, scope)
+        for column in _own_columns(node):
+            resolved = self._resolve(column, scope)
+            if resolved:
+                self._usage(resolved[0]).referenced.add(resolved[1])
+        if isinstance(node, exp.Select) and any(isinstance(e, exp.Star) for e in node.expressions):
+            for key in scope.aliases.values():
+                self._usage(key).referenced.update(self.catalog.columns.get(key, ()))
+
+    def _analyse_insert(self, node: exp.Insert, scope: _Scope) -> None:
+        target = next(iter(scope.aliases.values()), None)
+        self.parsed.written_table = target
+
+    def _analyse_write(self, node: exp.Update | exp.Delete, scope: _Scope) -> None:
+        target = node.this.this if isinstance(node.this, exp.Schema) else node.this
+        if isinstance(target, exp.Table):
+            self.parsed.written_table = scope.aliases.get(target.alias_or_name)
+        if isinstance(node, exp.Update):
+            self.parsed.updated_columns = tuple(
+                eq.this.name for eq in node.expressions if isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Column)
+            )
+
+    def _usage(self, key: TableKey) -> TableUsage:
+        usage = self.parsed.usages.get(key)
+        if usage is None:
+            usage = self.parsed.usages[key] = TableUsage(key)
+        return usage
+
+    # predicates
+
+    def _predicate(self, node: exp.Expr, scope: _Scope) -> None:
+        node = _unparen(node)
+        if isinstance(node, exp.EQ):
+            self._comparison(node.this, node.expression, scope, "eq")
+        elif isinstance(node, _RANGE):
+            self._comparison(node.this, node.expression, scope, "range")
+        elif isinstance(node, exp.NEQ):
+            self._comparison(node.this, node.expression, scope, "neq")
+        elif isinstance(node, exp.In):
+            side = self._side(node.this, scope)
+            if side and side[0] == "column" and node.args.get("query") is not None:
+                self._add_unique(self._usage(side[1]).joins, side[2])  # a semi-join on this column
+            elif side and side[0] == "column":
+                self._add_unique(self._usage(side[1]).equality, side[2])
+                self._remember_constants(side[1], side[2], node.expressions)
+        elif isinstance(node, exp.Between):
+            side = self._side(node.this, scope)
+            if side and side[0] == "column":
+                self._add_unique(self._usage(side[1]).ranges, side[2])
+        elif isinstance(node, exp.Like):
+            side = self._side(node.this, scope)
+            if side and side[0] == "column" and self._is_constant(node.expression, scope):
+                self._add_unique(self._usage(side[1]).likes, side[2])
+        elif isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            side = self._side(node.this, scope)
+            if side and side[0] == "column":
+                self._usage(side[1]).nulls.append((side[2], not node.args.get("negate")))
+        elif isinstance(node, exp.Not) and isinstance(_unparen(node.this), exp.Is):
+            inner = _unparen(node.this)
+            side = self._side(inner.this, scope)
+            if side and side[0] == "column" and isinstance(inner.expression, exp.Null):
+                self._usage(side[1]).nulls.append((side[2], bool(inner.args.get("negate"))))
+
+    def _comparison(self, left: exp.Expr, right: exp.Expr, scope: _Scope, op: str) -> None:
+        lhs, rhs = self._side(left, scope), self._side(right, scope)
+        if lhs is None or rhs is None:
+            return
+        for this, other, other_node in ((lhs, rhs, right), (rhs, lhs, left)):
+            if this[0] == "column" and other[0] == "const":
+                usage = self._usage(this[1])
+                if op == "eq":
+                    self._add_unique(usage.equality, this[2])
+                    self._remember_constants(this[1], this[2], [other_node])
+                elif op == "range":
+                    self._add_unique(usage.ranges, this[2])
+                else:
+                    self._add_unique(usage.not_equal, this[2])
+            elif this[0] == "column" and other[0] in ("column", "expr") and other[1] != this[1]:
+                usage = self._usage(this[1])
+                self._add_unique(usage.joins if op == "eq" else usage.ranges, this[2])
+            elif this[0] == "expr" and other[0] == "const" and op in ("eq", "range"):
+                self._add_unique(self._usage(this[1]).expressions, this[2])
+
+    def _side(self, node: exp.Expr, scope: _Scope) -> tuple[str, TableKey | None, str] | None:
+        """("column", table, name) | ("expr", table, source text) | ("const", None, "") | None (unusable)."""
+        node = _unparen(node)
+        if isinstance(node, exp.Column):
+            resolved = self._resolve(node, scope)
+            return ("column", resolved[0], resolved[1]) if resolved else None
+        columns = list(node.find_all(exp.Column))
+        if not columns:
+            return None if node.find(exp.Query) else ("const", None, "")
+        tables = {self._resolve(c, scope) for c in columns}
+        keys = {r[0] for r in tables if r is not None}
+        if None in tables or len(keys) != 1 or node.find(exp.Query):
+            return None
+        text = self._source_text(node, scope)
+        return ("expr", keys.pop(), text) if text else None
+
+    def _is_constant(self, node: exp.Expr, scope: _Scope) -> bool:
+        side = self._side(node, scope)
+        return side is not None and side[0] == "const"
+
+    def _resolve(self, column: exp.Column, scope: _Scope) -> tuple[TableKey, str] | None:
+        name = column.name
+        if column.table:
+            key = scope.lookup(column.table)
+            return (key, name) if key is not None else None
+        matches = [(key, depth) for key, depth in scope.tables() if name in self.catalog.columns.get(key, ())]
+        if not matches:
+            return None
+        nearest = min(depth for _, depth in matches)
+        keys = {key for key, depth in matches if depth == nearest}
+        return (keys.pop(), name) if len(keys) == 1 else None
+
+    def _remember_constants(self, key: TableKey, column: str, values: list[exp.Expr]) -> None:
+        for value in values:
+            value = _unparen(value)
+            if isinstance(value, exp.Cast):
+                value = _unparen(value.this)
+            if isinstance(value, exp.Literal):
+                self._usage(key).constants.setdefault(column, []).append(value.this)
+
+    # ORDER BY, GROUP BY, LIMIT
+
+    def _order_group_limit(self, node: exp.Select, scope: _Scope) -> None:
+        order = node.args.get("order")
+        if order is not None:
+            keys: list[tuple[TableKey, str, bool]] = []
+            for ordered in order.expressions:
+                side = self._side(ordered.this, scope) if isinstance(ordered, exp.Ordered) else None
+                if side is None or side[0] != "column" or side[1] is None:
+                    keys = []
+                    break
+                keys.append((side[1], side[2], bool(ordered.args.get("desc"))))
+            if keys and len({k[0] for k in keys}) == 1:
+                self._usage(keys[0][0]).order_by = [(name, desc) for _, name, desc in keys]
+        group = node.args.get("group")
+        if group is not None:
+            for expression in group.expressions:
+                side = self._side(expression, scope)
+                if side and side[0] == "column" and side[1] is not None:
+                    self._add_unique(self._usage(side[1]).group_by, side[2])
+        if node.args.get("limit") is not None:
+            for key in scope.aliases.values():
+                self._usage(key).limit = True
+
+    # expression text
+
+    def _source_text(self, node: exp.Expr, scope: _Scope) -> str | None:
+        """The expression as the statement wrote it, without table qualifiers; None if it cannot be recovered.
+
+        PostgreSQL matches an expression index by parse tree, so constants must stay as written (sqlglot would
+        print ``date_trunc('day', x)`` as ``DATE_TRUNC('DAY', x)``, which is another expression to PostgreSQL).
+        sqlglot keeps the position of some tokens only, so the span they give is grown token by token until the
+        text parses back to the same expression.
+        """
+        if node.find(exp.Parameter, exp.Placeholder):
+            return None  # a parameter inside the expression: no index can be built from the normalised text
+        core = _span(node, self.text)
+        if core is None:
+            return None
+        target = _unparen(node.transform(_unqualify))
+        qualifiers = {c.table for c in node.find_all(exp.Column) if c.table}
+        for start, end in self._grown(core):
+            text = self.text[start:end]
+            for qualifier in qualifiers:
+                text = re.sub(rf'(?<![\w"]){re.escape(qualifier)}\s*\.\s*', "", text)
+            if not _balanced(text):
+                continue  # sqlglot forgives a missing ")"; PostgreSQL would not
+            try:
+                reparsed = sqlglot.parse_one(text, dialect=DIALECT)
+            except SqlglotError:
+                continue
+            if reparsed is not None and _unparen(reparsed) == target:
+                return text.strip()
+        return None
+
+    def _grown(self, core: tuple[int, int]) -> Iterator[tuple[int, int]]:
+        """Spans around ``core``: itself, then with up to 3 more tokens before and 12 after."""
+        if self._tokens is None:
+            self._tokens = [(t.start, t.end + 1) for t in Tokenizer(dialect=DIALECT).tokenize(self.text)]
+        tokens = self._tokens
+        first = next((i for i, (s, _) in enumerate(tokens) if s >= core[0]), None)
+        last = max((i for i, (_, e) in enumerate(tokens) if e <= core[1]), default=None)
+        if first is None or last is None:
+            return
+        yield core
+        for left in range(4):
+            for right in range(13):
+                i, j = first - left, last + right
+                if i >= 0 and j < len(tokens) and (left or right):
+                    yield tokens[i][0], tokens[j][1]
+
+    @staticmethod
+    def _add_unique(items: list[str], name: str) -> None:
+        if name not in items:
+            items.append(name)
+
+
+def _unqualify(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.Column) and node.table:
+        return exp.column(node.name)
+    return node
+
+
+def _span(node: exp.Expr, text: str) -> tuple[int, int] | None:
+    """Character span of ``node`` in ``text``, from the token positions sqlglot keeps."""
+    starts, ends = [], []
+    for sub in node.walk():
+        meta = sub.meta
+        if "start" in meta:
+            starts.append(meta["start"])
+            end = meta["end"] + 1
+            if (isinstance(sub, exp.Func) and not isinstance(sub, exp.Anonymous | exp.Cast)) or isinstance(sub, exp.Anonymous):
+                end = _closing_paren(text, meta["end"] + 1) or end
+            ends.append(end)
+    if not starts:
+        return None
+    return min(starts), max(ends)
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in re.sub(r"'(?:[^']|'')*'", "", text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _closing_paren(text: str, position: int) -> int | None:
+    """Index after the parenthesis that closes the first ``(`` at or after ``position`` (quotes respected)."""
+    opening = text.find("(", position)
+    if opening < 0 or text[position:opening].strip():
+        return None
+    depth, index = 0, opening
+    while index < len(text):
+        char = text[index]
+        if char == "'":
+            closing = text.find("'", index + 1)
+            while closing >= 0 and text[closing + 1 : closing + 2] == "'":  # '' is an escaped quote
+                closing = text.find("'", closing + 2)
+            if closing < 0:
+                return None
+            index = closing
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return None
+
+
+def _conjuncts(node: exp.Expr) -> Iterator[exp.Expr]:
+    node = _unparen(node)
+    if isinstance(node, exp.And):
+        yield from _conjuncts(node.this)
+        yield from _conjuncts(node.expression)
+    else:
+        yield node
+
+
+def _unparen(node: exp.Expr) -> exp.Expr:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
+def _own_columns(node: exp.Expr) -> Iterator[exp.Column]:
+    """Columns of this scope, not of nested queries (they are walked as scopes of their own)."""
+    for sub in node.walk(prune=lambda n: n is not node and isinstance(n, exp.Query | exp.Subquery)):
+        if isinstance(sub, exp.Column):
+            yield sub
