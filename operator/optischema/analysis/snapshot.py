@@ -26,7 +26,7 @@ class Column:
     def distinct_values(self, rows: float) -> float:
         """Distinct values expected in ``rows`` rows (PostgreSQL's convention: negative means a fraction)."""
         if self.n_distinct is None:
-            return max(rows, 1.0) ** 0.5  # unknown: assume moderately selective
+            return float(max(rows, 1.0) ** 0.5)  # unknown: assume moderately selective
         return -self.n_distinct * rows if self.n_distinct < 0 else self.n_distinct
 
 

@@ -182,6 +182,13 @@ def _kind(tree: exp.Expr) -> StatementKind:
 # -- the walk ------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Side:
+    kind: Literal["column", "expr", "const"]
+    table: TableKey = ("", "")
+    text: str = ""  # column name, or the expression's source text
+
+
 class _Scope:
     """The tables visible in one SELECT (or UPDATE/DELETE), by the name the statement uses for them."""
 
@@ -316,68 +323,68 @@ class _Walker:
             self._comparison(node.this, node.expression, scope, "neq")
         elif isinstance(node, exp.In):
             side = self._side(node.this, scope)
-            if side and side[0] == "column" and node.args.get("query") is not None:
-                self._add_unique(self._usage(side[1]).joins, side[2])  # a semi-join on this column
-            elif side and side[0] == "column":
-                self._add_unique(self._usage(side[1]).equality, side[2])
-                self._remember_constants(side[1], side[2], node.expressions)
+            if side and side.kind == "column" and node.args.get("query") is not None:
+                self._add_unique(self._usage(side.table).joins, side.text)  # a semi-join on this column
+            elif side and side.kind == "column":
+                self._add_unique(self._usage(side.table).equality, side.text)
+                self._remember_constants(side.table, side.text, node.expressions)
         elif isinstance(node, exp.Between):
             side = self._side(node.this, scope)
-            if side and side[0] == "column":
-                self._add_unique(self._usage(side[1]).ranges, side[2])
+            if side and side.kind == "column":
+                self._add_unique(self._usage(side.table).ranges, side.text)
         elif isinstance(node, exp.Like):
             side = self._side(node.this, scope)
-            if side and side[0] == "column" and self._is_constant(node.expression, scope):
-                self._add_unique(self._usage(side[1]).likes, side[2])
+            if side and side.kind == "column" and self._is_constant(node.expression, scope):
+                self._add_unique(self._usage(side.table).likes, side.text)
         elif isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
             side = self._side(node.this, scope)
-            if side and side[0] == "column":
-                self._usage(side[1]).nulls.append((side[2], not node.args.get("negate")))
+            if side and side.kind == "column":
+                self._usage(side.table).nulls.append((side.text, not node.args.get("negate")))
         elif isinstance(node, exp.Not) and isinstance(_unparen(node.this), exp.Is):
             inner = _unparen(node.this)
             side = self._side(inner.this, scope)
-            if side and side[0] == "column" and isinstance(inner.expression, exp.Null):
-                self._usage(side[1]).nulls.append((side[2], bool(inner.args.get("negate"))))
+            if side and side.kind == "column" and isinstance(inner.expression, exp.Null):
+                self._usage(side.table).nulls.append((side.text, bool(inner.args.get("negate"))))
 
     def _comparison(self, left: exp.Expr, right: exp.Expr, scope: _Scope, op: str) -> None:
         lhs, rhs = self._side(left, scope), self._side(right, scope)
         if lhs is None or rhs is None:
             return
         for this, other, other_node in ((lhs, rhs, right), (rhs, lhs, left)):
-            if this[0] == "column" and other[0] == "const":
-                usage = self._usage(this[1])
+            if this.kind == "column" and other.kind == "const":
+                usage = self._usage(this.table)
                 if op == "eq":
-                    self._add_unique(usage.equality, this[2])
-                    self._remember_constants(this[1], this[2], [other_node])
+                    self._add_unique(usage.equality, this.text)
+                    self._remember_constants(this.table, this.text, [other_node])
                 elif op == "range":
-                    self._add_unique(usage.ranges, this[2])
+                    self._add_unique(usage.ranges, this.text)
                 else:
-                    self._add_unique(usage.not_equal, this[2])
-            elif this[0] == "column" and other[0] in ("column", "expr") and other[1] != this[1]:
-                usage = self._usage(this[1])
-                self._add_unique(usage.joins if op == "eq" else usage.ranges, this[2])
-            elif this[0] == "expr" and other[0] == "const" and op in ("eq", "range"):
-                self._add_unique(self._usage(this[1]).expressions, this[2])
+                    self._add_unique(usage.not_equal, this.text)
+            elif this.kind == "column" and other.kind in ("column", "expr") and other.table != this.table:
+                usage = self._usage(this.table)
+                self._add_unique(usage.joins if op == "eq" else usage.ranges, this.text)
+            elif this.kind == "expr" and other.kind == "const" and op in ("eq", "range"):
+                self._add_unique(self._usage(this.table).expressions, this.text)
 
-    def _side(self, node: exp.Expr, scope: _Scope) -> tuple[str, TableKey | None, str] | None:
-        """("column", table, name) | ("expr", table, source text) | ("const", None, "") | None (unusable)."""
+    def _side(self, node: exp.Expr, scope: _Scope) -> _Side | None:
+        """One side of a comparison: a column, an expression over one table, a constant, or None (unusable)."""
         node = _unparen(node)
         if isinstance(node, exp.Column):
             resolved = self._resolve(node, scope)
-            return ("column", resolved[0], resolved[1]) if resolved else None
+            return _Side("column", resolved[0], resolved[1]) if resolved else None
         columns = list(node.find_all(exp.Column))
         if not columns:
-            return None if node.find(exp.Query) else ("const", None, "")
+            return None if node.find(exp.Query) else _Side("const")
         tables = {self._resolve(c, scope) for c in columns}
         keys = {r[0] for r in tables if r is not None}
         if None in tables or len(keys) != 1 or node.find(exp.Query):
             return None
         text = self._source_text(node, scope)
-        return ("expr", keys.pop(), text) if text else None
+        return _Side("expr", keys.pop(), text) if text else None
 
     def _is_constant(self, node: exp.Expr, scope: _Scope) -> bool:
         side = self._side(node, scope)
-        return side is not None and side[0] == "const"
+        return side is not None and side.kind == "const"
 
     def _resolve(self, column: exp.Column, scope: _Scope) -> tuple[TableKey, str] | None:
         name = column.name
@@ -407,18 +414,18 @@ class _Walker:
             keys: list[tuple[TableKey, str, bool]] = []
             for ordered in order.expressions:
                 side = self._side(ordered.this, scope) if isinstance(ordered, exp.Ordered) else None
-                if side is None or side[0] != "column" or side[1] is None:
+                if side is None or side.kind != "column":
                     keys = []
                     break
-                keys.append((side[1], side[2], bool(ordered.args.get("desc"))))
+                keys.append((side.table, side.text, bool(ordered.args.get("desc"))))
             if keys and len({k[0] for k in keys}) == 1:
                 self._usage(keys[0][0]).order_by = [(name, desc) for _, name, desc in keys]
         group = node.args.get("group")
         if group is not None:
             for expression in group.expressions:
                 side = self._side(expression, scope)
-                if side and side[0] == "column" and side[1] is not None:
-                    self._add_unique(self._usage(side[1]).group_by, side[2])
+                if side and side.kind == "column":
+                    self._add_unique(self._usage(side.table).group_by, side.text)
         if node.args.get("limit") is not None:
             for key in scope.aliases.values():
                 self._usage(key).limit = True
@@ -490,7 +497,7 @@ def _span(node: exp.Expr, text: str) -> tuple[int, int] | None:
         if "start" in meta:
             starts.append(meta["start"])
             end = meta["end"] + 1
-            if (isinstance(sub, exp.Func) and not isinstance(sub, exp.Anonymous | exp.Cast)) or isinstance(sub, exp.Anonymous):
+            if isinstance(sub, exp.Func) and not isinstance(sub, exp.Cast):  # meta covers the name: add the (...)
                 end = _closing_paren(text, meta["end"] + 1) or end
             ends.append(end)
     if not starts:
