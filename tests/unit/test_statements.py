@@ -56,7 +56,10 @@ def test_fingerprint_matches_normalised_and_literal_forms() -> None:
     normalised = (
         "SELECT id FROM orders WHERE customer_id = $1 AND status IN ($2,$3) AND created_at > now() - interval $4"
     )
-    literal = "select id from orders where customer_id = 42 and status in ('a', 'b') and created_at > now() - interval '1 day'"
+    literal = (
+        "select id from orders where customer_id = 42 and status in ('a', 'b') "
+        "and created_at > now() - interval '1 day'"
+    )
     assert fingerprint(normalised) == fingerprint(literal)
     assert fingerprint(normalised) != fingerprint("SELECT id FROM orders WHERE customer_id = $1")
 
