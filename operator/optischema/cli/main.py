@@ -9,6 +9,7 @@ from pathlib import Path
 
 from optischema import __version__
 from optischema.api import crdgen
+from optischema.cli import analyze
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("directory", nargs="?", type=Path, default=Path("crds"), help="where to write (default: crds)")
+    analyze.add_parser(commands)
     return parser
 
 
@@ -25,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "crds":
         return crdgen.main([str(args.directory)])
+    if hasattr(args, "run"):
+        return int(args.run(args))
     parser.print_help(sys.stderr)
     return 2
 

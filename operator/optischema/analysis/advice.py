@@ -1,0 +1,166 @@
+"""Index recommendations with their evidence, from the what-if selection or, without HypoPG, from shapes alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from optischema.api.recommendation import Evidence, RecommendedChange, StatementEvidence
+from optischema.api.target import Risk
+from optischema.changes.ddl import index_name, render_create, render_drop
+
+from .candidates import Candidate
+from .report import Recommendation, make
+from .selection import Choice, Selection, WorkloadStatement
+from .snapshot import Snapshot, Statement
+
+#: Tables above this size make an index build long enough to call the change medium risk (high above the next).
+MEDIUM_RISK_TABLE_BYTES = 1 << 30
+HIGH_RISK_TABLE_BYTES = 100 << 30
+#: Statements listed as evidence, largest share first.
+EVIDENCE_STATEMENTS = 10
+#: Without HypoPG, only tables at least this large get an index proposal (small tables are scanned cheaply).
+HEURISTIC_MIN_ROWS = 10_000
+
+
+def index_recommendations(
+    selection: Selection, workload: Sequence[WorkloadStatement], snapshot: Snapshot
+) -> list[Recommendation]:
+    by_key = {s.key: s for s in workload}
+    queries = {s.query_id: s for s in snapshot.statements}
+    found = []
+    taken = [i.name for i in snapshot.indexes]
+    for choice in selection.chosen:
+        users = [k for k, plan in selection.final.items() if choice.candidate.key in plan.uses]
+        before = sum(by_key[k].weight * (selection.base[k].cost or 0.0) for k in users)
+        after = sum(by_key[k].weight * (selection.final[k].cost or 0.0) for k in users)
+        improvement = 100.0 * (before - after - choice.penalty) / before if before > 0 else None
+        definition = choice.candidate.index.model_copy(update={"name": index_name(choice.candidate.index, taken)})
+        taken.append(definition.name or "")
+        evidence = Evidence(
+            statements=[
+                _statement_evidence(by_key[k], queries, selection.base[k].cost, selection.final[k].cost)
+                for k in sorted(users, key=lambda k: -by_key[k].weight * (selection.base[k].cost or 0.0))
+            ][:EVIDENCE_STATEMENTS],
+            cost_before=round(before, 2),
+            cost_after=round(after, 2),
+            estimated_improvement_percent=None if improvement is None else round(max(min(improvement, 100), -100), 2),
+            estimated_size_bytes=choice.size_bytes,
+        )
+        found.append(
+            make(
+                "createIndex",
+                RecommendedChange(index=definition),
+                sql=render_create(definition),
+                rollback_sql=render_drop(definition),
+                table=f"{definition.schema_}.{definition.table}",
+                evidence=evidence,
+                improvement=improvement,
+                rationale=_rationale(choice, users, by_key, before, after),
+                source="whatif",
+                risk=_risk(choice, snapshot, before),
+            )
+        )
+    return found
+
+
+def _statement_evidence(
+    statement: WorkloadStatement, queries: Mapping[int, Statement], before: float | None, after: float | None
+) -> StatementEvidence:
+    stat = queries.get(int(statement.key))
+    total = stat.total_time_ms if stat else 0.0
+    return StatementEvidence(
+        query_id=statement.key,
+        fingerprint=statement.parsed.fingerprint,
+        query=statement.request.query[:4096],
+        calls=statement.calls,
+        total_time_ms=round(total, 3),
+        mean_time_ms=round(total / statement.calls, 3) if statement.calls else 0.0,
+        cost_before=None if before is None else round(before, 2),
+        cost_after=None if after is None else round(after, 2),
+    )
+
+
+def _rationale(
+    choice: Choice, users: list[str], by_key: dict[str, WorkloadStatement], before: float, after: float
+) -> str:
+    index = choice.candidate.index
+    calls = sum(by_key[k].calls for k in users)
+    text = (
+        f"{len(users)} statement{'s' if len(users) != 1 else ''} ({calls} calls) would use it: their weighted planner "
+        f"cost falls from {before:.0f} to {after:.0f} (HypoPG what-if, with the other proposed indexes in place)."
+    )
+    if index.where:
+        text += f" Partial (WHERE {index.where}): the statements using it all filter on that, so the index holds "
+        text += "only the rows they can return and is cheaper to maintain."
+    if index.include:
+        text += f" INCLUDE ({', '.join(index.include)}) lets them read everything from the index (index-only scan)."
+    if any(c.opclass for c in index.columns):
+        text += " The operator class serves LIKE 'prefix%' under the database's non-C collation."
+    if any(c.expression for c in index.columns):
+        text += " The expression is written exactly as the statements write it, which the planner needs to match it."
+    if choice.penalty > 0:
+        text += f" Write cost charged: {choice.penalty:.0f} (inserts, and updates of indexed columns)."
+    return text
+
+
+def _risk(choice: Choice, snapshot: Snapshot, benefit: float) -> Risk:
+    table = snapshot.tables.get(choice.candidate.table)
+    size = table.size_bytes if table else 0
+    if size >= HIGH_RISK_TABLE_BYTES:
+        return "high"
+    if size >= MEDIUM_RISK_TABLE_BYTES or (benefit > 0 and choice.penalty > 0.1 * benefit):
+        return "medium"
+    return "low"
+
+
+def heuristic_recommendations(
+    workload: Sequence[WorkloadStatement], candidates: Sequence[Candidate], snapshot: Snapshot, max_per_table: int
+) -> list[Recommendation]:
+    """Without HypoPG: for each heavy statement on a large table, the candidate that serves most of its filters.
+
+    Nothing is costed, so little is proposed: one index per statement at most, only on tables of at least
+    ``HEURISTIC_MIN_ROWS`` rows, and the recommendations say that they are estimates from shape alone.
+    """
+    by_statement: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        for key in candidate.statements:
+            by_statement.setdefault(key, []).append(candidate)
+    picked: dict[str, tuple[Candidate, float]] = {}
+    for statement in sorted(workload, key=lambda s: -s.calls):
+        options = [
+            c
+            for c in by_statement.get(statement.key, [])
+            if (t := snapshot.tables.get(c.table)) is not None and t.rows >= HEURISTIC_MIN_ROWS and not c.index.include
+        ]
+        if not options:
+            continue
+        best = max(options, key=lambda c: (len(c.index.columns), c.index.where is not None))
+        weight = picked.get(best.key, (best, 0.0))[1] + statement.calls
+        picked[best.key] = (best, weight)
+    per_table: dict[tuple[str, str], int] = {}
+    found = []
+    taken = [i.name for i in snapshot.indexes]
+    for candidate, calls in sorted(picked.values(), key=lambda p: -p[1]):
+        existing = len(snapshot.indexes_on(candidate.table))
+        if existing + per_table.get(candidate.table, 0) >= max_per_table:
+            continue
+        per_table[candidate.table] = per_table.get(candidate.table, 0) + 1
+        definition = candidate.index.model_copy(update={"name": index_name(candidate.index, taken)})
+        taken.append(definition.name or "")
+        found.append(
+            make(
+                "createIndex",
+                RecommendedChange(index=definition),
+                sql=render_create(definition),
+                rollback_sql=render_drop(definition),
+                table=f"{definition.schema_}.{definition.table}",
+                rationale=(
+                    f"Heuristic only (HypoPG is not installed, so nothing was costed): {len(candidate.statements)} "
+                    f"statement(s), {calls:.0f} calls, filter the large table {definition.table} on these columns "
+                    "with no index to serve them. Install HypoPG for what-if costing."
+                ),
+                source="heuristic",
+                risk="medium",
+            )
+        )
+    return found

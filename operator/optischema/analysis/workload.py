@@ -1,0 +1,120 @@
+"""Which statements are analysed, and why each of the others is not.
+
+Statements are weighted by their calls; the ``top`` statements by total time are kept. Each statement is parsed
+from a sample as it ran when there is one (constants in place: expressions keep their literals, and the values
+compared show which partial predicate would serve), else from its normalised text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .selection import WorkloadStatement
+from .snapshot import Snapshot, Statement
+from .statements import Catalog, ParsedStatement, parse_statement
+from .whatif import PlanRequest
+
+#: Samples planned per statement (their costs are averaged).
+SAMPLES_PER_STATEMENT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    query_id: int
+    query: str
+    calls: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Workload:
+    statements: list[WorkloadStatement] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    seen: int = 0
+
+    def skip_summary(self) -> dict[str, int]:
+        """How many statements were skipped for each kind of reason."""
+        summary: dict[str, int] = {}
+        for item in self.skipped:
+            kind = item.reason.split(":")[0].split(" (")[0]
+            summary[kind] = summary.get(kind, 0) + 1
+        return summary
+
+
+def catalog_of(snapshot: Snapshot) -> Catalog:
+    return Catalog({key: {c.name for c in table.columns} for key, table in snapshot.tables.items()})
+
+
+def build_workload(
+    snapshot: Snapshot,
+    *,
+    min_calls: int = 1,
+    top: int = 500,
+    ignore_patterns: Sequence[str] = (),
+) -> Workload:
+    catalog = catalog_of(snapshot)
+    patterns = [re.compile(p) for p in ignore_patterns]
+    workload = Workload(seen=len(snapshot.statements))
+    ranked = sorted(snapshot.statements, key=lambda s: s.total_time_ms, reverse=True)
+    kept = 0
+    for statement in ranked:
+        reason = _reason_to_skip(statement, min_calls, patterns)
+        parsed: ParsedStatement | None = None
+        if reason is None:
+            parsed = _parse(statement, snapshot.samples.get(statement.query_id, []), catalog)
+            reason = parsed.skip_reason or _reason_without_tables(parsed)
+        if reason is None and kept >= top:
+            reason = f"outside the top {top} statements by total time"
+        if reason is not None or parsed is None:
+            workload.skipped.append(Skipped(statement.query_id, statement.query, statement.calls, reason or ""))
+            continue
+        kept += 1
+        samples = tuple(snapshot.samples.get(statement.query_id, [])[:SAMPLES_PER_STATEMENT])
+        key = str(statement.query_id)
+        workload.statements.append(
+            WorkloadStatement(
+                key=key,
+                calls=statement.calls,
+                rows=statement.rows,
+                parsed=parsed,
+                request=PlanRequest(key, statement.query, samples, frozenset(parsed.tables)),
+            )
+        )
+    return workload
+
+
+def _reason_to_skip(statement: Statement, min_calls: int, patterns: list[re.Pattern[str]]) -> str | None:
+    if statement.calls < min_calls:
+        return f"called {statement.calls} times, fewer than minCalls ({min_calls})"
+    for pattern in patterns:
+        if pattern.search(statement.query):
+            return f"matches ignoreStatements pattern {pattern.pattern!r}"
+    return None
+
+
+def _parse(statement: Statement, samples: list[str], catalog: Catalog) -> ParsedStatement:
+    for sample in samples:
+        parsed = parse_statement(sample, catalog)
+        if parsed.skip_reason is None:
+            for other in samples:  # constants seen across all samples, for partial-index predicates
+                if other is not sample:
+                    _merge_constants(parsed, parse_statement(other, catalog))
+            return parsed
+    return parse_statement(statement.query, catalog)
+
+
+def _merge_constants(into: ParsedStatement, other: ParsedStatement) -> None:
+    for key, usage in other.usages.items():
+        target = into.usages.get(key)
+        if target is None:
+            continue
+        for column, values in usage.constants.items():
+            target.constants.setdefault(column, []).extend(v for v in values if v not in target.constants[column])
+
+
+def _reason_without_tables(parsed: ParsedStatement) -> str | None:
+    if parsed.usages or parsed.written_table:
+        return None
+    return "reads no table of the analysed schemas (system catalogs, functions or ignored schemas only)"

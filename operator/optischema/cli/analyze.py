@@ -1,0 +1,204 @@
+"""``optischema analyze``: the engine against any DSN, with a report for people, JSON for scripts, or custom
+resources for ``kubectl apply`` and Git."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from optischema.analysis.errors import AnalysisError, ExitCode
+from optischema.analysis.report import as_json
+from optischema.api.quantity import quantity_bytes
+from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
+from optischema.postgres.connect import describe_target
+
+JSON_VERSION = 1
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "analyze",
+        help="analyse a database's workload and print recommendations",
+        description="Read pg_stat_statements and the catalogs over a read-only connection, choose indexes for the "
+        "whole workload with HypoPG what-if planning, and report them with the other findings.",
+    )
+    parser.add_argument("--dsn", required=True, help="postgresql://user[:password]@host:port/database")
+    parser.add_argument("--format", choices=("table", "json", "yaml"), default="table", help="output (default: table)")
+    parser.add_argument("--budget", help="storage budget for new indexes, e.g. 1GiB or 500Mi (default: none)")
+    parser.add_argument("--max-indexes-per-table", type=_positive, default=10, metavar="N")
+    parser.add_argument("--min-calls", type=_positive, default=2, metavar="N", help="ignore rarer statements")
+    parser.add_argument("--top", type=_positive, default=500, metavar="N", help="statements by total time analysed")
+    parser.add_argument("--ignore-schema", action="append", default=[], metavar="SCHEMA")
+    parser.add_argument("--ignore-statement", action="append", default=[], metavar="REGEX")
+    parser.add_argument(
+        "--sample-seconds",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="watch pg_stat_activity this long for statements with their constants (0: off)",
+    )
+    parser.add_argument("--emit-crs", type=Path, metavar="DIR", help="also write TuningRecommendation YAML files here")
+    parser.add_argument("--target", help="PostgresTarget name for --emit-crs (default: the database name)")
+    parser.add_argument("--namespace", help="namespace for --emit-crs")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _budget(text: str | None) -> int | None:
+    if text is None:
+        return None
+    normalised = text.strip().replace("iB", "i")
+    if normalised.endswith("B") and not normalised.endswith("iB"):
+        normalised = normalised[:-1]
+    try:
+        value = quantity_bytes(normalised)
+    except ValueError as error:
+        raise AnalysisError("InvalidBudget", f"--budget: {error}", ExitCode.BAD_INPUT) from error
+    if value < 0:
+        raise AnalysisError("InvalidBudget", "--budget: must not be negative", ExitCode.BAD_INPUT)
+    return value
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    progress = None if args.quiet else _Progress(err)
+    try:
+        options = AnalyzeOptions(
+            min_calls=args.min_calls,
+            top_statements=args.top,
+            ignore_schemas=args.ignore_schema,
+            ignore_statements=args.ignore_statement,
+            budget_bytes=_budget(args.budget),
+            max_indexes_per_table=args.max_indexes_per_table,
+            sample_seconds=max(args.sample_seconds, 0.0),
+        )
+        result = asyncio.run(analyze(args.dsn, options, progress))
+    except AnalysisError as error:
+        if progress:
+            progress.done()
+        print(f"optischema analyze: {error.message}", file=err)
+        return int(error.exit_code)
+    if progress:
+        progress.done()
+    if args.emit_crs:
+        target = args.target or args.dsn.rsplit("/", 1)[-1].split("?")[0] or "database"
+        written = emit_crs(result, args.emit_crs, target, args.namespace)
+        print(f"wrote {written} TuningRecommendation file(s) to {args.emit_crs}", file=err)
+    if args.format == "json":
+        json.dump(document(result), out, indent=2)
+        out.write("\n")
+    elif args.format == "yaml":
+        yaml.safe_dump(document(result), out, sort_keys=False, width=120, allow_unicode=True)
+    else:
+        out.write(table(result, describe_target(args.dsn)))
+    return int(ExitCode.OK)
+
+
+def document(result: AnalysisResult) -> dict[str, Any]:
+    """The JSON/YAML document; its shape is documented in the README and versioned by ``version``."""
+    return {
+        "version": JSON_VERSION,
+        "server_version": result.server_version,
+        "mode": result.mode,
+        "started_at": result.started_at.isoformat() if result.started_at else None,
+        "duration_seconds": result.duration_seconds,
+        "statements_seen": result.statements_seen,
+        "statements_analysed": result.statements_analysed,
+        "planner_calls": result.planner_calls,
+        "notes": result.notes,
+        "skipped": _skip_summary(result),
+        "unplannable": result.unplannable,
+        "recommendations": as_json(result.recommendations),
+    }
+
+
+def _skip_summary(result: AnalysisResult) -> dict[str, int]:
+    summary: dict[str, int] = {}
+    for item in result.skipped:
+        kind = item.reason.split(":")[0].split(" (")[0]
+        summary[kind] = summary.get(kind, 0) + 1
+    return summary
+
+
+def emit_crs(result: AnalysisResult, directory: Path, target: str, namespace: str | None) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    for recommendation in result.recommendations:
+        resource = recommendation.to_custom_resource(target, namespace)
+        body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["metadata"] = {k: v for k, v in body["metadata"].items() if v not in ({}, None)}
+        path = directory / f"{resource.metadata.name}.yaml"
+        path.write_text(yaml.safe_dump(body, sort_keys=False, width=120, allow_unicode=True))
+    return len(result.recommendations)
+
+
+def table(result: AnalysisResult, where: str) -> str:
+    """The report for a person: what to do, why, and what was left out."""
+    lines = [
+        f"OptiSchema analysis of {where}: PostgreSQL {result.server_version}, "
+        f"{'what-if planning with HypoPG' if result.mode == 'whatif' else 'heuristics only (no HypoPG)'}, "
+        f"{result.statements_analysed} of {result.statements_seen} statements analysed in "
+        f"{result.duration_seconds:.1f}s",
+        "",
+    ]
+    if not result.recommendations:
+        lines.append("No recommendations: the workload is served well as it is.")
+    for number, rec in enumerate(result.recommendations, 1):
+        gain = "" if rec.estimated_improvement_percent is None else f"{rec.estimated_improvement_percent:+.1f}%"
+        lines.append(
+            f"{number:>2}. {rec.kind:<12} {rec.table or '(server)':<28} {gain:>8}  risk {rec.risk}  [{rec.id}]"
+        )
+        lines.append(textwrap.indent(rec.sql, "      "))
+        if rec.rollback_sql:
+            lines.append(textwrap.indent(f"rollback: {rec.rollback_sql}", "      "))
+        lines += textwrap.wrap(rec.rationale, width=110, initial_indent="      ", subsequent_indent="      ")
+        lines.append("")
+    for note in result.notes:
+        lines += textwrap.wrap(f"note: {note}", width=116)
+    summary = _skip_summary(result)
+    if summary:
+        lines.append("skipped: " + ", ".join(f"{count} {reason}" for reason, count in sorted(summary.items())))
+    if result.unplannable:
+        lines.append(f"could not be planned: {len(result.unplannable)} statement(s) (see --format json)")
+    return "\n".join(lines) + "\n"
+
+
+class _Progress:
+    """Progress on stderr: a rewritten line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        text = f"{stage} {done}/{total}" if total else stage
+        if self.tty:
+            self.stream.write(f"\r\033[K{text}")
+        else:
+            self.stream.write(f"{text}\n")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.tty and self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

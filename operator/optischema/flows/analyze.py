@@ -1,0 +1,160 @@
+"""One analysis, end to end: connect read-only, collect, choose indexes with what-if planning, add the other
+findings. The CLI, the analysis Job and the operator's inline runner all call :func:`analyze`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from optischema.analysis import advice, findings
+from optischema.analysis.candidates import generate
+from optischema.analysis.errors import AnalysisError, ExitCode
+from optischema.analysis.report import Recommendation
+from optischema.analysis.selection import Limits, Selection, requests_for, select_indexes
+from optischema.analysis.snapshot import Snapshot
+from optischema.analysis.whatif import PlanCache
+from optischema.analysis.workload import Skipped, Workload, build_workload
+from optischema.postgres.collect import collect
+from optischema.postgres.connect import connect
+from optischema.postgres.planner import HypoPGPlanner
+
+# sqlglot logs a warning for every statement it reads as an opaque command (CREATE FUNCTION ... in extension
+# scripts that pg_stat_statements recorded); we report skipped statements ourselves.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+Progress = Callable[[str, int, int], None]
+#: More statements than this is refused unless ``top_statements`` says otherwise: planning is the expensive part.
+MAX_STATEMENTS = 10_000
+
+
+@dataclass(slots=True)
+class AnalyzeOptions:
+    min_calls: int = 2
+    top_statements: int = 500
+    ignore_schemas: Sequence[str] = ()
+    ignore_statements: Sequence[str] = ()
+    budget_bytes: int | None = None
+    max_indexes_per_table: int = 10
+    sample_seconds: float = 5.0
+    connect_timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class AnalysisResult:
+    recommendations: list[Recommendation]
+    mode: str  # "whatif" or "heuristic"
+    notes: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    statements_seen: int = 0
+    statements_analysed: int = 0
+    unplannable: dict[str, str] = field(default_factory=dict)  # query id -> planner error
+    planner_calls: int = 0
+    duration_seconds: float = 0.0
+    server_version: str = ""
+    started_at: datetime | None = None
+
+
+async def analyze(dsn: str, options: AnalyzeOptions, progress: Progress | None = None) -> AnalysisResult:
+    """Analyse the database at ``dsn``; raises :class:`AnalysisError` when it cannot."""
+    started, clock = datetime.now(UTC), time.monotonic()
+    say = progress or (lambda *_: None)
+    conn = await connect(dsn, timeout=options.connect_timeout)
+    try:
+        say("collecting statistics and catalogs", 0, 0)
+        snapshot = await collect(conn, ignore_schemas=options.ignore_schemas, sample_seconds=options.sample_seconds)
+        workload = _workload(snapshot, options)
+        notes = _notes(snapshot, workload, options)
+        usages = [(s.key, u) for s in workload.statements for u in s.parsed.usages.values()]
+        candidates = generate(usages, snapshot.tables, snapshot.indexes, snapshot.server)
+        selection: Selection | None = None
+        if "hypopg" in snapshot.server.extensions:
+            planner = await HypoPGPlanner(conn).start()
+            try:
+                cache = PlanCache(planner, requests_for(workload.statements))
+                limits = Limits(options.budget_bytes, options.max_indexes_per_table)
+                selection = await select_indexes(workload.statements, candidates, cache, snapshot.indexes, limits, say)
+            finally:
+                await planner.close()
+            recommendations = advice.index_recommendations(selection, workload.statements, snapshot)
+            used = {name for plan in selection.final.values() for name in plan.uses}
+            chosen = [c.candidate.index for c in selection.chosen]
+        else:
+            notes.append(
+                "HypoPG is not installed in this database: index proposals come from statement shapes only and are "
+                "not costed (marked source: heuristic). Run CREATE EXTENSION hypopg for what-if planning."
+            )
+            recommendations = advice.heuristic_recommendations(
+                workload.statements, candidates, snapshot, options.max_indexes_per_table
+            )
+            used, chosen = None, [r.change.index for r in recommendations if r.change.index is not None]
+        recommendations += findings.index_findings(snapshot, chosen, used)
+        recommendations += findings.maintenance_findings(snapshot, started)
+        recommendations += findings.setting_findings(snapshot, workload.statements)
+    finally:
+        await conn.close()
+    unplannable = {k: p.error or "" for k, p in (selection.base.items() if selection else []) if p.cost is None}
+    if unplannable:
+        notes.append(
+            f"{len(unplannable)} statement(s) could not be planned and were left out of the what-if costing "
+            "(see unplannable)."
+        )
+    return AnalysisResult(
+        recommendations=recommendations,
+        mode="whatif" if selection is not None else "heuristic",
+        notes=notes,
+        skipped=workload.skipped,
+        statements_seen=workload.seen,
+        statements_analysed=len(workload.statements),
+        unplannable=unplannable,
+        planner_calls=selection.planner_calls if selection else 0,
+        duration_seconds=round(time.monotonic() - clock, 3),
+        server_version=snapshot.server.version,
+        started_at=started,
+    )
+
+
+def _workload(snapshot: Snapshot, options: AnalyzeOptions) -> Workload:
+    if len(snapshot.statements) > MAX_STATEMENTS and options.top_statements > MAX_STATEMENTS:
+        raise AnalysisError(
+            "TooManyStatements",
+            f"pg_stat_statements holds {len(snapshot.statements)} statements; analysing more than {MAX_STATEMENTS} "
+            "at once is refused. Lower --top (the statements with the most total time are kept).",
+            ExitCode.BAD_INPUT,
+        )
+    workload = build_workload(
+        snapshot, min_calls=options.min_calls, top=options.top_statements, ignore_patterns=options.ignore_statements
+    )
+    if not workload.statements:
+        hidden = (
+            f" {snapshot.hidden_statements} statement(s) of other users are hidden from this role: grant it "
+            "pg_read_all_stats."
+            if snapshot.hidden_statements
+            else ""
+        )
+        raise AnalysisError(
+            "EmptyWorkload",
+            f"nothing to analyse: pg_stat_statements holds {len(snapshot.statements)} visible statement(s) for "
+            f"database {snapshot.server.database!r}, none of them an analysable query called at least "
+            f"{options.min_calls} times.{hidden} Let the application run (or lower --min-calls) and try again.",
+            ExitCode.PREREQUISITE,
+        )
+    return workload
+
+
+def _notes(snapshot: Snapshot, workload: Workload, options: AnalyzeOptions) -> list[str]:
+    notes = []
+    outside = sum(1 for s in workload.skipped if s.reason.startswith("outside the top"))
+    if outside:
+        notes.append(
+            f"{len(snapshot.statements)} statements in pg_stat_statements: the top {options.top_statements} by total "
+            f"time were analysed, {outside} others left out (raise --top to include them)."
+        )
+    if snapshot.hidden_statements:
+        notes.append(
+            f"{snapshot.hidden_statements} statement(s) of other users are hidden from this role: grant it "
+            "pg_read_all_stats (GRANT pg_read_all_stats TO <role>) to analyse them."
+        )
+    return notes

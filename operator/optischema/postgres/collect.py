@@ -1,0 +1,340 @@
+"""Read a snapshot of the database's statistics and catalogs, with read-only queries only.
+
+The column names of ``pg_stat_statements`` changed in PostgreSQL 13 (``total_time`` → ``total_exec_time``) and 17
+(``blk_read_time`` → ``shared_blk_read_time``): the collector asks the view which columns it has rather than
+trusting the server version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import asyncpg
+
+from optischema.analysis.errors import AnalysisError, ExitCode
+from optischema.analysis.snapshot import Column, Index, IndexKey, Server, Setting, Snapshot, Statement, Table
+from optischema.analysis.statements import fingerprint
+
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+#: Settings the findings look at (and show as evidence).
+SETTINGS = (
+    "work_mem",
+    "shared_buffers",
+    "effective_cache_size",
+    "random_page_cost",
+    "seq_page_cost",
+    "effective_io_concurrency",
+    "maintenance_work_mem",
+    "default_statistics_target",
+    "track_activity_query_size",
+    "compute_query_id",
+)
+HIDDEN = "<insufficient privilege>"
+#: Schemas analysed: not the system's, not temporary or TOAST ones, not those the caller ignores ($1).
+_USER_SCHEMAS = "n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_temp%' AND n.nspname NOT LIKE 'pg\\_toast%'"
+
+
+async def collect(
+    conn: asyncpg.Connection,
+    *,
+    ignore_schemas: Iterable[str] = (),
+    sample_seconds: float = 0.0,
+) -> Snapshot:
+    """The whole snapshot. Raises :class:`AnalysisError` when pg_stat_statements is missing or unreadable."""
+    skip = [*SYSTEM_SCHEMAS, *ignore_schemas]
+    server = await read_server(conn)
+    statements, hidden = await read_statements(conn, server)
+    tables = await read_tables(conn, skip)
+    indexes = await read_indexes(conn, skip)
+    settings = await read_settings(conn)
+    samples = await sample_activity(conn, server, statements, sample_seconds) if sample_seconds > 0 else {}
+    return Snapshot(server, statements, tables, indexes, settings, samples, hidden)
+
+
+async def read_server(conn: asyncpg.Connection) -> Server:
+    row = await conn.fetchrow(
+        """SELECT current_setting('server_version') AS version,
+                  current_setting('server_version_num')::int AS version_num,
+                  current_database() AS database,
+                  d.datcollate AS collation,
+                  s.stats_reset
+           FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid
+           WHERE d.datname = current_database()"""
+    )
+    extensions = {
+        r["extname"]: r["extversion"] for r in await conn.fetch("SELECT extname, extversion FROM pg_extension")
+    }
+    try:
+        identifier = await conn.fetchval("SELECT system_identifier::text FROM pg_control_system()")
+    except asyncpg.InsufficientPrivilegeError:
+        identifier = None  # needs pg_monitor (or superuser); the operator reports it as unknown
+    return Server(
+        version=row["version"],
+        version_num=row["version_num"],
+        system_identifier=identifier,
+        database=row["database"],
+        collation=row["collation"],
+        extensions=extensions,
+        stats_reset=row["stats_reset"],
+    )
+
+
+async def read_statements(conn: asyncpg.Connection, server: Server) -> tuple[list[Statement], int]:
+    """Statements of this database, one per query id (summed over users and nesting levels); the count hidden by
+    missing privileges.
+
+    Statements nested in an EXPLAIN are left out: with ``pg_stat_statements.track = all`` the what-if planner's
+    own EXPLAINs are recorded under the query id of the statement they plan, and must not count as its calls.
+    """
+    if "pg_stat_statements" not in server.extensions:
+        raise AnalysisError(
+            "ExtensionMissing",
+            f"pg_stat_statements is not installed in database {server.database!r}: add it to "
+            "shared_preload_libraries (restart needed), then run CREATE EXTENSION pg_stat_statements",
+            ExitCode.PREREQUISITE,
+        )
+    schema = await conn.fetchval(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pg_stat_statements'"
+    )
+    columns = {
+        r["attname"]
+        for r in await conn.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = format('%I.pg_stat_statements', $1::text)::regclass",
+            schema,
+        )
+    }
+    total = "total_exec_time" if "total_exec_time" in columns else "total_time"
+    view = f'"{schema}".pg_stat_statements'
+    try:
+        rows = await conn.fetch(
+            f"""SELECT queryid, min(query) AS query, sum(calls)::bigint AS calls, sum({total}) AS total_time,
+                       sum(rows)::bigint AS rows, sum(shared_blks_hit)::bigint AS hit,
+                       sum(shared_blks_read)::bigint AS read, sum(temp_blks_written)::bigint AS temp_written
+                FROM {view}
+                WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid IS NOT NULL
+                  AND query !~* '^\\s*explain\\M'
+                GROUP BY queryid
+                ORDER BY total_time DESC"""
+        )
+    except asyncpg.ObjectNotInPrerequisiteStateError as error:
+        raise AnalysisError(
+            "ExtensionMissing",
+            f"pg_stat_statements is installed but not loaded ({error}): add it to shared_preload_libraries and "
+            "restart the server",
+            ExitCode.PREREQUISITE,
+        ) from error
+    statements, hidden = [], 0
+    for row in rows:
+        if row["query"] == HIDDEN:
+            hidden += 1
+            continue
+        calls = int(row["calls"] or 0)
+        total_time = float(row["total_time"] or 0.0)
+        statements.append(
+            Statement(
+                query_id=int(row["queryid"]),
+                query=row["query"],
+                calls=calls,
+                total_time_ms=total_time,
+                mean_time_ms=total_time / calls if calls else 0.0,
+                rows=int(row["rows"] or 0),
+                shared_blks_hit=int(row["hit"] or 0),
+                shared_blks_read=int(row["read"] or 0),
+                temp_blks_written=int(row["temp_written"] or 0),
+            )
+        )
+    return statements, hidden
+
+
+async def read_tables(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict[tuple[str, str], Table]:
+    column_rows = await conn.fetch(
+        f"""SELECT n.nspname AS schema, c.relname AS table, a.attname AS name,
+                  format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+                  s.null_frac, s.n_distinct, s.avg_width,
+                  (s.most_common_vals::text::text[])[1:10] AS mcv, (s.most_common_freqs)[1:10] AS mcf
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = a.attname
+                                AND NOT s.inherited
+           WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm')
+             AND {_USER_SCHEMAS}
+           ORDER BY n.nspname, c.relname, a.attnum""",
+        skip_schemas,
+    )
+    columns: dict[tuple[str, str], list[Column]] = {}
+    for r in column_rows:
+        columns.setdefault((r["schema"], r["table"]), []).append(
+            Column(
+                name=r["name"],
+                type=r["type"],
+                not_null=r["not_null"],
+                null_frac=r["null_frac"],
+                n_distinct=r["n_distinct"],
+                avg_width=r["avg_width"],
+                most_common_vals=tuple(r["mcv"] or ()),
+                most_common_freqs=tuple(float(f) for f in r["mcf"] or ()),
+            )
+        )
+    rows = await conn.fetch(
+        f"""SELECT n.nspname AS schema, c.relname AS name, greatest(c.reltuples, 0)::float8 AS rows,
+                  pg_table_size(c.oid) AS size, coalesce(s.seq_scan, 0) AS seq_scan,
+                  coalesce(s.idx_scan, 0) AS idx_scan,
+                  coalesce(s.n_tup_ins, 0) AS ins, coalesce(s.n_tup_upd, 0) AS upd,
+                  coalesce(s.n_tup_hot_upd, 0) AS hot, coalesce(s.n_tup_del, 0) AS del,
+                  coalesce(s.n_live_tup, 0) AS live, coalesce(s.n_dead_tup, 0) AS dead,
+                  coalesce(s.n_mod_since_analyze, 0) AS modified,
+                  greatest(s.last_analyze, s.last_autoanalyze) AS analysed
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+           WHERE c.relkind IN ('r', 'p', 'm')
+             AND {_USER_SCHEMAS}""",
+        skip_schemas,
+    )
+    return {
+        (r["schema"], r["name"]): Table(
+            schema=r["schema"],
+            name=r["name"],
+            rows=r["rows"],
+            size_bytes=r["size"],
+            columns=tuple(columns.get((r["schema"], r["name"]), ())),
+            seq_scan=r["seq_scan"],
+            idx_scan=r["idx_scan"],
+            n_tup_ins=r["ins"],
+            n_tup_upd=r["upd"],
+            n_tup_hot_upd=r["hot"],
+            n_tup_del=r["del"],
+            n_live_tup=r["live"],
+            n_dead_tup=r["dead"],
+            n_mod_since_analyze=r["modified"],
+            last_analyze=r["analysed"],
+        )
+        for r in rows
+    }
+
+
+async def read_indexes(conn: asyncpg.Connection, skip_schemas: list[str]) -> list[Index]:
+    rows = await conn.fetch(
+        f"""SELECT n.nspname AS schema, t.relname AS table, i.relname AS name,
+                  pg_get_indexdef(x.indexrelid) AS definition, am.amname AS method,
+                  x.indnkeyatts AS nkeys, x.indkey::int2[] AS attnums, x.indoption::int2[] AS options,
+                  ARRAY(SELECT pg_get_indexdef(x.indexrelid, k, true) FROM generate_series(1, x.indnatts) k) AS cols,
+                  ARRAY(SELECT CASE WHEN o.opcdefault THEN NULL ELSE o.opcname END
+                        FROM unnest(x.indclass::oid[]) WITH ORDINALITY AS u(opc, ord)
+                        JOIN pg_opclass o ON o.oid = u.opc ORDER BY u.ord) AS opclasses,
+                  pg_get_expr(x.indpred, x.indrelid, true) AS predicate,
+                  pg_relation_size(x.indexrelid) AS size, coalesce(s.idx_scan, 0) AS scans,
+                  x.indisunique AS is_unique, x.indisprimary AS is_primary, x.indisvalid AS valid,
+                  con.conname AS constraint_name
+           FROM pg_index x
+           JOIN pg_class i ON i.oid = x.indexrelid
+           JOIN pg_class t ON t.oid = x.indrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+           JOIN pg_am am ON am.oid = i.relam
+           LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = x.indexrelid
+           LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x')
+           WHERE {_USER_SCHEMAS}
+           ORDER BY n.nspname, t.relname, i.relname""",
+        skip_schemas,
+    )
+    indexes = []
+    for r in rows:
+        keys = []
+        for position in range(r["nkeys"]):
+            option = r["options"][position] if position < len(r["options"]) else 0
+            is_column = r["attnums"][position] != 0
+            text = r["cols"][position]
+            keys.append(
+                IndexKey(
+                    column=_unquote(text) if is_column else None,
+                    expression=None if is_column else text,
+                    opclass=r["opclasses"][position] if position < len(r["opclasses"]) else None,
+                    descending=bool(option & 1),
+                    nulls_first=bool(option & 2),
+                )
+            )
+        indexes.append(
+            Index(
+                schema=r["schema"],
+                table=r["table"],
+                name=r["name"],
+                definition=r["definition"],
+                method=r["method"],
+                keys=tuple(keys),
+                include=tuple(_unquote(c) for c in r["cols"][r["nkeys"] :]),
+                predicate=r["predicate"],
+                size_bytes=r["size"],
+                scans=r["scans"],
+                unique=r["is_unique"],
+                primary=r["is_primary"],
+                constraint=r["constraint_name"],
+                valid=r["valid"],
+            )
+        )
+    return indexes
+
+
+def _unquote(identifier: str) -> str:
+    """``"MixedCase"`` → ``MixedCase`` (pg_get_indexdef quotes only when needed)."""
+    if len(identifier) >= 2 and identifier[0] == identifier[-1] == '"':
+        return identifier[1:-1].replace('""', '"')
+    return identifier
+
+
+async def read_settings(conn: asyncpg.Connection) -> dict[str, Setting]:
+    rows = await conn.fetch(
+        "SELECT name, current_setting(name) AS value, source FROM pg_settings WHERE name = ANY($1::text[])",
+        list(SETTINGS),
+    )
+    return {r["name"]: Setting(r["name"], r["value"], r["source"]) for r in rows}
+
+
+async def sample_activity(
+    conn: asyncpg.Connection,
+    server: Server,
+    statements: list[Statement],
+    seconds: float,
+    *,
+    interval: float = 0.01,
+    per_statement: int = 5,
+) -> dict[int, list[str]]:
+    """Statements as they run right now, with their constants, read from pg_stat_activity for ``seconds``.
+
+    Matched to pg_stat_statements by query id (PostgreSQL 14+, ``compute_query_id``), else by fingerprint. Texts
+    cut at ``track_activity_query_size`` are left out. Only text is read: nothing is executed.
+    """
+    has_query_id = server.version_num >= 140000
+    known = {s.query_id for s in statements}
+    by_fingerprint: dict[str, int] | None = None  # built on first need: idle backends report no query id
+    fingerprints: dict[str, str] = {}
+    limit = int(await conn.fetchval("SELECT setting::int FROM pg_settings WHERE name = 'track_activity_query_size'"))
+    query = (
+        "SELECT query, {qid} AS query_id FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+        "AND query <> '' AND query NOT LIKE 'EXPLAIN%'"
+    ).format(qid="query_id" if has_query_id else "NULL::bigint")
+    samples: dict[int, list[str]] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for row in await conn.fetch(query):
+            text = row["query"]
+            if len(text.encode()) >= limit - 1:
+                continue
+            query_id = row["query_id"]
+            if query_id not in known:
+                if by_fingerprint is None:
+                    by_fingerprint = {fingerprint(s.query): s.query_id for s in statements}
+                if text not in fingerprints:
+                    fingerprints[text] = fingerprint(text)
+                query_id = by_fingerprint.get(fingerprints[text])
+            if query_id is None:
+                continue
+            bucket = samples.setdefault(query_id, [])
+            if text not in bucket and len(bucket) < per_statement:
+                bucket.append(text)
+        await asyncio.sleep(interval)
+    return samples

@@ -1,0 +1,192 @@
+"""What-if planning on the real server with HypoPG: hypothetical indexes live in this session only.
+
+Statements with samples from pg_stat_activity are planned as they ran, constants included, which is what lets a
+partial index (``WHERE state <> 'done'``) or a prefix LIKE show its value. Others get a generic plan: ``PREPARE``
+with ``plan_cache_mode = force_generic_plan`` and ``EXPLAIN EXECUTE`` with NULLs. This route is used on every
+version (``EXPLAIN (GENERIC_PLAN)`` of 16+ plans the same text but cannot be told a parameter's type, which some
+normalised statements need: ``$2 * $3 % $4`` is "operator is not unique: unknown % unknown" until the parameters
+are declared numeric). A generic plan cached before ``hypopg_create_index`` is not invalidated by it, so each
+statement is prepared afresh for each configuration.
+
+Nothing here writes: HypoPG keeps its indexes in backend memory, and the connection is read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from optischema.analysis.statements import prepare_text, typed_parameters
+from optischema.analysis.whatif import Plan, PlanRequest
+from optischema.api.index import IndexDefinition
+from optischema.changes.ddl import definition_key, render_create
+
+_HYPOTHETICAL = re.compile(r"^<(\d+)>")
+_PARAMETER = re.compile(r"\$(\d+)")
+_STATEMENT = "optischema_whatif"
+
+
+class HypoPGPlanner:
+    """Implements :class:`optischema.analysis.whatif.Planner` on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._live: dict[str, int] = {}  # definition key -> hypothetical index oid
+        self._by_oid: dict[int, str] = {}
+        self._types: dict[str, list[str]] = {}  # statement key -> parameter types that PREPARE accepted
+        self._unplannable: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}
+        self.explains = 0
+
+    async def start(self) -> HypoPGPlanner:
+        await self.conn.execute("SET plan_cache_mode = force_generic_plan")
+        await self.conn.execute("SELECT hypopg_reset()")
+        return self
+
+    async def close(self) -> None:
+        await self.conn.execute("SELECT hypopg_reset()")
+
+    # -- the protocol ------------------------------------------------------------------------------------------
+
+    async def plan(self, requests: Sequence[PlanRequest], config: Sequence[IndexDefinition]) -> list[Plan]:
+        await self._sync(config)
+        return [await self._plan_one(request) for request in requests]
+
+    async def size(self, index: IndexDefinition) -> int:
+        key = definition_key(index)
+        if key not in self._sizes:
+            oid = self._live.get(key)
+            created = oid is None
+            if oid is None:
+                oid = await self._create(index)
+            self._sizes[key] = int(await self.conn.fetchval("SELECT hypopg_relation_size($1)", oid))
+            if created:
+                await self._drop(key)
+        return self._sizes[key]
+
+    # -- hypothetical indexes ------------------------------------------------------------------------------------
+
+    async def _sync(self, config: Sequence[IndexDefinition]) -> None:
+        wanted = {definition_key(i): i for i in config}
+        for key in [k for k in self._live if k not in wanted]:
+            await self._drop(key)
+        for key, index in wanted.items():
+            if key not in self._live:
+                await self._create(index)
+
+    async def _create(self, index: IndexDefinition) -> int:
+        key = definition_key(index)
+        sql = render_create(index, concurrently=False, name="hypothetical")
+        oid = int(await self.conn.fetchval("SELECT indexrelid FROM hypopg_create_index($1)", sql))
+        self._live[key] = oid
+        self._by_oid[oid] = key
+        return oid
+
+    async def _drop(self, key: str) -> None:
+        oid = self._live.pop(key)
+        await self.conn.fetchval("SELECT hypopg_drop_index($1)", oid)
+
+    # -- planning ------------------------------------------------------------------------------------------------
+
+    async def _plan_one(self, request: PlanRequest) -> Plan:
+        if request.samples:
+            plans = [await self._explain_sample(text) for text in request.samples]
+            good = [p for p in plans if p.cost is not None]
+            if good:
+                return Plan(sum(p.cost or 0.0 for p in good) / len(good), frozenset().union(*(p.uses for p in good)))
+        return await self._explain_generic(request)
+
+    async def _explain_sample(self, text: str) -> Plan:
+        try:
+            self.explains += 1
+            raw = await self.conn.fetchval(f"EXPLAIN (FORMAT JSON) {text.strip().rstrip(';')}")
+        except asyncpg.PostgresError as error:
+            return Plan(None, error=str(error))
+        return self._read(raw)
+
+    async def _explain_generic(self, request: PlanRequest) -> Plan:
+        if request.key in self._unplannable:
+            return Plan(None, error=self._unplannable[request.key])
+        text = typed_parameters(request.query).strip().rstrip(";")
+        count = max((int(n) for n in _PARAMETER.findall(text)), default=0)
+        attempts = [self._types[request.key]] if request.key in self._types else _type_guesses(text, count)
+        error = "no attempt"
+        for types in attempts:
+            try:
+                self.explains += 1
+                raw = await self._prepare_and_explain(text, types)
+            except asyncpg.PostgresError as failure:
+                error = str(failure)
+                continue
+            self._types[request.key] = types
+            return self._read(raw)
+        self._unplannable[request.key] = error
+        return Plan(None, error=error)
+
+    async def _prepare_and_explain(self, text: str, types: list[str]) -> Any:
+        declared = f"({', '.join(types)})" if types else ""
+        nulls = f"({', '.join(['NULL'] * len(types))})" if types else ""
+        await self.conn.execute(f"PREPARE {_STATEMENT}{declared} AS {text}")
+        try:
+            return await self.conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE {_STATEMENT}{nulls}")
+        finally:
+            await self.conn.execute(f"DEALLOCATE {_STATEMENT}")
+
+    def _read(self, raw: Any) -> Plan:
+        document = json.loads(raw) if isinstance(raw, str) else raw
+        top = document[0]["Plan"]
+        uses = set()
+        for name in _index_names(top):
+            match = _HYPOTHETICAL.match(name)
+            if match:
+                key = self._by_oid.get(int(match.group(1)))
+                if key:
+                    uses.add(key)
+            else:
+                uses.add(name)
+        return Plan(float(top["Total Cost"]), frozenset(uses))
+
+
+def _index_names(node: dict[str, Any]) -> list[str]:
+    names = [node["Index Name"]] if "Index Name" in node else []
+    for child in node.get("Plans", []):
+        names += _index_names(child)
+    return names
+
+
+def _type_guesses(text: str, count: int) -> list[list[str]]:
+    """Parameter types to try, in order: all inferred by PostgreSQL; parameters in arithmetic as numeric and the
+    rest inferred; then every still-unknown one as text."""
+    if count == 0:
+        return [[]]
+    unknown = ["unknown"] * count
+    arithmetic = _arithmetic_parameters(text)
+    numeric = [("numeric" if n + 1 in arithmetic else "unknown") for n in range(count)]
+    as_text = [("numeric" if n + 1 in arithmetic else "text") for n in range(count)]
+    guesses = [unknown]
+    for guess in (numeric, as_text):
+        if guess not in guesses:
+            guesses.append(guess)
+    return guesses
+
+
+def _arithmetic_parameters(text: str) -> set[int]:
+    try:
+        tree = sqlglot.parse_one(prepare_text(text), dialect="postgres")
+    except SqlglotError:
+        return set()
+    found = set()
+    for node in tree.find_all(exp.Parameter):
+        parent = node.parent
+        while isinstance(parent, exp.Paren):
+            parent = parent.parent
+        if isinstance(parent, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod | exp.Pow):
+            found.add(int(node.name))
+    return found
