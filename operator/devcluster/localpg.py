@@ -63,6 +63,7 @@ class LocalPostgres:
         settings: dict[str, str] | None = None,
         superuser: str = "postgres",
         base_dir: Path | None = None,
+        hba: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -71,13 +72,16 @@ class LocalPostgres:
         self.settings = {
             "shared_preload_libraries": ",".join(preload),
             "pg_stat_statements.track": "all",
+            "pg_stat_statements.max": "20000",
+            # Durability is not needed for throwaway clusters, but synchronous_commit stays on: with it off, a
+            # VACUUM right after a load cannot mark pages all-visible, and index-only scans look useless.
             "fsync": "off",
-            "synchronous_commit": "off",
             "full_page_writes": "off",
             "max_connections": "100",
             "shared_buffers": "128MB",
             **(settings or {}),
         }
+        self.hba = tuple(hba)  # pg_hba.conf lines placed before initdb's trust rules (they match first)
         self._own_dir = base_dir is None
         self.dir = base_dir or Path(tempfile.mkdtemp(prefix="optischema-pg-"))
         self.data = self.dir / "data"
@@ -190,6 +194,12 @@ class LocalPostgres:
         auto = self.data / "postgresql.auto.conf"
         # postgresql.auto.conf is read last, so these win over initdb's defaults; owned by the server user.
         self._run("sh", "-c", f"cat > '{auto}'", stdin="\n".join(lines) + "\n")
+        if self.hba:
+            hba = self.data / "pg_hba.conf"
+            original = hba.read_text()  # root reads it anyway; otherwise we are its owner
+            marker = "# optischema test rules\n"
+            body = original.split(marker)[-1]
+            self._run("sh", "-c", f"cat > '{hba}'", stdin=marker.join(["\n".join(self.hba) + "\n", body]))
 
     def _run(self, program: str, *args: str, stdin: str | None = None) -> None:
         binary = str(self.bindir / program) if (self.bindir / program).exists() else program

@@ -3,8 +3,10 @@ started in a temporary directory on a free loopback port and removed afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -16,7 +18,8 @@ _names = itertools.count()
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[LocalPostgres]:
-    server = LocalPostgres()
+    # A role that must give a password over TCP, for the authentication tests; everyone else is trusted.
+    server = LocalPostgres(hba=["host all secure 127.0.0.1/32 scram-sha-256"])
     try:
         server.start()
     except PostgresStartError as exc:
@@ -43,4 +46,38 @@ async def conn(pg_database: str) -> AsyncIterator[asyncpg.Connection]:
     try:
         yield connection
     finally:
+        await connection.close()
+
+
+async def run_sql(dsn: str, statements: Sequence[str], times: int = 1) -> None:
+    """Run each statement ``times`` times with the simple protocol (constants in the text, as pgbench sends them)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        for _ in range(times):
+            for statement in statements:
+                await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def traffic(dsn: str, statements: Sequence[str], pause: float = 0.002) -> AsyncIterator[None]:
+    """Live traffic while the body runs: the statements in a loop on their own connection (so that
+    pg_stat_activity shows them with their constants), stopped and closed afterwards."""
+    connection = await asyncpg.connect(dsn)
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        number = 0
+        while not stop.is_set():
+            await connection.execute(statements[number % len(statements)])
+            number += 1
+            await asyncio.sleep(pause)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
         await connection.close()

@@ -27,9 +27,13 @@ from .statements import TableKey, TableUsage
 MAX_KEY_COLUMNS = 4
 #: Equality columns taken into one composite.
 MAX_EQUALITY_COLUMNS = 3
+#: Keys that leave this few rows per value are (nearly) unique: nothing is gained by adding columns after them.
+UNIQUE_ROWS = 1.5
 #: INCLUDE is tried only for this many extra columns, each at most this wide on average (bytes).
 MAX_INCLUDE_COLUMNS = 3
 MAX_INCLUDE_WIDTH = 32
+#: ... and only when the equality keys leave at least this many rows per value (see _include_columns).
+INCLUDE_MIN_ROWS = 3.0
 #: A value this frequent (per pg_stats) makes ``col <> value`` a useful partial-index predicate.
 DOMINANT_VALUE_FREQUENCY = 0.5
 #: ``IS NULL`` is worth a partial index when at most this fraction of rows is NULL (``IS NOT NULL``: at least).
@@ -96,8 +100,17 @@ def _shapes(usage: TableUsage, table: Table, server: Server) -> list[IndexDefini
         column = table.column(name)
         return column.distinct_values(rows) if column else rows**0.5
 
-    equality = sorted(dict.fromkeys([*usage.equality, *usage.joins]), key=distinct, reverse=True)
-    equality = equality[:MAX_EQUALITY_COLUMNS]
+    ranked = sorted(dict.fromkeys([*usage.equality, *usage.joins]), key=distinct, reverse=True)
+    # Equality columns, most selective first, until the rows per value are down to about one: past that, more
+    # keys (and any range or sort column after them) only make the index wider.
+    equality: list[str] = []
+    rows_per_value = rows
+    for name in ranked[:MAX_EQUALITY_COLUMNS]:
+        if rows_per_value <= UNIQUE_ROWS:
+            break
+        equality.append(name)
+        rows_per_value /= max(distinct(name), 1.0)
+    unique = rows_per_value <= UNIQUE_ROWS
     eq_keys = [IndexColumn(name=n) for n in equality]
     tails: list[list[IndexColumn]] = [[IndexColumn(name=n)] for n in usage.ranges]
     tails += [[_like_key(table, n, server)] for n in usage.likes]
@@ -109,14 +122,14 @@ def _shapes(usage: TableUsage, table: Table, server: Server) -> list[IndexDefini
     if usage.group_by and not usage.order_by:
         tails.append([IndexColumn(name=n) for n in usage.group_by if n not in equality])
 
-    keysets: list[list[IndexColumn]] = [[k] for k in eq_keys]
+    keysets: list[list[IndexColumn]] = [[IndexColumn(name=n)] for n in ranked[:MAX_EQUALITY_COLUMNS]]
     if len(eq_keys) > 1:
         keysets.append(eq_keys)
     for tail in tails:
         if not tail:
             continue
         keysets.append(tail)
-        if eq_keys:
+        if eq_keys and not unique:
             keysets.append(eq_keys + tail)
     keysets = [k[:MAX_KEY_COLUMNS] for k in keysets]
 
@@ -173,6 +186,23 @@ def _partial_predicates(usage: TableUsage, table: Table) -> list[str]:
 
 
 def _include_columns(usage: TableUsage, table: Table, keys: list[IndexColumn], where: str | None) -> list[str] | None:
+    """Narrow columns to carry in the index, when an index-only scan would save many heap visits per call.
+
+    Only for lookups that read several rows (an aggregate per customer, not a fetch by email): the equality keys
+    must leave at least ``INCLUDE_MIN_ROWS`` rows per value, and no LIMIT may cut the scan short. A single row
+    costs one heap visit either way, and a wider index costs on every write and in cache.
+    """
+    if usage.limit or any(k.expression or k.opclass for k in keys):
+        return None
+    equality = [k.name for k in keys if k.name and k.name in usage.equality + usage.joins]
+    if not equality:
+        return None
+    distinct = 1.0
+    for name in equality:
+        column = table.column(name)
+        distinct *= column.distinct_values(max(table.rows, 1.0)) if column else 1.0
+    if max(table.rows, 1.0) / max(distinct, 1.0) < INCLUDE_MIN_ROWS:
+        return None
     key_names = {k.name for k in keys if k.name}
     extra = sorted(usage.referenced - key_names - (_words(where) if where else set()))
     if not extra or len(extra) > MAX_INCLUDE_COLUMNS:

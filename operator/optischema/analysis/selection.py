@@ -31,6 +31,9 @@ INDEX_WRITE_COST = 4.0
 #: scans they hid are what the workload spends its time on.
 MIN_GAIN_FRACTION = 0.01
 
+#: Net benefits this close count as equal, and the smaller index wins.
+TIE_TOLERANCE = 0.01
+
 Progress = Callable[[str, int, int], None]
 
 
@@ -131,6 +134,7 @@ async def select_indexes(
             if best is None or priced.net > state.priced[best.key].net:
                 best = candidate
         assert best is not None
+        best = await _smallest_of_equals(best, pool, state, cache)
         top = state.priced[best.key]
         threshold = limits.min_gain_fraction * await _remaining(plannable, statements, cache, state.config())
         if top.net <= threshold:
@@ -152,6 +156,18 @@ async def select_indexes(
     await _prune(state, affected, statements, cache, existing, limits, threshold)
     final = await cache.plans(list(statements), state.config())
     return Selection(state.chosen, state.rejected, base, final, total, cache.calls, cache.hits)
+
+
+async def _smallest_of_equals(best: Candidate, pool: list[Candidate], state: _State, cache: PlanCache) -> Candidate:
+    """Among candidates within ``TIE_TOLERANCE`` of the best net benefit, the smallest: as good, cheaper to keep."""
+    top = state.priced[best.key].net
+    if top <= 0:
+        return best
+    ties = [c for c in pool if state.priced[c.key].net >= top * (1 - TIE_TOLERANCE)]
+    if len(ties) == 1:
+        return best
+    sizes = {c.key: await cache.planner.size(c.index) for c in ties}
+    return min(ties, key=lambda c: (sizes[c.key], -state.priced[c.key].net))
 
 
 async def _remaining(
