@@ -66,7 +66,8 @@ async def test_join_key_on_the_many_side_and_the_filter_on_the_one_side(pg_datab
         pg_database,
         ORDERS,
         [
-            f"SELECT o.id, o.total FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.email = 'C{n}@Example.org'"
+            "SELECT o.id, o.total FROM customers c JOIN orders o ON o.customer_id = c.id "
+            f"WHERE c.email = 'C{n}@Example.org'"
             for n in (5, 99, 1234)
         ],
     )
