@@ -155,7 +155,7 @@ def heuristic_recommendations(
                 rollback_sql=render_drop(definition),
                 table=f"{definition.schema_}.{definition.table}",
                 rationale=(
-                    f"Heuristic only (HypoPG is not installed, so nothing was costed): {len(candidate.statements)} "
+                    f"Heuristic only (HypoPG is not installed, so this is not costed): {len(candidate.statements)} "
                     f"statement(s), {calls:.0f} calls, filter the large table {definition.table} on these columns "
                     "with no index to serve them. Install HypoPG for what-if costing."
                 ),

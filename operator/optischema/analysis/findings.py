@@ -18,7 +18,7 @@ from optischema.changes.ddl import render_setting_rollback as setting_rollback
 from .candidates import covers
 from .report import Recommendation, days_since, index_definition, make
 from .selection import WorkloadStatement
-from .snapshot import Index, IndexKey, Snapshot, Table
+from .snapshot import Index, IndexKey, Snapshot, Statement, Table
 
 #: autovacuum's own default: ANALYZE after 50 rows + 10% of the table changed. Twice that and it is overdue.
 ANALYZE_BASE_THRESHOLD = 50
@@ -205,11 +205,14 @@ def _stale(table: Table) -> bool:
 
 
 def setting_findings(snapshot: Snapshot, workload: Iterable[WorkloadStatement]) -> list[Recommendation]:
+    """Settings judged on the analysed statements only: one-off loads and maintenance say nothing about them."""
+    keys = {s.key for s in workload}
+    statements = [s for s in snapshot.statements if str(s.query_id) in keys]
     found = []
-    work_mem = _work_mem(snapshot)
+    work_mem = _work_mem(snapshot, statements)
     if work_mem:
         found.append(work_mem)
-    random_page_cost = _random_page_cost(snapshot)
+    random_page_cost = _random_page_cost(snapshot, statements)
     if random_page_cost:
         found.append(random_page_cost)
     cache_size = _effective_cache_size(snapshot)
@@ -232,10 +235,10 @@ def _setting(name: str, value: str, current: str | None, rationale: str, risk: s
     )
 
 
-def _work_mem(snapshot: Snapshot) -> Recommendation | None:
+def _work_mem(snapshot: Snapshot, statements: list[Statement]) -> Recommendation | None:
     setting = snapshot.settings.get("work_mem")
-    spilling = [s for s in snapshot.statements if s.temp_blks_written > 0 and s.calls > 0]
-    total_time = sum(s.total_time_ms for s in snapshot.statements) or 1.0
+    spilling = [s for s in statements if s.temp_blks_written > 0 and s.calls > 0]
+    total_time = sum(s.total_time_ms for s in statements) or 1.0
     spill_time = sum(s.total_time_ms for s in spilling)
     if setting is None or not spilling or spill_time < SPILL_TIME_SHARE * total_time:
         return None
@@ -256,10 +259,10 @@ def _work_mem(snapshot: Snapshot) -> Recommendation | None:
     )
 
 
-def _random_page_cost(snapshot: Snapshot) -> Recommendation | None:
+def _random_page_cost(snapshot: Snapshot, statements: list[Statement]) -> Recommendation | None:
     setting = snapshot.settings.get("random_page_cost")
-    hit = sum(s.shared_blks_hit for s in snapshot.statements)
-    read = sum(s.shared_blks_read for s in snapshot.statements)
+    hit = sum(s.shared_blks_hit for s in statements)
+    read = sum(s.shared_blks_read for s in statements)
     if setting is None or hit + read == 0:
         return None
     ratio = hit / (hit + read)

@@ -276,6 +276,8 @@ class _Walker:
             return
         if isinstance(node, exp.Update | exp.Delete):
             self._analyse_write(node, scope)
+        for key in scope.aliases.values():
+            self._usage(key)  # read, even when nothing filters it (a full scan is part of the workload too)
         where = node.args.get("where")
         conditions = [where.this] if where is not None else []
         conditions += [j.args["on"] for j in node.args.get("joins") or [] if j.args.get("on") is not None]

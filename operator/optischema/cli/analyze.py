@@ -74,7 +74,8 @@ def _budget(text: str | None) -> int | None:
     return value
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     progress = None if args.quiet else _Progress(err)
     try:
         options = AnalyzeOptions(

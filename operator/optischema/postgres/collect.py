@@ -126,10 +126,15 @@ async def read_statements(conn: asyncpg.Connection, server: Server) -> tuple[lis
             "restart the server",
             ExitCode.PREREQUISITE,
         ) from error
-    statements, hidden = [], 0
+    # Without pg_read_all_stats, other users' rows show this text and no query id.
+    hidden = await conn.fetchval(
+        f"SELECT count(*) FROM {view} WHERE query = $1 "
+        "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        HIDDEN,
+    )
+    statements = []
     for row in rows:
         if row["query"] == HIDDEN:
-            hidden += 1
             continue
         calls = int(row["calls"] or 0)
         total_time = float(row["total_time"] or 0.0)

@@ -20,10 +20,11 @@ def describe_target(dsn: str) -> str:
     """``user@host:port/db`` without the password, for messages."""
     try:
         parts = urlsplit(dsn)
+        port = parts.port or 5432
     except ValueError:
         return "the database"
     user = f"{parts.username}@" if parts.username else ""
-    return f"{user}{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or ''}"
+    return f"{user}{parts.hostname or 'localhost'}:{port}{parts.path or ''}"
 
 
 async def connect(

@@ -1,0 +1,160 @@
+"""Findings other than new indexes, each on a schema built to show it."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from optischema.flows.analyze import AnalyzeOptions, analyze
+
+from .conftest import run_sql
+from .test_engine import of_kind, setup
+
+NO_SAMPLES = AnalyzeOptions(sample_seconds=0)
+ACCOUNTS = """
+CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, region text NOT NULL, plan text NOT NULL,
+                       created_at timestamptz NOT NULL);
+INSERT INTO accounts SELECT g, 'a' || g || '@example.org', 'r' || (g % 30), 'p' || (g % 3), now() - g * interval '1 hour'
+  FROM generate_series(1, 100000) g;
+VACUUM ANALYZE;
+"""
+
+
+def dropped(result: object) -> list[str]:
+    return sorted(r.change.index.name or "" for r in of_kind(result, "dropIndex") if r.change.index)  # type: ignore[arg-type]
+
+
+async def test_unused_index_is_dropped_with_its_definition_as_rollback(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        ACCOUNTS + "CREATE INDEX accounts_plan ON accounts (plan);\nCREATE INDEX accounts_email ON accounts (email);\n",
+        [f"SELECT id FROM accounts WHERE email = 'a{n}@example.org'" for n in (1, 2, 3)],
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    assert dropped(result) == ["accounts_plan"]
+    drop = of_kind(result, "dropIndex")[0]
+    assert drop.sql == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."accounts_plan"'
+    assert drop.rollback_sql == 'CREATE INDEX CONCURRENTLY "accounts_plan" ON "public"."accounts" ("plan")'
+    assert drop.evidence.index_scans == 0
+    assert "no scan has used it" in drop.rationale
+
+
+async def test_duplicate_index_is_dropped_and_its_twin_kept(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        ACCOUNTS
+        + "CREATE INDEX accounts_email_a ON accounts (email);\nCREATE INDEX accounts_email_b ON accounts (email);\n",
+        [f"SELECT id FROM accounts WHERE email = 'a{n}@example.org'" for n in (1, 2, 3)],
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    drops = of_kind(result, "dropIndex")
+    assert len(drops) == 1
+    assert "duplicates accounts_email_" in drops[0].rationale
+    assert of_kind(result, "createIndex") == []
+
+
+async def test_index_made_redundant_by_a_proposed_composite_is_dropped(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        ACCOUNTS + "CREATE INDEX accounts_region ON accounts (region);\nANALYZE accounts;\n",
+        [
+            f"SELECT id FROM accounts WHERE region = 'r{n}' AND created_at > now() - interval '2 days'"
+            for n in (1, 2, 3)
+        ],
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    created = [r.sql for r in of_kind(result, "createIndex")]
+    assert len(created) == 1
+    assert created[0].startswith(
+        'CREATE INDEX CONCURRENTLY "accounts_region_created_at_idx" ON "public"."accounts" ("region", "created_at")'
+    )
+    assert dropped(result) == ["accounts_region"]
+    assert "prefix of the proposed accounts_region_created_at_idx" in of_kind(result, "dropIndex")[0].rationale
+
+
+async def test_unique_and_constraint_indexes_are_never_dropped(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        ACCOUNTS + "CREATE UNIQUE INDEX accounts_email_unique ON accounts (email);\n"
+        "ALTER TABLE accounts ADD CONSTRAINT accounts_plan_region UNIQUE (plan, region, id);\n",
+        ["SELECT count(*) FROM accounts"],
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    assert dropped(result) == []
+
+
+async def test_invalid_index_left_by_a_failed_concurrent_build_is_dropped(pg_database: str) -> None:
+    await setup(pg_database, ACCOUNTS, ["SELECT count(*) FROM accounts"])
+    conn = await asyncpg.connect(pg_database)
+    try:
+        try:
+            await conn.execute("CREATE UNIQUE INDEX CONCURRENTLY accounts_region_unique ON accounts (region)")
+        except asyncpg.UniqueViolationError:
+            pass
+        assert await conn.fetchval(
+            "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = 'accounts_region_unique'::regclass"
+        )
+    finally:
+        await conn.close()
+    result = await analyze(pg_database, NO_SAMPLES)
+    invalid = [
+        r for r in of_kind(result, "dropIndex") if r.change.index and r.change.index.name == "accounts_region_unique"
+    ]
+    assert len(invalid) == 1
+    assert "INVALID" in invalid[0].rationale
+    assert invalid[0].risk == "low"
+
+
+async def test_stale_statistics_get_analyze(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        ACCOUNTS + "ALTER TABLE accounts SET (autovacuum_enabled = off);\n"
+        "INSERT INTO accounts SELECT g, 'b' || g, 'r1', 'p1', now() FROM generate_series(100001, 400000) g;\n",
+        ["SELECT count(*) FROM accounts"],
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    analyses = [r for r in of_kind(result, "analyze") if r.table == "public.accounts"]
+    assert [r.sql for r in analyses] == ['ANALYZE "public"."accounts"']
+    assert analyses[0].rollback_sql is None
+    changed = int(analyses[0].rationale.split(" rows changed since the last ANALYZE")[0])
+    assert changed >= 300000  # (the load's own inserts may be counted too: statistics are flushed lazily)
+
+
+async def test_heavy_dead_rows_get_vacuum_analyze(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        ACCOUNTS + "ALTER TABLE accounts SET (autovacuum_enabled = off);\n"
+        "UPDATE accounts SET plan = 'p9' WHERE id % 2 = 0;\n",
+        ["SELECT count(*) FROM accounts"],
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    vacuums = [r for r in of_kind(result, "analyze") if r.table == "public.accounts"]
+    assert [r.sql for r in vacuums] == ['VACUUM (ANALYZE) "public"."accounts"']
+    assert "dead rows" in vacuums[0].rationale
+
+
+async def test_statements_spilling_to_disk_get_more_work_mem(pg_database: str) -> None:
+    database = pg_database.rsplit("/", 1)[-1]
+    await setup(pg_database, ACCOUNTS + f"ALTER DATABASE {database} SET work_mem = '1MB';\n", [])
+    await run_sql(pg_database, ["SELECT * FROM accounts ORDER BY email DESC"], times=3)
+    result = await analyze(pg_database, NO_SAMPLES)
+    settings = {r.change.setting.name: r for r in of_kind(result, "setting") if r.change.setting}
+    work_mem = settings["work_mem"]
+    assert work_mem.change.setting is not None
+    assert work_mem.change.setting.current_value == "1MB"
+    assert work_mem.change.setting.value in {"8MB", "16MB"}
+    assert (
+        work_mem.sql
+        == 'ALTER SYSTEM SET "work_mem" = \'' + work_mem.change.setting.value + "';\nSELECT pg_reload_conf()"
+    )
+    assert work_mem.rollback_sql == "ALTER SYSTEM SET \"work_mem\" = '1MB';\nSELECT pg_reload_conf()"
+    assert "Formula" in work_mem.rationale
+
+
+async def test_cached_workload_gets_random_page_cost_and_small_cache_size_gets_raised(pg_database: str) -> None:
+    database = pg_database.rsplit("/", 1)[-1]
+    await setup(pg_database, ACCOUNTS + f"ALTER DATABASE {database} SET effective_cache_size = '64MB';\n", [])
+    await run_sql(pg_database, [f"SELECT id FROM accounts WHERE email = 'a{n}@example.org'" for n in (1, 2)], times=5)
+    result = await analyze(pg_database, NO_SAMPLES)
+    settings = {r.change.setting.name: r.change.setting.value for r in of_kind(result, "setting") if r.change.setting}
+    assert settings["random_page_cost"] == "1.1"
+    assert settings["effective_cache_size"] == "384MB"  # 3 × shared_buffers (128MB)
