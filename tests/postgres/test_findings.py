@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncpg
 
 from optischema.flows.analyze import AnalyzeOptions, analyze
@@ -13,8 +15,8 @@ NO_SAMPLES = AnalyzeOptions(sample_seconds=0)
 ACCOUNTS = """
 CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, region text NOT NULL, plan text NOT NULL,
                        created_at timestamptz NOT NULL);
-INSERT INTO accounts SELECT g, 'a' || g || '@example.org', 'r' || (g % 30), 'p' || (g % 3), now() - g * interval '1 hour'
-  FROM generate_series(1, 100000) g;
+INSERT INTO accounts SELECT g, 'a' || g || '@example.org', 'r' || (g % 30), 'p' || (g % 3),
+                            now() - g * interval '1 hour' FROM generate_series(1, 100000) g;
 VACUUM ANALYZE;
 """
 
@@ -86,10 +88,8 @@ async def test_invalid_index_left_by_a_failed_concurrent_build_is_dropped(pg_dat
     await setup(pg_database, ACCOUNTS, ["SELECT count(*) FROM accounts"])
     conn = await asyncpg.connect(pg_database)
     try:
-        try:
+        with contextlib.suppress(asyncpg.UniqueViolationError):
             await conn.execute("CREATE UNIQUE INDEX CONCURRENTLY accounts_region_unique ON accounts (region)")
-        except asyncpg.UniqueViolationError:
-            pass
         assert await conn.fetchval(
             "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = 'accounts_region_unique'::regclass"
         )
