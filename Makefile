@@ -52,12 +52,11 @@ lint: $(STAMP) ## ruff, mypy and the import-linter layer contracts
 crds: $(STAMP) ## regenerate crds/ from the API models
 	$(PY) -m optischema.api.crdgen crds
 
-demo: install ## the end-to-end demo
-	@echo "make demo: the end-to-end demo comes with the analysis engine (issue 4); nothing to show yet."
-	@echo "What exists today: the API (crds/, manifests/samples/) and the test tiers (make test)."
+demo: install ## the end-to-end demo: local PostgreSQL, the shop workload, analyse, apply, measure
+	$(PY) demo/run.py
 
-bench: install ## benchmarks, printing their figures
-	@echo "make bench: benchmarks come with the analysis engine (issue 4)."
+bench: install ## benchmarks, printing their figures (shop and fleet throughput, analysis speed)
+	$(PY) bench/run.py all
 
 lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q -e '.[dev]'

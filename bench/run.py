@@ -1,0 +1,243 @@
+"""`make bench`: figures, not asserts. Each benchmark prints what it measured.
+
+shop    throughput of the demo's shop mix with no secondary index, with the engine's indexes and with the
+        hand-written expert set (bench/shop/expert.sql), back to back on one server
+fleet   the public workload in ../shared/workloads with its own harness: our TPS / the expert's TPS
+speed   analysis time and peak memory for 1,000 and 10,000 synthetic statements over 50 tables
+all     all of them (the default)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+from devcluster import LocalPostgres
+from devcluster.workload import Workload
+from optischema.flows.analyze import AnalyzeOptions, analyze
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("OPTISCHEMA_SHARED", ROOT.parent / "shared"))
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- shop ------------------------------------------------------------------------------------------------------------
+
+
+def bench_shop(seconds: float, scale: float) -> dict[str, float]:
+    say(f"\n## shop: throughput of the demo mix, {seconds:g}s per run, 2 clients, scale {scale:g}")
+    with LocalPostgres() as server:
+        shop = Workload(ROOT / "demo" / "shop", server, scale=scale)
+        shop.load()
+        shop.run(10)  # warm-up, and statements for pg_stat_statements
+        traffic = shop.live(120, rate=100)
+        try:
+            result = asyncio.run(analyze(shop.dsn, AnalyzeOptions(sample_seconds=5)))
+        finally:
+            traffic.terminate()
+            traffic.wait()
+        ours = ";\n".join(r.sql for r in result.recommendations if r.kind in ("createIndex", "dropIndex")) + ";\n"
+        expert = (ROOT / "bench" / "shop" / "expert.sql").read_text()
+        legacy = [
+            line.split()[2]
+            for line in (ROOT / "demo" / "shop" / "legacy.sql").read_text().splitlines()
+            if line.startswith("CREATE INDEX")
+        ]
+        figures = {}
+        for label, sql in (("none", f"DROP INDEX {', '.join(legacy)};\n"), ("engine", ours), ("expert", expert)):
+            shop.reset()
+            shop.apply(sql)
+            figures[label] = shop.run(seconds)
+            say(f"  {label:<7} {figures[label]:>9.0f} tps")
+        say(
+            f"  engine / expert = {figures['engine'] / figures['expert']:.3f}   "
+            f"none / expert = {figures['none'] / figures['expert']:.3f}   (analysis {result.duration_seconds:.1f}s, "
+            f"{len(result.recommendations)} recommendations)"
+        )
+        return figures
+
+
+# -- fleet -----------------------------------------------------------------------------------------------------------
+
+
+def bench_fleet(seconds: float, repeat: int) -> list[float]:
+    harness = SHARED / "workloads" / "run.sh"
+    say(f"\n## fleet: the public workload with its harness ({harness})")
+    if not harness.exists():
+        say(f"  skipped: {harness} not found (set OPTISCHEMA_SHARED to the shared/ folder)")
+        return []
+    env = {**os.environ, "WL": "fleet", "DUR": str(int(seconds))}
+
+    def sh(*args: str, check: bool = True) -> str:
+        done = subprocess.run([str(harness), *args], env=env, capture_output=True, text=True, check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"run.sh {' '.join(args)} failed: {done.stderr[-800:]}")
+        return done.stdout
+
+    sh("start")
+    ratios = []
+    try:
+        dsn = sh("dsn").strip()
+        for _ in range(repeat):
+            subprocess.run([str(harness), "bench", "warmup"], env={**env, "DUR": "15"}, capture_output=True, check=True)
+            live = subprocess.Popen(
+                [str(harness), "live", "600"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                started = time.monotonic()
+                result = asyncio.run(analyze(dsn, AnalyzeOptions(sample_seconds=5)))
+                took = time.monotonic() - started
+            finally:
+                os.killpg(live.pid, 15)
+                live.wait()
+            changes = [
+                r.sql.replace(" CONCURRENTLY", "")
+                for r in result.recommendations
+                if r.kind in ("createIndex", "dropIndex")
+            ]
+            say(f"  analysis: {took:.1f}s, {len(changes)} index changes:")
+            for change in changes:
+                say(f"    {change}")
+            with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as ours:
+                ours.write(";\n".join(changes) + ";\n")
+            line = sh("compare", "ours", ours.name).strip().splitlines()[-1]
+            say(f"  {line}")
+            ratios.append(float(line.rsplit("ratio=", 1)[1]))
+    finally:
+        sh("stop", check=False)
+    say(f"  fleet ratio (our TPS / expert TPS): {', '.join(f'{r:.3f}' for r in ratios)}   goal >= 0.95")
+    return ratios
+
+
+# -- speed -----------------------------------------------------------------------------------------------------------
+
+COLUMNS = {"a": 10, "b": 100, "c": 1000, "d": 5000, "e": 50, "f": 20000}
+
+
+def synthetic_statements(tables: int, count: int, seed: int = 7) -> list[str]:
+    """``count`` distinct statement shapes over ``tables`` tables: equality, range, sort, join, aggregate."""
+    names = list(COLUMNS)
+    shapes = []
+    for t in range(tables):
+        table = f"s{t:02d}"
+        other = f"s{(t + 1) % tables:02d}"
+        for c1 in names:
+            shapes.append(f"SELECT id FROM {table} WHERE {c1} = 3")
+            shapes.append(f"SELECT count(*) FROM {table} WHERE {c1} > 7")
+            shapes.append(f"SELECT x.id FROM {table} x JOIN {other} y ON y.id = x.{c1} WHERE y.a = 1")
+            for c2 in names:
+                if c2 == c1:
+                    continue
+                shapes.append(f"SELECT id, {c2} FROM {table} WHERE {c1} = 5 AND {c2} > 2")
+                shapes.append(f"SELECT id FROM {table} WHERE {c1} = 9 ORDER BY {c2} DESC LIMIT 10")
+                shapes.append(f"SELECT sum({c2}) FROM {table} WHERE {c1} = 4")
+                shapes.append(f"SELECT id FROM {table} WHERE {c1} IN (1, 2) AND {c2} < 100")
+                shapes.append(f"SELECT id FROM {table} WHERE {c1} = 1 AND {c2} = 2")
+                shapes.append(f"SELECT {c2}, count(*) FROM {table} WHERE {c1} < 3 GROUP BY {c2}")
+                shapes.append(f"SELECT id FROM {table} WHERE {c1} BETWEEN 10 AND 20 ORDER BY {c2} LIMIT 5")
+    random.Random(seed).shuffle(shapes)
+    if count > len(shapes):
+        raise ValueError(f"only {len(shapes)} shapes for {tables} tables")
+    return shapes[:count]
+
+
+async def load_synthetic(dsn: str, tables: int, rows: int, statements: list[str]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for t in range(tables):
+            columns = ", ".join(f"{c} int NOT NULL" for c in COLUMNS)
+            values = ", ".join(f"(g * {7 + i}) % {n}" for i, (c, n) in enumerate(COLUMNS.items()))
+            await conn.execute(f"CREATE TABLE s{t:02d} (id int PRIMARY KEY, {columns})")
+            await conn.execute(f"INSERT INTO s{t:02d} SELECT g, {values} FROM generate_series(1, {rows}) g")
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def bench_speed(sizes: list[int]) -> dict[int, tuple[float, float]]:
+    say("\n## speed: analysis of synthetic workloads over 50 tables (5,000 rows each), no live traffic")
+    figures = {}
+    for size in sizes:
+        with LocalPostgres() as server:
+            server.psql("CREATE DATABASE synth")
+            server.psql("CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg;", database="synth")
+            asyncio.run(load_synthetic(server.dsn("synth"), 50, 5000, synthetic_statements(50, size)))
+            probe = (
+                "import resource, sys, time; from optischema.cli.main import main; t = time.monotonic(); "
+                "rc = main(sys.argv[1:]); "
+                "print(f'{time.monotonic() - t:.2f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', "
+                "file=sys.stderr); sys.exit(rc)"
+            )
+            command = [
+                sys.executable,
+                "-c",
+                probe,
+                "analyze",
+                "--dsn",
+                server.dsn("synth"),
+                "--format",
+                "json",
+                "--quiet",
+                "--sample-seconds",
+                "0",
+                "--min-calls",
+                "1",
+                "--top",
+                str(size),
+            ]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                say(f"  {size} statements: failed: {done.stderr[-500:]}")
+                continue
+            seconds, rss_kb = done.stderr.strip().splitlines()[-1].split()
+            document = json.loads(done.stdout)
+            figures[size] = (float(seconds), int(rss_kb) / 1024)
+            say(
+                f"  {size:>6} statements: {float(seconds):7.1f}s, peak RSS {int(rss_kb) / 1024:6.0f} MB, "
+                f"{document['statements_analysed']} analysed, {document['planner_calls']} plans, "
+                f"{len(document['recommendations'])} recommendations"
+            )
+    say("  targets: 1,000 in < 30s; 10,000 in < 300s with peak memory < 500 MB")
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed"))
+    parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
+    parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")
+    parser.add_argument("--sizes", default="1000,10000", help="statement counts for the speed benchmark")
+    args = parser.parse_args()
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    if args.which in ("all", "shop"):
+        bench_shop(args.seconds, 1.0)
+    if args.which in ("all", "fleet"):
+        bench_fleet(args.seconds, args.repeat)
+    if args.which in ("all", "speed"):
+        bench_speed([int(s) for s in args.sizes.split(",")])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
