@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from optischema.api.index import IndexColumn, IndexDefinition
 from optischema.changes.ddl import UnsafeDefinition, definition_key, literal, render_create
 
-from .snapshot import Index, Server, Table
+from .snapshot import Index, IndexKey, Server, Table
 from .statements import TableKey, TableUsage
 
 #: Most key columns a candidate gets: wider composites rarely beat a narrower one and cost more on every write.
@@ -220,6 +220,23 @@ def _is_null_test(where: str, name: str) -> bool:
 def _ident(name: str) -> str:
     """A column name in a predicate: bare when PostgreSQL would not fold or misread it, quoted otherwise."""
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def as_index(definition: IndexDefinition) -> Index:
+    """A proposed index seen as an existing one, to ask whether it covers another."""
+    return Index(
+        schema=definition.schema_,
+        table=definition.table,
+        name=definition.name or "(proposed)",
+        definition="",
+        method=definition.method,
+        keys=tuple(
+            IndexKey(c.name, c.expression, c.opclass, None, c.order == "desc", c.nulls == "first")
+            for c in definition.columns
+        ),
+        include=tuple(definition.include),
+        predicate=definition.where,
+    )
 
 
 def covers(existing: Index, wanted: IndexDefinition) -> bool:

@@ -15,10 +15,10 @@ from optischema.api.recommendation import Evidence, RecommendedChange, SettingCh
 from optischema.changes.ddl import index_name, render_analyze, render_create, render_drop, render_setting
 from optischema.changes.ddl import render_setting_rollback as setting_rollback
 
-from .candidates import covers
+from .candidates import as_index, covers
 from .report import Recommendation, days_since, index_definition, make
 from .selection import WorkloadStatement
-from .snapshot import Index, IndexKey, Snapshot, Statement, Table
+from .snapshot import Index, Snapshot, Statement, Table
 
 #: autovacuum's own default: ANALYZE after 50 rows + 10% of the table changed. Twice that and it is overdue.
 ANALYZE_BASE_THRESHOLD = 50
@@ -86,9 +86,7 @@ def _drop_reason(
         o for o in snapshot.indexes_on(index.table_key) if o.name != index.name and o.valid and _prefix_of(index, o)
     ]
     wider_new = [
-        c
-        for c in chosen
-        if (c.schema_, c.table) == index.table_key and covers(index_as_existing(c), _definition(index))
+        c for c in chosen if (c.schema_, c.table) == index.table_key and covers(as_index(c), _definition(index))
     ]
     if (wider or wider_new) and not in_use:
         other = wider[0].name if wider else f"the proposed {index_name(wider_new[0])}"
@@ -118,23 +116,6 @@ def _prefix_of(narrow: Index, wide: Index) -> bool:
 
 def _definition(index: Index) -> IndexDefinition:
     return index_definition(index).model_copy(update={"name": None})
-
-
-def index_as_existing(definition: IndexDefinition) -> Index:
-    """A proposed index seen as an existing one, to ask whether it covers another."""
-    return Index(
-        schema=definition.schema_,
-        table=definition.table,
-        name="(proposed)",
-        definition="",
-        method=definition.method,
-        keys=tuple(
-            IndexKey(c.name, c.expression, c.opclass, None, c.order == "desc", c.nulls == "first")
-            for c in definition.columns
-        ),
-        include=tuple(definition.include),
-        predicate=definition.where,
-    )
 
 
 def _drop(index: Index, snapshot: Snapshot, risk: str, reason: str) -> Recommendation | None:

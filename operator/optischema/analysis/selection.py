@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from optischema.api.index import IndexDefinition
 
-from .candidates import Candidate
+from .candidates import Candidate, as_index, covers
 from .snapshot import Index
 from .statements import ParsedStatement, TableKey, TableUsage
 from .whatif import Plan, PlanCache, PlanRequest
@@ -261,6 +261,10 @@ def write_penalty(
 async def _refusal(
     candidate: Candidate, state: _State, existing: Sequence[Index], limits: Limits, cache: PlanCache
 ) -> str | None:
+    for choice in state.chosen:
+        if choice.candidate.table == candidate.table and covers(as_index(choice.candidate.index), candidate.index):
+            # It would be flagged as prefix-redundant the moment it exists.
+            return f"the chosen index on ({choice.candidate.leading}, ...) already serves every lookup it could"
     on_table = sum(1 for i in existing if i.table_key == candidate.table) + sum(
         1 for c in state.chosen if c.candidate.table == candidate.table
     )
