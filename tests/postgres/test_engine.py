@@ -128,6 +128,24 @@ async def test_prefix_like_gets_pattern_ops_from_live_samples(pg_database: str) 
     assert creates(result, "drivers") == ['CREATE INDEX "x" ON "public"."drivers" ("license_no" "text_pattern_ops")']
 
 
+async def test_prefix_like_without_samples_is_bound_from_statistics(pg_database: str) -> None:
+    schema = """
+    CREATE TABLE drivers (id bigint PRIMARY KEY, name text NOT NULL, license_no text NOT NULL);
+    INSERT INTO drivers SELECT g, 'Driver ' || g, 'DL' || lpad((g * 7919 % 1000000)::text, 6, '0')
+      FROM generate_series(1, 100000) g;
+    VACUUM ANALYZE;
+    """
+    await setup(pg_database, schema, [])
+    conn = await asyncpg.connect(pg_database)
+    try:  # parameters, as an application sends them: pg_stat_statements shows `LIKE $1 || $2`
+        for prefix in ("0791", "1583", "2375"):
+            await conn.fetch("SELECT id, name FROM drivers WHERE license_no LIKE $1 || $2", f"DL{prefix}", "%")
+    finally:
+        await conn.close()
+    result = await analyze(pg_database, NO_SAMPLES)
+    assert creates(result, "drivers") == ['CREATE INDEX "x" ON "public"."drivers" ("license_no" "text_pattern_ops")']
+
+
 async def test_rare_values_of_a_dominated_column_get_a_partial_index(pg_database: str) -> None:
     schema = """
     CREATE TABLE trips (id bigint PRIMARY KEY, vehicle_id bigint NOT NULL, state text NOT NULL, km numeric);

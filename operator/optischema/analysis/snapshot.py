@@ -22,6 +22,11 @@ class Column:
     avg_width: int | None = None
     most_common_vals: tuple[str, ...] = ()
     most_common_freqs: tuple[float, ...] = ()
+    histogram_middle: str | None = None  # the middle histogram bound: a typical value of a column without MCVs
+
+    def typical_value(self) -> str | None:
+        """A value the column really holds, from its statistics (never read from the table)."""
+        return self.most_common_vals[0] if self.most_common_vals else self.histogram_middle
 
     def distinct_values(self, rows: float) -> float:
         """Distinct values expected in ``rows`` rows (PostgreSQL's convention: negative means a fraction)."""

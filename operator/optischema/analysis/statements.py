@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -439,50 +439,69 @@ class _Walker:
 
         PostgreSQL matches an expression index by parse tree, so constants must stay as written (sqlglot would
         print ``date_trunc('day', x)`` as ``DATE_TRUNC('DAY', x)``, which is another expression to PostgreSQL).
-        sqlglot keeps the position of some tokens only, so the span they give is grown token by token until the
-        text parses back to the same expression.
         """
         if node.find(exp.Parameter, exp.Placeholder):
             return None  # a parameter inside the expression: no index can be built from the normalised text
-        core = _span(node, self.text)
-        if core is None:
-            return None
-        target = _unparen(node.transform(_unqualify))
+        if self._tokens is None:
+            self._tokens = tokens_of(self.text)
         qualifiers = {c.table for c in node.find_all(exp.Column) if c.table}
-        for start, end in self._grown(core):
-            text = self.text[start:end]
+
+        def unqualified(text: str) -> str:
             for qualifier in qualifiers:
                 text = re.sub(rf'(?<![\w"]){re.escape(qualifier)}\s*\.\s*', "", text)
-            if not _balanced(text):
-                continue  # sqlglot forgives a missing ")"; PostgreSQL would not
-            try:
-                reparsed = sqlglot.parse_one(text, dialect=DIALECT)
-            except SqlglotError:
-                continue
-            if reparsed is not None and _unparen(reparsed) == target:
-                return text.strip()
-        return None
+            return text
 
-    def _grown(self, core: tuple[int, int]) -> Iterator[tuple[int, int]]:
-        """Spans around ``core``: itself, then with up to 3 more tokens before and 12 after."""
-        if self._tokens is None:
-            self._tokens = [(t.start, t.end + 1) for t in Tokenizer(dialect=DIALECT).tokenize(self.text)]
-        tokens = self._tokens
-        first = next((i for i, (s, _) in enumerate(tokens) if s >= core[0]), None)
-        last = max((i for i, (_, e) in enumerate(tokens) if e <= core[1]), default=None)
-        if first is None or last is None:
-            return
-        yield core
-        for left in range(4):
-            for right in range(13):
-                i, j = first - left, last + right
-                if i >= 0 and j < len(tokens) and (left or right):
-                    yield tokens[i][0], tokens[j][1]
+        found = source_span(node.transform(_unqualify), node, self.text, self._tokens, unqualified)
+        return found[2].strip() if found else None
 
     @staticmethod
     def _add_unique(items: list[str], name: str) -> None:
         if name not in items:
             items.append(name)
+
+
+def tokens_of(text: str) -> list[tuple[int, int]]:
+    """Character spans of the statement's tokens."""
+    return [(t.start, t.end + 1) for t in Tokenizer(dialect=DIALECT).tokenize(text)]
+
+
+def source_span(
+    target: exp.Expr,
+    node: exp.Expr,
+    text: str,
+    tokens: list[tuple[int, int]],
+    normalise: Callable[[str], str] = lambda t: t,
+) -> tuple[int, int, str] | None:
+    """Where ``node`` stands in ``text``: a span whose text (after ``normalise``) parses back to ``target``.
+
+    sqlglot keeps the position of some tokens only, so the span they give is grown token by token, up to 3 tokens
+    before and 12 after, until it reads back as the same expression.
+    """
+    core = _span(node, text)
+    if core is None:
+        return None
+    wanted = _unparen(target)
+    first = next((i for i, (s, _) in enumerate(tokens) if s >= core[0]), None)
+    last = max((i for i, (_, e) in enumerate(tokens) if e <= core[1]), default=None)
+    if first is None or last is None:
+        return None
+    spans = [core] + [
+        (tokens[first - left][0], tokens[last + right][1])
+        for left in range(4)
+        for right in range(13)
+        if (left or right) and first - left >= 0 and last + right < len(tokens)
+    ]
+    for start, end in spans:
+        candidate = normalise(text[start:end])
+        if not _balanced(candidate):
+            continue  # sqlglot forgives a missing ")"; PostgreSQL would not
+        try:
+            reparsed = sqlglot.parse_one(candidate, dialect=DIALECT)
+        except SqlglotError:
+            continue
+        if reparsed is not None and _unparen(reparsed) == wanted:
+            return start, end, candidate
+    return None
 
 
 def _unqualify(node: exp.Expr) -> exp.Expr:

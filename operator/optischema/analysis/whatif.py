@@ -20,13 +20,14 @@ from .statements import TableKey
 
 @dataclass(frozen=True, slots=True)
 class PlanRequest:
-    """How to plan one statement: its samples as they ran (constants in place) or, without any, its normalised
-    text with a generic plan."""
+    """How to plan one statement: its samples as they ran (constants in place) or, without any, a generic plan of
+    its normalised text (with some parameters bound from statistics when they hide an index's value)."""
 
     key: str
     query: str
     samples: tuple[str, ...] = ()
     tables: frozenset[TableKey] = frozenset()
+    bound: str | None = None  # without samples: the query with parameters bound from statistics (see binding)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .binding import bind_from_statistics
 from .selection import WorkloadStatement
 from .snapshot import Snapshot, Statement
 from .statements import Catalog, ParsedStatement, parse_statement
@@ -72,6 +73,13 @@ def build_workload(
             continue
         kept += 1
         samples = tuple(snapshot.samples.get(statement.query_id, [])[:SAMPLES_PER_STATEMENT])
+        bound = None
+        if not samples:
+            rows_per_call = statement.rows / statement.calls if statement.calls else 0.0
+            bound = bind_from_statistics(statement.query, catalog, snapshot.tables, rows_per_call)
+            if bound is not None:
+                rebound = parse_statement(bound, catalog)  # its constants show which partial predicate serves
+                parsed = rebound if rebound.skip_reason is None else parsed
         key = str(statement.query_id)
         workload.statements.append(
             WorkloadStatement(
@@ -79,7 +87,7 @@ def build_workload(
                 calls=statement.calls,
                 rows=statement.rows,
                 parsed=parsed,
-                request=PlanRequest(key, statement.query, samples, frozenset(parsed.tables)),
+                request=PlanRequest(key, statement.query, samples, frozenset(parsed.tables), bound),
             )
         )
     return workload

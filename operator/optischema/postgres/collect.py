@@ -159,7 +159,8 @@ async def read_tables(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict
         f"""SELECT n.nspname AS schema, c.relname AS table, a.attname AS name,
                   format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
                   s.null_frac, s.n_distinct, s.avg_width,
-                  (s.most_common_vals::text::text[])[1:10] AS mcv, (s.most_common_freqs)[1:10] AS mcf
+                  (s.most_common_vals::text::text[])[1:10] AS mcv, (s.most_common_freqs)[1:10] AS mcf,
+                  (s.histogram_bounds::text::text[])[1 + cardinality(s.histogram_bounds::text::text[]) / 2] AS mid
            FROM pg_attribute a
            JOIN pg_class c ON c.oid = a.attrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -182,6 +183,7 @@ async def read_tables(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict
                 avg_width=r["avg_width"],
                 most_common_vals=tuple(r["mcv"] or ()),
                 most_common_freqs=tuple(float(f) for f in r["mcf"] or ()),
+                histogram_middle=r["mid"],
             )
         )
     rows = await conn.fetch(

@@ -114,7 +114,7 @@ class HypoPGPlanner:
     async def _explain_generic(self, request: PlanRequest) -> Plan:
         if request.key in self._unplannable:
             return Plan(None, error=self._unplannable[request.key])
-        text = typed_parameters(request.query).strip().rstrip(";")
+        text = typed_parameters(request.bound or request.query).strip().rstrip(";")
         count = max((int(n) for n in _PARAMETER.findall(text)), default=0)
         attempts = [self._types[request.key]] if request.key in self._types else _type_guesses(text, count)
         error = "no attempt"
@@ -166,9 +166,11 @@ def _type_guesses(text: str, count: int) -> list[list[str]]:
     rest inferred; then every still-unknown one as text."""
     if count == 0:
         return [[]]
-    unknown = ["unknown"] * count
+    present = {int(n) for n in _PARAMETER.findall(text)}  # bound parameters are gone from the text: type them
+    absent = "text"
+    unknown = [("unknown" if n + 1 in present else absent) for n in range(count)]
     arithmetic = _arithmetic_parameters(text)
-    numeric = [("numeric" if n + 1 in arithmetic else "unknown") for n in range(count)]
+    numeric = [("numeric" if n + 1 in arithmetic else t) for n, t in enumerate(unknown)]
     as_text = [("numeric" if n + 1 in arithmetic else "text") for n in range(count)]
     guesses = [unknown]
     for guess in (numeric, as_text):
