@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from optischema.api.index import IndexDefinition
 from optischema.api.recommendation import Evidence, RecommendedChange, StatementEvidence
 from optischema.api.target import Risk
 from optischema.changes.ddl import index_name, render_create, render_drop
 
 from .candidates import Candidate
-from .report import Recommendation, make
+from .report import Recommendation, Source, make
 from .selection import Choice, Selection, WorkloadStatement
 from .snapshot import Snapshot, Statement
 
@@ -34,8 +35,6 @@ def index_recommendations(
         before = sum(by_key[k].weight * (selection.base[k].cost or 0.0) for k in users)
         after = sum(by_key[k].weight * (selection.final[k].cost or 0.0) for k in users)
         improvement = 100.0 * (before - after - choice.penalty) / before if before > 0 else None
-        definition = choice.candidate.index.model_copy(update={"name": index_name(choice.candidate.index, taken)})
-        taken.append(definition.name or "")
         evidence = Evidence(
             statements=[
                 _statement_evidence(by_key[k], queries, selection.base[k].cost, selection.final[k].cost)
@@ -47,12 +46,9 @@ def index_recommendations(
             estimated_size_bytes=choice.size_bytes,
         )
         found.append(
-            make(
-                "createIndex",
-                RecommendedChange(index=definition),
-                sql=render_create(definition),
-                rollback_sql=render_drop(definition),
-                table=f"{definition.schema_}.{definition.table}",
+            _create(
+                choice.candidate.index,
+                taken,
                 evidence=evidence,
                 improvement=improvement,
                 rationale=_rationale(choice, users, by_key, before, after),
@@ -61,6 +57,33 @@ def index_recommendations(
             )
         )
     return found
+
+
+def _create(
+    index: IndexDefinition,
+    taken: list[str],
+    *,
+    rationale: str,
+    source: Source,
+    risk: Risk,
+    evidence: Evidence | None = None,
+    improvement: float | None = None,
+) -> Recommendation:
+    """A createIndex recommendation, its index named so that no existing (or already proposed) name is reused."""
+    definition = index.model_copy(update={"name": index_name(index, taken)})
+    taken.append(definition.name or "")
+    return make(
+        "createIndex",
+        RecommendedChange(index=definition),
+        sql=render_create(definition),
+        rollback_sql=render_drop(definition),
+        table=f"{definition.schema_}.{definition.table}",
+        evidence=evidence,
+        improvement=improvement,
+        rationale=rationale,
+        source=source,
+        risk=risk,
+    )
 
 
 def _statement_evidence(
@@ -145,19 +168,14 @@ def heuristic_recommendations(
         if existing + per_table.get(candidate.table, 0) >= max_per_table:
             continue
         per_table[candidate.table] = per_table.get(candidate.table, 0) + 1
-        definition = candidate.index.model_copy(update={"name": index_name(candidate.index, taken)})
-        taken.append(definition.name or "")
         found.append(
-            make(
-                "createIndex",
-                RecommendedChange(index=definition),
-                sql=render_create(definition),
-                rollback_sql=render_drop(definition),
-                table=f"{definition.schema_}.{definition.table}",
+            _create(
+                candidate.index,
+                taken,
                 rationale=(
                     f"Heuristic only (HypoPG is not installed, so this is not costed): {len(candidate.statements)} "
-                    f"statement(s), {calls:.0f} calls, filter the large table {definition.table} on these columns "
-                    "with no index to serve them. Install HypoPG for what-if costing."
+                    f"statement(s), {calls:.0f} calls, filter the large table {candidate.index.table} on these "
+                    "columns with no index to serve them. Install HypoPG for what-if costing."
                 ),
                 source="heuristic",
                 risk="medium",
