@@ -8,12 +8,12 @@ PG_MAJOR ?= 15
 DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgresql-client-$(PG_MAJOR)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install debs test test-unit test-postgres lint crds demo bench lock controlplane e2e-kind clean
+.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo bench lock controlplane cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: debs $(STAMP) ## Debian packages (when root), the virtualenv and the Python dependencies
+install: debs $(STAMP) controlplane ## Debian packages (when root), venv, Python dependencies, control-plane binaries
 
 debs:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -43,6 +43,9 @@ test-unit: $(STAMP) ## the pure tier only
 test-postgres: install ## the real-PostgreSQL tier only
 	$(PY) -m pytest -m postgres
 
+test-k8s: install ## the real control-plane tier only
+	$(PY) -m pytest -m k8s
+
 lint: $(STAMP) ## ruff, mypy and the import-linter layer contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -65,7 +68,13 @@ lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
 	rm -rf .lock-venv
 
 controlplane: ## build (or find) etcd, kube-apiserver, kube-controller-manager and kubectl in the cache
-	hack/controlplane/build.sh
+	@hack/controlplane/build.sh >/dev/null
+
+cluster-up: install ## start the embedded cluster in the background; prints `export KUBECONFIG=...`
+	@$(PY) -m devcluster up
+
+cluster-down: ## stop the embedded cluster, leaving no process behind
+	@$(PY) -m devcluster down
 
 e2e-kind: ## end to end on kind (needs a Docker engine)
 	@if ! docker info >/dev/null 2>&1; then \

@@ -130,7 +130,8 @@ class LocalPostgres:
         return f"postgresql://{user or self.superuser}@{self.host}:{self.port}/{database}"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
-        """Run SQL with psql over TCP (stops at the first error) and return its unaligned output."""
+        """Run SQL with psql as the superuser over the Unix socket (trusted even when TCP needs passwords); stops
+        at the first error and returns the unaligned output."""
         result = subprocess.run(
             [
                 str(self.bindir / "psql"),
@@ -141,7 +142,7 @@ class LocalPostgres:
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-d",
-                self.dsn(database),
+                f"host={self.dir} port={self.port} dbname={database} user={self.superuser}",
                 "-c",
                 sql,
             ],
@@ -152,6 +153,12 @@ class LocalPostgres:
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr.strip()}")
         return result.stdout
+
+    def set_hba(self, lines: Sequence[str]) -> None:
+        """Put ``lines`` before the trust rules of pg_hba.conf and reload (e.g. to require passwords once set up)."""
+        self.hba = tuple(lines)
+        self._write_conf()
+        self.psql("SELECT pg_reload_conf()")
 
     def log_tail(self, lines: int = 20) -> str:
         try:

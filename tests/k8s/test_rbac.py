@@ -1,0 +1,58 @@
+"""The roles we ship, as the unprivileged users see them (`kubectl auth can-i` with their own tokens)."""
+
+from __future__ import annotations
+
+import pytest
+
+from devcluster.cluster import Cluster
+
+VIEWER = {
+    ("get", "postgrestargets"): "yes",
+    ("list", "tuningrecommendations"): "yes",
+    ("watch", "indexchanges"): "yes",
+    ("patch", "tuningrecommendations"): "no",
+    ("delete", "tuningrecommendations"): "no",
+    ("create", "indexchanges"): "no",
+    ("get", "secrets"): "no",
+}
+APPROVER = {
+    ("get", "postgrestargets"): "yes",
+    ("patch", "tuningrecommendations"): "yes",
+    ("update", "tuningrecommendations"): "yes",
+    ("patch", "tuningrecommendations/status"): "no",
+    ("delete", "tuningrecommendations"): "no",
+    ("patch", "postgrestargets"): "no",
+    ("create", "indexchanges"): "no",
+    ("get", "secrets"): "no",
+}
+
+
+@pytest.fixture
+def bound(cluster: Cluster, namespace: str) -> str:
+    for user, role in (("alice", "optischema-viewer"), ("bob", "optischema-approver")):
+        cluster.plane.kubectl(
+            "create", "rolebinding", f"{user}-{role}", "-n", namespace, f"--clusterrole={role}", f"--user={user}"
+        )
+    return namespace
+
+
+@pytest.mark.parametrize(("user", "expected"), [("alice", VIEWER), ("bob", APPROVER)], ids=["viewer", "approver"])
+def test_roles_grant_what_they_should_and_nothing_more(
+    cluster: Cluster, bound: str, user: str, expected: dict[tuple[str, str], str]
+) -> None:
+    for (verb, resource), answer in expected.items():
+        name, _, subresource = resource.partition("/")
+        args = ["auth", "can-i", verb, name if name == "secrets" else f"{name}.optischema.io", "-n", bound]
+        if subresource:
+            args.append(f"--subresource={subresource}")
+        got = cluster.plane.kubectl(*args, user=user, check=False).strip()
+        assert got == answer, f"{user} {verb} {resource}: {got}"
+
+
+def test_the_roles_do_not_reach_other_namespaces(cluster: Cluster, bound: str) -> None:
+    assert (
+        cluster.plane.kubectl(
+            "auth", "can-i", "get", "postgrestargets.optischema.io", "-n", "default", user="alice", check=False
+        ).strip()
+        == "no"
+    )
