@@ -286,6 +286,8 @@ class LastAnalysis(ApiModel):
     """Statements planned and considered."""
     outcome: Literal["Succeeded", "Failed"] | None = None
     """Whether it produced recommendations."""
+    requested: str | None = Field(default=None, max_length=256)
+    """The value of the ``optischema.io/analyze-requested`` annotation this analysis answered (on-demand runs)."""
     message: str | None = None
     """Why it failed, or notes such as statements that could not be planned."""
 

@@ -1,1 +1,1 @@
-"""The only Kubernetes client: Jobs, sandbox pods, status patches and Events."""
+"""The only Kubernetes client: Secrets, our custom resources, status patches (and, later, Jobs and sandbox pods)."""

@@ -1,0 +1,63 @@
+"""Findings become TuningRecommendations: created when new, refreshed when found again, Superseded when gone.
+
+Names are hashes of target and change, so a re-analysis never duplicates; nothing is deleted silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from optischema.analysis.report import Recommendation
+
+PLURAL = "tuningrecommendations"
+TARGET_LABEL = "optischema.io/target"
+#: Phases that are final or in a person's hands: a recommendation in them is never marked Superseded.
+SETTLED = {"Approved", "Rejected", "Applying", "Applied", "RolledBack", "Failed", "Superseded"}
+
+
+@dataclass(slots=True)
+class SyncPlan:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    refresh: list[str] = field(default_factory=list)
+    supersede: list[str] = field(default_factory=list)
+
+
+def desired(recommendations: Sequence[Recommendation], target: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Custom resources for the findings, owned by the target (deleting it deletes them)."""
+    meta = target["metadata"]
+    bodies = {}
+    for recommendation in recommendations:
+        resource = recommendation.to_custom_resource(meta["name"], meta["namespace"])
+        body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["metadata"] = {
+            "name": resource.metadata.name,
+            "namespace": meta["namespace"],
+            "labels": resource.metadata.labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": target["apiVersion"],
+                    "kind": target["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+        bodies[body["metadata"]["name"]] = body
+    return bodies
+
+
+def plan(wanted: dict[str, dict[str, Any]], existing: Sequence[dict[str, Any]]) -> SyncPlan:
+    """What to create, what to refresh (found again), and what analysis no longer finds."""
+    have = {item["metadata"]["name"]: (item.get("status") or {}).get("phase") for item in existing}
+    result = SyncPlan()
+    for name, body in wanted.items():
+        if name in have:
+            result.refresh.append(name)
+        else:
+            result.create.append(body)
+    result.supersede = [name for name, phase in have.items() if name not in wanted and phase not in SETTLED]
+    return result

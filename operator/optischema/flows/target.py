@@ -1,0 +1,187 @@
+"""A PostgresTarget's reconciliation: check what the schema cannot (spec rules, Secret, connection, extensions),
+report it as conditions, and run the analysis when it is due, turning findings into TuningRecommendations.
+
+Called by the target's daemon in ``handlers``; never imports kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from optischema.analysis.errors import AnalysisError
+from optischema.api import describe
+from optischema.api.conditions import Condition, ConditionType, Reason, remove_condition, set_condition
+from optischema.api.durations import parse_duration
+from optischema.api.quantity import quantity_bytes
+from optischema.api.target import DatabaseInfo, Extension, PostgresTargetSpec
+from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
+from optischema.postgres.collect import read_server
+from optischema.postgres.connect import connect
+
+SecretReader = Callable[[str, str], Awaitable[dict[str, str] | None]]
+
+
+@dataclass(slots=True)
+class Check:
+    """What a target check found: the conditions to report and, when reachable, how to connect."""
+
+    ready: bool
+    reason: str
+    message: str
+    stalled: bool = False
+    dsn: str | None = None
+    database: DatabaseInfo | None = None
+    spec: PostgresTargetSpec | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def build_dsn(spec: PostgresTargetSpec, user: str, password: str) -> str:
+    c = spec.connection
+    return (
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{c.host}:{c.port}/"
+        f"{quote(c.database, safe='')}?sslmode={c.sslmode}"
+    )
+
+
+async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: SecretReader) -> Check:
+    try:
+        spec = PostgresTargetSpec.model_validate(raw_spec)
+    except ValidationError as error:
+        return Check(False, Reason.INVALID_SPEC, "; ".join(describe(error, "spec")), stalled=True)
+    ref = spec.connection.credentials_secret
+    secret = await read_secret(namespace, ref.name)
+    if secret is None:
+        return Check(
+            False, Reason.SECRET_NOT_FOUND, f"Secret {namespace}/{ref.name} does not exist", stalled=True, spec=spec
+        )
+    missing = [key for key in (ref.username_key, ref.password_key) if key not in secret]
+    if missing:
+        return Check(
+            False,
+            Reason.SECRET_KEY_MISSING,
+            f"Secret {namespace}/{ref.name} has no key {', '.join(missing)}",
+            stalled=True,
+            spec=spec,
+        )
+    dsn = build_dsn(spec, secret[ref.username_key], secret[ref.password_key])
+    try:
+        conn = await connect(dsn, timeout=spec.connection.connect_timeout_seconds)
+    except AnalysisError as error:
+        # A wrong password needs a person; a server that is down may come back by itself.
+        needs_person = error.reason == "AuthenticationFailed"
+        return Check(False, error.reason, error.message, stalled=needs_person, spec=spec)
+    try:
+        server = await read_server(conn)
+    finally:
+        await conn.close()
+    database = DatabaseInfo(
+        server_version=server.version,
+        server_version_num=server.version_num,
+        system_identifier=server.system_identifier,
+        extensions=[Extension(name=n, version=v) for n, v in sorted(server.extensions.items())],
+    )
+    if "pg_stat_statements" not in server.extensions:
+        return Check(
+            False,
+            Reason.EXTENSION_MISSING,
+            f"pg_stat_statements is not installed in database {spec.connection.database!r}: add it to "
+            "shared_preload_libraries and run CREATE EXTENSION pg_stat_statements",
+            stalled=True,
+            dsn=dsn,
+            database=database,
+            spec=spec,
+        )
+    notes = (
+        []
+        if "hypopg" in server.extensions
+        else ["HypoPG is not installed: index proposals are heuristic only (CREATE EXTENSION hypopg enables what-if)"]
+    )
+    message = f"connected to PostgreSQL {server.version}" + (f"; {notes[0]}" if notes else "")
+    return Check(True, Reason.CONNECTED, message, dsn=dsn, database=database, spec=spec, notes=notes)
+
+
+def conditions_for(
+    check: Check, previous: list[Condition], *, now: datetime, generation: int | None
+) -> list[Condition]:
+    """Ready, Stalled and Reconciling as kstatus reads them."""
+    conditions = set_condition(
+        previous,
+        ConditionType.READY,
+        "True" if check.ready else "False",
+        check.reason,
+        check.message,
+        now=now,
+        generation=generation,
+    )
+    if check.stalled:
+        conditions = set_condition(
+            conditions, ConditionType.STALLED, "True", check.reason, check.message, now=now, generation=generation
+        )
+        return remove_condition(conditions, ConditionType.RECONCILING)
+    conditions = remove_condition(conditions, ConditionType.STALLED)
+    if check.ready:
+        return remove_condition(conditions, ConditionType.RECONCILING)
+    return set_condition(
+        conditions,
+        ConditionType.RECONCILING,
+        "True",
+        check.reason,
+        f"retrying: {check.message}",
+        now=now,
+        generation=generation,
+    )
+
+
+def analysis_due(
+    spec: PostgresTargetSpec,
+    last_completion: str | None,
+    requested: str | None,
+    last_requested: str | None,
+    now: datetime,
+) -> bool:
+    """Due when never run, when the interval has passed, or when a new on-demand request came in."""
+    if spec.suspend:
+        return False
+    if requested and requested != last_requested:
+        return True
+    if not last_completion:
+        return True
+    completed = datetime.fromisoformat(last_completion.replace("Z", "+00:00"))
+    return now - completed >= parse_duration(spec.analysis.interval)
+
+
+async def run_analysis(
+    check: Check, sample_seconds: float, semaphore: asyncio.Semaphore
+) -> tuple[AnalysisResult | None, str | None, float]:
+    """The analysis, bounded across targets by ``semaphore``; (result, error, seconds)."""
+    spec, dsn = check.spec, check.dsn
+    if spec is None or dsn is None:
+        return None, "the target is not ready", 0.0
+    options = AnalyzeOptions(
+        min_calls=spec.analysis.min_calls,
+        top_statements=spec.analysis.top_statements,
+        ignore_schemas=spec.analysis.ignore_schemas,
+        ignore_statements=spec.analysis.ignore_statements,
+        budget_bytes=quantity_bytes(spec.policy.index_storage_budget),
+        max_indexes_per_table=spec.policy.max_indexes_per_table,
+        sample_seconds=sample_seconds,
+        connect_timeout=spec.connection.connect_timeout_seconds,
+    )
+    started = time.monotonic()
+    async with semaphore:
+        try:
+            return await analyze(dsn, options), None, time.monotonic() - started
+        except AnalysisError as error:
+            return None, f"{error.reason}: {error.message}", time.monotonic() - started
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,66 @@
+"""TuningRecommendation: a decision becomes an IndexChange (for index kinds), once, whoever restarts when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from optischema.api.resources import GROUP, VERSION
+from optischema.telemetry import INDEX_CHANGES_CREATED
+
+OPERATIONS = {"createIndex": "create", "dropIndex": "drop"}
+
+
+@kopf.on.resume(GROUP, VERSION, "tuningrecommendations")
+@kopf.on.create(GROUP, VERSION, "tuningrecommendations")
+@kopf.on.update(GROUP, VERSION, "tuningrecommendations", field="spec.approval")
+async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Idempotent: safe to run again after a restart, creates the IndexChange only once (by name)."""
+    spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
+    state = spec.get("approval", {}).get("state", "Pending")
+    namespace, name = meta["namespace"], meta["name"]
+    if state == "Rejected" and status.get("phase") != "Rejected":
+        await memo.kube.patch_status("tuningrecommendations", namespace, name, {"phase": "Rejected"})
+        kopf.info(body, reason="Rejected", message=spec["approval"].get("reason") or "rejected")
+    if state != "Approved" or status.get("indexChangeRef"):
+        return
+    operation = OPERATIONS.get(spec["kind"])
+    update: dict[str, Any] = {"phase": "Approved"}
+    if operation is not None:
+        change = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "IndexChange",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"optischema.io/target": spec["targetRef"]["name"]},
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "TuningRecommendation",
+                        "name": name,
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": {
+                "targetRef": spec["targetRef"],
+                "operation": operation,
+                "index": spec["change"]["index"],
+                "schedule": spec["approval"].get("when", "nextWindow"),
+                "recommendationRef": {"name": name},
+            },
+        }
+        if await memo.kube.create("indexchanges", namespace, change) is not None:
+            INDEX_CHANGES_CREATED.labels(namespace).inc()
+        update["indexChangeRef"] = {"name": name}
+    await memo.kube.patch_status("tuningrecommendations", namespace, name, update)
+    kopf.info(
+        body,
+        reason="Approved",
+        message=f"approved by {spec['approval'].get('decidedBy') or 'a client'}"
+        + (f"; IndexChange {name} created" if operation else ""),
+    )

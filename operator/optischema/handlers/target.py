@@ -1,0 +1,119 @@
+"""PostgresTarget: one daemon per target checks it, reports conditions, and analyses it when due."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from optischema.api.conditions import Condition
+from optischema.api.resources import GROUP, VERSION
+from optischema.flows import recommendations as sync
+from optischema.flows import target as flow
+from optischema.flows.analyze import AnalysisResult
+from optischema.telemetry import ANALYSIS_FAILURES, ANALYSIS_SECONDS, TARGET_READY, log_for
+
+ANALYZE_ANNOTATION = "optischema.io/analyze-requested"
+
+
+@kopf.daemon(GROUP, VERSION, "postgrestargets", cancellation_timeout=10)
+async def run_target(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    while not stopped:
+        await reconcile(body, memo)
+        await stopped.wait(memo.settings.check_seconds)
+
+
+async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
+    meta, namespace, name = body["metadata"], body["metadata"]["namespace"], body["metadata"]["name"]
+    log = log_for(namespace, name, kind="PostgresTarget")
+    status = dict(body.get("status") or {})
+    now = flow.utc_now()
+    check = await flow.check_target(namespace, dict(body["spec"]), memo.kube.read_secret)
+    previous = [Condition.model_validate(c) for c in status.get("conditions", [])]
+    conditions = flow.conditions_for(check, previous, now=now, generation=meta.get("generation"))
+    patch: dict[str, Any] = {
+        "observedGeneration": meta.get("generation"),
+        "conditions": [c.to_wire() for c in conditions],
+    }
+    if check.database is not None:
+        patch["database"] = check.database.to_wire()
+    was_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+    if check.ready != was_ready or check.stalled:
+        (kopf.info if check.ready else kopf.warn)(body, reason=check.reason, message=check.message)
+    TARGET_READY.labels(namespace, name).set(1 if check.ready else 0)
+    await memo.kube.patch_status("postgrestargets", namespace, name, patch)
+    log.info("checked", ready=check.ready, reason=str(check.reason))
+
+    last = status.get("lastAnalysis") or {}
+    requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
+    if not check.ready or check.spec is None:
+        return
+    if not flow.analysis_due(check.spec, last.get("completionTime"), requested, last.get("requested"), now):
+        return
+    started = flow.utc_now()
+    result, error, seconds = await flow.run_analysis(check, memo.settings.sample_seconds, memo.analyses)
+    ANALYSIS_SECONDS.labels(namespace, name).observe(seconds)
+    summary: dict[str, Any] = {
+        "startTime": started.isoformat(),
+        "completionTime": flow.utc_now().isoformat(),
+        "durationSeconds": round(seconds, 3),
+        "requested": requested,
+    }
+    if result is None:
+        ANALYSIS_FAILURES.labels(namespace, name, (error or "").split(":")[0]).inc()
+        kopf.warn(body, reason="AnalysisFailed", message=error or "")
+        await memo.kube.patch_status(
+            "postgrestargets", namespace, name, {"lastAnalysis": {**summary, "outcome": "Failed", "message": error}}
+        )
+        return
+    counts = await apply_findings(body, result, memo)
+    summary |= {
+        "outcome": "Succeeded",
+        "statementsSeen": result.statements_seen,
+        "statementsAnalysed": result.statements_analysed,
+        "message": "; ".join(result.notes)[:4000] or None,
+    }
+    await memo.kube.patch_status(
+        "postgrestargets", namespace, name, {"lastAnalysis": summary, "recommendations": counts}
+    )
+    kopf.info(
+        body,
+        reason="Analysed",
+        message=f"{len(result.recommendations)} finding(s) from {result.statements_analysed} statements",
+    )
+    log.info("analysed", findings=len(result.recommendations), seconds=round(seconds, 2))
+
+
+async def apply_findings(body: kopf.Body, result: AnalysisResult, memo: kopf.Memo) -> dict[str, int]:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    wanted = sync.desired(result.recommendations, dict(body))
+    existing = await memo.kube.list(sync.PLURAL, namespace, f"{sync.TARGET_LABEL}={name}")
+    plan = sync.plan(wanted, existing)
+    seen = flow.utc_now().isoformat()
+    for created in plan.create:
+        if await memo.kube.create(sync.PLURAL, namespace, created) is not None:
+            await memo.kube.patch_status(
+                sync.PLURAL, namespace, created["metadata"]["name"], {"phase": "AwaitingApproval", "lastSeenAt": seen}
+            )
+    for refreshed in plan.refresh:
+        update = {
+            "spec": {
+                "evidence": wanted[refreshed]["spec"]["evidence"],
+                "rationale": wanted[refreshed]["spec"]["rationale"],
+            }
+        }
+        await memo.kube.patch(sync.PLURAL, namespace, refreshed, update)
+        await memo.kube.patch_status(sync.PLURAL, namespace, refreshed, {"lastSeenAt": seen})
+    for gone in plan.supersede:
+        await memo.kube.patch_status(sync.PLURAL, namespace, gone, {"phase": "Superseded"})
+    items = await memo.kube.list(sync.PLURAL, namespace, f"{sync.TARGET_LABEL}={name}")
+    phases = [(i.get("status") or {}).get("phase") for i in items]
+    approval = [i["spec"].get("approval", {}).get("state") for i in items]
+    return {
+        "pending": sum(1 for p, a in zip(phases, approval, strict=True) if a == "Pending" and p != "Superseded"),
+        "approved": sum(1 for p in phases if p == "Approved"),
+        "rejected": sum(1 for p in phases if p == "Rejected"),
+        "applied": sum(1 for p in phases if p == "Applied"),
+        "rolledBack": sum(1 for p in phases if p == "RolledBack"),
+        "superseded": sum(1 for p in phases if p == "Superseded"),
+    }

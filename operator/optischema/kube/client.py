@@ -1,0 +1,85 @@
+"""The operator's only Kubernetes client calls: Secrets, our custom resources and their status.
+
+The official client is synchronous; each call runs in a worker thread so that kopf's event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from optischema.api.resources import GROUP, VERSION
+
+
+def load_config() -> None:
+    """In-cluster credentials when running in a Pod, else ``KUBECONFIG``."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class Kube:
+    def __init__(self) -> None:
+        self.core = client.CoreV1Api()
+        self.custom = client.CustomObjectsApi()
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's data decoded, or None when it does not exist."""
+        try:
+            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """The object; LookupError when it does not exist."""
+        try:
+            found = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise LookupError(f"{plural}/{name} not found in {namespace}") from error
+            raise
+        return cast(dict[str, Any], found)
+
+    async def list(self, plural: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        result = await asyncio.to_thread(
+            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, label_selector=selector
+        )
+        return list(cast(dict[str, Any], result).get("items", []))
+
+    async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; None when it already exists (creation is idempotent by name)."""
+        try:
+            created = await asyncio.to_thread(
+                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        return cast(dict[str, Any], created)
+
+    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural, name, body
+        )
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+        )

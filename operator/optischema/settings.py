@@ -1,0 +1,36 @@
+"""Operator settings, from flags or ``OPTISCHEMA_*`` environment variables (pydantic-settings).
+
+Read by flows, handlers and the CLI only; the pure layers get values as arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPTISCHEMA_", use_attribute_docstrings=True, extra="ignore")
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch; empty means the whole cluster."""
+    standalone: bool = True
+    """Run without kopf peering (one replica). With several replicas, set false so that only one is active."""
+    peering_name: str = "optischema"
+    """kopf peering object shared by the replicas when not standalone."""
+    analysis_concurrency: int = Field(default=2, ge=1, le=64)
+    """Inline analyses running at once, across all targets."""
+    check_seconds: float = Field(default=30.0, gt=0)
+    """How often each target is re-checked (connection, extensions) and its analysis schedule looked at."""
+    sample_seconds: float = Field(default=5.0, ge=0)
+    """How long each analysis watches pg_stat_activity for statements with their constants."""
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Default connection timeout when a target does not set one."""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the Prometheus /metrics endpoint; 0 turns it off."""
+    liveness_endpoint: str | None = None
+    """kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz."""
+    log_format: Literal["json", "console"] = "json"
+    """Structured logs as JSON lines (for log pipelines) or readable console lines."""

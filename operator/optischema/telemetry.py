@@ -1,0 +1,55 @@
+"""Structured logs (structlog) and Prometheus metrics, configured once by the entry point.
+
+Every log line about a resource carries its namespace and name (bound with ``log_for``); metric names are the
+contract the Grafana board and the alerts are written against.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+ANALYSIS_SECONDS = Histogram(
+    "optischema_analysis_duration_seconds",
+    "Duration of analyses",
+    ["namespace", "target"],
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+ANALYSIS_FAILURES = Counter(
+    "optischema_analysis_failures_total", "Analyses that failed", ["namespace", "target", "reason"]
+)
+RECOMMENDATIONS = Gauge("optischema_recommendations", "Recommendations by phase", ["namespace", "target", "phase"])
+INDEX_CHANGES_CREATED = Counter(
+    "optischema_index_changes_created_total", "IndexChanges created on approval", ["namespace"]
+)
+TARGET_READY = Gauge("optischema_target_ready", "1 when the target is Ready", ["namespace", "target"])
+
+
+def configure(log_format: str = "json", metrics_port: int = 0, *, verbose: bool = False) -> None:
+    renderer: Any = structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    if metrics_port:
+        start_http_server(metrics_port)
+
+
+def log_for(namespace: str | None, name: str | None, **fields: Any) -> Any:
+    """A logger whose every line names the resource."""
+    return structlog.get_logger("optischema").bind(namespace=namespace, name=name, **fields)

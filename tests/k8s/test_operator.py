@@ -1,0 +1,226 @@
+"""The operator (`optischema run`, a real process) against the real control plane and a PostgreSQL pod."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from devcluster.cluster import Cluster
+
+from .conftest import get, wait_for
+
+WORKLOAD = """
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+CREATE EXTENSION IF NOT EXISTS hypopg;
+CREATE TABLE invoices (id bigint PRIMARY KEY, customer_id bigint NOT NULL, amount numeric NOT NULL);
+INSERT INTO invoices SELECT g, g % 5000, g % 100 FROM generate_series(1, 100000) g;
+VACUUM ANALYZE invoices;
+"""
+
+
+def apply(cluster: Cluster, doc: dict[str, Any]) -> None:
+    cluster.plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+@pytest.fixture
+def database(cluster: Cluster, namespace: str) -> str:
+    """A PostgreSQL pod with a small workload recorded in pg_stat_statements; its pod IP."""
+    apply(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "db", "namespace": namespace},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "postgres",
+                        "image": "postgres:15",
+                        "env": [{"name": "POSTGRES_PASSWORD", "value": "pw"}, {"name": "POSTGRES_DB", "value": "shop"}],
+                    }
+                ]
+            },
+        },
+    )
+    cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/db", "--timeout=60s")
+    ip: str = get(cluster, "pod", "db", "-n", namespace)["status"]["podIP"]
+
+    async def load() -> None:
+        conn = await asyncpg.connect(f"postgresql://postgres:pw@{ip}:5432/shop")
+        try:
+            for statement in WORKLOAD.split(";\n"):
+                if statement.strip():
+                    await conn.execute(statement)
+            for customer in range(30):
+                await conn.execute(f"SELECT sum(amount) FROM invoices WHERE customer_id = {customer}")
+        finally:
+            await conn.close()
+
+    asyncio.run(load())
+    return ip
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.plane.kubeconfig()),
+        "OPTISCHEMA_SAMPLE_SECONDS": "0",
+        "OPTISCHEMA_CHECK_SECONDS": "2",
+        "OPTISCHEMA_LOG_FORMAT": "console",
+    }
+    log = (cluster.plane.dir / f"operator-{namespace}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield process
+    # Targets carry the operator's finalizer (it stops their daemon first): delete them while it still runs.
+    cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s")
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def target(namespace: str, host: str, secret: str = "shop-db") -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "PostgresTarget",
+        "metadata": {"name": "shop", "namespace": namespace},
+        "spec": {
+            "connection": {
+                "host": host,
+                "database": "shop",
+                "sslmode": "disable",
+                "connectTimeoutSeconds": 3,
+                "credentialsSecret": {"name": secret},
+            },
+            "analysis": {"minCalls": 2},
+            "maintenanceWindows": [{"days": ["Sun"], "start": "02:00", "duration": "2h", "timeZone": "Europe/Berlin"}],
+        },
+    }
+
+
+def secret(namespace: str, password: str, name: str = "shop-db") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"username": "postgres", "password": password},
+    }
+
+
+def condition(cluster: Cluster, namespace: str, kind: str = "Ready") -> dict[str, Any] | None:
+    status = get(cluster, "pgt", "shop", "-n", namespace).get("status") or {}
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), None)
+
+
+def test_a_missing_secret_stalls_the_target_with_its_reason(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, target(namespace, database))
+    stalled = wait_for(lambda: condition(cluster, namespace, "Stalled"), what="Stalled")
+    assert stalled["reason"] == "SecretNotFound"
+    assert f"Secret {namespace}/shop-db does not exist" in stalled["message"]
+    assert condition(cluster, namespace)["status"] == "False"  # type: ignore[index]
+    # Creating the Secret is enough: the target recovers without a restart.
+    apply(cluster, secret(namespace, "pw"))
+    ready = wait_for(lambda: (c := condition(cluster, namespace)) and c["status"] == "True" and c, what="Ready")
+    assert ready["reason"] == "Connected"
+    assert condition(cluster, namespace, "Stalled") is None
+
+
+def test_a_wrong_password_stalls_and_a_corrected_secret_recovers(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, secret(namespace, "wrong"))
+    apply(cluster, target(namespace, database))
+    stalled = wait_for(lambda: condition(cluster, namespace, "Stalled"), what="Stalled")
+    assert stalled["reason"] == "AuthenticationFailed"
+    apply(cluster, secret(namespace, "pw"))
+    wait_for(lambda: (c := condition(cluster, namespace)) and c["status"] == "True", what="Ready")
+
+
+def test_recommendations_appear_are_stable_and_approval_creates_an_index_change(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, target(namespace, database))
+    items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=90, what="recommendations")
+    status = get(cluster, "pgt", "shop", "-n", namespace)["status"]
+    assert status["database"]["serverVersion"].startswith("15.")
+    assert {"name": "hypopg", "version": "1.3.1"} in status["database"]["extensions"]
+    assert status["lastAnalysis"]["outcome"] == "Succeeded"
+    creates = [i for i in items if i["spec"]["kind"] == "createIndex"]
+    assert [i["spec"]["sql"] for i in creates] == [
+        'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx" ON "public"."invoices" ("customer_id") INCLUDE ("amount")'
+    ]
+    recommendation = creates[0]
+    name = recommendation["metadata"]["name"]
+    assert name.startswith("shop-createindex-")
+    assert recommendation["metadata"]["ownerReferences"][0]["kind"] == "PostgresTarget"
+    wait_for(
+        lambda: (get(cluster, "trec", name, "-n", namespace).get("status") or {}).get("phase") == "AwaitingApproval",
+        what="AwaitingApproval",
+    )
+
+    # An on-demand re-analysis finds the same thing: same names, no duplicates.
+    names = sorted(i["metadata"]["name"] for i in items)
+    cluster.plane.kubectl("annotate", "pgt", "shop", "-n", namespace, "optischema.io/analyze-requested=1")
+    wait_for(
+        lambda: get(cluster, "pgt", "shop", "-n", namespace)["status"]["lastAnalysis"].get("requested") == "1",
+        timeout=60,
+        what="the requested analysis",
+    )
+    again = get(cluster, "trec", "-n", namespace)["items"]
+    assert set(names) <= {i["metadata"]["name"] for i in again}  # found again under the same names
+    assert len([i for i in again if i["spec"]["kind"] == "createIndex"]) == 1  # never duplicated
+
+    approve = {"spec": {"approval": {"state": "Approved", "reason": "reviewed", "when": "nextWindow"}}}
+    cluster.plane.kubectl("patch", "trec", name, "-n", namespace, "--type", "merge", "-p", json.dumps(approve))
+    change = wait_for(lambda: get(cluster, "ixc", "-n", namespace)["items"], what="the IndexChange")[0]
+    assert change["metadata"]["name"] == name
+    assert change["metadata"]["ownerReferences"][0]["name"] == name
+    assert change["spec"]["operation"] == "create"
+    assert change["spec"]["recommendationRef"] == {"name": name}
+    accepted = wait_for(
+        lambda: (get(cluster, "ixc", name, "-n", namespace).get("status") or {}).get("phase"),
+        what="the IndexChange to be admitted",
+    )
+    assert accepted == "WaitingForWindow"
+    assert get(cluster, "ixc", name, "-n", namespace)["status"]["sql"] == recommendation["spec"]["sql"]
+    assert get(cluster, "trec", name, "-n", namespace)["status"]["indexChangeRef"] == {"name": name}
+
+
+def test_a_git_index_change_the_policy_does_not_allow_is_refused(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, target(namespace, database))  # default policy: createIndex and analyze only
+    apply(
+        cluster,
+        {
+            "apiVersion": "optischema.io/v1alpha1",
+            "kind": "IndexChange",
+            "metadata": {"name": "drop-pk", "namespace": namespace},
+            "spec": {
+                "targetRef": {"name": "shop"},
+                "operation": "drop",
+                "index": {"table": "invoices", "name": "invoices_pkey", "columns": [{"name": "id"}]},
+            },
+        },
+    )
+    status = wait_for(lambda: get(cluster, "ixc", "drop-pk", "-n", namespace).get("status"), what="a verdict")
+    assert status["phase"] == "Failed"
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "PolicyViolation"
+    assert "does not allow dropIndex" in stalled["message"]
