@@ -25,7 +25,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import certs
+from optischema.kube import certs
+
 from .localpg import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -32,5 +32,11 @@ class Settings(BaseSettings):
     """Port of the Prometheus /metrics endpoint; 0 turns it off."""
     liveness_endpoint: str | None = None
     """kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz."""
+    webhook_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the admission webhook server (0: no webhook; then approvals are not attributed, and say so)."""
+    webhook_host: str = "127.0.0.1"
+    """Address the API server calls the webhook at (URL mode). In a cluster, the chart uses the Service form."""
+    operator_identity: str = "system:serviceaccount:optischema-system:optischema"
+    """The operator's own user name: the only one allowed to set approval.decidedBy itself (auto-approval)."""
     log_format: Literal["json", "console"] = "json"
     """Structured logs as JSON lines (for log pipelines) or readable console lines."""

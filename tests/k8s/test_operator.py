@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from devcluster.cluster import Cluster
+from devcluster.localpg import free_port
 
 from .conftest import get, wait_for
 
@@ -76,6 +77,9 @@ def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[byte
         "OPTISCHEMA_SAMPLE_SECONDS": "0",
         "OPTISCHEMA_CHECK_SECONDS": "2",
         "OPTISCHEMA_LOG_FORMAT": "console",
+        # The admission webhook on loopback (URL mode; the API server calls it back on 127.0.0.1).
+        "OPTISCHEMA_WEBHOOK_PORT": str(free_port()),
+        "OPTISCHEMA_OPERATOR_IDENTITY": "admin",
     }
     log = (cluster.plane.dir / f"operator-{namespace}.log").open("wb")
     process = subprocess.Popen(
@@ -89,6 +93,8 @@ def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[byte
     cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s")
     process.terminate()
     process.wait(timeout=30)
+    # kopf leaves its webhook configuration behind; with the server gone it would refuse every later edit.
+    cluster.plane.kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found")
 
 
 def target(namespace: str, host: str, secret: str = "shop-db") -> dict[str, Any]:
@@ -224,3 +230,69 @@ def test_a_git_index_change_the_policy_does_not_allow_is_refused(
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["reason"] == "PolicyViolation"
     assert "does not allow dropIndex" in stalled["message"]
+
+
+def plugin(cluster: Cluster, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(cluster.plane.kubeconfig(user))}
+    return subprocess.run(
+        [sys.executable, "-m", "optischema.cli.plugin", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_the_plugin_approves_as_the_authenticated_user_and_forgery_is_refused(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    for user, role in (("alice", "optischema-viewer"), ("bob", "optischema-approver")):
+        cluster.plane.kubectl(
+            "create", "rolebinding", f"{user}-{role}", "-n", namespace, f"--clusterrole={role}", f"--user={user}"
+        )
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, target(namespace, database))
+    items = wait_for(
+        lambda: [i for i in get(cluster, "trec", "-n", namespace)["items"] if i["spec"]["kind"] == "createIndex"],
+        timeout=90,
+        what="a recommendation",
+    )
+    name = items[0]["metadata"]["name"]
+    wait_for(
+        lambda: (
+            "decision"
+            in cluster.plane.kubectl("get", "mutatingwebhookconfiguration", "optischema.io", "-o", "yaml", check=False)
+        ),
+        what="the webhook",
+    )
+
+    listed = plugin(cluster, "alice", "-n", namespace, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert name in listed.stdout
+    assert "Pending" in listed.stdout
+    assert "CREATE INDEX CONCURRENTLY" in plugin(cluster, "alice", "-n", namespace, "show", name).stdout
+
+    # A viewer cannot decide; a forged decider is refused by the webhook; the approver's identity is recorded.
+    refused = plugin(cluster, "alice", "-n", namespace, "approve", name)
+    assert refused.returncode == 1
+    assert "forbidden: you may not approve" in refused.stderr
+    forged = {"spec": {"approval": {"state": "Approved", "reason": "x", "decidedBy": "carol"}}}
+    answer = cluster.plane.kubectl(
+        "patch", "trec", name, "-n", namespace, "--type", "merge", "-p", json.dumps(forged), user="bob", check=False
+    )
+    assert "decidedBy is filled in by the operator" in answer
+    approved = plugin(cluster, "bob", "-n", namespace, "approve", name, "--reason", "looks right")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip() == f"tuningrecommendation/{name} approved by bob"
+    decision = get(cluster, "trec", name, "-n", namespace)["spec"]["approval"]
+    assert decision["decidedBy"] == "bob"
+    assert decision["reason"] == "looks right"
+    assert decision["decidedAt"]
+    again = plugin(cluster, "bob", "-n", namespace, "reject", name, "--reason", "changed my mind")
+    assert again.returncode == 1
+    assert "decided once" in again.stderr
+    exported = plugin(cluster, "alice", "-n", namespace, "export", name)
+    assert "kind: IndexChange" in exported.stdout
+    status = plugin(cluster, "alice", "-n", namespace, "status", "shop")
+    assert "Ready: True (Connected)" in status.stdout

@@ -1,5 +1,5 @@
 """The only kopf user: one thin, idempotent module per kind. Importing this package registers the handlers."""
 
-from . import indexchange, operator, recommendation, target
+from . import admission, indexchange, operator, recommendation, target
 
-__all__ = ["indexchange", "operator", "recommendation", "target"]
+__all__ = ["admission", "indexchange", "operator", "recommendation", "target"]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import kopf
 
+from optischema.kube import certs
 from optischema.kube.client import Kube, load_config
 from optischema.settings import Settings
 
@@ -25,7 +28,29 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     load_config()
     memo.settings = operator_settings
     memo.kube = Kube()
+    if operator_settings.webhook_port:
+        settings.admission.server = _webhook_server(operator_settings)
+        settings.admission.managed = "optischema.io"
     memo.analyses = asyncio.Semaphore(operator_settings.analysis_concurrency)
+
+
+def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:
+    """kopf's server with our own certificate (kopf's self-signed path needs oscrypto, broken on OpenSSL 3)."""
+    directory = Path(tempfile.mkdtemp(prefix="optischema-webhook-"))
+    host = operator_settings.webhook_host
+    ca = certs.make_ca(directory, "optischema-webhook-ca")
+    is_ip = host.replace(".", "").isdigit() or ":" in host
+    cert, key = certs.make_serving_cert(
+        directory, "webhook", ca, hosts=[] if is_ip else [host], ips=[host] if is_ip else []
+    )
+    return kopf.WebhookServer(
+        addr=host,
+        host=host,
+        port=operator_settings.webhook_port,
+        certfile=str(cert),
+        pkeyfile=str(key),
+        cafile=str(ca[0]),
+    )
 
 
 def run_operator(

@@ -15,6 +15,20 @@ from kubernetes.client.exceptions import ApiException
 from optischema.api.resources import GROUP, VERSION
 
 
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context, or of the Pod we run in, else ``default``."""
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
+            return handle.read().strip()
+    except OSError:
+        pass
+    try:
+        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError):
+        return "default"
+    return str((context or {}).get("context", {}).get("namespace") or "default")
+
+
 def load_config() -> None:
     """In-cluster credentials when running in a Pod, else ``KUBECONFIG``."""
     try:
@@ -83,3 +97,6 @@ class Kube:
             name,
             {"status": status},
         )
+
+
+__all__ = ["ApiException", "Kube", "current_namespace", "load_config"]

@@ -1,4 +1,4 @@
-"""Certificates for the embedded control plane, made with the `cryptography` library.
+"""Certificates made with the `cryptography` library: the webhook server's, and the embedded control plane's.
 
 (kopf's own self-signed path, certbuilder/oscrypto, crashes on OpenSSL 3 here; the operator's webhook will use the
 same helpers.)
