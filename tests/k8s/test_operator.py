@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from devcluster.cluster import Cluster
-from devcluster.localpg import free_port
+from devcluster.localpg import LocalPostgres, free_port
 
 from .conftest import get, wait_for
 
@@ -296,3 +300,101 @@ def test_the_plugin_approves_as_the_authenticated_user_and_forgery_is_refused(
     assert "kind: IndexChange" in exported.stdout
     status = plugin(cluster, "alice", "-n", namespace, "status", "shop")
     assert "Ready: True (Connected)" in status.stdout
+
+
+def test_a_database_that_goes_down_and_comes_back_recovers_without_restart(
+    cluster: Cluster, namespace: str, operator: subprocess.Popen[bytes]
+) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="optischema-downup-"))
+    server = LocalPostgres(base_dir=directory).start()  # outside Kubernetes, so it keeps its address across restarts
+    try:
+        server.psql("CREATE DATABASE shop")
+        server.psql("CREATE EXTENSION pg_stat_statements", database="shop")
+        server.psql("ALTER ROLE postgres PASSWORD 'pw'")
+        apply(cluster, secret(namespace, "pw"))
+        doc = target(namespace, "127.0.0.1")
+        doc["spec"]["connection"]["port"] = server.port
+        apply(cluster, doc)
+        wait_for(lambda: (c := condition(cluster, namespace)) and c["status"] == "True", what="Ready")
+
+        server.stop()  # data kept: the directory is ours
+        down = wait_for(lambda: (c := condition(cluster, namespace)) and c["status"] == "False" and c, what="down")
+        assert down["reason"] == "ConnectionFailed"
+        reconciling = condition(cluster, namespace, "Reconciling")
+        assert reconciling is not None
+        assert reconciling["status"] == "True"
+        assert condition(cluster, namespace, "Stalled") is None  # a server that is down may come back by itself
+
+        server.start()
+        wait_for(lambda: (c := condition(cluster, namespace)) and c["status"] == "True", what="Ready again")
+        assert operator.poll() is None  # the same operator process
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_findings_that_disappear_are_superseded_not_deleted(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, target(namespace, database))
+    first = wait_for(
+        lambda: [i for i in get(cluster, "trec", "-n", namespace)["items"] if i["spec"]["kind"] == "createIndex"],
+        timeout=90,
+        what="a recommendation",
+    )[0]
+
+    async def change_workload() -> None:
+        conn = await asyncpg.connect(f"postgresql://postgres:pw@{database}:5432/shop")
+        try:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            for amount in range(30):
+                await conn.execute(f"SELECT id FROM invoices WHERE amount = {amount} AND customer_id > 4990")
+        finally:
+            await conn.close()
+
+    asyncio.run(change_workload())
+    cluster.plane.kubectl("annotate", "pgt", "shop", "-n", namespace, "optischema.io/analyze-requested=again")
+    name = first["metadata"]["name"]
+    phase = wait_for(
+        lambda: (get(cluster, "trec", name, "-n", namespace).get("status") or {}).get("phase") == "Superseded",
+        timeout=60,
+        what="Superseded",
+    )
+    assert phase
+    assert get(cluster, "trec", name, "-n", namespace)["spec"]["sql"] == first["spec"]["sql"]  # kept, not deleted
+
+
+def test_metrics_are_served(cluster: Cluster, namespace: str, database: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.plane.kubeconfig()),
+        "OPTISCHEMA_SAMPLE_SECONDS": "0",
+        "OPTISCHEMA_CHECK_SECONDS": "2",
+        "OPTISCHEMA_METRICS_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        apply(cluster, secret(namespace, "pw"))
+        apply(cluster, target(namespace, database))
+        wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=90, what="an analysis")
+
+        def scrape() -> str:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    return str(response.read().decode())
+            except OSError:
+                return ""
+
+        text = wait_for(lambda: "optischema_analysis_duration_seconds_count" in (t := scrape()) and t, what="metrics")
+        assert f'optischema_target_ready{{namespace="{namespace}",target="shop"}} 1.0' in text
+        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -59,6 +59,9 @@ def run_operator(
     """Run kopf with every handler of this package registered, until stopped."""
     from optischema import handlers  # noqa: F401 - registers the handlers
 
+    if Settings().webhook_port:
+        from optischema.handlers import admission  # noqa: F401 - registers the webhook handler
+
     # An explicit peering name makes kopf require the peering CRD, even standalone: pass it only when peering.
     kopf.run(
         standalone=standalone,
