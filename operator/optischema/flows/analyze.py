@@ -18,7 +18,7 @@ from optischema.analysis.snapshot import Snapshot
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload
 from optischema.postgres.collect import collect
-from optischema.postgres.connect import connect
+from optischema.postgres.connect import DATABASE_ERRORS, connect
 from optischema.postgres.planner import HypoPGPlanner
 
 # sqlglot logs a warning for every statement it reads as an opaque command (CREATE FUNCTION ... in extension
@@ -61,6 +61,15 @@ async def analyze(dsn: str, options: AnalyzeOptions, progress: Progress | None =
     """Analyse the database at ``dsn``; raises :class:`AnalysisError` when it cannot."""
     started, clock = datetime.now(UTC), time.monotonic()
     say = progress or (lambda *_: None)
+    try:
+        return await _analyze(dsn, options, say, started, clock)
+    except DATABASE_ERRORS as error:  # the server went away (or failed) mid-analysis
+        raise AnalysisError(
+            "ConnectionLost", f"the database failed during the analysis: {error}", ExitCode.UNREACHABLE
+        ) from error
+
+
+async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: datetime, clock: float) -> AnalysisResult:
     conn = await connect(dsn, timeout=options.connect_timeout)
     try:
         say("collecting statistics and catalogs", 0, 0)

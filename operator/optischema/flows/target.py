@@ -24,7 +24,7 @@ from optischema.api.quantity import quantity_bytes
 from optischema.api.target import DatabaseInfo, Extension, PostgresTargetSpec
 from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
 from optischema.postgres.collect import read_server
-from optischema.postgres.connect import connect
+from optischema.postgres.connect import DATABASE_ERRORS, connect
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
@@ -80,6 +80,8 @@ async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: Se
         return Check(False, error.reason, error.message, stalled=needs_person, spec=spec)
     try:
         server = await read_server(conn)
+    except DATABASE_ERRORS as error:
+        return Check(False, Reason.CONNECTION_FAILED, f"the connection failed: {error}", spec=spec)
     finally:
         await conn.close()
     database = DatabaseInfo(

@@ -19,7 +19,11 @@ ANALYZE_ANNOTATION = "optischema.io/analyze-requested"
 @kopf.daemon(GROUP, VERSION, "postgrestargets", cancellation_timeout=10)
 async def run_target(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     while not stopped:
-        await reconcile(body, memo)
+        try:
+            await reconcile(body, memo)
+        except Exception as error:
+            log_for(body["metadata"]["namespace"], body["metadata"]["name"]).exception("reconcile failed")
+            kopf.exception(body, reason="ReconcileError", message=f"{type(error).__name__}: {error}")
         await stopped.wait(memo.settings.check_seconds)
 
 

@@ -14,6 +14,8 @@ import asyncpg
 from optischema.analysis.errors import AnalysisError, ExitCode
 
 APPLICATION_NAME = "optischema-analyze"
+#: What a lost or broken connection raises mid-work, for callers that must not import asyncpg.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 def describe_target(dsn: str) -> str:
