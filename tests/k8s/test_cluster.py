@@ -11,6 +11,7 @@ import asyncpg
 from devcluster.cluster import Cluster
 from devcluster.controlplane import ControlPlaneError
 
+from . import objects
 from .conftest import get, wait_for
 
 
@@ -48,26 +49,7 @@ def test_namespace_deletion_completes(cluster: Cluster) -> None:
 
 
 def test_a_job_of_our_image_completes(cluster: Cluster, namespace: str) -> None:
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "version", "namespace": namespace},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "ghcr.io/example/optischema:dev",
-                            "command": ["optischema", "--version"],
-                        }
-                    ],
-                }
-            },
-        },
-    }
+    job = objects.job("version", namespace, ["optischema", "--version"])
     _apply(cluster, job)
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/version", "--timeout=60s")
     pod = get(cluster, "pods", "-n", namespace, "-l", "job-name=version")["items"][0]
@@ -77,22 +59,7 @@ def test_a_job_of_our_image_completes(cluster: Cluster, namespace: str) -> None:
 
 
 def test_a_failing_job_fails(cluster: Cluster, namespace: str) -> None:
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "bad", "namespace": namespace},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {"name": "main", "image": "optischema:dev", "command": ["optischema", "no-such-command"]}
-                    ],
-                }
-            },
-        },
-    }
+    job = objects.job("bad", namespace, ["optischema", "no-such-command"])
     _apply(cluster, job)
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Failed", "job/bad", "--timeout=60s")
     pod = get(cluster, "pods", "-n", namespace, "-l", "job-name=bad")["items"][0]
@@ -100,20 +67,7 @@ def test_a_failing_job_fails(cluster: Cluster, namespace: str) -> None:
 
 
 def test_a_postgresql_pod_accepts_connections_on_its_pod_ip(cluster: Cluster, namespace: str) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "db", "namespace": namespace},
-        "spec": {
-            "containers": [
-                {
-                    "name": "postgres",
-                    "image": "postgres:15",
-                    "env": [{"name": "POSTGRES_PASSWORD", "value": "s3cret"}, {"name": "POSTGRES_DB", "value": "app"}],
-                }
-            ]
-        },
-    }
+    pod = objects.postgres_pod("db", namespace, "s3cret", "app")
     _apply(cluster, pod)
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/db", "--timeout=60s")
     ip = get(cluster, "pod", "db", "-n", namespace)["status"]["podIP"]
@@ -134,27 +88,14 @@ def test_a_postgresql_pod_accepts_connections_on_its_pod_ip(cluster: Cluster, na
 
 
 def test_an_unsupported_image_fails_with_a_reason(cluster: Cluster, namespace: str) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {"containers": [{"name": "web", "image": "nginx:1"}]},
-    }
+    pod = objects.pod("web", namespace, "nginx:1")
     _apply(cluster, pod)
     status = wait_for(lambda: get(cluster, "pod", "web", "-n", namespace)["status"].get("reason"), what="a reason")
     assert status == "ImageNotSupported"
 
 
 def test_a_deleted_pod_stops_its_process(cluster: Cluster, namespace: str) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "sleeper", "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "optischema:dev", "command": ["sleep", "300"]}],
-        },
-    }
+    pod = objects.pod("sleeper", namespace, "optischema:dev", command=["sleep", "300"])
     _apply(cluster, pod)
     wait_for(
         lambda: get(cluster, "pod", "sleeper", "-n", namespace)["status"].get("phase") == "Running",
@@ -168,16 +109,7 @@ def test_a_deleted_pod_stops_its_process(cluster: Cluster, namespace: str) -> No
 
 
 def test_active_deadline_kills_the_pod(cluster: Cluster, namespace: str) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "late", "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "activeDeadlineSeconds": 2,
-            "containers": [{"name": "main", "image": "optischema:dev", "command": ["sleep", "300"]}],
-        },
-    }
+    pod = objects.pod("late", namespace, "optischema:dev", command=["sleep", "300"], deadline=2)
     _apply(cluster, pod)
     reason = wait_for(
         lambda: get(cluster, "pod", "late", "-n", namespace)["status"].get("reason"), timeout=30, what="the deadline"
@@ -187,16 +119,7 @@ def test_active_deadline_kills_the_pod(cluster: Cluster, namespace: str) -> None
 
 
 def test_an_analysis_job_runs_optischema_analyze_against_a_postgresql_pod(cluster: Cluster, namespace: str) -> None:
-    db = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "db", "namespace": namespace},
-        "spec": {
-            "containers": [
-                {"name": "postgres", "image": "postgres:15", "env": [{"name": "POSTGRES_PASSWORD", "value": "pw"}]}
-            ]
-        },
-    }
+    db = objects.postgres_pod("db", namespace, "pw")
     _apply(cluster, db)
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/db", "--timeout=60s")
     ip = get(cluster, "pod", "db", "-n", namespace)["status"]["podIP"]
@@ -222,37 +145,9 @@ def test_an_analysis_job_runs_optischema_analyze_against_a_postgresql_pod(cluste
         "stringData": {"dsn": dsn},
     }
     _apply(cluster, secret)
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "analyze", "namespace": namespace},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "analyze",
-                            "image": "optischema:dev",
-                            "command": [
-                                "optischema",
-                                "analyze",
-                                "--format",
-                                "json",
-                                "--quiet",
-                                "--sample-seconds",
-                                "0",
-                                "--dsn",
-                                "$(DSN)",
-                            ],
-                            "env": [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "target", "key": "dsn"}}}],
-                        }
-                    ],
-                }
-            },
-        },
-    }
+    command = ["optischema", "analyze", "--format", "json", "--quiet", "--sample-seconds", "0", "--dsn", "$(DSN)"]
+    env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "target", "key": "dsn"}}}]
+    job = objects.job("analyze", namespace, command, env=env)
     _apply(cluster, job)
     try:
         cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/analyze", "--timeout=120s")

@@ -20,6 +20,7 @@ import pytest
 from devcluster.cluster import Cluster
 from devcluster.localpg import LocalPostgres, free_port
 
+from . import objects
 from .conftest import get, wait_for
 
 WORKLOAD = """
@@ -38,23 +39,7 @@ def apply(cluster: Cluster, doc: dict[str, Any]) -> None:
 @pytest.fixture
 def database(cluster: Cluster, namespace: str) -> str:
     """A PostgreSQL pod with a small workload recorded in pg_stat_statements; its pod IP."""
-    apply(
-        cluster,
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "db", "namespace": namespace},
-            "spec": {
-                "containers": [
-                    {
-                        "name": "postgres",
-                        "image": "postgres:15",
-                        "env": [{"name": "POSTGRES_PASSWORD", "value": "pw"}, {"name": "POSTGRES_DB", "value": "shop"}],
-                    }
-                ]
-            },
-        },
-    )
+    apply(cluster, objects.postgres_pod("db", namespace, "pw", "shop"))
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/db", "--timeout=60s")
     ip: str = get(cluster, "pod", "db", "-n", namespace)["status"]["podIP"]
 
