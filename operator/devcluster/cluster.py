@@ -10,7 +10,7 @@ from pathlib import Path
 from .controlplane import REPO, ControlPlane
 from .kubelet import ProcessKubelet
 
-MANIFESTS = (REPO / "crds", REPO / "manifests" / "rbac")
+MANIFESTS = (REPO / "crds", REPO / "manifests" / "rbac", REPO / "manifests" / "peering")
 
 
 class Cluster:

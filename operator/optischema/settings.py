@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     """Run without kopf peering (one replica). With several replicas, set false so that only one is active."""
     peering_name: str = "optischema"
     """kopf peering object shared by the replicas when not standalone."""
+    priority: int = Field(default=0, ge=0)
+    """This replica's peering priority (the highest works, the others wait). 0 picks a random one: replicas of
+    equal priority would all pause."""
+    peering_lifetime_seconds: int = Field(default=60, ge=5)
+    """How long a replica's peering record lives without a keep-alive before the others take over."""
     analysis_concurrency: int = Field(default=2, ge=1, le=64)
     """Inline analyses running at once, across all targets."""
     check_seconds: float = Field(default=30.0, gt=0)

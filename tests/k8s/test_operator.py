@@ -383,3 +383,57 @@ def test_metrics_are_served(cluster: Cluster, namespace: str, database: str) -> 
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_two_replicas_do_the_work_once_and_the_second_takes_over(
+    cluster: Cluster, namespace: str, database: str
+) -> None:
+    cluster.plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "KopfPeering",
+                "metadata": {"name": "optischema", "namespace": namespace},
+            }
+        ),
+    )
+    logs, replicas = [], []
+    for priority in (200, 100):
+        log = cluster.plane.dir / f"replica-{priority}-{namespace}.log"
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.plane.kubeconfig()),
+            "OPTISCHEMA_SAMPLE_SECONDS": "0",
+            "OPTISCHEMA_CHECK_SECONDS": "2",
+            "OPTISCHEMA_LOG_FORMAT": "console",
+            "OPTISCHEMA_PRIORITY": str(priority),
+            "OPTISCHEMA_PEERING_LIFETIME_SECONDS": "10",
+        }
+        replicas.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "optischema.cli.main", "run", "--peering", "-n", namespace],
+                env=env,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+        logs.append(log)
+    try:
+        apply(cluster, secret(namespace, "pw"))
+        apply(cluster, target(namespace, database))
+        wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=90, what="recommendations")
+        assert "checked" in logs[0].read_text()
+        assert "checked" not in logs[1].read_text()  # the lower priority waits
+
+        replicas[0].terminate()
+        replicas[0].wait(timeout=30)
+        mark = len(logs[1].read_text())
+        wait_for(lambda: "checked" in logs[1].read_text()[mark:], timeout=60, what="the second replica to take over")
+        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s")
+    finally:
+        for replica in replicas:
+            replica.terminate()
+            replica.wait(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 from typing import Any
 
 from optischema.settings import Settings
@@ -30,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
         standalone=not args.peering and settings.standalone,
         peering_name=settings.peering_name,
         liveness_endpoint=settings.liveness_endpoint,
+        priority=settings.priority or secrets.randbelow(1_000_000) + 1,
     )
     return 0

@@ -25,6 +25,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 120
     operator_settings = Settings()
+    settings.peering.lifetime = operator_settings.peering_lifetime_seconds
     load_config()
     memo.settings = operator_settings
     memo.kube = Kube()
@@ -54,7 +55,13 @@ def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:
 
 
 def run_operator(
-    *, namespaces: list[str], clusterwide: bool, standalone: bool, peering_name: str, liveness_endpoint: str | None
+    *,
+    namespaces: list[str],
+    clusterwide: bool,
+    standalone: bool,
+    peering_name: str,
+    liveness_endpoint: str | None,
+    priority: int = 0,
 ) -> None:
     """Run kopf with every handler of this package registered, until stopped."""
     from optischema import handlers  # noqa: F401 - registers the handlers
@@ -69,4 +76,5 @@ def run_operator(
         clusterwide=clusterwide,
         namespaces=namespaces,
         liveness_endpoint=liveness_endpoint,
+        priority=priority,
     )
