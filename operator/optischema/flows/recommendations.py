@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from optischema.analysis.report import Recommendation
+from optischema.flows.analyze import AnalysisResult
+from optischema.kube.client import Kube
 
 PLURAL = "tuningrecommendations"
 TARGET_LABEL = "optischema.io/target"
@@ -61,3 +64,39 @@ def plan(wanted: dict[str, dict[str, Any]], existing: Sequence[dict[str, Any]]) 
             result.create.append(body)
     result.supersede = [name for name, phase in have.items() if name not in wanted and phase not in SETTLED]
     return result
+
+
+async def apply(kube: Kube, body: dict[str, Any], result: AnalysisResult) -> dict[str, int]:
+    """Create, refresh and supersede the target's recommendations; their counts by phase, for its status."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    wanted = desired(result.recommendations, body)
+    existing = await kube.list(PLURAL, namespace, f"{TARGET_LABEL}={name}")
+    actions = plan(wanted, existing)
+    seen = datetime.now(UTC).isoformat()
+    for created in actions.create:
+        if await kube.create(PLURAL, namespace, created) is not None:
+            await kube.patch_status(
+                PLURAL, namespace, created["metadata"]["name"], {"phase": "AwaitingApproval", "lastSeenAt": seen}
+            )
+    for refreshed in actions.refresh:
+        update = {
+            "spec": {
+                "evidence": wanted[refreshed]["spec"]["evidence"],
+                "rationale": wanted[refreshed]["spec"]["rationale"],
+            }
+        }
+        await kube.patch(PLURAL, namespace, refreshed, update)
+        await kube.patch_status(PLURAL, namespace, refreshed, {"lastSeenAt": seen})
+    for gone in actions.supersede:
+        await kube.patch_status(PLURAL, namespace, gone, {"phase": "Superseded"})
+    items = await kube.list(PLURAL, namespace, f"{TARGET_LABEL}={name}")
+    phases = [(i.get("status") or {}).get("phase") for i in items]
+    approval = [i["spec"].get("approval", {}).get("state") for i in items]
+    return {
+        "pending": sum(1 for p, a in zip(phases, approval, strict=True) if a == "Pending" and p != "Superseded"),
+        "approved": sum(1 for p in phases if p == "Approved"),
+        "rejected": sum(1 for p in phases if p == "Rejected"),
+        "applied": sum(1 for p in phases if p == "Applied"),
+        "rolledBack": sum(1 for p in phases if p == "RolledBack"),
+        "superseded": sum(1 for p in phases if p == "Superseded"),
+    }

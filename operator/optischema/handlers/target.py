@@ -10,7 +10,6 @@ from optischema.api.conditions import Condition
 from optischema.api.resources import GROUP, VERSION
 from optischema.flows import recommendations as sync
 from optischema.flows import target as flow
-from optischema.flows.analyze import AnalysisResult
 from optischema.telemetry import ANALYSIS_FAILURES, ANALYSIS_SECONDS, TARGET_READY, log_for
 
 ANALYZE_ANNOTATION = "optischema.io/analyze-requested"
@@ -70,7 +69,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             "postgrestargets", namespace, name, {"lastAnalysis": {**summary, "outcome": "Failed", "message": error}}
         )
         return
-    counts = await apply_findings(body, result, memo)
+    counts = await sync.apply(memo.kube, dict(body), result)
     summary |= {
         "outcome": "Succeeded",
         "statementsSeen": result.statements_seen,
@@ -86,38 +85,3 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         message=f"{len(result.recommendations)} finding(s) from {result.statements_analysed} statements",
     )
     log.info("analysed", findings=len(result.recommendations), seconds=round(seconds, 2))
-
-
-async def apply_findings(body: kopf.Body, result: AnalysisResult, memo: kopf.Memo) -> dict[str, int]:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    wanted = sync.desired(result.recommendations, dict(body))
-    existing = await memo.kube.list(sync.PLURAL, namespace, f"{sync.TARGET_LABEL}={name}")
-    plan = sync.plan(wanted, existing)
-    seen = flow.utc_now().isoformat()
-    for created in plan.create:
-        if await memo.kube.create(sync.PLURAL, namespace, created) is not None:
-            await memo.kube.patch_status(
-                sync.PLURAL, namespace, created["metadata"]["name"], {"phase": "AwaitingApproval", "lastSeenAt": seen}
-            )
-    for refreshed in plan.refresh:
-        update = {
-            "spec": {
-                "evidence": wanted[refreshed]["spec"]["evidence"],
-                "rationale": wanted[refreshed]["spec"]["rationale"],
-            }
-        }
-        await memo.kube.patch(sync.PLURAL, namespace, refreshed, update)
-        await memo.kube.patch_status(sync.PLURAL, namespace, refreshed, {"lastSeenAt": seen})
-    for gone in plan.supersede:
-        await memo.kube.patch_status(sync.PLURAL, namespace, gone, {"phase": "Superseded"})
-    items = await memo.kube.list(sync.PLURAL, namespace, f"{sync.TARGET_LABEL}={name}")
-    phases = [(i.get("status") or {}).get("phase") for i in items]
-    approval = [i["spec"].get("approval", {}).get("state") for i in items]
-    return {
-        "pending": sum(1 for p, a in zip(phases, approval, strict=True) if a == "Pending" and p != "Superseded"),
-        "approved": sum(1 for p in phases if p == "Approved"),
-        "rejected": sum(1 for p in phases if p == "Rejected"),
-        "applied": sum(1 for p in phases if p == "Applied"),
-        "rolledBack": sum(1 for p in phases if p == "RolledBack"),
-        "superseded": sum(1 for p in phases if p == "Superseded"),
-    }
