@@ -437,3 +437,31 @@ def test_two_replicas_do_the_work_once_and_the_second_takes_over(
         for replica in replicas:
             replica.terminate()
             replica.wait(timeout=30)
+
+
+def test_the_job_runner_analyses_in_a_job_owned_by_the_target(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    cluster.plane.kubectl("create", "serviceaccount", "optischema-analysis", "-n", namespace)
+    cluster.plane.kubectl(
+        "create",
+        "rolebinding",
+        "optischema-analysis",
+        "-n",
+        namespace,
+        "--clusterrole=optischema-analysis",
+        f"--serviceaccount={namespace}:optischema-analysis",
+    )
+    apply(cluster, secret(namespace, "pw"))
+    doc = target(namespace, database)
+    doc["spec"]["analysis"]["runner"] = "job"
+    apply(cluster, doc)
+    items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=120, what="recommendations")
+    assert any(i["spec"]["kind"] == "createIndex" for i in items)
+    last = get(cluster, "pgt", "shop", "-n", namespace)["status"]["lastAnalysis"]
+    assert last["outcome"] == "Succeeded"
+    assert last["job"].startswith("shop-analysis-")
+    job = get(cluster, "job", last["job"], "-n", namespace)
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "PostgresTarget"
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "optischema-analysis"
+    cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Complete", f"job/{last['job']}", "--timeout=60s")

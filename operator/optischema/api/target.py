@@ -286,6 +286,8 @@ class LastAnalysis(ApiModel):
     """Statements planned and considered."""
     outcome: Literal["Succeeded", "Failed"] | None = None
     """Whether it produced recommendations."""
+    job: str | None = Field(default=None, max_length=253)
+    """The Job that ran (or runs) it, when ``spec.analysis.runner`` is ``job``."""
     requested: str | None = Field(default=None, max_length=256)
     """The value of the ``optischema.io/analyze-requested`` annotation this analysis answered (on-demand runs)."""
     message: str | None = None

@@ -187,3 +187,45 @@ async def run_analysis(
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def analyse_and_record(
+    kube: Any,
+    target: dict[str, Any],
+    check: Check,
+    *,
+    sample_seconds: float,
+    semaphore: asyncio.Semaphore,
+    extra: dict[str, Any] | None = None,
+) -> tuple[bool, str]:
+    """Analyse, sync the recommendations and record ``status.lastAnalysis`` — inline or in an analysis Job."""
+    from optischema.flows import recommendations
+
+    meta = target["metadata"]
+    started = utc_now()
+    result, error, seconds = await run_analysis(check, sample_seconds, semaphore)
+    summary: dict[str, Any] = {
+        **(extra or {}),
+        "startTime": started.isoformat(),
+        "completionTime": utc_now().isoformat(),
+        "durationSeconds": round(seconds, 3),
+    }
+    if result is None:
+        await kube.patch_status(
+            "postgrestargets",
+            meta["namespace"],
+            meta["name"],
+            {"lastAnalysis": {**summary, "outcome": "Failed", "message": error}},
+        )
+        return False, error or "analysis failed"
+    counts = await recommendations.apply(kube, target, result)
+    summary |= {
+        "outcome": "Succeeded",
+        "statementsSeen": result.statements_seen,
+        "statementsAnalysed": result.statements_analysed,
+        "message": "; ".join(result.notes)[:4000] or None,
+    }
+    await kube.patch_status(
+        "postgrestargets", meta["namespace"], meta["name"], {"lastAnalysis": summary, "recommendations": counts}
+    )
+    return True, f"{len(result.recommendations)} finding(s) from {result.statements_analysed} statements"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
 
 from optischema.api.conditions import Condition
 from optischema.api.resources import GROUP, VERSION
-from optischema.flows import recommendations as sync
 from optischema.flows import target as flow
+from optischema.kube.jobs import analysis_job
 from optischema.telemetry import ANALYSIS_FAILURES, ANALYSIS_SECONDS, TARGET_READY, log_for
 
 ANALYZE_ANNOTATION = "optischema.io/analyze-requested"
@@ -51,37 +52,66 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
     requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
     if not check.ready or check.spec is None:
         return
+    if last.get("job") and not last.get("completionTime"):
+        await watch_job(body, last, memo)  # an analysis Job is in flight: it records its own result
+        return
     if not flow.analysis_due(check.spec, last.get("completionTime"), requested, last.get("requested"), now):
         return
-    started = flow.utc_now()
-    result, error, seconds = await flow.run_analysis(check, memo.settings.sample_seconds, memo.analyses)
-    ANALYSIS_SECONDS.labels(namespace, name).observe(seconds)
-    summary: dict[str, Any] = {
-        "startTime": started.isoformat(),
-        "completionTime": flow.utc_now().isoformat(),
-        "durationSeconds": round(seconds, 3),
-        "requested": requested,
-    }
-    if result is None:
-        ANALYSIS_FAILURES.labels(namespace, name, (error or "").split(":")[0]).inc()
-        kopf.warn(body, reason="AnalysisFailed", message=error or "")
-        await memo.kube.patch_status(
-            "postgrestargets", namespace, name, {"lastAnalysis": {**summary, "outcome": "Failed", "message": error}}
+    if check.spec.analysis.runner == "job":
+        settings = memo.settings
+        job = analysis_job(
+            dict(body),
+            image=settings.image,
+            service_account=settings.job_service_account,
+            sample_seconds=settings.sample_seconds,
+            token=requested or now.isoformat(),
         )
+        await memo.kube.create_job(namespace, job)
+        await memo.kube.patch_status(
+            "postgrestargets",
+            namespace,
+            name,
+            {
+                "lastAnalysis": {
+                    "job": job["metadata"]["name"],
+                    "startTime": now.isoformat(),
+                    "requested": requested,
+                    "completionTime": None,
+                    "outcome": None,
+                    "message": None,
+                }
+            },
+        )
+        kopf.info(body, reason="AnalysisJobCreated", message=f"analysis runs in Job {job['metadata']['name']}")
         return
-    counts = await sync.apply(memo.kube, dict(body), result)
-    summary |= {
-        "outcome": "Succeeded",
-        "statementsSeen": result.statements_seen,
-        "statementsAnalysed": result.statements_analysed,
-        "message": "; ".join(result.notes)[:4000] or None,
-    }
+    clock = time.monotonic()
+    ok, message = await flow.analyse_and_record(
+        memo.kube,
+        dict(body),
+        check,
+        sample_seconds=memo.settings.sample_seconds,
+        semaphore=memo.analyses,
+        extra={"requested": requested},
+    )
+    ANALYSIS_SECONDS.labels(namespace, name).observe(time.monotonic() - clock)
+    if not ok:
+        ANALYSIS_FAILURES.labels(namespace, name, message.split(":")[0]).inc()
+    (kopf.info if ok else kopf.warn)(body, reason="Analysed" if ok else "AnalysisFailed", message=message)
+    log.info("analysed", ok=ok, message=message)
+
+
+async def watch_job(body: kopf.Body, last: dict[str, Any], memo: kopf.Memo) -> None:
+    """Record a failed (or vanished) analysis Job, which cannot record itself."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    failed = await memo.kube.job_failed(namespace, last["job"])
+    if failed is False:
+        return
+    message = f"analysis Job {last['job']} " + ("failed: see its Pod's log" if failed else "disappeared")
+    ANALYSIS_FAILURES.labels(namespace, name, "JobFailed").inc()
+    kopf.warn(body, reason="AnalysisFailed", message=message)
     await memo.kube.patch_status(
-        "postgrestargets", namespace, name, {"lastAnalysis": summary, "recommendations": counts}
+        "postgrestargets",
+        namespace,
+        name,
+        {"lastAnalysis": {"completionTime": flow.utc_now().isoformat(), "outcome": "Failed", "message": message}},
     )
-    kopf.info(
-        body,
-        reason="Analysed",
-        message=f"{len(result.recommendations)} finding(s) from {result.statements_analysed} statements",
-    )
-    log.info("analysed", findings=len(result.recommendations), seconds=round(seconds, 2))

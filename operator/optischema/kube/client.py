@@ -41,6 +41,25 @@ class Kube:
     def __init__(self) -> None:
         self.core = client.CoreV1Api()
         self.custom = client.CustomObjectsApi()
+        self.batch = client.BatchV1Api()
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create a Job; an existing one of that name is left as it is."""
+        try:
+            await asyncio.to_thread(self.batch.create_namespaced_job, namespace, body)  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    async def job_failed(self, namespace: str, name: str) -> bool | None:
+        """True when the Job failed, False while running or done, None when it is gone."""
+        try:
+            job = await asyncio.to_thread(self.batch.read_namespaced_job_status, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return bool(job.status and job.status.failed)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data decoded, or None when it does not exist."""

@@ -1,0 +1,46 @@
+"""``optischema analyze-target``: the analysis Job's entry point — one analysis of a PostgresTarget, recorded in its
+status and its TuningRecommendations, exactly as the operator's inline runner does it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from optischema.flows.target import analyse_and_record, check_target
+from optischema.kube.client import Kube, load_config
+from optischema.settings import Settings
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("analyze-target", help="analyse a PostgresTarget and record the result (Job mode)")
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--target", required=True)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    load_config()
+    return asyncio.run(_run(Kube(), args.namespace, args.target, Settings().sample_seconds))
+
+
+async def _run(kube: Kube, namespace: str, name: str, sample_seconds: float) -> int:
+    target = await kube.get("postgrestargets", namespace, name)
+    last = (target.get("status") or {}).get("lastAnalysis") or {}
+    extra = {"job": last.get("job"), "requested": last.get("requested")}
+    check = await check_target(namespace, target["spec"], kube.read_secret)
+    if not check.ready:
+        await kube.patch_status(
+            "postgrestargets",
+            namespace,
+            name,
+            {"lastAnalysis": {**extra, "outcome": "Failed", "message": f"{check.reason}: {check.message}"}},
+        )
+        print(f"optischema analyze-target: {check.reason}: {check.message}", file=sys.stderr)
+        return 1
+    ok, message = await analyse_and_record(
+        kube, target, check, sample_seconds=sample_seconds, semaphore=asyncio.Semaphore(1), extra=extra
+    )
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
