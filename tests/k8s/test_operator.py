@@ -465,3 +465,43 @@ def test_the_job_runner_analyses_in_a_job_owned_by_the_target(
     assert job["metadata"]["ownerReferences"][0]["kind"] == "PostgresTarget"
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "optischema-analysis"
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Complete", f"job/{last['job']}", "--timeout=60s")
+
+
+def test_the_policy_auto_approves_what_it_allows_and_records_it(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    async def stale_statistics() -> None:
+        conn = await asyncpg.connect(f"postgresql://postgres:pw@{database}:5432/shop")
+        try:
+            await conn.execute("CREATE TABLE events (id int) WITH (autovacuum_enabled = off)")
+            await conn.execute("INSERT INTO events SELECT g FROM generate_series(1, 20000) g")
+        finally:
+            await conn.close()
+
+    asyncio.run(stale_statistics())
+    apply(cluster, secret(namespace, "pw"))
+    doc = target(namespace, database)
+    doc["spec"]["policy"] = {
+        "autoApprove": {
+            "enabled": True,
+            "kinds": ["analyze", "createIndex"],
+            "maxRisk": "low",
+            "minMeasuredImprovementPercent": 20,
+        }
+    }
+    apply(cluster, doc)
+    items = wait_for(
+        lambda: [
+            i
+            for i in get(cluster, "trec", "-n", namespace)["items"]
+            if i["spec"]["kind"] == "analyze" and i["spec"]["change"]["analyze"]["table"] == "events"
+        ],
+        timeout=90,
+        what="the ANALYZE finding",
+    )
+    approval = items[0]["spec"]["approval"]
+    assert approval["state"] == "Approved"
+    assert approval["decidedBy"] == "policy:shop"
+    creates = [i for i in get(cluster, "trec", "-n", namespace)["items"] if i["spec"]["kind"] == "createIndex"]
+    assert creates
+    assert all(i["spec"]["approval"]["state"] == "Pending" for i in creates)  # not measured yet: a person decides

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from optischema.analysis.report import Recommendation
+from optischema.api.target import PostgresTargetSpec
 from optischema.flows.analyze import AnalysisResult
+from optischema.flows.policy import auto_approves
 from optischema.kube.client import Kube
 
 PLURAL = "tuningrecommendations"
@@ -73,10 +75,21 @@ async def apply(kube: Kube, body: dict[str, Any], result: AnalysisResult) -> dic
     existing = await kube.list(PLURAL, namespace, f"{TARGET_LABEL}={name}")
     actions = plan(wanted, existing)
     seen = datetime.now(UTC).isoformat()
+    rule = PostgresTargetSpec.model_validate(body["spec"]).policy.auto_approve
     for created in actions.create:
+        approved, why = auto_approves(rule, created["spec"]["kind"], created["spec"].get("risk", "medium"), None)
+        if approved:
+            created["spec"]["approval"] = {
+                "state": "Approved",
+                "reason": why,
+                "decidedBy": f"policy:{name}",
+                "decidedAt": seen,
+                "when": "nextWindow",
+            }
         if await kube.create(PLURAL, namespace, created) is not None:
+            phase = "Approved" if approved else "AwaitingApproval"  # the approval handler links the IndexChange
             await kube.patch_status(
-                PLURAL, namespace, created["metadata"]["name"], {"phase": "AwaitingApproval", "lastSeenAt": seen}
+                PLURAL, namespace, created["metadata"]["name"], {"phase": phase, "lastSeenAt": seen}
             )
     for refreshed in actions.refresh:
         update = {
