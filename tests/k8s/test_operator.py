@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -388,20 +389,15 @@ def test_metrics_are_served(cluster: Cluster, namespace: str, database: str) -> 
 def test_two_replicas_do_the_work_once_and_the_second_takes_over(
     cluster: Cluster, namespace: str, database: str
 ) -> None:
-    cluster.plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "kopf.dev/v1",
-                "kind": "KopfPeering",
-                "metadata": {"name": "optischema", "namespace": namespace},
-            }
-        ),
-    )
+    peering = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "KopfPeering",
+        "metadata": {"name": "optischema", "namespace": namespace},
+    }
+    cluster.plane.kubectl("apply", "-f", "-", input=json.dumps(peering))
     logs, replicas = [], []
-    for priority in (200, 100):
+
+    def start(priority: int) -> None:
         log = cluster.plane.dir / f"replica-{priority}-{namespace}.log"
         env = {
             **os.environ,
@@ -421,19 +417,25 @@ def test_two_replicas_do_the_work_once_and_the_second_takes_over(
             )
         )
         logs.append(log)
+
     try:
+        start(200)
         apply(cluster, secret(namespace, "pw"))
         apply(cluster, target(namespace, database))
         wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=90, what="recommendations")
-        assert "checked" in logs[0].read_text()
-        assert "checked" not in logs[1].read_text()  # the lower priority waits
+        start(100)  # a second replica joins the working one (a rolling update, a scale-up)
+        wait_for(lambda: "Activity 'configure' succeeded" in logs[1].read_text(), timeout=30, what="it to start")
+        time.sleep(8)  # four check periods
+        assert "checked" not in logs[1].read_text()  # it waits while the first works
+        assert logs[0].read_text().count("checked") >= 3
 
         replicas[0].terminate()
         replicas[0].wait(timeout=30)
         mark = len(logs[1].read_text())
         wait_for(lambda: "checked" in logs[1].read_text()[mark:], timeout=60, what="the second replica to take over")
-        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s")
     finally:
+        # Targets carry the operator's finalizer: delete them while a replica still runs.
+        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False)
         for replica in replicas:
             replica.terminate()
             replica.wait(timeout=30)
