@@ -180,3 +180,16 @@ RESOURCES: tuple[ResourceInfo, ...] = (
 )
 
 BY_KIND: dict[str, ResourceInfo] = {info.kind: info for info in RESOURCES}
+
+
+def owner_reference(owner: Any) -> dict[str, Any]:
+    """A controller owner reference to ``owner`` (a resource body): deleting it deletes what it owns."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from optischema.analysis.report import Recommendation
+from optischema.api.resources import owner_reference
 from optischema.api.target import PostgresTargetSpec
 from optischema.flows.analyze import AnalysisResult
 from optischema.flows.policy import auto_approves
@@ -40,16 +41,7 @@ def desired(recommendations: Sequence[Recommendation], target: dict[str, Any]) -
             "name": resource.metadata.name,
             "namespace": meta["namespace"],
             "labels": resource.metadata.labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": target["apiVersion"],
-                    "kind": target["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(target)],
         }
         bodies[body["metadata"]["name"]] = body
     return bodies

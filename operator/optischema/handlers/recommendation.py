@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from optischema.api.resources import GROUP, VERSION
+from optischema.api.resources import GROUP, VERSION, owner_reference
 from optischema.telemetry import INDEX_CHANGES_CREATED
 
 OPERATIONS = {"createIndex": "create", "dropIndex": "drop"}
@@ -35,16 +35,7 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
                 "name": name,
                 "namespace": namespace,
                 "labels": {"optischema.io/target": spec["targetRef"]["name"]},
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "TuningRecommendation",
-                        "name": name,
-                        "uid": meta["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
+                "ownerReferences": [owner_reference(body)],
             },
             "spec": {
                 "targetRef": spec["targetRef"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from optischema.api.resources import owner_reference
+
 #: Finished Jobs (and their Pods) are kept this long for inspection.
 TTL_SECONDS = 3600
 DEADLINE_SECONDS = 3600
@@ -34,16 +36,7 @@ def analysis_job(
             "name": name,
             "namespace": meta["namespace"],
             "labels": {"optischema.io/target": meta["name"], "app.kubernetes.io/component": "analysis"},
-            "ownerReferences": [
-                {
-                    "apiVersion": target["apiVersion"],
-                    "kind": target["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(target)],
         },
         "spec": {
             "backoffLimit": 0,
