@@ -59,18 +59,35 @@ def database(cluster: Cluster, namespace: str) -> str:
     return ip
 
 
-@pytest.fixture
-def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
+def operator_env(cluster: Cluster, **extra: str) -> dict[str, str]:
+    """The environment of an operator process under test: admin credentials, no sampling, quick checks."""
+    return {
         **os.environ,
         "KUBECONFIG": str(cluster.plane.kubeconfig()),
         "OPTISCHEMA_SAMPLE_SECONDS": "0",
         "OPTISCHEMA_CHECK_SECONDS": "2",
         "OPTISCHEMA_LOG_FORMAT": "console",
-        # The admission webhook on loopback (URL mode; the API server calls it back on 127.0.0.1).
-        "OPTISCHEMA_WEBHOOK_PORT": str(free_port()),
-        "OPTISCHEMA_OPERATOR_IDENTITY": "admin",
+        **extra,
     }
+
+
+def index_recommendations(
+    cluster: Cluster, namespace: str, database: str, doc: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Create the Secret and the target (``doc`` or the default one) and wait for its createIndex findings."""
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, doc or target(namespace, database))
+    return wait_for(
+        lambda: [i for i in get(cluster, "trec", "-n", namespace)["items"] if i["spec"]["kind"] == "createIndex"],
+        timeout=120,
+        what="a recommendation",
+    )
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[bytes]]:
+    # The admission webhook on loopback (URL mode; the API server calls it back on 127.0.0.1).
+    env = operator_env(cluster, OPTISCHEMA_WEBHOOK_PORT=str(free_port()), OPTISCHEMA_OPERATOR_IDENTITY="admin")
     log = (cluster.plane.dir / f"operator-{namespace}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
@@ -241,13 +258,7 @@ def test_the_plugin_approves_as_the_authenticated_user_and_forgery_is_refused(
         cluster.plane.kubectl(
             "create", "rolebinding", f"{user}-{role}", "-n", namespace, f"--clusterrole={role}", f"--user={user}"
         )
-    apply(cluster, secret(namespace, "pw"))
-    apply(cluster, target(namespace, database))
-    items = wait_for(
-        lambda: [i for i in get(cluster, "trec", "-n", namespace)["items"] if i["spec"]["kind"] == "createIndex"],
-        timeout=90,
-        what="a recommendation",
-    )
+    items = index_recommendations(cluster, namespace, database)
     name = items[0]["metadata"]["name"]
     wait_for(
         lambda: (
@@ -322,13 +333,7 @@ def test_a_database_that_goes_down_and_comes_back_recovers_without_restart(
 def test_findings_that_disappear_are_superseded_not_deleted(
     cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
 ) -> None:
-    apply(cluster, secret(namespace, "pw"))
-    apply(cluster, target(namespace, database))
-    first = wait_for(
-        lambda: [i for i in get(cluster, "trec", "-n", namespace)["items"] if i["spec"]["kind"] == "createIndex"],
-        timeout=90,
-        what="a recommendation",
-    )[0]
+    first = index_recommendations(cluster, namespace, database)[0]
 
     async def change_workload() -> None:
         conn = await asyncpg.connect(f"postgresql://postgres:pw@{database}:5432/shop")
@@ -353,13 +358,7 @@ def test_findings_that_disappear_are_superseded_not_deleted(
 
 def test_metrics_are_served(cluster: Cluster, namespace: str, database: str) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.plane.kubeconfig()),
-        "OPTISCHEMA_SAMPLE_SECONDS": "0",
-        "OPTISCHEMA_CHECK_SECONDS": "2",
-        "OPTISCHEMA_METRICS_PORT": str(port),
-    }
+    env = operator_env(cluster, OPTISCHEMA_METRICS_PORT=str(port))
     process = subprocess.Popen(
         [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
         env=env,
@@ -399,15 +398,7 @@ def test_two_replicas_do_the_work_once_and_the_second_takes_over(
 
     def start(priority: int) -> None:
         log = cluster.plane.dir / f"replica-{priority}-{namespace}.log"
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.plane.kubeconfig()),
-            "OPTISCHEMA_SAMPLE_SECONDS": "0",
-            "OPTISCHEMA_CHECK_SECONDS": "2",
-            "OPTISCHEMA_LOG_FORMAT": "console",
-            "OPTISCHEMA_PRIORITY": str(priority),
-            "OPTISCHEMA_PEERING_LIFETIME_SECONDS": "10",
-        }
+        env = operator_env(cluster, OPTISCHEMA_PRIORITY=str(priority), OPTISCHEMA_PEERING_LIFETIME_SECONDS="10")
         replicas.append(
             subprocess.Popen(
                 [sys.executable, "-m", "optischema.cli.main", "run", "--peering", "-n", namespace],
