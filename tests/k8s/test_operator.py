@@ -12,8 +12,10 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -90,7 +92,8 @@ def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[byte
     env = operator_env(cluster, OPTISCHEMA_WEBHOOK_PORT=str(free_port()), OPTISCHEMA_OPERATOR_IDENTITY="admin")
     log = (cluster.plane.dir / f"operator-{namespace}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
+        # Its own namespace and any "<namespace>-*" a test makes (a glob, as kopf reads them).
+        [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace, "-n", f"{namespace}-*"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -173,6 +176,8 @@ def test_recommendations_appear_are_stable_and_approval_creates_an_index_change(
     assert status["database"]["serverVersion"].startswith("15.")
     assert {"name": "hypopg", "version": "1.3.1"} in status["database"]["extensions"]
     assert status["lastAnalysis"]["outcome"] == "Succeeded"
+    window = datetime.fromisoformat(status["nextWindowStart"]).astimezone(ZoneInfo("Europe/Berlin"))
+    assert (window.strftime("%a %H:%M"), status["nextWindowEnd"] > status["nextWindowStart"]) == ("Sun 02:00", True)
     creates = [i for i in items if i["spec"]["kind"] == "createIndex"]
     assert [i["spec"]["sql"] for i in creates] == [
         'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx" ON "public"."invoices" ("customer_id") INCLUDE ("amount")'
@@ -214,29 +219,78 @@ def test_recommendations_appear_are_stable_and_approval_creates_an_index_change(
     assert get(cluster, "trec", name, "-n", namespace)["status"]["indexChangeRef"] == {"name": name}
 
 
-def test_a_git_index_change_the_policy_does_not_allow_is_refused(
+def git_change(namespace: str, name: str, target_name: str = "shop", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "IndexChange",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRef": {"name": target_name},
+            "operation": "create",
+            "index": {"table": "invoices", "columns": [{"name": "customer_id"}]},
+            **spec,
+        },
+    }
+
+
+def verdict(cluster: Cluster, namespace: str, name: str) -> tuple[str, str, str]:
+    status = wait_for(lambda: get(cluster, "ixc", name, "-n", namespace).get("status"), what=f"a verdict on {name}")
+    ready = next(c for c in status["conditions"] if c["type"] in ("Stalled", "Ready"))
+    return status["phase"], ready["reason"], ready["message"]
+
+
+def test_git_index_changes_are_checked_against_policy_identity_budget_and_namespace(
     cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
 ) -> None:
     apply(cluster, secret(namespace, "pw"))
-    apply(cluster, target(namespace, database))  # default policy: createIndex and analyze only
-    apply(
-        cluster,
-        {
-            "apiVersion": "optischema.io/v1alpha1",
-            "kind": "IndexChange",
-            "metadata": {"name": "drop-pk", "namespace": namespace},
-            "spec": {
-                "targetRef": {"name": "shop"},
-                "operation": "drop",
-                "index": {"table": "invoices", "name": "invoices_pkey", "columns": [{"name": "id"}]},
-            },
-        },
+    doc = target(namespace, database)  # default policy: createIndex and analyze only
+    doc["spec"]["policy"] = {"indexStorageBudget": "3Mi"}
+    apply(cluster, doc)
+    identity = wait_for(
+        lambda: ((get(cluster, "pgt", "shop", "-n", namespace).get("status") or {}).get("database") or {}).get(
+            "systemIdentifier"
+        ),
+        what="the database identity",
     )
-    status = wait_for(lambda: get(cluster, "ixc", "drop-pk", "-n", namespace).get("status"), what="a verdict")
-    assert status["phase"] == "Failed"
-    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
-    assert stalled["reason"] == "PolicyViolation"
-    assert "does not allow dropIndex" in stalled["message"]
+    drop = git_change(namespace, "drop-pk", operation="drop")
+    drop["spec"]["index"] = {"table": "invoices", "name": "invoices_pkey", "columns": [{"name": "id"}]}
+    apply(cluster, drop)
+    apply(cluster, git_change(namespace, "elsewhere", systemIdentifier="12345"))
+    apply(cluster, git_change(namespace, "no-table", index={"table": "nope", "columns": [{"name": "id"}]}))
+    apply(cluster, git_change(namespace, "fits", systemIdentifier=identity))
+
+    phase, reason, message = verdict(cluster, namespace, "drop-pk")
+    assert (phase, reason) == ("Failed", "PolicyViolation")
+    assert "spec.operation: the target's policy does not allow dropIndex" in message
+    phase, reason, message = verdict(cluster, namespace, "elsewhere")
+    assert (phase, reason) == ("Failed", "DatabaseMismatch")
+    assert f"written for database 12345, but target shop now points at database {identity}" in message
+    phase, reason, message = verdict(cluster, namespace, "no-table")
+    assert (phase, reason) == ("Failed", "TableNotFound")
+    assert 'relation "public.nope" does not exist' in message
+    assert verdict(cluster, namespace, "fits")[:2] == ("WaitingForWindow", "WaitingForWindow")
+    fits = get(cluster, "ixc", "fits", "-n", namespace)["status"]
+    assert 1_000_000 < fits["estimatedBytes"] < 3 * 1024 * 1024  # 100,000 bigint keys
+
+    # The budget now holds "fits"; a second index of the same size does not fit.
+    over = git_change(namespace, "over", index={"table": "invoices", "columns": [{"name": "amount"}]})
+    apply(cluster, over)
+    phase, reason, message = verdict(cluster, namespace, "over")
+    assert (phase, reason) == ("Failed", "OverBudget")
+    assert "of the target's indexStorageBudget (3Mi) is already committed" in message
+
+    # A change in another namespace cannot reach this target.
+    other = f"{namespace}-other"
+    cluster.plane.kubectl("create", "namespace", other)
+    try:
+        apply(cluster, git_change(other, "reach"))
+        phase, reason, message = verdict(cluster, other, "reach")
+        assert (phase, reason) == ("Failed", "TargetMismatch")
+        assert "spec.targetRef.name: PostgresTarget shop does not exist in this namespace" in message
+    finally:
+        cluster.plane.kubectl("delete", "namespace", other, "--wait=false")
+    # Refusals changed nothing in the database.
+    assert get(cluster, "pgt", "shop", "-n", namespace)["status"]["conditions"][0]["status"] == "True"
 
 
 def plugin(cluster: Cluster, user: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -295,6 +349,7 @@ def test_the_plugin_approves_as_the_authenticated_user_and_forgery_is_refused(
     assert "decided once" in again.stderr
     exported = plugin(cluster, "alice", "-n", namespace, "export", name)
     assert "kind: IndexChange" in exported.stdout
+    assert "systemIdentifier:" in exported.stdout  # pinned to the database it was reviewed for
     status = plugin(cluster, "alice", "-n", namespace, "status", "shop")
     assert "Ready: True (Connected)" in status.stdout
 
@@ -356,9 +411,13 @@ def test_findings_that_disappear_are_superseded_not_deleted(
     assert get(cluster, "trec", name, "-n", namespace)["spec"]["sql"] == first["spec"]["sql"]  # kept, not deleted
 
 
-def test_metrics_are_served(cluster: Cluster, namespace: str, database: str) -> None:
-    port = free_port()
-    env = operator_env(cluster, OPTISCHEMA_METRICS_PORT=str(port))
+def test_metrics_and_liveness_are_served(cluster: Cluster, namespace: str, database: str) -> None:
+    port, health = free_port(), free_port()
+    env = operator_env(
+        cluster,
+        OPTISCHEMA_METRICS_PORT=str(port),
+        OPTISCHEMA_LIVENESS_ENDPOINT=f"http://127.0.0.1:{health}/healthz",
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
         env=env,
@@ -379,6 +438,8 @@ def test_metrics_are_served(cluster: Cluster, namespace: str, database: str) -> 
 
         text = wait_for(lambda: "optischema_analysis_duration_seconds_count" in (t := scrape()) and t, what="metrics")
         assert f'optischema_target_ready{{namespace="{namespace}",target="shop"}} 1.0' in text
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as response:
+            assert response.status == 200  # kopf's probe: the operator's event loop answers
         cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s")
     finally:
         process.terminate()

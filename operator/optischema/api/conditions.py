@@ -58,8 +58,16 @@ class Reason(StrEnum):
     APPLIED = "Applied"
     ROLLED_BACK = "RolledBack"
     POLICY_VIOLATION = "PolicyViolation"
-    TARGET_MISMATCH = "TargetMismatch"
+    OVER_BUDGET = "OverBudget"
+    DATABASE_MISMATCH = "DatabaseMismatch"
+    TABLE_NOT_FOUND = "TableNotFound"
+    NO_WRITE_CREDENTIALS = "NoWriteCredentials"
+    BLACKOUT = "Blackout"
+    WINDOW_TOO_SHORT = "WindowTooShort"
+    LOCK_TIMEOUT = "LockTimeout"
     APPLY_FAILED = "ApplyFailed"
+    REGRESSION = "Regression"
+    TARGET_MISMATCH = "TargetMismatch"
 
 
 class Condition(ApiModel):

@@ -58,6 +58,10 @@ class IndexChangeSpec(ApiModel):
     """Apply in the next maintenance window, or at once when the target's policy allows ``immediate``."""
     recommendation_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=IMMUTABLE)
     """The recommendation this came from; absent for a change written in Git."""
+    system_identifier: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$", json_schema_extra=IMMUTABLE)
+    """The database's ``system_identifier`` (``kubectl get pgt -o jsonpath='{.status.database.systemIdentifier}'``):
+    when set, the change is refused unless the target still points at that database. Set by the operator from
+    approvals; recommended in Git so a change reviewed for one database never runs on another."""
     verification: Verification = Field(default_factory=Verification)
     """How the result is judged."""
     rollback: Rollback = Field(default_factory=Rollback)
@@ -125,6 +129,8 @@ class IndexChangeStatus(ApiModel):
     """``Ready``, ``Reconciling`` and ``Stalled``, per the Kubernetes API conventions."""
     sql: str | None = None
     """The SQL the operator rendered and will run (or ran)."""
+    estimated_bytes: int | None = Field(default=None, ge=0)
+    """Estimated size of the new index, counted against the target's ``indexStorageBudget``."""
     rollback_sql: str | None = None
     """The SQL that undoes it."""
     window: TimeWindow | None = None

@@ -8,9 +8,18 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
 
-from .base import ApiModel, K8sName, LocalObjectReference, Quantity, ResourceRequirements, SecretKey, SecretKeySelector
+from .base import (
+    ApiModel,
+    K8sName,
+    LocalObjectReference,
+    Quantity,
+    ResourceRequirements,
+    SecretKey,
+    SecretKeySelector,
+    cel_rules,
+)
 from .conditions import CONDITIONS_LIST, Condition
 from .durations import Duration, duration_between
 
@@ -162,6 +171,27 @@ class MaintenanceWindow(ApiModel):
         return days
 
 
+class Period(ApiModel):
+    """A fixed span of time, written with an offset (RFC 3339), e.g. ``2026-12-24T00:00:00+01:00``."""
+
+    model_config = cel_rules(("self.end > self.start", "end must be after start"))
+
+    start: AwareDatetime
+    """First instant of the period."""
+    end: AwareDatetime
+    """First instant after the period."""
+    reason: str = Field(default="", max_length=256)
+    """Why it exists, shown in status and Events (e.g. ``year-end freeze``)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        if self.end - self.start > timedelta(days=366):
+            raise ValueError("a period may last at most 366 days")
+        return self
+
+
 class Sandbox(ApiModel):
     """The throwaway PostgreSQL each recommendation is benchmarked on before anyone approves it."""
 
@@ -240,6 +270,11 @@ class PostgresTargetSpec(ApiModel):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list, max_length=50)
     """When approved changes may run. With none, changes wait until a window is added (or run immediately when
     the policy allows ``immediate`` and the approval asks for it)."""
+    one_off_windows: list[Period] = Field(default_factory=list, max_length=50)
+    """Extra windows on given dates, e.g. an agreed Sunday-morning slot; ``reason`` is optional."""
+    blackouts: list[Period] = Field(default_factory=list, max_length=50)
+    """Periods when nothing runs, even inside a window (a freeze). A window overlapping a blackout is cut short or
+    starts after it; a change already running when a blackout begins is finished, never left half-done."""
     sandbox: Sandbox = Field(default_factory=Sandbox)
     """Benchmarking of recommendations on a throwaway copy."""
     llm: Llm = Field(default_factory=Llm)
@@ -328,6 +363,9 @@ class PostgresTargetStatus(ApiModel):
     """Start of the next maintenance window (UTC)."""
     next_window_end: datetime | None = None
     """End of the next maintenance window (UTC)."""
+    index_build_bytes_per_second: float | None = Field(default=None, ge=0)
+    """Index build speed measured on this database by the last applied change; used to refuse builds that could
+    not finish before their window closes."""
 
 
 __all__ = [
@@ -339,6 +377,7 @@ __all__ = [
     "LlmProvider",
     "LocalObjectReference",
     "MaintenanceWindow",
+    "Period",
     "Policy",
     "PostgresTargetSpec",
     "PostgresTargetStatus",

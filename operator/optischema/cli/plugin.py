@@ -182,6 +182,11 @@ async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     spec = item["spec"]
     if spec["kind"] not in ("createIndex", "dropIndex"):
         raise PluginError(f"only index recommendations become IndexChanges ({args.name} is {spec['kind']})")
+    try:
+        target = await kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
+    except LookupError:
+        target = {}
+    identity = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
     change = {
         "apiVersion": item["apiVersion"],
         "kind": "IndexChange",
@@ -191,6 +196,7 @@ async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
             "operation": "create" if spec["kind"] == "createIndex" else "drop",
             "index": spec["change"]["index"],
             "schedule": "nextWindow",
+            **({"systemIdentifier": identity} if identity else {}),
         },
     }
     header = (

@@ -22,6 +22,7 @@ from optischema.api.conditions import Condition, ConditionType, Reason, remove_c
 from optischema.api.durations import parse_duration
 from optischema.api.quantity import quantity_bytes
 from optischema.api.target import DatabaseInfo, Extension, PostgresTargetSpec
+from optischema.changes.windows import current_or_next
 from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
 from optischema.postgres.collect import read_server
 from optischema.postgres.connect import DATABASE_ERRORS, connect
@@ -140,6 +141,15 @@ def conditions_for(
         now=now,
         generation=generation,
     )
+
+
+def window_status(spec: PostgresTargetSpec, now: datetime) -> dict[str, str | None]:
+    """``nextWindowStart``/``End`` for the status: the open window, else the next one (``None`` when none)."""
+    found = current_or_next(spec.maintenance_windows, spec.one_off_windows, spec.blackouts, now)
+    return {
+        "nextWindowStart": found.start.isoformat() if found else None,
+        "nextWindowEnd": found.end.isoformat() if found else None,
+    }
 
 
 def analysis_due(

@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from optischema.api.resources import GROUP, VERSION
-from optischema.flows.changes import admit
+from optischema.flows.changes import admit, gather
 from optischema.flows.target import utc_now
 
 
@@ -18,10 +18,9 @@ async def accept(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if (body.get("status") or {}).get("phase"):
         return  # already accepted or refused: decisions are not revisited on restart
     namespace = meta["namespace"]
-    try:
-        target = await memo.kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
-    except LookupError:
-        target = None
-    verdict = admit(spec, target, now=utc_now(), generation=meta.get("generation"))
+    facts = await gather(memo.kube, namespace, meta["name"], dict(spec))
+    if facts.unreachable:
+        raise kopf.TemporaryError(f"cannot size the index yet: {facts.unreachable}", delay=30)
+    verdict = admit(spec, facts, now=utc_now(), generation=meta.get("generation"))
     await memo.kube.patch_status("indexchanges", namespace, meta["name"], verdict.status)
     (kopf.info if verdict.accepted else kopf.warn)(body, reason=verdict.reason, message=verdict.message)

@@ -28,6 +28,11 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     operation = OPERATIONS.get(spec["kind"])
     update: dict[str, Any] = {"phase": "Approved"}
     if operation is not None:
+        try:
+            target = await memo.kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
+        except LookupError:
+            target = {}
+        identity = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
         change = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "IndexChange",
@@ -43,6 +48,7 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
                 "index": spec["change"]["index"],
                 "schedule": spec["approval"].get("when", "nextWindow"),
                 "recommendationRef": {"name": name},
+                **({"systemIdentifier": identity} if identity else {}),
             },
         }
         if await memo.kube.create("indexchanges", namespace, change) is not None:

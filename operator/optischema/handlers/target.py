@@ -41,6 +41,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
     }
     if check.database is not None:
         patch["database"] = check.database.to_wire()
+    if check.spec is not None:
+        patch |= flow.window_status(check.spec, now)
     was_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
     if check.ready != was_ready or check.stalled:
         (kopf.info if check.ready else kopf.warn)(body, reason=check.reason, message=check.message)
