@@ -8,7 +8,7 @@ PG_MAJOR ?= 15
 DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgresql-client-$(PG_MAJOR)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo bench lock controlplane cluster-up cluster-down e2e-kind clean
+.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo demo-engine bench lock controlplane cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,8 +55,11 @@ lint: $(STAMP) ## ruff, mypy and the import-linter layer contracts
 crds: $(STAMP) ## regenerate crds/ from the API models
 	$(PY) -m optischema.api.crdgen crds
 
-demo: install ## the end-to-end demo: local PostgreSQL, the shop workload, analyse, apply, measure
+demo: install ## the operator end to end: embedded control plane, local PostgreSQL, approve with the plugin
 	$(PY) demo/run.py
+
+demo-engine: install ## the engine alone: local PostgreSQL, the shop workload, analyse, apply, measure
+	$(PY) demo/engine.py
 
 bench: install ## benchmarks, printing their figures (shop and fleet throughput, analysis speed)
 	$(PY) bench/run.py all

@@ -1,95 +1,196 @@
-"""`make demo`, first version: the engine end to end on a local PostgreSQL with the shop workload.
+"""`make demo`: the operator end to end, on this machine, with no Docker.
 
-1. start a throwaway PostgreSQL 15 (pg_stat_statements, HypoPG) on 127.0.0.1 and load the shop (PKs and a few
-   "legacy" indexes only); 2. run the shop's pgbench mix to fill pg_stat_statements and measure throughput;
-3. with live traffic going on, run `optischema analyze` and print its report; 4. apply the index changes it
-recommends (CONCURRENTLY, as the operator will); 5. measure throughput again and print before and after.
+1. start the embedded control plane (etcd, kube-apiserver, kube-controller-manager: the one the tests use) and a
+   local PostgreSQL 15 with the shop workload; 2. run the shop's mix to fill pg_stat_statements and measure it;
+3. start the operator (`optischema run`, with its admission webhook) and create the Secret and a PostgresTarget;
+4. wait for the TuningRecommendations and print `kubectl get`; 5. approve the best one as user `bob` with the
+kubectl plugin (`kubectl optischema approve`), and show the IndexChange waiting for the target's window.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from devcluster import LocalPostgres
+from devcluster.cluster import Cluster
+from devcluster.localpg import free_port
 from devcluster.workload import Workload
 
 HERE = Path(__file__).resolve().parent
+NAMESPACE = "demo"
 
 
 def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(1)
+    raise SystemExit(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def target(port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "PostgresTarget",
+        "metadata": {"name": "shop", "namespace": NAMESPACE},
+        "spec": {
+            "connection": {
+                "host": "127.0.0.1",
+                "port": port,
+                "database": "shop",
+                "sslmode": "disable",
+                "credentialsSecret": {"name": "shop-analysis"},
+            },
+            "analysis": {"interval": "6h", "minCalls": 5},
+            "maintenanceWindows": [{"days": ["Sun"], "start": "02:00", "duration": "2h", "timeZone": "Europe/Berlin"}],
+        },
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--seconds", type=float, default=15, help="length of each throughput run")
+    parser.add_argument("--seconds", type=float, default=10, help="length of the throughput run")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="optischema-demo-"))
+    work.chmod(0o755)  # PostgreSQL runs as the postgres user below it
 
-    step("starting a local PostgreSQL 15 with pg_stat_statements and HypoPG")
-    with LocalPostgres() as server:
-        print(f"    {server.dsn('shop')}")
+    step("starting the embedded control plane and a local PostgreSQL 15 (pg_stat_statements, HypoPG)")
+    with Cluster(work / "cluster") as cluster, LocalPostgres(base_dir=work / "pg") as server:
+        kubectl = cluster.plane.kubectl
+        print(f"    export KUBECONFIG={cluster.plane.kubeconfig()}")
         shop = Workload(HERE / "shop", server, scale=args.scale)
-        started = time.monotonic()
         shop.load()
-        print(f"    shop loaded (scale {args.scale:g}) in {time.monotonic() - started:.0f}s")
+        # The operator's analysis role: reads statistics, cannot write.
+        server.psql(
+            "CREATE ROLE optischema LOGIN PASSWORD 'demo-analysis' IN ROLE pg_read_all_stats;"
+            "GRANT pg_read_all_data TO optischema;",
+            database="shop",
+        )
+        step(f"running the shop's mix for {args.seconds:g}s (2 clients)")
+        print(f"    {shop.run(args.seconds):.0f} transactions/s")
 
-        step(f"running the shop's mix for {args.seconds:g}s (2 clients) as it is")
-        before = shop.run(args.seconds)
-        print(f"    {before:.0f} transactions/s")
-
-        step("analysing with live traffic: optischema analyze --emit-crs")
-        crs = Path(tempfile.mkdtemp(prefix="optischema-demo-"))
-        traffic = shop.live(120, rate=100)
+        step("starting the operator (optischema run -n demo, admission webhook on 127.0.0.1)")
+        kubectl("create", "namespace", NAMESPACE)
+        kubectl(
+            "create", "rolebinding", "bob-approver", "-n", NAMESPACE, "--clusterrole=optischema-approver", "--user=bob"
+        )
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.plane.kubeconfig()),
+            "OPTISCHEMA_WEBHOOK_PORT": str(free_port()),
+            "OPTISCHEMA_OPERATOR_IDENTITY": "admin",
+            "OPTISCHEMA_SAMPLE_SECONDS": "5",
+            "OPTISCHEMA_CHECK_SECONDS": "3",
+            "OPTISCHEMA_LOG_FORMAT": "json",
+        }
+        log = work / "operator.log"
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "optischema.cli.main", "run", "-n", NAMESPACE],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        traffic = shop.live(300, rate=100)  # live traffic, so the operator samples real parameter values
         try:
-            report = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "optischema.cli.main",
-                    "analyze",
-                    "--dsn",
-                    shop.dsn,
-                    "--quiet",
-                    "--emit-crs",
-                    str(crs),
-                    "--target",
-                    "shop",
-                    "--namespace",
-                    "demo",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
+            step("creating the Secret and the PostgresTarget")
+            kubectl(
+                "create",
+                "secret",
+                "generic",
+                "shop-analysis",
+                "-n",
+                NAMESPACE,
+                "--from-literal=username=optischema",
+                "--from-literal=password=demo-analysis",
             )
+            kubectl("apply", "-f", "-", input=json.dumps(target(server.port)))
+            wait_for(
+                "the target to be Ready",
+                lambda: (
+                    "True"
+                    in kubectl(
+                        "get",
+                        "pgt",
+                        "shop",
+                        "-n",
+                        NAMESPACE,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                    )
+                ),
+            )
+            print(kubectl("get", "pgt", "-n", NAMESPACE))
+
+            step("waiting for the analysis (pg_stat_statements + catalogs + HypoPG what-if)")
+            items = wait_for(
+                "recommendations", lambda: json.loads(kubectl("get", "trec", "-n", NAMESPACE, "-o", "json"))["items"]
+            )
+            print(kubectl("get", "trec", "-n", NAMESPACE))
+            creates = [i for i in items if i["spec"]["kind"] == "createIndex"]
+            if not creates:
+                raise SystemExit("no index recommendation was made; see " + str(log))
+            best = max(creates, key=lambda i: i["spec"].get("evidence", {}).get("estimatedImprovementPercent") or 0)
+            name = best["metadata"]["name"]
+
+            step(f"kubectl optischema show {name}")
+            print(plugin(cluster, "bob", "show", name))
+            wait_for(
+                "the webhook",
+                lambda: (
+                    "decision"
+                    in kubectl("get", "mutatingwebhookconfiguration", "optischema.io", "-o", "yaml", check=False)
+                ),
+            )
+            step(f"kubectl optischema approve {name} --reason 'reviewed in the demo'   (as user bob)")
+            print(plugin(cluster, "bob", "approve", name, "--reason", "reviewed in the demo"))
+            phase = wait_for(
+                "the IndexChange",
+                lambda: kubectl("get", "ixc", name, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False),
+            )
+            print(kubectl("get", "ixc", "-n", NAMESPACE))
+            print(f"    IndexChange {name}: {phase}")
+            step("kubectl optischema status shop")
+            print(plugin(cluster, "bob", "status", "shop"))
+            kubectl("delete", "pgt", "shop", "-n", NAMESPACE, "--timeout=60s")
         finally:
             traffic.terminate()
             traffic.wait()
-        if report.returncode != 0:
-            print(report.stderr, file=sys.stderr)
-            return report.returncode
-        print(report.stdout)
-        print(f"    TuningRecommendation resources written to {crs} (kubectl apply -f {crs})")
-        resources = [yaml.safe_load(path.read_text()) for path in sorted(crs.glob("*.yaml"))]
-
-        step("applying the recommended index changes (CREATE/DROP INDEX CONCURRENTLY)")
-        changes = [r["spec"]["sql"] for r in resources if r["spec"]["kind"] in ("createIndex", "dropIndex")]
-        for sql in changes:
-            print(f"    {sql}")
-        shop.apply(";\n".join(changes) + ";\n")
-
-        step(f"running the mix again for {args.seconds:g}s")
-        after = shop.run(args.seconds)
-        print(f"    {after:.0f} transactions/s")
-        step(f"throughput: {before:.0f} → {after:.0f} transactions/s ({after / before:.1f}×)")
+            operator.terminate()
+            operator.wait(timeout=30)
+            kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found", check=False)
+        print(f"\n    operator log: {log}")
     return 0
+
+
+def plugin(cluster: Cluster, user: str, *args: str) -> str:
+    env = {**os.environ, "KUBECONFIG": str(cluster.plane.kubeconfig(user))}
+    done = subprocess.run(
+        [sys.executable, "-m", "optischema.cli.plugin", "-n", NAMESPACE, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"kubectl optischema {' '.join(args)} failed: {done.stderr}")
+    return done.stdout.rstrip()
 
 
 if __name__ == "__main__":
