@@ -8,7 +8,7 @@ PG_MAJOR ?= 15
 DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgresql-client-$(PG_MAJOR)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo demo-engine bench lock controlplane cluster-up cluster-down e2e-kind clean
+.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo demo-engine bench lock krew controlplane cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
 	{ echo "# Versions tested together; regenerate with \`make lock\` after changing pyproject.toml."; \
 	  .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .lock-venv
+
+krew: $(STAMP) ## the krew archive (dist/) and its manifest (plugins/krew/optischema.yaml)
+	$(PY) hack/krew/build.py
 
 controlplane: ## build (or find) etcd, kube-apiserver, kube-controller-manager and kubectl in the cache
 	@hack/controlplane/build.sh >/dev/null
