@@ -4,6 +4,7 @@ shop    throughput of the demo's shop mix with no secondary index, with the engi
         hand-written expert set (bench/shop/expert.sql), back to back on one server
 fleet   the public workload in ../shared/workloads with its own harness: our TPS / the expert's TPS
 speed   analysis time and peak memory for 1,000 and 10,000 synthetic statements over 50 tables
+operator  200 targets and 5,000 recommendations on the embedded control plane: operator RSS, approval → IndexChange
 all     all of them (the default)
 """
 
@@ -224,7 +225,7 @@ def bench_speed(sizes: list[int]) -> dict[int, tuple[float, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed"))
+    parser.add_argument("which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed", "operator"))
     parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
     parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")
     parser.add_argument("--sizes", default="1000,10000", help="statement counts for the speed benchmark")
@@ -236,6 +237,11 @@ def main() -> int:
         bench_fleet(args.seconds, args.repeat)
     if args.which in ("all", "speed"):
         bench_speed([int(s) for s in args.sizes.split(",")])
+    if args.which in ("all", "operator"):
+        say("\n## operator: 200 targets and 5,000 recommendations on the embedded control plane")
+        from operator_scale import bench as bench_operator  # bench/ is on sys.path when run as a script
+
+        bench_operator()
     return 0
 
 

@@ -49,3 +49,6 @@ class Settings(BaseSettings):
     """Service account of analysis Jobs, in the target's namespace (role: manifests/rbac/analysis-job.yaml)."""
     log_format: Literal["json", "console"] = "json"
     """Structured logs as JSON lines (for log pipelines) or readable console lines."""
+    worker_limit: int = Field(default=100, ge=1, le=1000)
+    """Objects handled at once (kopf's queueing workers; also event posting). Bounds the operator's connections
+    to the API server and its memory after a restart with thousands of objects (``make bench``)."""

@@ -22,9 +22,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="optischema.io", key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
     operator_settings = Settings()
+    # kopf's API session has no connection limit: unbounded workers open one TLS connection each when thousands of
+    # objects arrive at once (a restart), and the handshakes' memory stays fragmented (1.3 GB for 5,000 objects).
+    settings.queueing.worker_limit = operator_settings.worker_limit
+    settings.queueing.idle_timeout = 0.5  # a worker slot is held this long after its object's last event
+    settings.posting.worker_limit = operator_settings.worker_limit
     settings.peering.lifetime = operator_settings.peering_lifetime_seconds
     load_config()
     memo.settings = operator_settings

@@ -1,0 +1,102 @@
+"""Judging an applied change from ``pg_stat_statements`` counters, and deciding whether a build fits in a window.
+
+Pure: the counters are read by ``postgres.execute`` and passed in. A statement's mean time after the change is the
+delta of its total time over the delta of its calls since the change, compared with its mean before (the counters
+at the baseline). Statements are weighted by their calls after the change, so a rarely run statement cannot swing
+the verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+Verdict = Literal["Improved", "Neutral", "Regressed", "Inconclusive"]
+
+#: Build speed assumed before this database has shown its own (bytes of table per second, CONCURRENTLY; it
+#: scans the table twice). Deliberately slow: refusing to start a change that would have fit costs a week, starting
+#: one that cannot finish costs an aborted build.
+DEFAULT_BUILD_BYTES_PER_SECOND = 20 * 1024 * 1024
+#: Margin kept at the end of a window for verification start and rollback.
+WINDOW_MARGIN = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """One statement's cumulative ``calls`` and ``total_exec_time`` (ms)."""
+
+    calls: int
+    total_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    verdict: Verdict
+    baseline_mean_ms: float | None
+    after_mean_ms: float | None
+    regression_percent: float | None
+    calls_after: int
+    message: str
+
+
+def judge(
+    before: Mapping[str, Counters],
+    after: Mapping[str, Counters],
+    *,
+    max_regression_percent: float,
+    min_calls: int,
+    improved_below_percent: float = -5.0,
+) -> Judgement:
+    """Compare the affected statements' mean time before and after; ``Regressed`` beyond the threshold."""
+    weighted_before = weighted_after = 0.0
+    calls_after = 0
+    for query_id, base in before.items():
+        now = after.get(query_id)
+        if now is None or base.calls <= 0:
+            continue
+        delta_calls = now.calls - base.calls
+        if delta_calls < 0:  # the statistics were reset in between: the baseline is gone
+            return Judgement("Inconclusive", None, None, None, 0, "pg_stat_statements was reset during verification")
+        if delta_calls == 0:
+            continue
+        mean_before = base.total_ms / base.calls
+        mean_after = (now.total_ms - base.total_ms) / delta_calls
+        weighted_before += mean_before * delta_calls
+        weighted_after += mean_after * delta_calls
+        calls_after += delta_calls
+    if calls_after < min_calls:
+        return Judgement(
+            "Inconclusive",
+            None,
+            None,
+            None,
+            calls_after,
+            f"only {calls_after} call(s) of the affected statements since the change (need {min_calls})",
+        )
+    mean_before = weighted_before / calls_after
+    mean_after = weighted_after / calls_after
+    change = 100.0 * (mean_after - mean_before) / mean_before if mean_before > 0 else 0.0
+    if change > max_regression_percent:
+        verdict: Verdict = "Regressed"
+    elif change < improved_below_percent:
+        verdict = "Improved"
+    else:
+        verdict = "Neutral"
+    message = (
+        f"mean time of the affected statements {mean_before:.3f} ms → {mean_after:.3f} ms ({change:+.1f}%) over "
+        f"{calls_after} calls; threshold +{max_regression_percent:g}%"
+    )
+    return Judgement(verdict, round(mean_before, 4), round(mean_after, 4), round(change, 2), calls_after, message)
+
+
+def build_estimate(table_bytes: int, bytes_per_second: float | None) -> timedelta:
+    """How long ``CREATE INDEX CONCURRENTLY`` on a table of ``table_bytes`` is expected to take."""
+    rate = bytes_per_second if bytes_per_second and bytes_per_second > 0 else DEFAULT_BUILD_BYTES_PER_SECOND
+    return timedelta(seconds=max(1.0, table_bytes / rate))
+
+
+def fits(estimate: timedelta, remaining: timedelta) -> bool:
+    """Start only what is expected to finish, with a margin, before the window closes."""
+    return estimate + WINDOW_MARGIN <= remaining
