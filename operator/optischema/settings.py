@@ -52,3 +52,10 @@ class Settings(BaseSettings):
     worker_limit: int = Field(default=100, ge=1, le=1000)
     """Objects handled at once (kopf's queueing workers; also event posting). Bounds the operator's connections
     to the API server and its memory after a restart with thousands of objects (``make bench``)."""
+    apply_lock_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+    """``lock_timeout`` of every statement the operator executes: a DDL that waits longer gives up, lets the
+    application's queries through, and is retried with backoff while the window lasts."""
+    apply_retry_backoff_seconds: float = Field(default=2.0, gt=0, le=300)
+    """First wait before retrying after a lock timeout (doubled each time, at most 60 s)."""
+    immediate_budget_seconds: int = Field(default=3600, ge=60, le=86400)
+    """Time allowed to an ``immediate`` change (it has no window to end it): its statement timeout."""

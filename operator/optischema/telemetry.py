@@ -26,6 +26,18 @@ RECOMMENDATIONS = Gauge("optischema_recommendations", "Recommendations by phase"
 INDEX_CHANGES_CREATED = Counter(
     "optischema_index_changes_created_total", "IndexChanges created on approval", ["namespace"]
 )
+CHANGES_FINISHED = Counter(
+    "optischema_index_changes_finished_total",
+    "IndexChanges that reached a final phase (Applied, RolledBack, Failed, Superseded)",
+    ["namespace", "target", "phase"],
+)
+ROLLBACKS = Counter("optischema_rollbacks_total", "Automatic rollbacks after a regression", ["namespace", "target"])
+STATEMENTS_EXECUTED = Counter(
+    "optischema_statements_executed_total", "Statements executed on databases", ["namespace", "target", "outcome"]
+)
+CHANGES_WAITING = Gauge(
+    "optischema_index_changes_waiting", "IndexChanges waiting for a maintenance window", ["namespace", "target"]
+)
 TARGET_READY = Gauge("optischema_target_ready", "1 when the target is Ready", ["namespace", "target"])
 
 

@@ -3,19 +3,31 @@ kubelet, our CRDs and roles) per session; every test gets a namespace of its own
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from devcluster.cluster import Cluster
 from devcluster.controlplane import ControlPlaneError, find_binaries
+from devcluster.localpg import free_port
+
+from . import objects
 
 _names = itertools.count()
+#: Operator logs of the k8s tests, kept after the session for a post-mortem.
+LOGS = Path(tempfile.gettempdir()) / "optischema-test-logs"
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +69,102 @@ def wait_for(condition: Any, timeout: float = 60.0, what: str = "condition") -> 
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# -- the operator and its database, shared by test_operator and test_apply ----------------------------------
+
+WORKLOAD = """
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+CREATE EXTENSION IF NOT EXISTS hypopg;
+CREATE TABLE invoices (id bigint PRIMARY KEY, customer_id bigint NOT NULL, amount numeric NOT NULL);
+INSERT INTO invoices SELECT g, g % 5000, g % 100 FROM generate_series(1, 100000) g;
+VACUUM ANALYZE invoices;
+"""
+
+
+def apply(cluster: Cluster, doc: dict[str, Any]) -> None:
+    cluster.plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+@pytest.fixture
+def database(cluster: Cluster, namespace: str) -> str:
+    """A PostgreSQL pod with a small workload recorded in pg_stat_statements; its pod IP."""
+    apply(cluster, objects.postgres_pod("db", namespace, "pw", "shop"))
+    cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/db", "--timeout=60s")
+    ip: str = get(cluster, "pod", "db", "-n", namespace)["status"]["podIP"]
+
+    async def load() -> None:
+        conn = await asyncpg.connect(f"postgresql://postgres:pw@{ip}:5432/shop")
+        try:
+            for statement in WORKLOAD.split(";\n"):
+                if statement.strip():
+                    await conn.execute(statement)
+            for customer in range(30):
+                await conn.execute(f"SELECT sum(amount) FROM invoices WHERE customer_id = {customer}")
+        finally:
+            await conn.close()
+
+    asyncio.run(load())
+    return ip
+
+
+def operator_env(cluster: Cluster, **extra: str) -> dict[str, str]:
+    """The environment of an operator process under test: admin credentials, no sampling, quick checks."""
+    return {
+        **os.environ,
+        "KUBECONFIG": str(cluster.plane.kubeconfig()),
+        "OPTISCHEMA_SAMPLE_SECONDS": "0",
+        "OPTISCHEMA_CHECK_SECONDS": "2",
+        "OPTISCHEMA_LOG_FORMAT": "console",
+        **extra,
+    }
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[bytes]]:
+    # The admission webhook on loopback (URL mode; the API server calls it back on 127.0.0.1).
+    env = operator_env(cluster, OPTISCHEMA_WEBHOOK_PORT=str(free_port()), OPTISCHEMA_OPERATOR_IDENTITY="admin")
+    LOGS.mkdir(exist_ok=True)
+    log = (LOGS / f"operator-{namespace}.log").open("wb")
+    process = subprocess.Popen(
+        # Its own namespace and any "<namespace>-*" a test makes (a glob, as kopf reads them).
+        [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace, "-n", f"{namespace}-*"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield process
+    # Targets and changes carry the operator's finalizer (it stops their daemons first): delete them while it runs.
+    cluster.plane.kubectl("delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s")
+    process.terminate()
+    process.wait(timeout=30)
+    # kopf leaves its webhook configuration behind; with the server gone it would refuse every later edit.
+    cluster.plane.kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found")
+
+
+def target(namespace: str, host: str, secret: str = "shop-db") -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "PostgresTarget",
+        "metadata": {"name": "shop", "namespace": namespace},
+        "spec": {
+            "connection": {
+                "host": host,
+                "database": "shop",
+                "sslmode": "disable",
+                "connectTimeoutSeconds": 3,
+                "credentialsSecret": {"name": secret},
+            },
+            "analysis": {"minCalls": 2},
+            "maintenanceWindows": [{"days": ["Sun"], "start": "02:00", "duration": "2h", "timeZone": "Europe/Berlin"}],
+        },
+    }
+
+
+def secret(namespace: str, password: str, name: str = "shop-db") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"username": "postgres", "password": password},
+    }

@@ -16,7 +16,9 @@ from .conditions import CONDITIONS_LIST, Condition
 from .index import IndexDefinition
 
 IMMUTABLE = immutable("create a new IndexChange (and delete this one) to change it")
-IndexChangePhase = Literal["Pending", "WaitingForWindow", "Applying", "Verifying", "Applied", "RolledBack", "Failed"]
+IndexChangePhase = Literal[
+    "Pending", "WaitingForWindow", "Applying", "Verifying", "Applied", "RolledBack", "Failed", "Superseded"
+]
 
 
 class Verification(ApiModel):
@@ -117,6 +119,28 @@ class VerificationResult(ApiModel):
     """The judgement."""
 
 
+class StatementCounters(ApiModel):
+    """A statement's cumulative ``pg_stat_statements`` counters when the baseline was taken."""
+
+    query_id: str = Field(pattern=r"^-?[0-9]+$")
+    """``queryid``."""
+    calls: int = Field(ge=0)
+    """Calls so far."""
+    total_ms: float = Field(ge=0)
+    """Total execution time so far (ms)."""
+
+
+class Baseline(ApiModel):
+    """What verification compares against, taken just before the change ran."""
+
+    taken_at: datetime
+    """When the counters were read."""
+    reads: list[StatementCounters] = Field(default_factory=list, max_length=100)
+    """Statements the change should speed up."""
+    writes: list[StatementCounters] = Field(default_factory=list, max_length=100)
+    """The table's write statements, whose slowdown is bounded by ``maxWriteRegressionPercent``."""
+
+
 class IndexChangeStatus(ApiModel):
     """Observed state of an ``IndexChange``, written by the operator only."""
 
@@ -124,7 +148,7 @@ class IndexChangeStatus(ApiModel):
     """The ``metadata.generation`` last reconciled."""
     phase: IndexChangePhase | None = None
     """Where the change is: ``Pending`` → ``WaitingForWindow`` → ``Applying`` → ``Verifying`` → ``Applied`` (or
-    ``RolledBack`` / ``Failed``)."""
+    ``RolledBack`` / ``Failed``; ``Superseded`` when its recommendation no longer holds before it ran)."""
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
     """``Ready``, ``Reconciling`` and ``Stalled``, per the Kubernetes API conventions."""
     sql: str | None = None
@@ -137,6 +161,10 @@ class IndexChangeStatus(ApiModel):
     """The maintenance window used (or awaited)."""
     started_at: datetime | None = None
     """When applying started."""
+    applied_at: datetime | None = None
+    """When the statement finished; verification observes the workload from here."""
+    baseline: Baseline | None = None
+    """Counters taken before the change, for verification (kept so a restarted operator verifies the same way)."""
     completed_at: datetime | None = None
     """When the change reached a final phase."""
     duration_seconds: float | None = Field(default=None, ge=0)

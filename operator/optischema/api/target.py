@@ -22,6 +22,7 @@ from .base import (
 )
 from .conditions import CONDITIONS_LIST, Condition
 from .durations import Duration, duration_between
+from .indexchange import Verification
 
 ChangeKind = Literal["createIndex", "dropIndex", "analyze", "setting"]
 """Kinds of change a policy can allow. ``queryRewrite`` is advice for developers and never applied."""
@@ -141,6 +142,9 @@ class Policy(ApiModel):
     """Whether ``when: immediate`` approvals may run outside maintenance windows."""
     auto_approve: AutoApprove = Field(default_factory=AutoApprove)
     """Auto-approval rules; off by default."""
+    verification: Verification = Field(default_factory=Verification)
+    """How changes created from approvals are verified (copied into each ``IndexChange``; a change written in Git
+    carries its own)."""
 
     @field_validator("allowed_kinds")
     @classmethod

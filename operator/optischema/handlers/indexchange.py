@@ -1,14 +1,19 @@
-"""IndexChange: accepted against its target's policy, then it waits for a maintenance window (issue 6 applies it)."""
+"""IndexChange: admitted against its target (policy, identity, budget), then one daemon per change drives it
+through its window: wait, pre-check, execute, verify, roll back on regression (``flows.apply``)."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 import kopf
 
 from optischema.api.resources import GROUP, VERSION
+from optischema.flows.apply import Context, step
 from optischema.flows.changes import admit, gather
 from optischema.flows.target import utc_now
+from optischema.telemetry import CHANGES_FINISHED, ROLLBACKS, log_for
 
 
 @kopf.on.resume(GROUP, VERSION, "indexchanges")
@@ -24,3 +29,58 @@ async def accept(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     verdict = admit(spec, facts, now=utc_now(), generation=meta.get("generation"))
     await memo.kube.patch_status("indexchanges", namespace, meta["name"], verdict.status)
     (kopf.info if verdict.accepted else kopf.warn)(body, reason=verdict.reason, message=verdict.message)
+
+
+@kopf.daemon(GROUP, VERSION, "indexchanges", cancellation_timeout=30)
+async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Steps the change until it is final; a restarted operator starts here again and resumes from the status."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    target = body["spec"]["targetRef"]["name"]
+    settings = memo.settings
+
+    def emit(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+    async def final(phase: str, reason: str) -> None:
+        CHANGES_FINISHED.labels(namespace, target, phase).inc()
+        if phase == "RolledBack":
+            ROLLBACKS.labels(namespace, target).inc()
+
+    ctx = Context(
+        kube=memo.kube,
+        now=utc_now,
+        actor=settings.operator_identity,
+        emit=emit,
+        log=log_for(namespace, name, kind="IndexChange"),
+        lock_timeout_ms=settings.apply_lock_timeout_ms,
+        retry_backoff=settings.apply_retry_backoff_seconds,
+        immediate_budget=timedelta(seconds=settings.immediate_budget_seconds),
+        check_seconds=settings.check_seconds,
+        on_final=final,
+    )
+    while not stopped:
+        wait = await step(ctx, namespace, name)
+        if wait is None:
+            return
+        # Sleep until the step's time (a window's start), unless the target is edited (its windows may move).
+        edited = target_edited(memo, namespace, target)
+        woken = asyncio.ensure_future(edited.wait())
+        paused = asyncio.ensure_future(stopped.wait(wait))
+        await asyncio.wait({woken, paused}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (woken, paused):
+            task.cancel()
+
+
+def target_edited(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Event:
+    # One event per target, set and replaced when the target's spec is edited.
+    events: dict[tuple[str, str], asyncio.Event] = memo.target_edits
+    return events.setdefault((namespace, name), asyncio.Event())
+
+
+@kopf.on.update(GROUP, VERSION, "postgrestargets", field="spec")
+async def wake_changes(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Changes waiting for this target's window re-read it now instead of at their next wake-up.
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    event = memo.target_edits.pop(key, None)
+    if event is not None:
+        event.set()

@@ -38,6 +38,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.admission.server = _webhook_server(operator_settings)
         settings.admission.managed = "optischema.io"
     memo.analyses = asyncio.Semaphore(operator_settings.analysis_concurrency)
+    memo.target_edits = {}  # (namespace, target) -> asyncio.Event, set when the target's spec is edited
 
 
 def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:

@@ -33,6 +33,7 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         except LookupError:
             target = {}
         identity = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
+        verification = ((target.get("spec") or {}).get("policy") or {}).get("verification")
         change = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "IndexChange",
@@ -49,6 +50,7 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
                 "schedule": spec["approval"].get("when", "nextWindow"),
                 "recommendationRef": {"name": name},
                 **({"systemIdentifier": identity} if identity else {}),
+                **({"verification": verification} if verification else {}),
             },
         }
         if await memo.kube.create("indexchanges", namespace, change) is not None:

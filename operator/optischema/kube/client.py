@@ -107,15 +107,21 @@ class Kube:
         )
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            name,
-            {"status": status},
-        )
+        """Merge ``status``; LookupError when the object is gone."""
+        try:
+            await asyncio.to_thread(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise LookupError(f"{plural}/{name} not found in {namespace}") from error
+            raise
 
 
 __all__ = ["ApiException", "Kube", "current_namespace", "load_config"]

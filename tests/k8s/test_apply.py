@@ -1,0 +1,324 @@
+"""Applying IndexChanges for real: windows, pre-checks, CONCURRENTLY, verification, rollback, audit, restarts.
+
+The operator is a real process, the database a PostgreSQL pod served by the process kubelet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from devcluster.cluster import Cluster
+
+from .conftest import apply, get, operator_env, secret, target, wait_for
+
+
+def sql(host: str, statement: str, *args: Any) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(f"postgresql://postgres:pw@{host}:5432/shop")
+        try:
+            return list(await conn.fetch(statement, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def writer_target(namespace: str, host: str, **policy: Any) -> dict[str, Any]:
+    doc = target(namespace, host)
+    doc["spec"]["connection"]["writeCredentialsSecret"] = {"name": "shop-db"}
+    doc["spec"]["policy"] = {"allowImmediate": True, **policy}
+    doc["spec"]["analysis"]["interval"] = "168h"
+    return doc
+
+
+def change(namespace: str, name: str, index: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "IndexChange",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRef": {"name": "shop"},
+            "operation": "create",
+            "index": index,
+            "verification": {"observeSeconds": 4, "minCalls": 5, "maxRegressionPercent": 10},
+            **spec,
+        },
+    }
+
+
+def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
+    return (get(cluster, "ixc", name, "-n", namespace).get("status") or {}).get("phase")
+
+
+def wait_phase(cluster: Cluster, namespace: str, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
+    wait_for(lambda: phase(cluster, namespace, name) in phases, timeout=timeout, what=f"{name} in {phases}")
+    status: dict[str, Any] = get(cluster, "ixc", name, "-n", namespace)["status"]
+    return status
+
+
+def indexes(host: str, name: str) -> list[tuple[str, bool]]:
+    rows = sql(
+        host,
+        "SELECT c.relname, x.indisvalid FROM pg_class c JOIN pg_index x ON x.indexrelid = c.oid WHERE c.relname = $1",
+        name,
+    )
+    return [(r["relname"], r["indisvalid"]) for r in rows]
+
+
+class Traffic:
+    """A statement run in a loop on its own connection while a test waits (the workload verification sees)."""
+
+    def __init__(self, host: str, statement: str, *args: Any) -> None:
+        self.stop = threading.Event()
+        self.calls = 0
+
+        async def loop() -> None:
+            conn = await asyncpg.connect(f"postgresql://postgres:pw@{host}:5432/shop")
+            try:
+                while not self.stop.is_set():
+                    await conn.fetch(statement, *args)
+                    self.calls += 1
+                    await asyncio.sleep(0.02)
+            finally:
+                await conn.close()
+
+        self.thread = threading.Thread(target=lambda: asyncio.run(loop()), daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> Traffic:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_nothing_runs_outside_a_window_then_the_window_applies_and_verifies(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, secret(namespace, "pw"))
+    doc = writer_target(namespace, database)
+    later = datetime.now(UTC) + timedelta(days=3)
+    doc["spec"]["oneOffWindows"] = [{"start": later.isoformat(), "end": (later + timedelta(hours=1)).isoformat()}]
+    doc["spec"]["maintenanceWindows"] = []
+    apply(cluster, doc)
+    wait_for(lambda: get(cluster, "pgt", "shop", "-n", namespace).get("status", {}).get("database"), what="Ready")
+    apply(cluster, change(namespace, "by-customer", {"table": "invoices", "columns": [{"name": "customer_id"}]}))
+
+    waiting = wait_for(
+        lambda: (s := get(cluster, "ixc", "by-customer", "-n", namespace).get("status") or {}).get("window") and s,
+        what="the awaited window",
+    )
+    assert waiting["phase"] == "WaitingForWindow"
+    assert datetime.fromisoformat(waiting["window"]["start"]) == later
+    time.sleep(4)  # two check periods
+    assert phase(cluster, namespace, "by-customer") == "WaitingForWindow"
+    assert indexes(database, "invoices_customer_id_idx") == [], "nothing ran outside the window"
+
+    # A window opens now: the change runs, then is verified against the workload.
+    now = datetime.now(UTC)
+    doc["spec"]["oneOffWindows"].append(
+        {"start": (now - timedelta(minutes=1)).isoformat(), "end": (now + timedelta(minutes=30)).isoformat()}
+    )
+    apply(cluster, doc)
+    with Traffic(database, "SELECT sum(amount) FROM invoices WHERE customer_id = $1", 42):
+        status = wait_phase(cluster, namespace, "by-customer", "Applied", "RolledBack", "Failed", timeout=120)
+    assert status["phase"] == "Applied", status["conditions"]
+    assert indexes(database, "invoices_customer_id_idx") == [("invoices_customer_id_idx", True)]
+    assert [h["action"] for h in status["history"]] == ["Precheck", "Execute", "Verify"]
+    execute = status["history"][1]
+    assert (
+        execute["sql"] == 'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx" ON "public"."invoices" ("customer_id")'
+    )
+    assert execute["actor"] == "admin"
+    assert execute["outcome"] == "Succeeded"
+    assert status["verification"]["verdict"] == "Improved"
+    assert status["verification"]["afterMeanMs"] < status["verification"]["baselineMeanMs"]
+    assert status["baseline"]["reads"], "the baseline names the statements it judged"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    events = cluster.plane.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=by-customer"
+    )
+    assert "Applied" in events
+    assert get(cluster, "pgt", "shop", "-n", namespace)["status"]["indexBuildBytesPerSecond"] > 0
+
+
+def test_a_change_that_makes_a_query_slower_is_rolled_back(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    # The classic trap: the planner walks an index on ts for ORDER BY ... LIMIT 1 expecting to meet a flag = 1 row
+    # soon, but all of them sit at the end of the index — the query gets twice as slow.
+    sql(database, "CREATE TABLE r (id int, ts int, flag int)")
+    sql(database, "INSERT INTO r SELECT g, g, (g > 998000)::int FROM generate_series(1, 1000000) g")
+    sql(database, "VACUUM ANALYZE r")
+    query = "SELECT id FROM r WHERE flag = $1 ORDER BY ts LIMIT 1"
+    for _ in range(10):
+        sql(database, query, 1)
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, writer_target(namespace, database))
+    wait_for(lambda: get(cluster, "pgt", "shop", "-n", namespace).get("status", {}).get("database"), what="Ready")
+    with Traffic(database, query, 1):
+        apply(cluster, change(namespace, "by-ts", {"table": "r", "columns": [{"name": "ts"}]}, schedule="immediate"))
+        status = wait_phase(cluster, namespace, "by-ts", "Applied", "RolledBack", "Failed", timeout=120)
+    assert status["phase"] == "RolledBack", status["conditions"]
+    assert status["verification"]["verdict"] == "Regressed"
+    assert status["verification"]["regressionPercent"] > 10
+    assert [h["action"] for h in status["history"]] == ["Precheck", "Execute", "Verify", "Rollback"]
+    assert status["history"][-1]["sql"] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."r_ts_idx"'
+    assert indexes(database, "r_ts_idx") == [], "the index is gone again"
+    stalled = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert stalled["reason"] == "Regression"
+    assert "rolled back" in stalled["message"]
+
+
+def test_without_write_credentials_the_change_waits_stalled(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, secret(namespace, "pw"))
+    doc = writer_target(namespace, database)
+    del doc["spec"]["connection"]["writeCredentialsSecret"]
+    apply(cluster, doc)
+    apply(
+        cluster,
+        change(namespace, "nowrite", {"table": "invoices", "columns": [{"name": "amount"}]}, schedule="immediate"),
+    )
+    stalled = wait_for(
+        lambda: next(
+            (
+                c
+                for c in (get(cluster, "ixc", "nowrite", "-n", namespace).get("status") or {}).get("conditions", [])
+                if c["type"] == "Stalled"
+            ),
+            None,
+        ),
+        what="Stalled",
+    )
+    assert stalled["reason"] == "NoWriteCredentials"
+    assert phase(cluster, namespace, "nowrite") == "WaitingForWindow"  # not failed: adding the Secret resumes it
+    doc["spec"]["connection"]["writeCredentialsSecret"] = {"name": "shop-db"}
+    apply(cluster, doc)
+    wait_phase(cluster, namespace, "nowrite", "Verifying", "Applied")
+
+
+def big_table(host: str, rows: int = 3_000_000) -> None:
+    sql(host, "CREATE TABLE big (id bigint, a bigint, b bigint, c text)")
+    sql(host, f"INSERT INTO big SELECT g, g % 1000, g % 7919, md5(g::text) FROM generate_series(1, {rows}) g")
+    sql(host, "VACUUM ANALYZE big")
+
+
+def building(host: str) -> bool:
+    rows = sql(
+        host,
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'optischema-apply' AND query ILIKE 'CREATE INDEX%'",
+    )
+    return bool(rows)
+
+
+def test_a_build_killed_midway_leaves_no_invalid_index_and_fails_stalled(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    big_table(database)
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, writer_target(namespace, database))
+    index = {"table": "big", "columns": [{"name": "c"}, {"name": "b"}]}
+    apply(cluster, change(namespace, "killed", index, schedule="immediate"))
+    wait_for(lambda: building(database), timeout=60, what="the build to start")
+    sql(
+        database,
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'optischema-apply' "
+        "AND query ILIKE 'CREATE INDEX%'",
+    )
+    status = wait_phase(cluster, namespace, "killed", "Failed", "Applied")
+    assert status["phase"] == "Failed"
+    assert indexes(database, "big_c_b_idx") == [], "the INVALID index was dropped"
+    actions = [(h["action"], h["outcome"]) for h in status["history"]]
+    assert ("Execute", "Failed") in actions
+    assert ("Cleanup", "Succeeded") in actions
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "ApplyFailed"
+    assert "canceling statement due to user request" in stalled["message"]
+
+
+def test_an_operator_killed_during_apply_resumes_without_a_duplicate(
+    cluster: Cluster, namespace: str, database: str
+) -> None:
+    big_table(database)
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, writer_target(namespace, database))
+    log = cluster.plane.dir / f"apply-killed-{namespace}.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
+            env=operator_env(cluster, OPTISCHEMA_OPERATOR_IDENTITY="admin"),
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    first = start()
+    second = None
+    try:
+        index = {"table": "big", "columns": [{"name": "c"}, {"name": "a"}]}
+        apply(cluster, change(namespace, "resumed", index, schedule="immediate"))
+        wait_for(lambda: building(database), timeout=60, what="the build to start")
+        first.kill()  # SIGKILL in the middle of CREATE INDEX CONCURRENTLY
+        first.wait(timeout=10)
+        # The server notices the operator is gone (client_connection_check_interval) and aborts the build.
+        wait_for(lambda: not building(database), timeout=30, what="the orphaned build to stop")
+        assert indexes(database, "big_c_a_idx") == [("big_c_a_idx", False)], "an INVALID index is left behind"
+        assert phase(cluster, namespace, "resumed") == "Applying"
+        second = start()
+        status = wait_phase(cluster, namespace, "resumed", "Applied", "RolledBack", "Failed", timeout=180)
+        assert status["phase"] == "Applied", status["conditions"]
+        assert indexes(database, "big_c_a_idx") == [("big_c_a_idx", True)], "one valid index, no duplicate"
+        actions = [h["action"] for h in status["history"]]
+        assert actions == ["Precheck", "Cleanup", "Execute", "Verify"], actions
+    finally:
+        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False)
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ({"table": "invoices", "columns": [{"expression": "(SELECT 1)"}]}, "must not contain a query"),
+        (
+            {"table": "invoices", "columns": [{"name": "id"}], "where": "pg_terminate_backend(1) IS NULL"},
+            "is not known to be free of side effects",
+        ),
+    ],
+    ids=["subquery", "function that acts"],
+)
+def test_crafted_definitions_are_refused_before_any_sql(
+    cluster: Cluster,
+    namespace: str,
+    database: str,
+    operator: subprocess.Popen[bytes],
+    index: dict[str, Any],
+    message: str,
+) -> None:
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, writer_target(namespace, database))
+    sql(database, "SELECT pg_stat_statements_reset()")
+    apply(cluster, change(namespace, "crafted", index, schedule="immediate"))
+    status = wait_phase(cluster, namespace, "crafted", "Failed", "Applied", "WaitingForWindow")
+    assert status["phase"] == "Failed"
+    assert message in next(c for c in status["conditions"] if c["type"] == "Stalled")["message"]
+    ran = sql(
+        database,
+        "SELECT query FROM pg_stat_statements WHERE query ILIKE '%pg_terminate%' OR query ILIKE 'CREATE INDEX%'",
+    )
+    assert ran == [], "nothing reached the database"
