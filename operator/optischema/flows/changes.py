@@ -74,8 +74,9 @@ async def gather(kube: Any, namespace: str, name: str, spec: dict[str, Any]) -> 
         return facts
     try:
         index = IndexChangeSpec.model_validate(spec).index
-    except ValidationError:
-        return facts  # admit() reports it
+        render_create(index)
+    except (ValidationError, UnsafeDefinition):
+        return facts  # admit() reports it, and nothing is sent to the database
     hypopg = any(e.name == "hypopg" for e in check.database.extensions)
     try:
         conn = await connect(check.dsn, timeout=check.spec.connection.connect_timeout_seconds if check.spec else 10)
