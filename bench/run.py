@@ -4,6 +4,8 @@ shop    throughput of the demo's shop mix with no secondary index, with the engi
         hand-written expert set (bench/shop/expert.sql), back to back on one server
 fleet   the public workload in ../shared/workloads with its own harness: our TPS / the expert's TPS
 speed   analysis time and peak memory for 1,000 and 10,000 synthetic statements over 50 tables
+build   client p50/p99 and failed transactions of a pgbench write load during CREATE INDEX CONCURRENTLY on
+        1M rows (the operator's execute path), against the same load with no build
 operator  200 targets and 5,000 recommendations on the embedded control plane: operator RSS, approval → IndexChange
 all     all of them (the default)
 """
@@ -26,6 +28,7 @@ import asyncpg
 
 from devcluster import LocalPostgres
 from devcluster.workload import Workload
+from devcluster.writeload import LoadResult, create_ledger, write_load
 from optischema.flows.analyze import AnalyzeOptions, analyze
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,9 +226,47 @@ def bench_speed(sizes: list[int]) -> dict[int, tuple[float, float]]:
     return figures
 
 
+def bench_build(seconds: float, rows: int = 1_000_000) -> dict[str, LoadResult]:
+    say(f"\n## build: pgbench writes on {rows:,} rows for {seconds:g}s, without and with CREATE INDEX CONCURRENTLY")
+    from optischema.postgres import execute
+
+    figures = {}
+    with LocalPostgres() as server:
+        server.psql("CREATE DATABASE ledger")
+        create_ledger(server, "ledger", rows)
+        built: list[float] = []
+
+        async def build() -> None:
+            conn = await execute.connect_writer(server.dsn("ledger"))
+            try:
+                done = await execute.execute(
+                    conn,
+                    'CREATE INDEX CONCURRENTLY "ledger_account_note_idx" ON "public"."ledger" ("account", "note")',
+                    lock_timeout_ms=5000,
+                    statement_timeout_ms=600_000,
+                    retry_until=time.monotonic() + 300,
+                )
+                built.append(done.seconds)
+            finally:
+                await conn.close()
+
+        figures["no build"] = write_load(server, "ledger", seconds, rows=rows)
+        figures["build"] = write_load(server, "ledger", seconds, rows=rows, during=lambda: asyncio.run(build()))
+    for label, load in figures.items():
+        say(
+            f"  {label:>8}: {load.tps:7.0f} tps, p50 {load.p50_ms:6.2f} ms, p99 {load.p99_ms:6.2f} ms, "
+            f"{load.failed} failed of {load.transactions}"
+        )
+    if built:
+        say(f"  the build took {built[0]:.1f}s")
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed", "operator"))
+    parser.add_argument(
+        "which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed", "build", "operator")
+    )
     parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
     parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")
     parser.add_argument("--sizes", default="1000,10000", help="statement counts for the speed benchmark")
@@ -237,6 +278,8 @@ def main() -> int:
         bench_fleet(args.seconds, args.repeat)
     if args.which in ("all", "speed"):
         bench_speed([int(s) for s in args.sizes.split(",")])
+    if args.which in ("all", "build"):
+        bench_build(20)
     if args.which in ("all", "operator"):
         say("\n## operator: 200 targets and 5,000 recommendations on the embedded control plane")
         from operator_scale import bench as bench_operator  # bench/ is on sys.path when run as a script
