@@ -4,7 +4,9 @@
    local PostgreSQL 15 with the shop workload; 2. run the shop's mix to fill pg_stat_statements and measure it;
 3. start the operator (`optischema run`, with its admission webhook) and create the Secret and a PostgresTarget;
 4. wait for the TuningRecommendations and print `kubectl get`; 5. approve the best one as user `bob` with the
-kubectl plugin (`kubectl optischema approve`), and show the IndexChange waiting for the target's window.
+kubectl plugin (`kubectl optischema approve`), and show the IndexChange waiting for the target's window;
+6. approve the other index recommendations, open a one-off maintenance window now, and watch the operator apply
+them (CREATE INDEX CONCURRENTLY, verification against pg_stat_statements); 7. measure the mix again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +58,9 @@ def target(port: int) -> dict[str, Any]:
                 "database": "shop",
                 "sslmode": "disable",
                 "credentialsSecret": {"name": "shop-analysis"},
+                "writeCredentialsSecret": {"name": "shop-apply"},
             },
+            "policy": {"verification": {"observeSeconds": 10, "minCalls": 5}},
             "analysis": {"interval": "6h", "minCalls": 5},
             "maintenanceWindows": [{"days": ["Sun"], "start": "02:00", "duration": "2h", "timeZone": "Europe/Berlin"}],
         },
@@ -83,7 +88,8 @@ def main() -> int:
             database="shop",
         )
         step(f"running the shop's mix for {args.seconds:g}s (2 clients)")
-        print(f"    {shop.run(args.seconds):.0f} transactions/s")
+        before = shop.run(args.seconds)
+        print(f"    {before:.0f} transactions/s")
 
         step("starting the operator (optischema run -n demo, admission webhook on 127.0.0.1)")
         kubectl("create", "namespace", NAMESPACE)
@@ -167,6 +173,49 @@ def main() -> int:
             print(f"    IndexChange {name}: {phase}")
             step("kubectl optischema status shop")
             print(plugin(cluster, "bob", "status", "shop"))
+
+            step("approving the other index recommendations, and opening a maintenance window now")
+            for item in creates:
+                if item["metadata"]["name"] != name:
+                    print(plugin(cluster, "bob", "approve", item["metadata"]["name"], "--reason", "demo"))
+            now = datetime.now(UTC)
+            window = {
+                "start": (now - timedelta(minutes=1)).isoformat(),
+                "end": (now + timedelta(minutes=30)).isoformat(),
+                "reason": "agreed slot for the demo",
+            }
+            kubectl(
+                "patch",
+                "pgt",
+                "shop",
+                "-n",
+                NAMESPACE,
+                "--type",
+                "merge",
+                "-p",
+                json.dumps({"spec": {"oneOffWindows": [window]}}),
+            )
+            final = {"Applied", "RolledBack", "Failed", "Superseded"}
+            wait_for(
+                "the changes to be applied and verified",
+                lambda: all(
+                    i.get("status", {}).get("phase") in final
+                    for i in json.loads(kubectl("get", "ixc", "-n", NAMESPACE, "-o", "json"))["items"]
+                ),
+                timeout=300,
+            )
+            print(kubectl("get", "ixc", "-n", NAMESPACE))
+            change = json.loads(kubectl("get", "ixc", name, "-n", NAMESPACE, "-o", "json"))
+            print(f"    history of {name}:")
+            for entry in change["status"]["history"]:
+                print(
+                    f"      {entry['time'][11:19]} {entry['action']:<9} {entry['outcome']:<9} "
+                    f"{entry.get('sql') or entry.get('message', '')}"[:160]
+                )
+            step(f"running the shop's mix again for {args.seconds:g}s")
+            after = shop.run(args.seconds)
+            print(f"    {after:.0f} transactions/s")
+            step(f"throughput: {before:.0f} → {after:.0f} transactions/s ({after / before:.1f}×)")
             kubectl("delete", "pgt", "shop", "-n", NAMESPACE, "--timeout=60s")
         finally:
             traffic.terminate()

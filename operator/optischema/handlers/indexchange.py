@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from optischema.api.resources import GROUP, VERSION
-from optischema.flows.apply import Context, step
+from optischema.flows.apply import FINAL, Context, step
 from optischema.flows.changes import admit, gather
 from optischema.flows.target import utc_now
 from optischema.telemetry import CHANGES_FINISHED, ROLLBACKS, log_for
@@ -31,7 +31,12 @@ async def accept(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     (kopf.info if verdict.accepted else kopf.warn)(body, reason=verdict.reason, message=verdict.message)
 
 
-@kopf.daemon(GROUP, VERSION, "indexchanges", cancellation_timeout=30)
+def unfinished(status: kopf.Status, **_: Any) -> bool:
+    """Daemons hold a finalizer; a final change must not, or it would block its namespace's deletion forever."""
+    return status.get("phase") not in FINAL
+
+
+@kopf.daemon(GROUP, VERSION, "indexchanges", cancellation_timeout=30, when=unfinished)
 async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Steps the change until it is final; a restarted operator starts here again and resumes from the status."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
