@@ -36,13 +36,17 @@ def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 180) -> Any:
+def wait_for(
+    what: str, probe: Callable[[], Any], timeout: float = 180, on_timeout: Callable[[], None] | None = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = probe()
         if value:
             return value
         time.sleep(1)
+    if on_timeout is not None:
+        on_timeout()
     raise SystemExit(f"timed out after {timeout:g}s waiting for {what}")
 
 
@@ -125,6 +129,12 @@ def main() -> int:
                 "--from-literal=username=optischema",
                 "--from-literal=password=demo-analysis",
             )
+            # Applying needs its own credentials (an index owner); analysis stays read-only.
+            server.psql("ALTER ROLE postgres PASSWORD 'demo-apply'")
+            kubectl(
+                "create", "secret", "generic", "shop-apply", "-n", NAMESPACE,
+                "--from-literal=username=postgres", "--from-literal=password=demo-apply",
+            )  # fmt: skip
             kubectl("apply", "-f", "-", input=json.dumps(target(server.port)))
             wait_for(
                 "the target to be Ready",
@@ -198,7 +208,17 @@ def main() -> int:
             final = {"Applied", "RolledBack", "Failed", "Superseded"}
             wait_for(
                 "the changes to be applied and verified",
-                lambda: all(
+                on_timeout=lambda: print(
+                    kubectl(
+                        "get",
+                        "ixc",
+                        "-n",
+                        NAMESPACE,
+                        "-o",
+                        "custom-columns=NAME:.metadata.name,PHASE:.status.phase,WHY:.status.conditions[0].message",
+                    )
+                ),
+                probe=lambda: all(
                     i.get("status", {}).get("phase") in final
                     for i in json.loads(kubectl("get", "ixc", "-n", NAMESPACE, "-o", "json"))["items"]
                 ),

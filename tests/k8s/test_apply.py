@@ -322,3 +322,41 @@ def test_crafted_definitions_are_refused_before_any_sql(
         "SELECT query FROM pg_stat_statements WHERE query ILIKE '%pg_terminate%' OR query ILIKE 'CREATE INDEX%'",
     )
     assert ran == [], "nothing reached the database"
+
+
+def operation(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "IndexChange",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"targetRef": {"name": "shop"}, "schedule": "immediate", "verification": {"observeSeconds": 2}, **spec},
+    }
+
+
+def test_analyze_and_an_allowed_setting_are_applied_one_at_a_time_and_others_refused(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, writer_target(namespace, database, allowedKinds=["createIndex", "analyze", "setting"]))
+    apply(cluster, operation(namespace, "stats", operation="analyze", table={"table": "invoices", "vacuum": True}))
+    apply(cluster, operation(namespace, "memory", operation="setting", setting={"name": "work_mem", "value": "24MB"}))
+    apply(
+        cluster,
+        operation(namespace, "buffers", operation="setting", setting={"name": "shared_buffers", "value": "1GB"}),
+    )
+
+    refused = wait_phase(cluster, namespace, "buffers", "Failed", "Applied")
+    assert refused["phase"] == "Failed"
+    assert "shared_buffers is not among the settings the operator may change" in refused["conditions"][0]["message"]
+    stats = wait_phase(cluster, namespace, "stats", "Applied", "Failed")
+    memory = wait_phase(cluster, namespace, "memory", "Applied", "Failed")
+    assert stats["phase"] == memory["phase"] == "Applied", (stats["conditions"], memory["conditions"])
+    assert stats["history"][1]["sql"] == 'VACUUM (ANALYZE) "public"."invoices"'
+    assert memory["history"][1]["sql"] == "ALTER SYSTEM SET \"work_mem\" = '24MB'; SELECT pg_reload_conf()"
+    assert memory["rollbackSql"] == 'ALTER SYSTEM RESET "work_mem";\nSELECT pg_reload_conf()'
+    assert sql(database, "SHOW work_mem")[0][0] == "24MB"
+    # One at a time: the second started only after the first had finished.
+    first, second = sorted((stats, memory), key=lambda s: s["startedAt"])
+    assert second["startedAt"] >= first["completedAt"]
+    sql(database, "ALTER SYSTEM RESET work_mem")
+    sql(database, "SELECT pg_reload_conf()")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from optischema.api.index import IndexDefinition
-from optischema.api.recommendation import SettingChange, TableRef
+from optischema.api.operations import SettingChange, TableRef
 from optischema.changes.ddl import (
     UnsafeDefinition,
     definition_key,

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from optischema.api.index import IndexDefinition
-from optischema.api.recommendation import Evidence, RecommendedChange, SettingChange, TableRef
+from optischema.api.operations import SettingChange, TableRef
+from optischema.api.recommendation import Evidence, RecommendedChange
 from optischema.changes.ddl import index_name, render_analyze, render_create, render_drop, render_setting
 from optischema.changes.ddl import render_setting_rollback as setting_rollback
 

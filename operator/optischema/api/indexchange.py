@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from .base import ApiModel, LocalObjectReference, cel_rules, immutable
 from .conditions import CONDITIONS_LIST, Condition
 from .index import IndexDefinition
+from .operations import SettingChange, TableRef
 
 IMMUTABLE = immutable("create a new IndexChange (and delete this one) to change it")
 IndexChangePhase = Literal[
@@ -46,16 +47,30 @@ class IndexChangeSpec(ApiModel):
     """Desired change. The target, operation and definition are immutable: to change them, make a new object."""
 
     model_config = cel_rules(
-        ("self.operation == 'create' || has(self.index.name)", "index.name is required to drop or reindex"),
+        (
+            "!(self.operation in ['create', 'drop', 'reindex']) || has(self.index)",
+            "index is required to create, drop or reindex",
+        ),
+        (
+            "!(self.operation in ['drop', 'reindex']) || has(self.index.name)",
+            "index.name is required to drop or reindex",
+        ),
+        ("self.operation != 'analyze' || has(self.table)", "table is required to analyze"),
+        ("self.operation != 'setting' || has(self.setting)", "setting is required for a setting change"),
     )
 
     target_ref: LocalObjectReference = Field(json_schema_extra=IMMUTABLE)
     """The ``PostgresTarget`` (same namespace) to change."""
-    operation: Literal["create", "drop", "reindex"] = Field(json_schema_extra=IMMUTABLE)
-    """``create`` (``CREATE INDEX CONCURRENTLY``), ``drop`` (``DROP INDEX CONCURRENTLY``) or ``reindex``
-    (``REINDEX INDEX CONCURRENTLY``)."""
-    index: IndexDefinition = Field(json_schema_extra=IMMUTABLE)
-    """The index, as data; the operator renders the SQL."""
+    operation: Literal["create", "drop", "reindex", "analyze", "setting"] = Field(json_schema_extra=IMMUTABLE)
+    """``create`` (``CREATE INDEX CONCURRENTLY``), ``drop`` (``DROP INDEX CONCURRENTLY``), ``reindex``
+    (``REINDEX INDEX CONCURRENTLY``), ``analyze`` (``ANALYZE`` or ``VACUUM (ANALYZE)``) or ``setting``
+    (``ALTER SYSTEM SET`` of an allow-listed setting, then a reload)."""
+    index: IndexDefinition | None = Field(default=None, json_schema_extra=IMMUTABLE)
+    """The index, as data, for ``create``/``drop``/``reindex``; the operator renders the SQL."""
+    table: TableRef | None = Field(default=None, json_schema_extra=IMMUTABLE)
+    """The table, for ``analyze``."""
+    setting: SettingChange | None = Field(default=None, json_schema_extra=IMMUTABLE)
+    """The setting, for ``setting``."""
     schedule: Literal["nextWindow", "immediate"] = "nextWindow"
     """Apply in the next maintenance window, or at once when the target's policy allows ``immediate``."""
     recommendation_ref: LocalObjectReference | None = Field(default=None, json_schema_extra=IMMUTABLE)
@@ -70,8 +85,14 @@ class IndexChangeSpec(ApiModel):
     """Whether a regression is undone automatically."""
 
     @model_validator(mode="after")
-    def _name_for_existing_index(self) -> IndexChangeSpec:
-        if self.operation != "create" and not self.index.name:
+    def _member_for_operation(self) -> IndexChangeSpec:
+        wanted = {"analyze": "table", "setting": "setting"}.get(self.operation, "index")
+        present = [m for m in ("index", "table", "setting") if getattr(self, m) is not None]
+        if present != [wanted]:
+            raise ValueError(
+                f"operation {self.operation} takes {wanted} and nothing else (got: {', '.join(present) or 'none'})"
+            )
+        if self.operation in ("drop", "reindex") and self.index is not None and not self.index.name:
             raise ValueError(f"index.name is required to {self.operation} an index")
         return self
 

@@ -13,7 +13,8 @@ from pydantic import Field, model_validator
 
 from .base import ApiModel, LocalObjectReference, cel_rules, immutable
 from .conditions import CONDITIONS_LIST, Condition
-from .index import Identifier, IndexDefinition
+from .index import IndexDefinition
+from .operations import SettingChange, TableRef
 from .target import Risk
 
 RecommendationKind = Literal["createIndex", "dropIndex", "analyze", "setting", "queryRewrite"]
@@ -32,28 +33,6 @@ RecommendationPhase = Literal[
 ]
 
 IMMUTABLE = immutable("the proposal is what was measured; a new analysis makes a new recommendation")
-
-
-class TableRef(ApiModel):
-    """A table whose statistics (and, with ``vacuum``, dead rows) need maintenance."""
-
-    schema_: Identifier = Field(default="public", alias="schema")
-    """Schema of the table."""
-    table: Identifier
-    """Table name."""
-    vacuum: bool = False
-    """Run ``VACUUM (ANALYZE)`` instead of ``ANALYZE``: the table carries many dead rows as well."""
-
-
-class SettingChange(ApiModel):
-    """A server setting to change with ``ALTER SYSTEM`` and a reload."""
-
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z_][a-z0-9_.]*$")
-    """Setting name, e.g. ``work_mem``; only an allow-list of settings can be applied."""
-    value: str = Field(min_length=1, max_length=256)
-    """Proposed value, as ``SHOW`` prints it, e.g. ``64MB``."""
-    current_value: str | None = Field(default=None, max_length=256)
-    """Value when the recommendation was made; the rollback restores it."""
 
 
 class QueryRewrite(ApiModel):

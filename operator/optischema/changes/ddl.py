@@ -17,7 +17,8 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from optischema.api.index import MAX_IDENTIFIER_BYTES, IndexColumn, IndexDefinition
-from optischema.api.recommendation import SettingChange, TableRef
+from optischema.api.indexchange import IndexChangeSpec
+from optischema.api.operations import SettingChange, TableRef
 
 DIALECT = "postgres"
 
@@ -158,8 +159,30 @@ def render_analyze(table: TableRef) -> str:
     return f"{keyword} {qualified(table.schema_, table.table)}"
 
 
+#: Settings the operator may change: reloadable (no restart), per-session planner and memory knobs whose worst
+#: case is a slower plan, never lost data or a server that will not start.
+SETTINGS_ALLOWED = frozenset(
+    {
+        "work_mem",
+        "maintenance_work_mem",
+        "random_page_cost",
+        "seq_page_cost",
+        "effective_cache_size",
+        "effective_io_concurrency",
+        "default_statistics_target",
+        "jit",
+        "jit_above_cost",
+    }
+)
+
+
 def render_setting(setting: SettingChange) -> str:
     """``ALTER SYSTEM SET`` then a reload; the two statements run separately (ALTER SYSTEM refuses a transaction)."""
+    if setting.name not in SETTINGS_ALLOWED:
+        raise UnsafeDefinition(
+            f"setting.name: {setting.name} is not among the settings the operator may change "
+            f"({', '.join(sorted(SETTINGS_ALLOWED))})"
+        )
     return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.value)};\nSELECT pg_reload_conf()"
 
 
@@ -168,3 +191,37 @@ def render_setting_rollback(setting: SettingChange) -> str:
     if setting.current_value is None:
         return f"ALTER SYSTEM RESET {quote(setting.name)};\nSELECT pg_reload_conf()"
     return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.current_value)};\nSELECT pg_reload_conf()"
+
+
+# -- a whole IndexChange -----------------------------------------------------------------------------------------
+
+
+def table_of(spec: IndexChangeSpec) -> tuple[str, str] | None:
+    """(schema, table) the change works on; ``None`` for a server setting."""
+    if spec.index is not None:
+        return spec.index.schema_, spec.index.table
+    if spec.table is not None:
+        return spec.table.schema_, spec.table.table
+    return None
+
+
+def statements_for(spec: IndexChangeSpec) -> list[str]:
+    """The statements to run, rendered here from the structured change (never taken from the object)."""
+    if spec.table is not None:
+        return [render_analyze(spec.table)]
+    if spec.setting is not None:
+        return render_setting(spec.setting).split(";\n")
+    assert spec.index is not None
+    return [{"create": render_create, "drop": render_drop, "reindex": render_reindex}[spec.operation](spec.index)]
+
+
+def undo_for(spec: IndexChangeSpec, name: str | None) -> list[str] | None:
+    """What reverses the change, when something can: a new index is dropped, a dropped one re-created, a setting
+    restored. ``ANALYZE`` and ``REINDEX`` have nothing to undo."""
+    if spec.setting is not None:
+        return render_setting_rollback(spec.setting).split(";\n")
+    if spec.index is not None and spec.operation == "create":
+        return [render_drop(spec.index.model_copy(update={"name": name}))]
+    if spec.index is not None and spec.operation == "drop":
+        return [render_create(spec.index)]
+    return None

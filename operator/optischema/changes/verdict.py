@@ -19,6 +19,9 @@ Verdict = Literal["Improved", "Neutral", "Regressed", "Inconclusive"]
 #: scans the table twice). Deliberately slow: refusing to start a change that would have fit costs a week, starting
 #: one that cannot finish costs an aborted build.
 DEFAULT_BUILD_BYTES_PER_SECOND = 20 * 1024 * 1024
+#: A slowdown smaller than this (ms per call) is not a regression whatever its percentage: a 0.05 ms insert that
+#: takes 0.07 ms while a build runs elsewhere is noise, not harm.
+NOISE_MS = 0.1
 #: Margin kept at the end of a window for verification start and rollback.
 WINDOW_MARGIN = timedelta(minutes=2)
 
@@ -48,6 +51,7 @@ def judge(
     max_regression_percent: float,
     min_calls: int,
     improved_below_percent: float = -5.0,
+    noise_ms: float = NOISE_MS,
 ) -> Judgement:
     """Compare the affected statements' mean time before and after; ``Regressed`` beyond the threshold."""
     weighted_before = weighted_after = 0.0
@@ -78,7 +82,7 @@ def judge(
     mean_before = weighted_before / calls_after
     mean_after = weighted_after / calls_after
     change = 100.0 * (mean_after - mean_before) / mean_before if mean_before > 0 else 0.0
-    if change > max_regression_percent:
+    if change > max_regression_percent and mean_after - mean_before > noise_ms:
         verdict: Verdict = "Regressed"
     elif change < improved_below_percent:
         verdict = "Improved"

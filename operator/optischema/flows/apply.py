@@ -26,7 +26,7 @@ from optischema.api import describe
 from optischema.api.conditions import Condition, ConditionType, Reason, remove_condition, set_condition
 from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.target import PostgresTargetSpec
-from optischema.changes.ddl import index_name, render_create, render_drop, render_reindex
+from optischema.changes.ddl import index_name, render_drop, statements_for, table_of, undo_for
 from optischema.changes.verdict import Counters, build_estimate, fits, judge
 from optischema.changes.windows import current_or_next
 from optischema.flows.target import build_dsn
@@ -66,6 +66,7 @@ class Change:
     spec: IndexChangeSpec
     status: dict[str, Any]
     generation: int | None
+    created: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
     patch: dict[str, Any] = field(default_factory=dict)
 
@@ -114,6 +115,7 @@ def _change(body: dict[str, Any], spec: IndexChangeSpec | None) -> Change:
         spec,  # type: ignore[arg-type]
         status,
         meta.get("generation"),
+        created=meta.get("creationTimestamp", ""),
         history=list(status.get("history") or []),
     )
 
@@ -150,6 +152,10 @@ async def _wait_or_start(
             )
             return min(max((window.start - now).total_seconds(), 1.0), MAX_WAIT_SECONDS)
         closes = window.end
+    busy = await _turn(ctx, change)
+    if busy:
+        await _waiting(ctx, change, Reason.WAITING_FOR_WINDOW, busy)
+        return ctx.check_seconds
     async with _writer(ctx, change, target, target_spec) as conn:
         if conn is None:
             return ctx.check_seconds
@@ -158,9 +164,9 @@ async def _wait_or_start(
             return await _fail(ctx, change, *problem)
         if await _superseded(ctx, change):
             return await _finish(ctx, change, "Superseded", Reason.SUPERSEDED, "its recommendation no longer holds")
-        index = change.spec.index
-        if change.spec.operation != "drop":
-            size = await catalog.table_bytes(conn, index.schema_, index.table) or 0
+        table = table_of(change.spec)
+        if change.spec.operation in BUILDS and table is not None:
+            size = await catalog.table_bytes(conn, *table) or 0
             estimate = build_estimate(size, (target.get("status") or {}).get("indexBuildBytesPerSecond"))
             if not fits(estimate, closes - now):
                 await _waiting(
@@ -179,6 +185,27 @@ async def _wait_or_start(
     return 0.0
 
 
+async def _turn(ctx: Context, change: Change) -> str | None:
+    """One change at a time per database, oldest first: so that a build never competes with another and each
+    verification measures its own change. Every daemon computes the same order, so only one starts."""
+    others = [
+        other
+        for other in await ctx.kube.list("indexchanges", change.namespace)
+        if other["spec"].get("targetRef", {}).get("name") == change.spec.target_ref.name
+        and other["metadata"]["name"] != change.name
+    ]
+    for other in others:
+        if (other.get("status") or {}).get("phase") in ("Applying", "Verifying"):
+            return f"waiting for IndexChange {other['metadata']['name']} on the same database to finish"
+    mine = (change.created, change.name)
+    for other in others:
+        if (other.get("status") or {}).get("phase") == "WaitingForWindow":
+            theirs = (other["metadata"].get("creationTimestamp", ""), other["metadata"]["name"])
+            if theirs < mine:
+                return f"waiting for the older IndexChange {other['metadata']['name']} to go first"
+    return None
+
+
 async def _precheck(ctx: Context, change: Change, target: dict[str, Any], conn: Any) -> tuple[str, str] | None:
     identity = await catalog.system_identifier(conn)
     recorded = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
@@ -188,9 +215,9 @@ async def _precheck(ctx: Context, change: Change, target: dict[str, Any], conn: 
                 Reason.DATABASE_MISMATCH,
                 f"{where} says database {expected}, but the write credentials reach database {identity}",
             )
-    index = change.spec.index
-    if await catalog.table_bytes(conn, index.schema_, index.table) is None:
-        return Reason.TABLE_NOT_FOUND, f"table {index.schema_}.{index.table} does not exist"
+    table = table_of(change.spec)
+    if table is not None and await catalog.table_bytes(conn, *table) is None:
+        return Reason.TABLE_NOT_FOUND, f"table {table[0]}.{table[1]} does not exist"
     return None
 
 
@@ -215,10 +242,12 @@ async def _baseline(ctx: Context, change: Change, conn: Any) -> dict[str, Any]:
             reads = [s["queryId"] for s in evidence.get("statements", [])]
         except LookupError:
             pass
-    table = re.escape(change.spec.index.table)
-    if not reads:
-        reads = await execute.statements_on(conn, table, writes=False)
-    writes = await execute.statements_on(conn, table, writes=True)
+    table = table_of(change.spec)
+    writes: list[str] = []
+    if table is not None:
+        if not reads:
+            reads = await execute.statements_on(conn, re.escape(table[1]), writes=False)
+        writes = await execute.statements_on(conn, re.escape(table[1]), writes=True)
     before_reads = await execute.counters(conn, reads)
     before_writes = await execute.counters(conn, writes)
     return {
@@ -235,13 +264,13 @@ def _wire(query_id: str, counters: Counters) -> dict[str, Any]:
 # -- applying ---------------------------------------------------------------------------------------------------
 
 
-def _statement(spec: IndexChangeSpec) -> str:
-    return {"create": render_create, "drop": render_drop, "reindex": render_reindex}[spec.operation](spec.index)
+#: Operations that build an index, whose time depends on the table's size.
+BUILDS = {"create", "reindex"}
 
 
 async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_spec: PostgresTargetSpec) -> float | None:
     spec, index = change.spec, change.spec.index
-    name = index.name or index_name(index)
+    name = (index.name or index_name(index)) if index is not None else None
     window_end = (change.status.get("window") or {}).get("end")
     now = ctx.now()
     closes = datetime.fromisoformat(window_end) if window_end else now + ctx.immediate_budget
@@ -253,16 +282,17 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
             await _status(ctx, change, Reason.APPLYING, "another session is applying this change; waiting", True)
             return 5.0
         try:
-            state = await catalog.index_state(conn, index.schema_, name)
+            state = await catalog.index_state(conn, index.schema_, name) if index and name else None
             if spec.operation == "create" and state is not None and state.valid:
                 _audit(ctx, change, "Execute", "Skipped", f"index {name} is already present and valid (resumed)")
                 return await _executed(ctx, change, target, None)
-            if spec.operation == "create" and state is not None:
+            if spec.operation == "create" and state is not None and name:
                 await _cleanup(ctx, change, conn, name, "an INVALID index of that name was left by an earlier attempt")
             if spec.operation == "drop" and state is None:
                 _audit(ctx, change, "Execute", "Skipped", f"index {name} is already gone (resumed)")
                 return await _executed(ctx, change, target, None)
-            sql = _statement(spec)
+            statements = statements_for(spec)
+            sql = "; ".join(statements)
             remaining_ms = int(max((closes - ctx.now()).total_seconds(), 1.0) * 1000)
 
             async def retried(attempt: int, error: str, delay: float) -> None:
@@ -270,21 +300,25 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
                 await _status(ctx, change, Reason.LOCK_TIMEOUT, f"lock timeout; retry {attempt} in {delay:g}s", True)
 
             started = time.monotonic()
-            table_size = await catalog.table_bytes(conn, index.schema_, index.table) or 0
+            table = table_of(spec)
+            table_size = (await catalog.table_bytes(conn, *table) or 0) if table and spec.operation in BUILDS else 0
             try:
-                done = await execute.execute(
-                    conn,
-                    sql,
-                    lock_timeout_ms=ctx.lock_timeout_ms,
-                    statement_timeout_ms=remaining_ms,
-                    retry_until=time.monotonic() + remaining_ms / 1000,
-                    backoff=ctx.retry_backoff,
-                    on_retry=retried,
-                )
+                done = None
+                for statement in statements:
+                    done = await execute.execute(
+                        conn,
+                        statement,
+                        lock_timeout_ms=ctx.lock_timeout_ms,
+                        statement_timeout_ms=remaining_ms,
+                        retry_until=time.monotonic() + remaining_ms / 1000,
+                        backoff=ctx.retry_backoff,
+                        on_retry=retried,
+                    )
+                assert done is not None
             except execute.ExecuteError as error:
                 ctx.log.warning("executed", sql=sql, outcome="Failed", error=error.message)
                 _audit(ctx, change, "Execute", "Failed", error.message, sql=sql, seconds=time.monotonic() - started)
-                if spec.operation != "drop" and not conn.is_closed():
+                if spec.operation in BUILDS and index and name and not conn.is_closed():
                     leftover = await catalog.index_state(conn, index.schema_, name)
                     if leftover is not None and not leftover.valid:
                         await _cleanup(ctx, change, conn, name, "the failed build left an INVALID index")
@@ -295,7 +329,7 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
             )
             _audit(ctx, change, "Execute", "Succeeded", f"{done.attempts} attempt(s)", sql=sql, seconds=done.seconds)
             change.patch["durationSeconds"] = round(done.seconds, 3)
-            rate = table_size / done.seconds if spec.operation != "drop" and done.seconds > 0 and table_size else None
+            rate = table_size / done.seconds if done.seconds > 0 and table_size else None
             return await _executed(ctx, change, target, rate)
         finally:
             if not conn.is_closed():
@@ -303,6 +337,7 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
 
 
 async def _cleanup(ctx: Context, change: Change, conn: Any, name: str, why: str) -> None:
+    assert change.spec.index is not None
     sql = render_drop(change.spec.index.model_copy(update={"name": name}))
     try:
         done = await execute.execute(conn, sql, lock_timeout_ms=ctx.lock_timeout_ms, statement_timeout_ms=600_000)
@@ -344,7 +379,7 @@ async def _verify(
     before_reads = {s["queryId"]: Counters(s["calls"], s["totalMs"]) for s in baseline.get("reads", [])}
     before_writes = {s["queryId"]: Counters(s["calls"], s["totalMs"]) for s in baseline.get("writes", [])}
     index = change.spec.index
-    name = index.name or index_name(index)
+    name = (index.name or index_name(index)) if index is not None else None
     async with _writer(ctx, change, target, target_spec) as conn:
         if conn is None:
             return ctx.check_seconds
@@ -360,9 +395,9 @@ async def _verify(
             max_regression_percent=rules.max_write_regression_percent,
             min_calls=rules.min_calls,
         )
-        state = await catalog.index_state(conn, index.schema_, name)
         notes = []
-        if change.spec.operation != "drop":
+        if change.spec.operation in BUILDS and index is not None and name is not None:
+            state = await catalog.index_state(conn, index.schema_, name)
             if state is None or not state.valid:
                 notes.append(f"index {name} is missing or INVALID after the change")
             elif state.scans == 0:
@@ -375,19 +410,20 @@ async def _verify(
         }
         summary = f"reads: {reads.message}; writes: {writes.message}" + (f"; {'; '.join(notes)}" if notes else "")
         regressed = any(j.verdict == "Regressed" for j in (reads, writes))
-        undo = {"create": render_drop, "drop": render_create}.get(change.spec.operation)
+        undo = undo_for(change.spec, name)
         if regressed and change.spec.rollback.automatic and undo is not None:
             _audit(ctx, change, "Verify", "Failed", summary)
-            sql = undo(index.model_copy(update={"name": name}))
+            sql = "; ".join(undo)
             try:
-                done = await execute.execute(
-                    conn,
-                    sql,
-                    lock_timeout_ms=ctx.lock_timeout_ms,
-                    statement_timeout_ms=3_600_000,
-                    retry_until=time.monotonic() + 600,
-                    backoff=ctx.retry_backoff,
-                )
+                for statement in undo:
+                    done = await execute.execute(
+                        conn,
+                        statement,
+                        lock_timeout_ms=ctx.lock_timeout_ms,
+                        statement_timeout_ms=3_600_000,
+                        retry_until=time.monotonic() + 600,
+                        backoff=ctx.retry_backoff,
+                    )
             except execute.ExecuteError as error:
                 ctx.log.warning("executed", sql=sql, outcome="Failed", error=error.message)
                 _audit(ctx, change, "Rollback", "Failed", error.message, sql=sql)

@@ -18,12 +18,18 @@ from optischema.api.conditions import ConditionType, Reason, set_condition
 from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.quantity import quantity_bytes
 from optischema.api.target import PostgresTargetSpec
-from optischema.changes.ddl import UnsafeDefinition, render_create, render_drop, render_reindex
+from optischema.changes.ddl import UnsafeDefinition, statements_for, undo_for
 from optischema.flows import target as target_flow
 from optischema.postgres import catalog
 from optischema.postgres.connect import DATABASE_ERRORS, connect
 
-KIND_OF = {"create": "createIndex", "drop": "dropIndex", "reindex": "createIndex"}
+KIND_OF = {
+    "create": "createIndex",
+    "drop": "dropIndex",
+    "reindex": "createIndex",
+    "analyze": "analyze",
+    "setting": "setting",
+}
 #: Phases in which a create change holds part of the storage budget.
 HOLDS_BUDGET = {"WaitingForWindow", "Applying", "Verifying", "Applied"}
 
@@ -73,10 +79,13 @@ async def gather(kube: Any, namespace: str, name: str, spec: dict[str, Any]) -> 
         facts.unreachable = check.message
         return facts
     try:
-        index = IndexChangeSpec.model_validate(spec).index
-        render_create(index)
+        change = IndexChangeSpec.model_validate(spec)
+        statements_for(change)
     except (ValidationError, UnsafeDefinition):
         return facts  # admit() reports it, and nothing is sent to the database
+    index = change.index
+    if index is None:
+        return facts
     hypopg = any(e.name == "hypopg" for e in check.database.extensions)
     try:
         conn = await connect(check.dsn, timeout=check.spec.connection.connect_timeout_seconds if check.spec else 10)
@@ -110,8 +119,9 @@ def admit(spec: dict[str, Any], facts: Facts, *, now: datetime, generation: int 
     except ValidationError as error:
         return refuse(Reason.INVALID_SPEC, "; ".join(describe(error, "spec")))
     try:
-        sql = {"create": render_create, "drop": render_drop, "reindex": render_reindex}[change.operation](change.index)
-        rollback = render_drop(change.index) if change.operation == "create" else None
+        sql = ";\n".join(statements_for(change))
+        undo = undo_for(change, change.index.name if change.index else None)
+        rollback = ";\n".join(undo) if undo else None
     except UnsafeDefinition as error:
         return refuse(Reason.INVALID_SPEC, str(error))
     if facts.target is None:

@@ -9,7 +9,13 @@ import kopf
 from optischema.api.resources import GROUP, VERSION, owner_reference
 from optischema.telemetry import INDEX_CHANGES_CREATED
 
-OPERATIONS = {"createIndex": "create", "dropIndex": "drop"}
+#: Recommendation kind → (IndexChange operation, the member of spec.change it carries, its name in the change).
+OPERATIONS = {
+    "createIndex": ("create", "index", "index"),
+    "dropIndex": ("drop", "index", "index"),
+    "analyze": ("analyze", "analyze", "table"),
+    "setting": ("setting", "setting", "setting"),
+}
 
 
 @kopf.on.resume(GROUP, VERSION, "tuningrecommendations")
@@ -25,9 +31,10 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         kopf.info(body, reason="Rejected", message=spec["approval"].get("reason") or "rejected")
     if state != "Approved" or status.get("indexChangeRef"):
         return
-    operation = OPERATIONS.get(spec["kind"])
+    mapping = OPERATIONS.get(spec["kind"])
     update: dict[str, Any] = {"phase": "Approved"}
-    if operation is not None:
+    if mapping is not None:
+        operation, member, field = mapping
         try:
             target = await memo.kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
         except LookupError:
@@ -46,7 +53,7 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             "spec": {
                 "targetRef": spec["targetRef"],
                 "operation": operation,
-                "index": spec["change"]["index"],
+                field: spec["change"][member],
                 "schedule": spec["approval"].get("when", "nextWindow"),
                 "recommendationRef": {"name": name},
                 **({"systemIdentifier": identity} if identity else {}),
@@ -61,5 +68,5 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         body,
         reason="Approved",
         message=f"approved by {spec['approval'].get('decidedBy') or 'a client'}"
-        + (f"; IndexChange {name} created" if operation else ""),
+        + (f"; IndexChange {name} created" if mapping else ""),
     )
