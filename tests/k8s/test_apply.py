@@ -60,7 +60,11 @@ def phase(cluster: Cluster, namespace: str, name: str) -> str | None:
 
 
 def wait_phase(cluster: Cluster, namespace: str, name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
-    wait_for(lambda: phase(cluster, namespace, name) in phases, timeout=timeout, what=f"{name} in {phases}")
+    try:
+        wait_for(lambda: phase(cluster, namespace, name) in phases, timeout=timeout, what=f"{name} in {phases}")
+    except AssertionError as error:
+        conditions = (get(cluster, "ixc", name, "-n", namespace).get("status") or {}).get("conditions")
+        raise AssertionError(f"{error}; conditions: {conditions}") from None
     status: dict[str, Any] = get(cluster, "ixc", name, "-n", namespace)["status"]
     return status
 
