@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -501,20 +501,30 @@ def _audit(
     change.patch["history"] = change.history
 
 
-async def _status(ctx: Context, change: Change, reason: str, message: str, reconciling: bool) -> None:
-    now = ctx.now()
-    previous = [Condition.model_validate(c) for c in change.status.get("conditions", [])]
-    conditions = set_condition(
-        previous, ConditionType.READY, "False", reason, message, now=now, generation=change.generation
-    )
-    conditions = remove_condition(conditions, ConditionType.STALLED)
-    if reconciling:
-        conditions = set_condition(
-            conditions, ConditionType.RECONCILING, "True", reason, message, now=now, generation=change.generation
-        )
-    else:
-        conditions = remove_condition(conditions, ConditionType.RECONCILING)
+def _conditions(
+    ctx: Context,
+    change: Change,
+    ready: Literal["True", "False"],
+    reason: str,
+    message: str,
+    *,
+    reconciling: bool,
+    stalled: bool,
+) -> None:
+    """Ready (with ``ready``), Reconciling and Stalled as kstatus reads them, into the pending patch."""
+    now, generation = ctx.now(), change.generation
+    conditions = [Condition.model_validate(c) for c in change.status.get("conditions", [])]
+    conditions = set_condition(conditions, ConditionType.READY, ready, reason, message, now=now, generation=generation)
+    for kind, wanted in ((ConditionType.RECONCILING, reconciling), (ConditionType.STALLED, stalled)):
+        if wanted:
+            conditions = set_condition(conditions, kind, "True", reason, message, now=now, generation=generation)
+        else:
+            conditions = remove_condition(conditions, kind)
     change.patch["conditions"] = [c.to_wire() for c in conditions]
+
+
+async def _status(ctx: Context, change: Change, reason: str, message: str, reconciling: bool) -> None:
+    _conditions(ctx, change, "False", reason, message, reconciling=reconciling, stalled=False)
     await _flush(ctx, change)
 
 
@@ -525,19 +535,7 @@ async def _waiting(ctx: Context, change: Change, reason: str, message: str, *, s
     window_same = change.patch.get("window", change.status.get("window")) == change.status.get("window")
     if ready.get("reason") == reason and ready.get("message") == message and has_stalled == stalled and window_same:
         return
-    now = ctx.now()
-    previous = [Condition.model_validate(c) for c in change.status.get("conditions", [])]
-    conditions = set_condition(
-        previous, ConditionType.READY, "False", reason, message, now=now, generation=change.generation
-    )
-    conditions = remove_condition(conditions, ConditionType.RECONCILING)
-    if stalled:
-        conditions = set_condition(
-            conditions, ConditionType.STALLED, "True", reason, message, now=now, generation=change.generation
-        )
-    else:
-        conditions = remove_condition(conditions, ConditionType.STALLED)
-    change.patch["conditions"] = [c.to_wire() for c in conditions]
+    _conditions(ctx, change, "False", reason, message, reconciling=False, stalled=stalled)
     await _flush(ctx, change)
     if stalled:
         ctx.emit("Warning", reason, message)
@@ -553,23 +551,10 @@ async def _finish(
     ctx: Context, change: Change, phase: str, reason: str, message: str, *, stalled: bool = False
 ) -> float | None:
     """Final phase reached: nothing more to wait for (``None``)."""
-    now = ctx.now()
-    previous = [Condition.model_validate(c) for c in change.status.get("conditions", [])]
-    conditions = set_condition(
-        previous,
-        ConditionType.READY,
-        "True" if phase == "Applied" else "False",
-        reason,
-        message,
-        now=now,
-        generation=change.generation,
+    _conditions(
+        ctx, change, "True" if phase == "Applied" else "False", reason, message, reconciling=False, stalled=stalled
     )
-    conditions = remove_condition(conditions, ConditionType.RECONCILING)
-    if stalled:
-        conditions = set_condition(
-            conditions, ConditionType.STALLED, "True", reason, message, now=now, generation=change.generation
-        )
-    change.patch |= {"phase": phase, "completedAt": now.isoformat(), "conditions": [c.to_wire() for c in conditions]}
+    change.patch |= {"phase": phase, "completedAt": ctx.now().isoformat()}
     await _flush(ctx, change)
     ctx.emit("Normal" if phase == "Applied" else "Warning", reason, message)
     if ctx.on_final is not None:
