@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,32 @@ def secret(namespace: str, password: str, name: str = "shop-db") -> dict[str, An
         "metadata": {"name": name, "namespace": namespace},
         "stringData": {"username": "postgres", "password": password},
     }
+
+
+@contextmanager
+def operators(cluster: Cluster, namespace: str, log_name: str, **env: str) -> Iterator[Callable[[], Any]]:
+    """A way to start operator processes one after another (killing them is the test's business), all logging to
+    one file; at the end the targets are deleted while one still runs (their finalizers) and all are stopped."""
+    LOGS.mkdir(exist_ok=True)
+    log = LOGS / f"{log_name}-{namespace}.log"
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
+            env=operator_env(cluster, **env),
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        started.append(process)
+        return process
+
+    start.log = log  # type: ignore[attr-defined]
+    try:
+        yield start
+    finally:
+        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False)
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ import pytest
 
 from devcluster.cluster import Cluster
 
-from .conftest import apply, get, operator_env, secret, target, wait_for
+from .conftest import apply, get, operators, secret, target, wait_for
 
 
 def sql(host: str, statement: str, *args: Any) -> list[asyncpg.Record]:
@@ -259,19 +258,8 @@ def test_an_operator_killed_during_apply_resumes_without_a_duplicate(
     big_table(database)
     apply(cluster, secret(namespace, "pw"))
     apply(cluster, writer_target(namespace, database))
-    log = cluster.plane.dir / f"apply-killed-{namespace}.log"
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
-            env=operator_env(cluster, OPTISCHEMA_OPERATOR_IDENTITY="admin"),
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-
-    first = start()
-    second = None
-    try:
+    with operators(cluster, namespace, "apply-killed", OPTISCHEMA_OPERATOR_IDENTITY="admin") as start:
+        first = start()
         index = {"table": "big", "columns": [{"name": "c"}, {"name": "a"}]}
         apply(cluster, change(namespace, "resumed", index, schedule="immediate"))
         wait_for(lambda: building(database), timeout=60, what="the build to start")
@@ -281,18 +269,12 @@ def test_an_operator_killed_during_apply_resumes_without_a_duplicate(
         wait_for(lambda: not building(database), timeout=30, what="the orphaned build to stop")
         assert indexes(database, "big_c_a_idx") == [("big_c_a_idx", False)], "an INVALID index is left behind"
         assert phase(cluster, namespace, "resumed") == "Applying"
-        second = start()
+        start()
         status = wait_phase(cluster, namespace, "resumed", "Applied", "RolledBack", "Failed", timeout=180)
         assert status["phase"] == "Applied", status["conditions"]
         assert indexes(database, "big_c_a_idx") == [("big_c_a_idx", True)], "one valid index, no duplicate"
         actions = [h["action"] for h in status["history"]]
         assert actions == ["Precheck", "Cleanup", "Execute", "Verify"], actions
-    finally:
-        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False)
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import asyncpg
 from devcluster.cluster import Cluster
 from devcluster.localpg import LocalPostgres, free_port
 
-from .conftest import apply, get, operator_env, secret, target, wait_for
+from .conftest import apply, get, operator_env, operators, secret, target, wait_for
 
 
 def index_recommendations(
@@ -464,28 +464,17 @@ def test_the_policy_auto_approves_what_it_allows_and_records_it(
 
 
 def test_an_operator_killed_mid_analysis_leaves_no_duplicates(cluster: Cluster, namespace: str, database: str) -> None:
-    env = operator_env(cluster, OPTISCHEMA_SAMPLE_SECONDS="6")  # the analysis samples activity for 6 s
-    log = cluster.plane.dir / f"killed-{namespace}.log"
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "optischema.cli.main", "run", "-n", namespace],
-            env=env,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-
-    first = start()
-    second = None
-    try:
+    # The analysis samples activity for 6 s: time to kill the operator in the middle of it.
+    with operators(cluster, namespace, "killed", OPTISCHEMA_SAMPLE_SECONDS="6") as start:
+        first = start()
         apply(cluster, secret(namespace, "pw"))
         apply(cluster, target(namespace, database))
-        wait_for(lambda: "checked" in log.read_text(), timeout=60, what="the first check")
+        wait_for(lambda: "checked" in start.log.read_text(), timeout=60, what="the first check")
         time.sleep(2)  # inside the analysis's sampling
         first.kill()  # SIGKILL: no clean-up of any kind
         first.wait(timeout=10)
         assert not get(cluster, "trec", "-n", namespace)["items"], "killed before it recorded anything"
-        second = start()
+        start()
         items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=90, what="recommendations")
         wait_for(
             lambda: get(cluster, "pgt", "shop", "-n", namespace)["status"].get("lastAnalysis", {}).get("outcome"),
@@ -496,9 +485,3 @@ def test_an_operator_killed_mid_analysis_leaves_no_duplicates(cluster: Cluster, 
         changes = [i["spec"].get("sql") or i["metadata"]["name"] for i in items]
         assert len(changes) == len(set(changes)), changes
         assert [i["spec"]["kind"] for i in items].count("createIndex") == 1
-    finally:
-        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False)
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
