@@ -25,8 +25,8 @@ from typing import Any
 
 from devcluster import LocalPostgres
 from devcluster.cluster import Cluster
-from devcluster.localpg import free_port
 from devcluster.workload import Workload
+from optischema.postgres.local import free_port
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "demo"

@@ -4,6 +4,6 @@ Used by the tests, ``make demo`` and ``make cluster-up``, the way controller-run
 operator package never imports it.
 """
 
-from .localpg import LocalPostgres, PostgresStartError
+from optischema.postgres.local import LocalPostgres, PostgresStartError
 
 __all__ = ["LocalPostgres", "PostgresStartError"]

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optischema.kube import certs
-
-from .localpg import free_port
+from optischema.postgres.local import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"

@@ -11,7 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .localpg import LocalPostgres
+from optischema.postgres.local import LocalPostgres
 
 
 class Workload:

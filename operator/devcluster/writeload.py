@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .localpg import LocalPostgres
+from optischema.postgres.local import LocalPostgres
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS ledger (id bigint PRIMARY KEY, account int NOT NULL, amount int NOT NULL, note text);

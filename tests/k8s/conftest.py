@@ -22,7 +22,7 @@ import pytest
 
 from devcluster.cluster import Cluster
 from devcluster.controlplane import ControlPlaneError, find_binaries
-from devcluster.localpg import free_port
+from optischema.postgres.local import free_port
 
 from . import objects
 

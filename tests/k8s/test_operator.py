@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from devcluster.cluster import Cluster
-from devcluster.localpg import LocalPostgres, free_port
+from optischema.postgres.local import LocalPostgres, free_port
 
 from .conftest import apply, get, operator_env, operators, secret, target, wait_for
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from devcluster import LocalPostgres
-from devcluster.localpg import free_port
 from optischema.api.resources import TuningRecommendation
 from optischema.cli.main import main
+from optischema.postgres.local import free_port
 
 from .conftest import run_sql
 from .test_engine import ORDERS

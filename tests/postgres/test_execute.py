@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from devcluster.localpg import LocalPostgres
 from devcluster.writeload import create_ledger, write_load
 from optischema.postgres import catalog, execute
+from optischema.postgres.local import LocalPostgres
 
 
 def database_of(dsn: str) -> str:

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster in a temporary directory, on loopback, for tests and the demo.
+"""A throwaway PostgreSQL cluster in a temporary directory, on loopback: the local sandbox provider, and the
+server the tests and the demo start.
 
 Why not pytest-postgresql: it runs ``initdb``/``pg_ctl`` as the current user, and our sessions and CI run as root,
 which PostgreSQL refuses. Here every server command runs as the ``postgres`` system user (``runuser``) when we are
