@@ -36,11 +36,14 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.quantity import parse_quantity
+
+from optischema.postgres.local import LocalPostgres, PostgresStartError
 
 from .controlplane import ControlPlane, _die_with_parent
-from .localpg import LocalPostgres, PostgresStartError
 
 log = logging.getLogger("devcluster.kubelet")
+NODE_MEMORY = "8Gi"
 POSTGRES_IMAGE = re.compile(r"(^|/)postgres(ql)?(:|@|$)")
 HEARTBEAT_SECONDS = 10
 
@@ -82,6 +85,8 @@ class ProcessKubelet:
         self._stop = threading.Event()
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
+        self._handling = threading.RLock()  # the watch and the config retries handle one Pod event at a time
+        self._waiting: set[str] = set()  # Pods waiting for a Secret or ConfigMap, retried on a timer
         self._free_ips = [f"127.0.0.{n}" for n in range(10, 250)]
         self._threads: list[threading.Thread] = []
 
@@ -124,7 +129,7 @@ class ProcessKubelet:
 
     def _node_status(self) -> None:
         now = _now()
-        capacity = {"cpu": str(os.cpu_count() or 1), "memory": "8Gi", "pods": "110"}
+        capacity = {"cpu": str(os.cpu_count() or 1), "memory": NODE_MEMORY, "pods": "110"}
         status = {
             "status": {
                 "conditions": [
@@ -189,7 +194,8 @@ class ProcessKubelet:
                 for event in stream:
                     if self._stop.is_set():
                         return
-                    self._handle(event["type"], event["object"])
+                    with self._handling:
+                        self._handle(event["type"], event["object"])
             except Exception as error:  # the watch ends with the API server or a network blip: start again
                 if not self._stop.is_set():
                     log.warning("pod watch interrupted (%s); watching again", type(error).__name__)
@@ -203,7 +209,11 @@ class ProcessKubelet:
                 self._kill(run)
             return
         if pod.spec.node_name is None and pod.metadata.deletion_timestamp is None:
-            self._bind(pod)
+            unfit = self._unfit(pod)
+            if unfit:
+                self._unschedulable(pod, unfit)
+            else:
+                self._bind(pod)
             return
         if pod.spec.node_name != self.node:
             return
@@ -216,6 +226,34 @@ class ProcessKubelet:
             return
         if key not in self._runs and pod.status.phase in (None, "Pending"):
             self._run(key, pod)
+
+    def _unfit(self, pod: Any) -> str:
+        """Why the Pod's requests exceed this node's capacity (it then stays Pending, as a scheduler leaves it)."""
+        wanted = {"cpu": 0.0, "memory": 0.0}
+        for container in pod.spec.containers:
+            requests = (container.resources.requests if container.resources else None) or {}
+            for resource in wanted:
+                if resource in requests:
+                    wanted[resource] += float(parse_quantity(requests[resource]))
+        have = {"cpu": float(os.cpu_count() or 1), "memory": float(parse_quantity(NODE_MEMORY))}
+        short = [f"Insufficient {r}" for r in wanted if wanted[r] > have[r]]
+        return ", ".join(short)
+
+    def _unschedulable(self, pod: Any, why: str) -> None:
+        status = {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": f"0/1 nodes are available: {why}.",
+                    "lastTransitionTime": _now(),
+                }
+            ],
+        }
+        with contextlib.suppress(ApiException):
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
 
     def _bind(self, pod: Any) -> None:
         body = {
@@ -238,6 +276,12 @@ class ProcessKubelet:
         self._runs[key] = run
         try:
             env = self._environment(pod, container, ip)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self._wait_for_config(key, run, pod, container)  # a Secret not created yet: retry, as a kubelet does
+            return
+        try:
             if POSTGRES_IMAGE.search(container.image or ""):
                 self._start_postgres(run, container, env)
             elif self.our_image in (container.image or ""):
@@ -254,6 +298,42 @@ class ProcessKubelet:
             self._fail(run, container, "StartFailed", str(error)[:1000])
             return
         self._status(run, container, running=True, ready=run.postgres is not None)
+
+    def _wait_for_config(self, key: str, run: _Run, pod: Any, container: Any) -> None:
+        with self._lock:
+            self._runs.pop(key, None)
+            self._free_ips.insert(0, run.ip)
+        status = {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": container.name,
+                    "image": container.image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret not found"}},
+                }
+            ],
+        }
+        with contextlib.suppress(ApiException):
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace, {"status": status})
+        if key in self._waiting:
+            return
+        self._waiting.add(key)
+
+        def retry() -> None:
+            self._waiting.discard(key)
+            if self._stop.is_set():
+                return
+            with contextlib.suppress(ApiException), self._handling:
+                fresh = self.core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+                if fresh.metadata.uid == pod.metadata.uid and key not in self._runs:
+                    self._handle("MODIFIED", fresh)
+
+        timer = threading.Timer(0.5, retry)
+        timer.daemon = True
+        timer.start()
 
     def _environment(self, pod: Any, container: Any, ip: str) -> dict[str, str]:
         env: dict[str, str] = {}

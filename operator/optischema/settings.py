@@ -57,5 +57,18 @@ class Settings(BaseSettings):
     application's queries through, and is retried with backoff while the window lasts."""
     apply_retry_backoff_seconds: float = Field(default=2.0, gt=0, le=300)
     """First wait before retrying after a lock timeout (doubled each time, at most 60 s)."""
+    max_sandboxes: int = Field(default=4, ge=1, le=200)
+    """Sandbox pods running at once across all targets (each target also has ``spec.sandbox.maxConcurrent``)."""
+    sandbox_ready_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    """How long a sandbox pod may take to become ready before it is removed and the benchmark recorded as
+    failed (``SandboxNotReady``)."""
+    benchmark_runs: int = Field(default=20, ge=3, le=1000)
+    """Timed executions of each statement before and after the change."""
+    operator_namespace: str | None = None
+    """Namespace of the operator's pods, which sandbox NetworkPolicies let in; by default the one we run in."""
+    operator_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "optischema", "app.kubernetes.io/component": "operator"}
+    )
+    """Labels of the operator's pods, which sandbox NetworkPolicies let in (the chart sets them on its pods)."""
     immediate_budget_seconds: int = Field(default=3600, ge=60, le=86400)
     """Time allowed to an ``immediate`` change (it has no window to end it): its statement timeout."""

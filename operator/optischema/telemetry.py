@@ -38,6 +38,18 @@ STATEMENTS_EXECUTED = Counter(
 CHANGES_WAITING = Gauge(
     "optischema_index_changes_waiting", "IndexChanges waiting for a maintenance window", ["namespace", "target"]
 )
+BENCHMARKS = Counter(
+    "optischema_benchmarks_total",
+    "Sandbox benchmarks by outcome (Measured or the failure reason)",
+    ["namespace", "target", "outcome"],
+)
+BENCHMARK_SECONDS = Histogram(
+    "optischema_benchmark_duration_seconds",
+    "Duration of sandbox benchmarks, preparation included",
+    ["namespace", "target"],
+    buckets=(5, 10, 30, 60, 120, 300, 600, 1800),
+)
+SANDBOXES_RUNNING = Gauge("optischema_sandboxes_running", "Sandboxes running now", ["namespace", "target"])
 TARGET_READY = Gauge("optischema_target_ready", "1 when the target is Ready", ["namespace", "target"])
 
 

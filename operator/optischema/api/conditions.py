@@ -31,6 +31,9 @@ class ConditionType(StrEnum):
     """Work is in progress: present and ``True`` while the operator acts; removed when it settles."""
     STALLED = "Stalled"
     """The operator cannot make progress without a person acting; the reason and message say why."""
+    BENCHMARKED = "Benchmarked"
+    """A recommendation was measured in a sandbox (``True``), or the sandbox could not measure it (``False``, with
+    the reason); absent until a benchmark has run."""
 
 
 class Reason(StrEnum):
@@ -50,6 +53,10 @@ class Reason(StrEnum):
     # TuningRecommendation
     AWAITING_APPROVAL = "AwaitingApproval"
     BENCHMARKING = "Benchmarking"
+    MEASURED = "Measured"
+    SANDBOX_NOT_READY = "SandboxNotReady"
+    SANDBOX_FAILED = "SandboxFailed"
+    BENCHMARK_FAILED = "BenchmarkFailed"
     SUPERSEDED = "Superseded"
     # IndexChange
     WAITING_FOR_WINDOW = "WaitingForWindow"

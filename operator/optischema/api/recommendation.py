@@ -209,6 +209,23 @@ def _camel(member: str) -> str:
     return "queryRewrite" if member == "query_rewrite" else member
 
 
+class StatementBenchmark(ApiModel):
+    """One statement as the sandbox ran it."""
+
+    query_id: str = Field(pattern=r"^-?[0-9]+$")
+    """``pg_stat_statements.queryid`` on the target."""
+    write: bool = False
+    """An INSERT, UPDATE or DELETE (run in a transaction that is rolled back)."""
+    runs: int = Field(default=0, ge=0)
+    """Timed executions on each side."""
+    p50_before_ms: float | None = Field(default=None, ge=0)
+    """Median latency before the change."""
+    p50_after_ms: float | None = Field(default=None, ge=0)
+    """Median latency after the change."""
+    error: str | None = Field(default=None, max_length=1024)
+    """Why the statement could not be measured (the others still were)."""
+
+
 class Benchmark(ApiModel):
     """What the sandbox measured for the affected statements."""
 
@@ -238,6 +255,10 @@ class Benchmark(ApiModel):
     """When it finished."""
     error: str | None = Field(default=None, max_length=4096)
     """Why the benchmark could not complete, if it could not."""
+    statements: list[StatementBenchmark] = Field(default_factory=list, max_length=100)
+    """Each statement's figures, or its error."""
+    warnings: list[str] = Field(default_factory=list, max_length=50)
+    """What the sandbox preparation skipped (a table it could not load, a schema object it could not restore)."""
 
 
 class TuningRecommendationStatus(ApiModel):

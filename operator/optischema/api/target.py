@@ -216,6 +216,11 @@ class Sandbox(ApiModel):
     """Largest database copied whole in ``full`` mode."""
     timeout_seconds: int = Field(default=1800, ge=60, le=86400)
     """Deadline of a sandbox pod (``activeDeadlineSeconds``); a sandbox past it is removed."""
+    pii_safe: bool = True
+    """In ``synthetic`` mode, copy no value of the target at all: most common values and histogram bounds shape
+    the generated rows but are never written. Turn off only where the target's values may leave it."""
+    max_concurrent: int = Field(default=2, ge=1, le=20)
+    """Sandboxes of this target running at once (the operator also has a cluster-wide limit)."""
 
 
 LlmProviderName = Literal["openai", "deepseek", "gemini", "openaiCompatible"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 
+from optischema.handlers.benchmark import make_queue
 from optischema.kube import certs
 from optischema.kube.client import Kube, load_config
 from optischema.settings import Settings
@@ -39,6 +40,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.admission.managed = "optischema.io"
     memo.analyses = asyncio.Semaphore(operator_settings.analysis_concurrency)
     memo.target_edits = {}  # (namespace, target) -> asyncio.Event, set when the target's spec is edited
+    memo.benchmark_wakeups = {}  # (namespace, target) -> asyncio.Event, set when a recommendation arrives
+    memo.benchmarks = make_queue(memo)
 
 
 def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from optischema.api.resources import GROUP, VERSION, owner_reference
+from optischema.handlers.benchmark import wake
 from optischema.telemetry import INDEX_CHANGES_CREATED
 
 #: Recommendation kind → (IndexChange operation, the member of spec.change it carries, its name in the change).
@@ -26,6 +27,8 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     state = spec.get("approval", {}).get("state", "Pending")
     namespace, name = meta["namespace"], meta["name"]
+    if state == "Pending":
+        wake(memo, namespace, spec["targetRef"]["name"])  # its sandbox benchmark
     if state == "Rejected" and status.get("phase") != "Rejected":
         await memo.kube.patch_status("tuningrecommendations", namespace, name, {"phase": "Rejected"})
         kopf.info(body, reason="Rejected", message=spec["approval"].get("reason") or "rejected")

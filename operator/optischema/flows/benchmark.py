@@ -1,0 +1,251 @@
+"""A recommendation tried for real: copy the target into a sandbox, time its statements, apply, time again.
+
+The same steps serve ``optischema benchmark`` (local provider) and the operator (pod provider). What a benchmark
+measures: the statements the recommendation's evidence lists (the ones it helps; for a drop, the writes it
+slows), plus the target's busiest writes on the table (what a new index costs them), each run repeatedly with
+parameters bound from the sandbox's own rows, before and after the change. Nothing here ever writes to the
+target: it is read through the read-only analysis connection, and ``pg_dump`` only reads.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from optischema.analysis.errors import AnalysisError
+from optischema.analysis.latency import summarise
+from optischema.analysis.statements import Catalog, TableKey, parse_statement
+from optischema.api.conditions import Reason
+from optischema.api.quantity import quantity_bytes
+from optischema.api.recommendation import Benchmark, StatementBenchmark, TuningRecommendationSpec
+from optischema.api.target import Sandbox as SandboxSpec
+from optischema.flows.sandbox import Provider, SandboxError
+from optischema.postgres import clone, timing
+from optischema.postgres.connect import DATABASE_ERRORS, connect
+
+Progress = Callable[[str], None]
+#: Timed executions per statement and side (fewer when a statement is slow: see timing.PHASE_BUDGET_SECONDS).
+DEFAULT_RUNS = 20
+BENCHMARKED_KINDS = {"createIndex", "dropIndex"}
+_WRITE = re.compile(r"^\s*(insert|update|delete)\b", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class Statement:
+    query_id: str
+    query: str
+    calls: int
+    write: bool
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one benchmark copies and runs."""
+
+    kind: str
+    change_sql: str
+    table: TableKey
+    statements: list[Statement] = field(default_factory=list)
+    tables: list[TableKey] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Outcome:
+    benchmark: Benchmark
+    reason: str  # Reason.MEASURED or why it could not measure
+
+
+def plan_for(spec: TuningRecommendationSpec, catalog: Catalog, writes: list[tuple[str, str, int]]) -> Plan:
+    """The statements and tables of a recommendation's benchmark (its evidence, and writes on its table)."""
+    index = spec.change.index
+    if spec.kind not in BENCHMARKED_KINDS or index is None:
+        raise ValueError(f"kind {spec.kind} is not benchmarked (only {', '.join(sorted(BENCHMARKED_KINDS))})")
+    table = (index.schema_, index.table)
+    plan = Plan(spec.kind, spec.sql, table, tables=[table])
+    seen: set[str] = set()
+    for query_id, query, calls in [(s.query_id, s.query, s.calls) for s in spec.evidence.statements] + writes:
+        if query_id in seen or not query:
+            continue
+        seen.add(query_id)
+        parsed = parse_statement(query, catalog)
+        write = parsed.kind in ("insert", "update", "delete") or bool(_WRITE.match(query))
+        plan.statements.append(Statement(query_id, query, calls, write))
+        for key in sorted(parsed.tables):
+            if key not in plan.tables:
+                plan.tables.append(key)
+    return plan
+
+
+async def measure(
+    source_dsn: str,
+    sandbox_dsn: str,
+    plan: Plan,
+    spec: SandboxSpec,
+    *,
+    runs: int = DEFAULT_RUNS,
+    progress: Progress = lambda _: None,
+) -> Benchmark:
+    """Prepare the sandbox from the target, run the plan before and after the change; raises SandboxError."""
+    started = time.monotonic()
+    try:
+        source = await connect(source_dsn, statement_timeout_ms=spec.timeout_seconds * 1000)
+    except AnalysisError as error:
+        raise SandboxError("BenchmarkFailed", f"cannot read the target: {error.message}") from error
+    try:
+        sandbox = await connect(
+            sandbox_dsn, read_only=False, application_name="optischema-sandbox", statement_timeout_ms=0
+        )
+    except AnalysisError as error:
+        await source.close()
+        raise SandboxError("SandboxFailed", f"cannot connect to the sandbox: {error.message}") from error
+    dump: clone.SchemaDump | None = None
+    try:
+        major = await clone.server_major(source)
+        if spec.data_mode == "full":
+            size, limit = await clone.database_bytes(source), quantity_bytes(spec.full_max_size)
+            if size > limit:
+                raise SandboxError(
+                    "BenchmarkFailed",
+                    f"the database is {size / 2**30:.1f} GiB, above sandbox.fullMaxSize ({spec.full_max_size}); "
+                    "use dataMode sample or synthetic",
+                )
+        progress("dumping the schema (pg_dump --schema-only)")
+        dump = clone.SchemaDump(major)
+        await dump.take(source_dsn)
+        warnings = await dump.restore(sandbox_dsn, "pre-data")
+        loaded = await clone.fill(
+            source,
+            sandbox,
+            plan.tables,
+            mode=spec.data_mode,
+            percent=100.0 if spec.data_mode == "full" else spec.sample_percent,
+            max_rows=spec.max_rows_per_table,
+            pii_safe=spec.pii_safe,
+            progress=progress,
+        )
+        progress("creating indexes and constraints")
+        warnings += loaded.warnings + await dump.restore(sandbox_dsn, "post-data")
+        await clone.advance_sequences(sandbox)
+        await sandbox.execute("ANALYZE")
+        await sandbox.execute("SET plan_cache_mode = force_custom_plan; SET statement_timeout = '30s'")
+        progress(f"timing {len(plan.statements)} statement(s) before the change")
+        prepared = await timing.prepare(
+            sandbox, [(s.query_id, s.query, s.calls, s.write) for s in plan.statements], runs
+        )
+        before = await timing.time_all(sandbox, prepared)
+        progress("applying the change in the sandbox")
+        try:
+            await sandbox.execute(plan.change_sql)
+            await sandbox.execute(f"ANALYZE {clone.quoted(plan.table)}")
+        except DATABASE_ERRORS as error:
+            raise SandboxError("BenchmarkFailed", f"the change failed in the sandbox: {error}") from error
+        progress("timing the statements after the change")
+        after = await timing.time_all(sandbox, prepared)
+        version = await sandbox.fetchval("SHOW server_version")
+    except DATABASE_ERRORS as error:
+        raise SandboxError(
+            "BenchmarkFailed", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
+    finally:
+        if dump is not None:
+            dump.remove()
+        await source.close()
+        await sandbox.close()
+    timings = timing.timings(prepared, before, after)
+    summary = summarise(timings)
+    improvement = summary.improvement_percent
+    if plan.kind == "dropIndex" and improvement is None and summary.write_overhead_percent is not None:
+        improvement = -summary.write_overhead_percent  # a drop is judged on what it saves the writers
+    return Benchmark(
+        data_mode=spec.data_mode,
+        rows=loaded.total_rows,
+        p50_before_ms=summary.p50_before_ms,
+        p50_after_ms=summary.p50_after_ms,
+        p95_before_ms=summary.p95_before_ms,
+        p95_after_ms=summary.p95_after_ms,
+        speedup=summary.speedup,
+        improvement_percent=None if improvement is None else min(100.0, improvement),
+        write_overhead_percent=summary.write_overhead_percent,
+        server_version=str(version),
+        duration_seconds=round(time.monotonic() - started, 2),
+        completed_at=datetime.now(UTC),
+        statements=[
+            StatementBenchmark(
+                query_id=t.query_id,
+                write=t.write,
+                runs=len(t.before),
+                p50_before_ms=round(_median(t.before), 4) if t.before else None,
+                p50_after_ms=round(_median(t.after), 4) if t.after else None,
+                error=t.error,
+            )
+            for t in timings
+        ][:100],
+        warnings=[w[:500] for w in warnings][:50],
+        error=None if summary.measured else "no statement could be measured (see statements)",
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+async def benchmark(
+    provider: Provider,
+    source_dsn: str,
+    recommendation: dict[str, Any],
+    spec: SandboxSpec,
+    *,
+    runs: int = DEFAULT_RUNS,
+    progress: Progress = lambda _: None,
+) -> Outcome:
+    """Start a sandbox, measure the recommendation, remove the sandbox. Failures come back as an Outcome whose
+    benchmark carries the error: they are recorded, never raised."""
+    started = time.monotonic()
+    rec = TuningRecommendationSpec.model_validate(recommendation["spec"])
+    try:
+        source = await connect(source_dsn)
+        try:
+            catalog = await timing.catalog_of(source)
+            index = rec.change.index
+            writes = await timing.write_statements(source, index.table) if index and rec.kind == "createIndex" else []
+            major = await clone.server_major(source)
+        finally:
+            await source.close()
+        plan = plan_for(rec, catalog, writes)
+        progress(f"starting a sandbox (PostgreSQL {major})")
+        sandbox = await provider.start(recommendation, spec, major)
+        try:
+            result = await measure(source_dsn, sandbox.dsn, plan, spec, runs=runs, progress=progress)
+        finally:
+            await provider.stop(sandbox)
+    except SandboxError as error:
+        return _failed(spec, error.reason, str(error), started)
+    except AnalysisError as error:
+        return _failed(spec, Reason.BENCHMARK_FAILED, error.message, started)
+    except DATABASE_ERRORS as error:
+        return _failed(
+            spec, Reason.BENCHMARK_FAILED, str(error).splitlines()[0] if str(error) else repr(error), started
+        )
+    return Outcome(result, Reason.MEASURED if result.error is None else Reason.BENCHMARK_FAILED)
+
+
+def _failed(spec: SandboxSpec, reason: str, message: str, started: float) -> Outcome:
+    return Outcome(
+        Benchmark(
+            data_mode=spec.data_mode,
+            duration_seconds=round(time.monotonic() - started, 2),
+            completed_at=datetime.now(UTC),
+            error=message[:4000],
+        ),
+        str(reason),
+    )

@@ -1,0 +1,183 @@
+"""The operator's benchmark queue: which recommendations to measure, how many sandboxes at once, and recording.
+
+A recommendation is measured once, while it waits for a decision: index kinds only (an ANALYZE or a setting is
+not a per-statement change a sandbox copy could show), approval still ``Pending``, no benchmark yet. A
+recommendation left in ``Benchmarking`` by an operator that died is measured again (its old pod is replaced).
+The limits are a semaphore per target (``spec.sandbox.maxConcurrent``) inside a cluster-wide one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from optischema.api.conditions import Condition, ConditionType, Reason, set_condition
+from optischema.api.recommendation import Benchmark
+from optischema.api.target import PostgresTargetSpec
+from optischema.flows.benchmark import BENCHMARKED_KINDS, Outcome, benchmark
+from optischema.flows.policy import auto_approves
+from optischema.flows.sandbox import Provider
+from optischema.flows.target import Check
+from optischema.kube.client import Kube
+from optischema.telemetry import BENCHMARK_SECONDS, BENCHMARKS, SANDBOXES_RUNNING, log_for
+
+PLURAL = "tuningrecommendations"
+TARGET_LABEL = "optischema.io/target"
+WAITING = {None, "Proposed", "AwaitingApproval", "Benchmarking"}
+Announce = Callable[[dict[str, Any], str, str, bool], None]  # (recommendation, reason, message, warning)
+
+
+def needs_benchmark(item: dict[str, Any]) -> bool:
+    spec, status = item.get("spec") or {}, item.get("status") or {}
+    return (
+        spec.get("kind") in BENCHMARKED_KINDS
+        and (spec.get("approval") or {}).get("state", "Pending") == "Pending"
+        and not status.get("benchmark")
+        and status.get("phase") in WAITING
+        and not item["metadata"].get("deletionTimestamp")
+    )
+
+
+def recorded(outcome: Outcome, status: dict[str, Any], generation: int | None, now: datetime) -> dict[str, Any]:
+    """The status patch for a finished benchmark: the figures, the ``Benchmarked`` condition, the phase back to
+    waiting for a decision (unless someone decided meanwhile)."""
+    previous = [Condition.model_validate(c) for c in status.get("conditions", [])]
+    measured = outcome.reason == Reason.MEASURED
+    bench = outcome.benchmark
+    message = (
+        f"measured in a {bench.data_mode} sandbox: p50 {bench.p50_before_ms} → {bench.p50_after_ms} ms "
+        f"(speed-up {bench.speedup}x)"
+        if measured
+        else f"the sandbox could not measure it: {bench.error}"
+    )
+    conditions = set_condition(
+        previous,
+        ConditionType.BENCHMARKED,
+        "True" if measured else "False",
+        outcome.reason,
+        message,
+        now=now,
+        generation=generation,
+    )
+    patch: dict[str, Any] = {
+        "benchmark": bench.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "conditions": [c.to_wire() for c in conditions],
+    }
+    if status.get("phase") == "Benchmarking":
+        patch["phase"] = "AwaitingApproval"
+    return patch
+
+
+class Queue:
+    """Runs the pending benchmarks of one target within its own limit and the cluster-wide one."""
+
+    def __init__(self, kube: Kube, provider: Provider, slots: asyncio.Semaphore, *, runs: int) -> None:
+        self.kube = kube
+        self.provider = provider
+        self.slots = slots
+        self.runs = runs
+
+    async def run_pending(
+        self, target: dict[str, Any], check: Callable[[], Awaitable[Check]], announce: Announce
+    ) -> int:
+        """Benchmark every recommendation of ``target`` that needs it; how many were measured. The target is
+        checked (credentials, reachability) only when there is something to do."""
+        try:
+            declared = PostgresTargetSpec.model_validate(target.get("spec") or {})
+        except ValidationError:
+            return 0  # the target's own daemon reports the invalid spec
+        if not declared.sandbox.enabled or declared.suspend:
+            return 0
+        meta = target["metadata"]
+        items = await self.kube.list(PLURAL, meta["namespace"], f"{TARGET_LABEL}={meta['name']}")
+        todo = sorted((i for i in items if needs_benchmark(i)), key=lambda i: i["metadata"]["creationTimestamp"])
+        if not todo:
+            return 0
+        checked = await check()
+        spec = checked.spec
+        if spec is None or checked.dsn is None or not checked.ready:
+            return 0  # the target's own daemon reports why
+        own = asyncio.Semaphore(spec.sandbox.max_concurrent)
+        results = await asyncio.gather(*(self._one(item, spec, checked.dsn, own, announce) for item in todo))
+        return sum(results)
+
+    async def _one(
+        self, item: dict[str, Any], spec: PostgresTargetSpec, dsn: str, own: asyncio.Semaphore, announce: Announce
+    ) -> int:
+        meta = item["metadata"]
+        namespace, name, target = meta["namespace"], meta["name"], item["spec"]["targetRef"]["name"]
+        log = log_for(namespace, name, kind="TuningRecommendation")
+        async with own, self.slots:
+            try:
+                current = await self.kube.get(PLURAL, namespace, name)
+            except LookupError:
+                return 0
+            if not needs_benchmark(current):
+                return 0  # decided, or measured, while it waited for a slot
+            await self.kube.patch_status(PLURAL, namespace, name, {"phase": "Benchmarking"})
+            SANDBOXES_RUNNING.labels(namespace, target).inc()
+            try:
+                outcome = await benchmark(
+                    self.provider,
+                    dsn,
+                    current,
+                    spec.sandbox,
+                    runs=self.runs,
+                    progress=lambda step: log.info("benchmark", step=step),
+                )
+            finally:
+                SANDBOXES_RUNNING.labels(namespace, target).dec()
+        BENCHMARKS.labels(namespace, target, outcome.reason).inc()
+        BENCHMARK_SECONDS.labels(namespace, target).observe(outcome.benchmark.duration_seconds or 0)
+        try:
+            latest = await self.kube.get(PLURAL, namespace, name)
+            status = latest.get("status") or {}
+            await self.kube.patch_status(
+                PLURAL, namespace, name, recorded(outcome, status, meta.get("generation"), datetime.now(UTC))
+            )
+        except LookupError:
+            log.info("benchmark finished after the recommendation was deleted")
+            return 0
+        measured = outcome.reason == Reason.MEASURED
+        announce(
+            latest,
+            outcome.reason,
+            f"speed-up {outcome.benchmark.speedup}x in the sandbox" if measured else outcome.benchmark.error or "",
+            not measured,
+        )
+        await self._auto_approve(latest, spec, outcome.benchmark)
+        return 1 if measured else 0
+
+    async def _auto_approve(self, item: dict[str, Any], spec: PostgresTargetSpec, bench: Benchmark) -> None:
+        """The target's auto-approve rule, now judged on the measured improvement."""
+        approval = item["spec"].get("approval") or {}
+        if approval.get("state", "Pending") != "Pending" or bench.error is not None:
+            return
+        approved, why = auto_approves(
+            spec.policy.auto_approve,
+            item["spec"]["kind"],
+            item["spec"].get("risk", "medium"),
+            bench.improvement_percent,
+        )
+        if approved:
+            meta = item["metadata"]
+            await self.kube.patch(
+                PLURAL,
+                meta["namespace"],
+                meta["name"],
+                {
+                    "spec": {
+                        "approval": {
+                            "state": "Approved",
+                            "reason": f"{why}; measured improvement {bench.improvement_percent}%",
+                            "decidedBy": f"policy:{item['spec']['targetRef']['name']}",
+                            "decidedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "when": "nextWindow",
+                        }
+                    }
+                },
+            )

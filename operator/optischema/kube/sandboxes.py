@@ -1,0 +1,247 @@
+"""Sandbox pods: a PostgreSQL of the target's major version per recommendation, reachable by the operator only.
+
+The Pod is owned by its recommendation (deleting the recommendation deletes it), its password lives in a Secret
+owned by the Pod, and a NetworkPolicy owned by the Pod lets only the operator's pods in. ``activeDeadlineSeconds``
+bounds its life even if the operator dies mid-benchmark. The operator connects to the Pod IP: a sandbox is
+short-lived and has no Service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from optischema.api.resources import owner_reference
+
+COMPONENT = "sandbox"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_RECOMMENDATION = "optischema.io/recommendation"
+LABEL_TARGET = "optischema.io/target"
+USER = "sandbox"
+DATABASE = "sandbox"
+PORT = 5432
+
+
+class SandboxError(RuntimeError):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PodSandbox:
+    namespace: str
+    name: str
+    dsn: str
+
+
+def pod_name(recommendation: str) -> str:
+    digest = hashlib.sha256(recommendation.encode()).hexdigest()[:6]
+    return f"{recommendation[:48]}-sbx-{digest}"
+
+
+def pod_manifest(
+    recommendation: dict[str, Any],
+    *,
+    image: str,
+    resources: dict[str, Any] | None,
+    deadline_seconds: int,
+    operator_labels: dict[str, str],
+) -> dict[str, Any]:
+    meta = recommendation["metadata"]
+    name = pod_name(meta["name"])
+    labels = {
+        "app.kubernetes.io/name": "optischema",
+        LABEL_COMPONENT: COMPONENT,
+        LABEL_RECOMMENDATION: meta["name"],
+        LABEL_TARGET: recommendation["spec"]["targetRef"]["name"],
+    }
+    container: dict[str, Any] = {
+        "name": "postgres",
+        "image": image,
+        "ports": [{"containerPort": PORT, "name": "postgres"}],
+        "env": [
+            {"name": "POSTGRES_USER", "value": USER},
+            {"name": "POSTGRES_DB", "value": DATABASE},
+            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
+            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+        ],
+        "readinessProbe": {
+            "exec": {"command": ["pg_isready", "-U", USER, "-d", DATABASE, "-h", "127.0.0.1"]},
+            "periodSeconds": 2,
+        },
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsUser": 999, "runAsNonRoot": True},
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+    }
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(recommendation)],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": deadline_seconds,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "containers": [container],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
+    }
+
+
+def secret_manifest(pod: dict[str, Any], password: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "labels": pod["metadata"]["labels"],
+            "ownerReferences": [owner_reference(pod)],
+        },
+        "type": "Opaque",
+        "stringData": {"password": password},
+    }
+
+
+def network_policy_manifest(
+    pod: dict[str, Any], operator_namespace: str, operator_labels: dict[str, str]
+) -> dict[str, Any]:
+    """Ingress to the sandbox from the operator's pods only; nothing else (the sandbox needs no egress)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "labels": pod["metadata"]["labels"],
+            "ownerReferences": [owner_reference(pod)],
+        },
+        "spec": {
+            "podSelector": {
+                "matchLabels": {
+                    LABEL_RECOMMENDATION: pod["metadata"]["labels"][LABEL_RECOMMENDATION],
+                    LABEL_COMPONENT: COMPONENT,
+                }
+            },
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}},
+                            "podSelector": {"matchLabels": operator_labels},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": PORT}],
+                }
+            ],
+            "egress": [],
+        },
+    }
+
+
+class Pods:
+    """Creates, waits for and removes sandbox pods (the official client, each call in a worker thread)."""
+
+    def __init__(self, operator_namespace: str, operator_labels: dict[str, str]) -> None:
+        # Untyped on purpose: the client takes plain dicts as bodies, which its stubs do not say.
+        self.core: Any = client.CoreV1Api()
+        self.networking: Any = client.NetworkingV1Api()
+        self.operator_namespace = operator_namespace
+        self.operator_labels = operator_labels
+
+    async def start(
+        self,
+        recommendation: dict[str, Any],
+        *,
+        image: str,
+        resources: dict[str, Any] | None,
+        deadline_seconds: int,
+        ready_timeout: float,
+    ) -> PodSandbox:
+        pod = pod_manifest(
+            recommendation,
+            image=image,
+            resources=resources,
+            deadline_seconds=deadline_seconds,
+            operator_labels=self.operator_labels,
+        )
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        await self.remove(namespace, name)  # a leftover of a previous attempt (the operator restarted)
+        created = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, pod)
+        pod["metadata"]["uid"] = created.metadata.uid
+        password = secrets.token_urlsafe(24)
+        await asyncio.to_thread(self.core.create_namespaced_secret, namespace, secret_manifest(pod, password))
+        await asyncio.to_thread(
+            self.networking.create_namespaced_network_policy,
+            namespace,
+            network_policy_manifest(pod, self.operator_namespace, self.operator_labels),
+        )
+        try:
+            ip = await self._ready(namespace, name, ready_timeout)
+        except BaseException:
+            await asyncio.shield(self.remove(namespace, name))
+            raise
+        dsn = f"postgresql://{USER}:{quote(password, safe='')}@{ip}:{PORT}/{DATABASE}?sslmode=disable"
+        return PodSandbox(namespace, name, dsn)
+
+    async def _ready(self, namespace: str, name: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        last = "not scheduled yet"
+        while time.monotonic() < deadline:
+            pod = await asyncio.to_thread(self.core.read_namespaced_pod, name, namespace)
+            status = pod.status
+            if status.phase in ("Failed", "Succeeded"):
+                raise SandboxError(
+                    "SandboxFailed", f"sandbox pod {name} ended ({status.phase}): {_why(status) or 'no reason given'}"
+                )
+            ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+            if ready and status.pod_ip:
+                return str(status.pod_ip)
+            last = _why(status) or f"phase {status.phase}"
+            await asyncio.sleep(0.5)
+        raise SandboxError(
+            "SandboxNotReady", f"sandbox pod {name} was not ready within {timeout:g}s ({last}); it was removed"
+        )
+
+    async def remove(self, namespace: str, name: str) -> None:
+        """Delete the pod now (its Secret and NetworkPolicy follow by owner reference, and are deleted too in
+        case the garbage collector is slow)."""
+        for call in (
+            lambda: self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0),
+            lambda: self.core.delete_namespaced_secret(name, namespace),
+            lambda: self.networking.delete_namespaced_network_policy(name, namespace),
+        ):
+            try:
+                await asyncio.to_thread(call)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+
+def _why(status: Any) -> str:
+    for condition in status.conditions or []:
+        if condition.status != "True" and condition.reason:
+            return f"{condition.type}: {condition.reason} {condition.message or ''}".strip()
+    for container in status.container_statuses or []:
+        state = container.state
+        if state and state.waiting and state.waiting.reason:
+            return f"{state.waiting.reason}: {state.waiting.message or ''}".strip()
+        if state and state.terminated:
+            return f"{state.terminated.reason}: {state.terminated.message or ''}".strip()
+    return ""

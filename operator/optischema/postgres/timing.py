@@ -1,0 +1,220 @@
+"""Statements run for real in the sandbox, with parameters bound from the sandbox's own rows, and timed.
+
+Each statement is prepared once, warmed up once, then run ``runs`` times with a different row's values each time;
+the same values are used before and after the change, so the two sets of timings are paired. Write statements run
+inside a transaction that is rolled back, so the sandbox stays as loaded. A statement that fails records its error
+and the benchmark goes on with the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from optischema.analysis.latency import Timing
+from optischema.analysis.parameters import TYPICAL_LIMIT, Parameter, ParameterError, Source, plan_parameters
+from optischema.analysis.statements import Catalog
+
+SAMPLE_ROWS = 64
+#: A statement's repetitions stop early once they have taken this long (at least MIN_RUNS are kept).
+PHASE_BUDGET_SECONDS = 10.0
+MIN_RUNS = 3
+_DEFAULTS: dict[str, Any] = {
+    "int2": 1,
+    "int4": 1,
+    "int8": 1,
+    "numeric": 0,
+    "float4": 0.0,
+    "float8": 0.0,
+    "text": "",
+    "varchar": "",
+    "bool": True,
+}
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One statement made ready to run: its text, its parameter plan and the values for each run."""
+
+    query_id: str
+    query: str
+    calls: int
+    write: bool
+    arguments: list[list[Any]]
+    error: str | None = None
+
+
+async def catalog_of(conn: asyncpg.Connection) -> Catalog:
+    rows = await conn.fetch(
+        "SELECT n.nspname, c.relname, array_agg(a.attname::text) AS cols FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+        "AND NOT a.attisdropped WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') GROUP BY 1, 2"
+    )
+    path = await conn.fetchval("SELECT current_schemas(false)")
+    return Catalog({(r[0], r[1]): set(r["cols"]) for r in rows}, tuple(path or ("public",)))
+
+
+async def write_statements(conn: asyncpg.Connection, table: str, limit: int = 5) -> list[tuple[str, str, int]]:
+    """The target's busiest INSERT/UPDATE/DELETE statements naming ``table``: (query id, text, calls). They show
+    what an index costs the writers."""
+    rows = await conn.fetch(
+        "SELECT queryid::text AS id, query, calls FROM pg_stat_statements "
+        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND query ~* $1 AND query ~* '^\\s*(insert|update|delete)\\M' ORDER BY total_exec_time DESC LIMIT $2",
+        rf"\m{table}\M",
+        limit,
+    )
+    return [(row["id"], row["query"], int(row["calls"])) for row in rows]
+
+
+async def _samples(conn: asyncpg.Connection, sources: set[Source]) -> dict[Source, list[Any]]:
+    """Values of each source expression from random sandbox rows (one row per run, the same row for all the
+    expressions of one table alias, so that ``a = $1 AND b = $2`` looks for a pair that exists)."""
+    by_table: dict[tuple[tuple[str, str], str], list[Source]] = {}
+    for source in sources:
+        by_table.setdefault((source.table, source.alias), []).append(source)
+    values: dict[Source, list[Any]] = {}
+    await conn.execute("SELECT setseed(0.42)")
+    for (table, alias), group in by_table.items():
+        selected = ", ".join(s.expression for s in group)
+        qualified = ".".join('"' + part.replace('"', '""') + '"' for part in table)
+        alias_sql = '"' + alias.replace('"', '""') + '"'
+        not_null = " AND ".join(f"({s.expression}) IS NOT NULL" for s in group)
+        query = f"SELECT {selected} FROM {qualified} AS {alias_sql}"
+        found = await conn.fetch(f"{query} WHERE {not_null} ORDER BY random() LIMIT {SAMPLE_ROWS}")
+        if not found:
+            found = await conn.fetch(f"{query} ORDER BY random() LIMIT {SAMPLE_ROWS}")
+        for position, source in enumerate(group):
+            values[source] = [row[position] for row in found]
+    return values
+
+
+def _value(parameter: Parameter, samples: dict[Source, list[Any]], run: int, type_name: str) -> Any:
+    if parameter.role == "limit":
+        return TYPICAL_LIMIT
+    if parameter.role == "offset":
+        return 0
+    pool = samples.get(parameter.source) if parameter.source else None
+    if not pool:
+        return _DEFAULTS.get(type_name)
+    pick = pool[(run + parameter.slot) % len(pool)]
+    if parameter.role == "prefix":
+        text = str(pick)
+        prefix = text[: max(3, len(text) // 2)].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return prefix + "%"
+    if parameter.role == "array":
+        return [pool[(run + k) % len(pool)] for k in range(min(5, len(pool)))]
+    if parameter.role in ("lower", "upper"):
+        other = pool[(run + 1) % len(pool)]
+        try:
+            low, high = sorted((pick, other))
+        except TypeError:
+            low, high = pick, other
+        return low if parameter.role == "lower" else high
+    return pick
+
+
+async def prepare(
+    conn: asyncpg.Connection,
+    statements: Sequence[tuple[str, str, int, bool]],
+    runs: int,
+) -> list[Prepared]:
+    """Bind each ``(query_id, query, calls, write)`` for ``runs`` runs; a statement that cannot be bound is
+    returned with its error."""
+    catalog = await catalog_of(conn)
+    plans: list[tuple[tuple[str, str, int, bool], list[Parameter] | str]] = []
+    for statement in statements:
+        try:
+            plans.append((statement, plan_parameters(statement[1], catalog)))
+        except ParameterError as error:
+            plans.append((statement, str(error)))
+    sources = {p.source for _, plan in plans if not isinstance(plan, str) for p in plan if p.source}
+    samples = await _samples(conn, sources) if sources else {}
+    prepared = []
+    for (query_id, query, calls, write), plan in plans:
+        item = Prepared(query_id, query, calls, write, [])
+        if isinstance(plan, str):
+            item.error = plan
+        else:
+            try:
+                types = [t.name for t in (await conn.prepare(query)).get_parameters()]
+            except asyncpg.PostgresError as error:
+                item.error = _first_line(error)
+            else:
+                by_number = {p.number: p for p in plan}
+                item.arguments = [
+                    [
+                        _value(by_number.get(n + 1, Parameter(n + 1, "unknown")), samples, run, types[n])
+                        for n in range(len(types))
+                    ]
+                    for run in range(runs)
+                ]
+        prepared.append(item)
+    return prepared
+
+
+async def time_all(conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> list[list[float] | str]:
+    """Timings in milliseconds per statement, or its error."""
+    results: list[list[float] | str] = []
+    for item in prepared:
+        if item.error is not None:
+            results.append(item.error)
+            continue
+        try:
+            results.append(await _time(conn, item))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, TypeError, ValueError, OverflowError) as error:
+            results.append(_first_line(error))
+    return results
+
+
+async def _time(conn: asyncpg.Connection, item: Prepared) -> list[float]:
+    statement = await conn.prepare(item.query)
+    await _once(conn, statement, item.arguments[0], item.write)  # warm-up: caches, plan
+    timings: list[float] = []
+    started = time.monotonic()
+    for arguments in item.arguments:
+        timings.append(await _once(conn, statement, arguments, item.write))
+        if len(timings) >= MIN_RUNS and time.monotonic() - started > PHASE_BUDGET_SECONDS:
+            break
+    return timings
+
+
+async def _once(conn: asyncpg.Connection, statement: Any, arguments: list[Any], write: bool) -> float:
+    if not write:
+        clock = time.perf_counter()
+        await statement.fetch(*arguments)
+        return (time.perf_counter() - clock) * 1000
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        clock = time.perf_counter()
+        await statement.fetch(*arguments)
+        return (time.perf_counter() - clock) * 1000
+    finally:
+        await transaction.rollback()
+
+
+def timings(
+    prepared: Sequence[Prepared], before: Sequence[list[float] | str], after: Sequence[list[float] | str]
+) -> list[Timing]:
+    """Paired results as :class:`Timing` (an error on either side is the statement's error)."""
+    result = []
+    for item, b, a in zip(prepared, before, after, strict=True):
+        timing = Timing(item.query_id, item.calls, write=item.write)
+        if isinstance(b, str) or isinstance(a, str):
+            timing.error = b if isinstance(b, str) else str(a)
+        else:
+            runs = min(len(b), len(a))
+            timing.before, timing.after = b[:runs], a[:runs]
+        result.append(timing)
+    return result
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:500]
