@@ -143,7 +143,11 @@ def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[byte
     cluster.plane.kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found")
 
 
-def target(namespace: str, host: str, secret: str = "shop-db") -> dict[str, Any]:
+def target(
+    namespace: str, host: str, secret: str = "shop-db", *, sandbox: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The shop target; sandbox benchmarks are off unless asked for (test_sandbox), so that the other tests' timing
+    does not depend on sandbox pods."""
     return {
         "apiVersion": "optischema.io/v1alpha1",
         "kind": "PostgresTarget",
@@ -158,6 +162,7 @@ def target(namespace: str, host: str, secret: str = "shop-db") -> dict[str, Any]
             },
             "analysis": {"minCalls": 2},
             "maintenanceWindows": [{"days": ["Sun"], "start": "02:00", "duration": "2h", "timeZone": "Europe/Berlin"}],
+            "sandbox": sandbox or {"enabled": False},
         },
     }
 

@@ -6,7 +6,8 @@ recorded per table, with aliases and correlated references resolved against the 
 decides later what is worth an index.
 
 Text from ``pg_stat_statements`` keeps the application's spacing, and sqlglot reads ``$1,$2`` as dollar quoting;
-a space after ``,``, ``(`` and ``[`` fixes that without changing the statement.
+a space after punctuation and operators (``,``, ``(``, ``[``, ``=``, ``||``, ``%``…) fixes that without changing
+the statement.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ DIALECT = "postgres"
 TableKey = tuple[str, str]
 StatementKind = Literal["select", "insert", "update", "delete", "other"]
 
-_DOLLAR_AFTER_PUNCTUATION = re.compile(r"([,(\[])\$(\d)")
+_DOLLAR_AFTER_PUNCTUATION = re.compile(r"([,(\[|%=<>+\-*/^~!&#:])\$(\d)")
 _UTILITY = re.compile(
     r"^\s*(copy|do|begin|commit|rollback|savepoint|release|set|reset|show|vacuum|analy[sz]e|create|alter|drop|"
     r"grant|revoke|truncate|lock|listen|notify|unlisten|prepare|execute|deallocate|discard|fetch|close|declare|"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from optischema import __version__
 from optischema.api import crdgen
-from optischema.cli import analyze, analyze_target, run
+from optischema.cli import analyze, analyze_target, benchmark, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions generated from the API models")
     crds.add_argument("directory", nargs="?", type=Path, default=Path("crds"), help="where to write (default: crds)")
     analyze.add_parser(commands)
+    benchmark.add_parser(commands)
     run.add_parser(commands)
     analyze_target.add_parser(commands)
     return parser
