@@ -17,7 +17,7 @@ import asyncpg
 
 from optischema.analysis.latency import Timing
 from optischema.analysis.parameters import TYPICAL_LIMIT, Parameter, ParameterError, Source, plan_parameters
-from optischema.analysis.statements import Catalog
+from optischema.analysis.statements import Catalog, typed_parameters
 
 SAMPLE_ROWS = 64
 #: A statement's repetitions stop early once they have taken this long (at least MIN_RUNS are kept).
@@ -60,12 +60,12 @@ async def catalog_of(conn: asyncpg.Connection) -> Catalog:
 
 
 async def write_statements(conn: asyncpg.Connection, table: str, limit: int = 5) -> list[tuple[str, str, int]]:
-    """The target's busiest INSERT/UPDATE/DELETE statements naming ``table``: (query id, text, calls). They show
-    what an index costs the writers."""
+    """The target's most frequent INSERT/UPDATE/DELETE statements naming ``table``: (query id, text, calls). They
+    show what an index costs the writers; a statement run once (a bulk load, a migration) is not the workload."""
     rows = await conn.fetch(
         "SELECT queryid::text AS id, query, calls FROM pg_stat_statements "
         "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND query ~* $1 AND query ~* '^\\s*(insert|update|delete)\\M' ORDER BY total_exec_time DESC LIMIT $2",
+        "AND calls > 1 AND query ~* $1 AND query ~* '^\\s*(insert|update|delete)\\M' ORDER BY calls DESC LIMIT $2",
         rf"\m{table}\M",
         limit,
     )
@@ -137,7 +137,8 @@ async def prepare(
     samples = await _samples(conn, sources) if sources else {}
     prepared = []
     for (query_id, query, calls, write), plan in plans:
-        item = Prepared(query_id, query, calls, write, [])
+        # ``interval $1`` as pg_stat_statements prints a typed literal is no valid SQL; ``$1::interval`` is.
+        item = Prepared(query_id, typed_parameters(query), calls, write, [])
         if isinstance(plan, str):
             item.error = plan
         else:

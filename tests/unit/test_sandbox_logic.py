@@ -1,0 +1,258 @@
+"""The sandbox's pure parts: where parameters get values, synthetic rows, timing summaries, the queue's rules and
+the pod it asks for. Table-driven where the cases are data."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from optischema.analysis.latency import Timing, percentile, summarise
+from optischema.analysis.parameters import Parameter, ParameterError, Source, plan_parameters
+from optischema.analysis.statements import Catalog, prepare_text
+from optischema.analysis.synthetic import CannotGenerate, ColumnStats, rows
+from optischema.api.recommendation import Benchmark
+from optischema.flows.benchmark import Outcome
+from optischema.flows.benchmarking import needs_benchmark, recorded
+from optischema.kube.sandboxes import network_policy_manifest, pod_manifest, pod_name, secret_manifest
+
+CATALOG = Catalog(
+    {
+        ("public", "orders"): {"id", "customer_id", "email", "created_at", "status"},
+        ("public", "customers"): {"id", "name"},
+    }
+)
+ORDERS = ("public", "orders")
+CUSTOMERS = ("public", "customers")
+
+PARAMETERS: list[tuple[str, list[Parameter]]] = [
+    ("SELECT * FROM orders WHERE customer_id = $1", [Parameter(1, "value", Source(ORDERS, "orders", "customer_id"))]),
+    ("SELECT * FROM orders o WHERE $1 < o.created_at", [Parameter(1, "value", Source(ORDERS, "o", "o.created_at"))]),
+    (
+        "SELECT * FROM orders WHERE lower(email) LIKE $1",
+        [Parameter(1, "prefix", Source(ORDERS, "orders", "LOWER(email)"))],
+    ),
+    (
+        "SELECT * FROM orders WHERE status IN ($1,$2)",
+        [
+            Parameter(1, "value", Source(ORDERS, "orders", "status")),
+            Parameter(2, "value", Source(ORDERS, "orders", "status"), 1),
+        ],
+    ),
+    ("SELECT * FROM orders WHERE id = ANY($1)", [Parameter(1, "array", Source(ORDERS, "orders", "id"))]),
+    (
+        "SELECT * FROM orders WHERE created_at BETWEEN $1 AND $2",
+        [
+            Parameter(1, "lower", Source(ORDERS, "orders", "created_at")),
+            Parameter(2, "upper", Source(ORDERS, "orders", "created_at")),
+        ],
+    ),
+    ("SELECT * FROM orders ORDER BY id LIMIT $1 OFFSET $2", [Parameter(1, "limit"), Parameter(2, "offset")]),
+    (
+        "SELECT * FROM orders o JOIN customers c ON c.id = o.customer_id WHERE c.name = $1",
+        [Parameter(1, "value", Source(CUSTOMERS, "c", "c.name"))],
+    ),
+    ("SELECT * FROM orders o JOIN customers c ON c.id = o.customer_id WHERE id = $1", [Parameter(1, "unknown")]),
+    (
+        "INSERT INTO orders (customer_id, status) VALUES ($1, $2)",
+        [
+            Parameter(1, "value", Source(ORDERS, "orders", "customer_id")),
+            Parameter(2, "value", Source(ORDERS, "orders", "status")),
+        ],
+    ),
+    (
+        "UPDATE orders SET status = $1 WHERE id = $2",
+        [
+            Parameter(1, "value", Source(ORDERS, "orders", "status")),
+            Parameter(2, "value", Source(ORDERS, "orders", "id")),
+        ],
+    ),
+    ("SELECT $1::int + 1", [Parameter(1, "unknown")]),
+    ("SELECT * FROM orders WHERE created_at > now() - interval $1", [Parameter(1, "unknown")]),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), PARAMETERS, ids=[q for q, _ in PARAMETERS])
+def test_each_parameter_knows_where_its_values_come_from(query: str, expected: list[Parameter]) -> None:
+    assert plan_parameters(query, CATALOG) == expected
+
+
+def test_an_unreadable_statement_is_refused_with_the_parser_s_reason() -> None:
+    with pytest.raises(ParameterError, match="cannot parse"):
+        plan_parameters("SELECT * FROM orders WHERE (((", CATALOG)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("$2||g||$3", "$2||g|| $3"), ("g%$4=$5", "g% $4= $5"), ("a>=$1", "a>= $1"), ("f($1,$2)", "f( $1, $2)")],
+)
+def test_parameters_after_operators_are_spaced_for_the_parser(text: str, expected: str) -> None:
+    assert prepare_text(text) == expected
+
+
+# -- synthetic rows ---------------------------------------------------------------------------------------------
+
+STATUS = ColumnStats("status", "text", True, False, 0.0, 3, 5, ("done", "new", "fail"), (0.9, 0.08, 0.02))
+SECRET = ColumnStats("secret", "text", True, True, 0.0, -1, 33, (), (), ("0a1b", "7f00", "ffee"))
+AMOUNT = ColumnStats("amount", "numeric(10,2)", False, False, 0.25, 100, 8, (), (), ("0", "50", "99.5"))
+WHEN = ColumnStats(
+    "at",
+    "timestamp with time zone",
+    True,
+    False,
+    0.0,
+    -0.5,
+    8,
+    (),
+    (),
+    ("2024-01-01 00:00:00+00", "2024-02-01 00:00:00+00"),
+)
+ID = ColumnStats("id", "bigint", True, True, 0.0, -1, 8, (), (), ("1", "5000", "10000"))
+
+
+def test_synthetic_rows_match_the_statistics_and_pii_safe_rows_hold_no_real_value() -> None:
+    made = list(rows([STATUS, SECRET, AMOUNT, WHEN, ID], 5000, pii_safe=True, seed="s"))
+    statuses = Counter(r[0] for r in made)
+    assert not set(statuses) & set(STATUS.most_common_vals)
+    assert sorted(round(n / 5000, 2) for n in statuses.values()) == pytest.approx([0.02, 0.08, 0.9], abs=0.02)
+    assert len({r[1] for r in made}) == 5000
+    assert not {r[1] for r in made} & set(SECRET.histogram_bounds)
+    nulls = sum(r[2] is None for r in made) / 5000
+    assert nulls == pytest.approx(0.25, abs=0.03)
+    assert all(0 <= float(r[2]) <= 99.5 for r in made if r[2] is not None)
+    assert all("2024-01-01" <= r[3][:10] <= "2024-02-01" for r in made)
+    assert len({r[4] for r in made}) == 5000  # a unique column stays unique
+    assert list(rows([STATUS, ID], 10, seed="s")) == list(rows([STATUS, ID], 10, seed="s"))  # repeatable
+
+
+def test_without_pii_safe_the_common_values_are_used_as_they_are() -> None:
+    made = Counter(r[0] for r in rows([STATUS], 2000, pii_safe=False))
+    assert set(made) == {"done", "new", "fail"}
+
+
+def test_a_not_null_column_of_an_unknown_type_cannot_be_invented() -> None:
+    shape = ColumnStats("shape", "geometry", True, False, 0.0, 10, 32, ("POINT(1 1)",), (1.0,))
+    with pytest.raises(CannotGenerate, match="column shape \\(geometry\\) is NOT NULL"):
+        rows([shape], 10, pii_safe=True)
+    assert next(iter(rows([shape], 1, pii_safe=False))) == ("POINT(1 1)",)
+
+
+# -- timing summaries ----------------------------------------------------------------------------------------------
+
+
+def test_percentiles_are_observed_values() -> None:
+    values = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 0)) == (3.0, 5.0, 1.0)
+
+
+def test_the_summary_weights_statements_by_calls_and_leaves_failures_out() -> None:
+    busy = Timing("1", calls=90, before=[10.0] * 5, after=[1.0] * 5)
+    rare = Timing("2", calls=10, before=[10.0] * 5, after=[10.0] * 5)
+    failed = Timing("3", calls=1000, error="boom")
+    write = Timing("4", calls=50, write=True, before=[1.0] * 5, after=[1.2] * 5)
+    summary = summarise([busy, rare, failed, write])
+    assert summary.p50_before_ms == 10.0
+    assert summary.p50_after_ms == pytest.approx(1.9)  # 0.9 * 1 + 0.1 * 10
+    assert summary.speedup == pytest.approx(10 / 1.9, abs=0.001)
+    assert summary.improvement_percent == pytest.approx(81.0)
+    assert summary.write_overhead_percent == pytest.approx(20.0)
+    assert (summary.measured, summary.failed) == (3, 1)
+
+
+# -- the queue's rules ---------------------------------------------------------------------------------------------
+
+
+def item(
+    kind: str = "createIndex", state: str = "Pending", phase: str | None = "AwaitingApproval", **status: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "r", "namespace": "n", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"kind": kind, "approval": {"state": state}},
+        "status": {"phase": phase, **status},
+    }
+
+
+@pytest.mark.parametrize(
+    ("recommendation", "expected"),
+    [
+        (item(), True),
+        (item(phase="Benchmarking"), True),  # an operator died mid-benchmark
+        (item(phase=None), True),
+        (item(kind="dropIndex"), True),
+        (item(kind="analyze"), False),
+        (item(kind="setting"), False),
+        (item(state="Approved", phase="Approved"), False),
+        (item(benchmark={"dataMode": "sample"}), False),
+        (item(phase="Superseded"), False),
+    ],
+)
+def test_which_recommendations_are_benchmarked(recommendation: dict[str, Any], expected: bool) -> None:
+    assert needs_benchmark(recommendation) is expected
+
+
+def test_a_recorded_benchmark_returns_the_phase_only_if_nobody_decided_meanwhile() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ok = Outcome(Benchmark(data_mode="sample", speedup=4.0, p50_before_ms=4.0, p50_after_ms=1.0), "Measured")
+    patch = recorded(ok, {"phase": "Benchmarking"}, 1, now)
+    assert patch["phase"] == "AwaitingApproval"
+    assert patch["conditions"][0]["type"] == "Benchmarked"
+    assert patch["conditions"][0]["status"] == "True"
+    assert "phase" not in recorded(ok, {"phase": "Approved"}, 1, now)
+    bad = Outcome(Benchmark(data_mode="sample", error="pod not ready"), "SandboxNotReady")
+    condition = recorded(bad, {"phase": "Benchmarking"}, 1, now)["conditions"][0]
+    assert (condition["status"], condition["reason"]) == ("False", "SandboxNotReady")
+    assert "pod not ready" in condition["message"]
+
+
+# -- the pod it asks for ------------------------------------------------------------------------------------------
+
+REC = {
+    "apiVersion": "optischema.io/v1alpha1",
+    "kind": "TuningRecommendation",
+    "metadata": {"name": "shop-createindex-" + "a" * 60, "namespace": "team", "uid": "u-1"},
+    "spec": {"targetRef": {"name": "shop"}},
+}
+
+
+def test_the_sandbox_pod_is_owned_bounded_and_reachable_by_the_operator_only() -> None:
+    pod = pod_manifest(
+        REC,
+        image="postgres:15",
+        resources={"limits": {"memory": "1Gi"}},
+        deadline_seconds=600,
+        operator_labels={"app": "op"},
+    )
+    name = pod["metadata"]["name"]
+    assert name == pod_name(REC["metadata"]["name"])
+    assert len(name) <= 63
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert pod["spec"]["activeDeadlineSeconds"] == 600
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "password"}
+    pod["metadata"]["uid"] = "pod-uid"
+    secret = secret_manifest(pod, "pw")
+    assert secret["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": name,
+        "uid": "pod-uid",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    policy = network_policy_manifest(pod, "optischema-system", {"app": "op"})
+    peer = policy["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "optischema-system"}
+    assert peer["podSelector"]["matchLabels"] == {"app": "op"}
+    assert policy["spec"]["egress"] == []
+
+
+def test_random_is_not_used_for_repeatability() -> None:
+    # Synthetic rows depend on the seed only, never on the global random state.
+    random.seed(1)
+    first = list(rows([STATUS], 20, seed="x"))
+    random.seed(2)
+    assert list(rows([STATUS], 20, seed="x")) == first
