@@ -6,6 +6,7 @@ fleet   the public workload in ../shared/workloads with its own harness: our TPS
 speed   analysis time and peak memory for 1,000 and 10,000 synthetic statements over 50 tables
 build   client p50/p99 and failed transactions of a pgbench write load during CREATE INDEX CONCURRENTLY on
         1M rows (the operator's execute path), against the same load with no build
+sandbox  preparing a ~1 GB target in a 10% sample sandbox (time, peak memory), and sample vs full speed-ups
 operator  200 targets and 5,000 recommendations on the embedded control plane: operator RSS, approval → IndexChange
 all     all of them (the default)
 """
@@ -265,7 +266,7 @@ def bench_build(seconds: float, rows: int = 1_000_000) -> dict[str, LoadResult]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed", "build", "operator")
+        "which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed", "build", "sandbox", "operator")
     )
     parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
     parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")
@@ -280,6 +281,11 @@ def main() -> int:
         bench_speed([int(s) for s in args.sizes.split(",")])
     if args.which in ("all", "build"):
         bench_build(20)
+    if args.which in ("all", "sandbox"):
+        from sandbox import bench_fidelity, bench_prepare  # bench/ is on sys.path when run as a script
+
+        bench_prepare()
+        bench_fidelity()
     if args.which in ("all", "operator"):
         say("\n## operator: 200 targets and 5,000 recommendations on the embedded control plane")
         from operator_scale import bench as bench_operator  # bench/ is on sys.path when run as a script

@@ -158,10 +158,39 @@ def main() -> int:
                 "recommendations", lambda: json.loads(kubectl("get", "trec", "-n", NAMESPACE, "-o", "json"))["items"]
             )
             print(kubectl("get", "trec", "-n", NAMESPACE))
-            creates = [i for i in items if i["spec"]["kind"] == "createIndex"]
-            if not creates:
+            if not [i for i in items if i["spec"]["kind"] == "createIndex"]:
                 raise SystemExit("no index recommendation was made; see " + str(log))
-            best = max(creates, key=lambda i: i["spec"].get("evidence", {}).get("estimatedImprovementPercent") or 0)
+
+            step("benchmarking each index recommendation in a sandbox pod (a 10% sample of the shop)")
+            wait_for(
+                "a sandbox pod",
+                lambda: kubectl(
+                    "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=sandbox", "-o", "name"
+                ),
+                timeout=60,
+            )
+            print(kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=sandbox", "-o", "wide"))
+            creates = wait_for(
+                "the benchmarks",
+                lambda: (lambda found: found if all((i.get("status") or {}).get("benchmark") for i in found) else None)(
+                    [
+                        i
+                        for i in json.loads(kubectl("get", "trec", "-n", NAMESPACE, "-o", "json"))["items"]
+                        if i["spec"]["kind"] == "createIndex"
+                    ]
+                ),
+                timeout=600,
+            )
+            print(kubectl("get", "trec", "-n", NAMESPACE))
+            for item in creates:
+                bench = item["status"]["benchmark"]
+                failed = f" — {bench['error']}" if bench.get("error") else ""
+                print(
+                    f"    {item['metadata']['name']}: p50 {bench.get('p50BeforeMs')} → {bench.get('p50AfterMs')} ms, "
+                    f"{bench.get('speedup')}x, writes {bench.get('writeOverheadPercent')}%, "
+                    f"{bench.get('rows')} rows, {bench.get('durationSeconds')}s{failed}"
+                )
+            best = max(creates, key=lambda i: i["status"]["benchmark"].get("improvementPercent") or 0)
             name = best["metadata"]["name"]
 
             step(f"kubectl optischema show {name}")

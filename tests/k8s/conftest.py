@@ -179,7 +179,7 @@ def secret(namespace: str, password: str, name: str = "shop-db") -> dict[str, An
 @contextmanager
 def operators(cluster: Cluster, namespace: str, log_name: str, **env: str) -> Iterator[Callable[[], Any]]:
     """A way to start operator processes one after another (killing them is the test's business), all logging to
-    one file; at the end the targets are deleted while one still runs (their finalizers) and all are stopped."""
+    one file; at the end changes and targets are deleted while one still runs (their finalizers), then all stop."""
     LOGS.mkdir(exist_ok=True)
     log = LOGS / f"{log_name}-{namespace}.log"
     started: list[subprocess.Popen[bytes]] = []
@@ -198,7 +198,10 @@ def operators(cluster: Cluster, namespace: str, log_name: str, **env: str) -> It
     try:
         yield start
     finally:
-        cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False)
+        # Unfinished IndexChanges and targets carry the operator's finalizer: delete them while one still runs.
+        cluster.plane.kubectl(
+            "delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
         for process in started:
             if process.poll() is None:
                 process.terminate()

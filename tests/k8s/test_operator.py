@@ -74,7 +74,12 @@ def test_recommendations_appear_are_stable_and_approval_creates_an_index_change(
     apply(cluster, secret(namespace, "pw"))
     apply(cluster, target(namespace, database))
     items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=90, what="recommendations")
-    status = get(cluster, "pgt", "shop", "-n", namespace)["status"]
+    # The recommendations are written before the analysis records itself in the target's status.
+    status = wait_for(
+        lambda: (s := get(cluster, "pgt", "shop", "-n", namespace)["status"]).get("lastAnalysis") and s,
+        timeout=30,
+        what="lastAnalysis",
+    )
     assert status["database"]["serverVersion"].startswith("15.")
     assert {"name": "hypopg", "version": "1.3.1"} in status["database"]["extensions"]
     assert status["lastAnalysis"]["outcome"] == "Succeeded"

@@ -160,7 +160,11 @@ def test_a_recommendation_is_benchmarked_in_a_sandbox_pod_with_a_real_speed_up(
     useless_statement = "SELECT sum(amount) FROM invoices WHERE customer_id = $1"
     with operators(cluster, namespace, "sandbox") as start:
         apply(cluster, secret(namespace, "pw"))
-        apply(cluster, target(namespace, database, sandbox={"dataMode": "sample", "samplePercent": 20}))
+        doc = target(namespace, database, sandbox={"dataMode": "sample", "samplePercent": 20})
+        # Auto-approval on the measured improvement: the index that helps is approved, the useless one is not.
+        rule = {"enabled": True, "kinds": ["createIndex"], "maxRisk": "high", "minMeasuredImprovementPercent": 50}
+        doc["spec"]["policy"] = {"autoApprove": rule}
+        apply(cluster, doc)
         start()
         # Found by analysis: an index on customer_id, which the statement clearly needs.
         found = wait_for(
@@ -180,9 +184,20 @@ def test_a_recommendation_is_benchmarked_in_a_sandbox_pod_with_a_real_speed_up(
         assert bench["p50AfterMs"] < bench["p50BeforeMs"]
         assert bench["serverVersion"].startswith("15"), bench
         name = found[0]["metadata"]["name"]
-        assert found[0]["status"]["phase"] == "AwaitingApproval"
         measured = condition(cluster, namespace, name, "Benchmarked")
         assert (measured["status"], measured["reason"]) == ("True", "Measured"), measured
+        approved = wait_for(
+            lambda: (
+                (i := get(cluster, "tuningrecommendation", name, "-n", namespace))["spec"]["approval"]["state"]
+                == "Approved"
+                and i
+            ),
+            timeout=30,
+            what="auto-approval",
+        )
+        assert approved["spec"]["approval"]["decidedBy"] == "policy:shop"
+        assert "measured improvement" in approved["spec"]["approval"]["reason"]
+        wait_for(lambda: get(cluster, "indexchange", name, "-n", namespace), timeout=30, what="its IndexChange")
 
         # Made by hand: an index on amount does nothing for a lookup by customer, and one of its statements is
         # broken; the broken one is recorded and the other still measured.
@@ -203,6 +218,9 @@ def test_a_recommendation_is_benchmarked_in_a_sandbox_pod_with_a_real_speed_up(
         broken = next(s for s in useless["statements"] if s["queryId"] == "42")
         assert "nosuch" in broken["error"], useless
         assert condition(cluster, namespace, "useless", "Benchmarked")["reason"] == "Measured"
+        useless_rec = get(cluster, "tuningrecommendation", "useless", "-n", namespace)
+        assert useless_rec["spec"]["approval"]["state"] == "Pending"  # below the rule's 50%
+        assert useless_rec["status"]["phase"] == "AwaitingApproval"
 
         # The sandboxes are gone afterwards (pods, their Secrets and NetworkPolicies).
         wait_for(lambda: not sandbox_objects(cluster, namespace), timeout=60, what="sandboxes removed")

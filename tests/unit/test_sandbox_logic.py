@@ -30,7 +30,8 @@ CUSTOMERS = ("public", "customers")
 
 PARAMETERS: list[tuple[str, list[Parameter]]] = [
     ("SELECT * FROM orders WHERE customer_id = $1", [Parameter(1, "value", Source(ORDERS, "orders", "customer_id"))]),
-    ("SELECT * FROM orders o WHERE $1 < o.created_at", [Parameter(1, "value", Source(ORDERS, "o", "o.created_at"))]),
+    ("SELECT * FROM orders o WHERE $1 < o.created_at", [Parameter(1, "above", Source(ORDERS, "o", "o.created_at"))]),
+    ("SELECT * FROM orders WHERE created_at <= $1", [Parameter(1, "below", Source(ORDERS, "orders", "created_at"))]),
     (
         "SELECT * FROM orders WHERE lower(email) LIKE $1",
         [Parameter(1, "prefix", Source(ORDERS, "orders", "LOWER(email)"))],

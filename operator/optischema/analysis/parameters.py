@@ -4,8 +4,9 @@ pg_stat_statements keeps statements with their constants replaced by ``$n``; to 
 like the application's. A parameter compared with a column (or an expression of one table's columns, such as
 ``lower(email)``) takes that expression's value from a row of the sandbox's own data; ``LIKE $n`` takes a prefix of
 one; ``IN ($1, $2)`` members take values from different rows; ``= ANY($n)`` an array of them; ``BETWEEN`` the
-smaller and larger of two rows' values; ``INSERT … VALUES`` the column's value; ``LIMIT`` and ``OFFSET`` a typical
-page. Anything else is left to the parameter's type.
+smaller and larger of two rows' values; ``column > $n`` a value that keeps as many rows as the statement returned
+per call on the target (so that a "recent rows" query stays one); ``INSERT … VALUES`` the column's value; ``LIMIT``
+and ``OFFSET`` a typical page. Anything else is left to the parameter's type.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlglot.errors import SqlglotError
 
 from .statements import DIALECT, Catalog, TableKey, prepare_text
 
-Role = Literal["value", "prefix", "array", "lower", "upper", "limit", "offset", "unknown"]
+Role = Literal["value", "prefix", "array", "lower", "upper", "above", "below", "limit", "offset", "unknown"]
 #: Rows a LIMIT is taken to ask for when the statement's own constant is gone.
 TYPICAL_LIMIT = 20
 
@@ -99,7 +100,14 @@ def _classify(node: exp.Expr, number: int, tree: exp.Expr, aliases: dict[str, Ta
         source = _source(parent.this, aliases, catalog)
         bound: Role = "lower" if child is parent.args.get("low") else "upper"
         return Parameter(number, bound if source else "unknown", source)
-    if isinstance(parent, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+    if isinstance(parent, (exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        on_right = child is parent.expression
+        source = _source(parent.this if on_right else parent.expression, aliases, catalog)
+        # column > $1 (or $1 < column) keeps the rows above the value; the statement's rows per call say how many.
+        above = isinstance(parent, (exp.GT, exp.GTE)) == on_right
+        side: Role = "above" if above else "below"
+        return Parameter(number, side if source else "unknown", source)
+    if isinstance(parent, (exp.EQ, exp.NEQ)):
         other = parent.expression if child is parent.this else parent.this
         source = _source(other, aliases, catalog)
         return Parameter(number, "value" if source else "unknown", source)

@@ -51,6 +51,7 @@ class Plan:
     table: TableKey
     statements: list[Statement] = field(default_factory=list)
     tables: list[TableKey] = field(default_factory=list)
+    shape: timing.Shape = field(default_factory=timing.Shape)
 
 
 @dataclass(slots=True)
@@ -134,7 +135,7 @@ async def measure(
         await sandbox.execute("SET plan_cache_mode = force_custom_plan; SET statement_timeout = '30s'")
         progress(f"timing {len(plan.statements)} statement(s) before the change")
         prepared = await timing.prepare(
-            sandbox, [(s.query_id, s.query, s.calls, s.write) for s in plan.statements], runs
+            sandbox, [(s.query_id, s.query, s.calls, s.write) for s in plan.statements], runs, plan.shape
         )
         before = await timing.time_all(sandbox, prepared)
         progress("applying the change in the sandbox")
@@ -217,11 +218,12 @@ async def benchmark(
         try:
             catalog = await timing.catalog_of(source)
             index = rec.change.index
-            writes = await timing.write_statements(source, index.table) if index and rec.kind == "createIndex" else []
+            writes = await timing.write_statements(source, index.table) if index else []
             major = await clone.server_major(source)
+            plan = plan_for(rec, catalog, writes)
+            plan.shape = await timing.shape_of(source, [s.query_id for s in plan.statements], plan.tables)
         finally:
             await source.close()
-        plan = plan_for(rec, catalog, writes)
         progress(f"starting a sandbox (PostgreSQL {major})")
         sandbox = await provider.start(recommendation, spec, major)
         try:

@@ -8,9 +8,10 @@ and the benchmark goes on with the others.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -119,10 +120,70 @@ def _value(parameter: Parameter, samples: dict[Source, list[Any]], run: int, typ
     return pick
 
 
+async def _quantiles(
+    conn: asyncpg.Connection, plans: Sequence[tuple[str, Sequence[Parameter]]], shape: Shape
+) -> dict[tuple[str, int], Any]:
+    """For ``column > $n`` (or ``<``) of a statement whose rows per call on the target are known: the column's value
+    that keeps the same share of the table, from the sandbox's data."""
+    found: dict[tuple[str, int], Any] = {}
+    for query_id, plan in plans:
+        rows = shape.rows_per_call.get(query_id)
+        for parameter in plan:
+            if rows is None or parameter.source is None or parameter.role not in ("above", "below"):
+                continue
+            source = parameter.source
+            total = shape.table_rows.get(source.table)
+            if not total:
+                continue
+            share = min(1.0, rows / total)
+            q = 1 - share if parameter.role == "above" else share
+            qualified = ".".join('"' + part.replace('"', '""') + '"' for part in source.table)
+            alias = '"' + source.alias.replace('"', '""') + '"'
+            with contextlib.suppress(asyncpg.PostgresError):
+                found[(query_id, parameter.number)] = await conn.fetchval(
+                    f"SELECT percentile_disc($1::float8) WITHIN GROUP (ORDER BY {source.expression}) "
+                    f"FROM {qualified} AS {alias}",
+                    min(1.0, max(0.0, q)),
+                )
+    return found
+
+
+@dataclass(slots=True)
+class Shape:
+    """What the target says of its statements and tables, for range parameters: rows each call returned (of
+    statements without LIMIT, where that count means something) and the tables' row counts."""
+
+    rows_per_call: dict[str, float] = field(default_factory=dict)
+    table_rows: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+async def shape_of(conn: asyncpg.Connection, query_ids: Sequence[str], tables: Sequence[tuple[str, str]]) -> Shape:
+    """Read from the target (pg_stat_statements and pg_class), never from the sandbox."""
+    shape = Shape()
+    with contextlib.suppress(asyncpg.PostgresError, ValueError):
+        rows = await conn.fetch(
+            "SELECT queryid::text AS id, sum(rows)::float8 / greatest(sum(calls), 1) AS per_call, "
+            "bool_or(query ~* '\\mlimit\\M') AS limited FROM pg_stat_statements "
+            "WHERE queryid = ANY($1::bigint[]) GROUP BY queryid",
+            [int(q) for q in query_ids],
+        )
+        shape.rows_per_call = {r["id"]: r["per_call"] for r in rows if not r["limited"]}
+    for table in tables:
+        count = await conn.fetchval(
+            "SELECT greatest(c.reltuples, 0)::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND c.relname = $2",
+            *table,
+        )
+        if count:
+            shape.table_rows[table] = float(count)
+    return shape
+
+
 async def prepare(
     conn: asyncpg.Connection,
     statements: Sequence[tuple[str, str, int, bool]],
     runs: int,
+    shape: Shape | None = None,
 ) -> list[Prepared]:
     """Bind each ``(query_id, query, calls, write)`` for ``runs`` runs; a statement that cannot be bound is
     returned with its error."""
@@ -135,6 +196,8 @@ async def prepare(
             plans.append((statement, str(error)))
     sources = {p.source for _, plan in plans if not isinstance(plan, str) for p in plan if p.source}
     samples = await _samples(conn, sources) if sources else {}
+    readable = [(statement[0], plan) for statement, plan in plans if not isinstance(plan, str)]
+    quantiles = await _quantiles(conn, readable, shape or Shape())
     prepared = []
     for (query_id, query, calls, write), plan in plans:
         # ``interval $1`` as pg_stat_statements prints a typed literal is no valid SQL; ``$1::interval`` is.
@@ -150,7 +213,9 @@ async def prepare(
                 by_number = {p.number: p for p in plan}
                 item.arguments = [
                     [
-                        _value(by_number.get(n + 1, Parameter(n + 1, "unknown")), samples, run, types[n])
+                        quantiles[(query_id, n + 1)]
+                        if (query_id, n + 1) in quantiles
+                        else _value(by_number.get(n + 1, Parameter(n + 1, "unknown")), samples, run, types[n])
                         for n in range(len(types))
                     ]
                     for run in range(runs)
