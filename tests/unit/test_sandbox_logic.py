@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from optischema.analysis.latency import Timing, percentile, summarise
-from optischema.analysis.parameters import Parameter, ParameterError, Source, plan_parameters
+from optischema.analysis.parameters import Parameter, ParameterError, Source, plan_parameters, runnable
 from optischema.analysis.statements import Catalog, prepare_text
 from optischema.analysis.synthetic import CannotGenerate, ColumnStats, rows
 from optischema.api.recommendation import Benchmark
@@ -79,6 +79,27 @@ PARAMETERS: list[tuple[str, list[Parameter]]] = [
 @pytest.mark.parametrize(("query", "expected"), PARAMETERS, ids=[q for q, _ in PARAMETERS])
 def test_each_parameter_knows_where_its_values_come_from(query: str, expected: list[Parameter]) -> None:
     assert plan_parameters(query, CATALOG) == expected
+
+
+RUNNABLE = [
+    (
+        "SELECT * FROM products WHERE sku LIKE $1 || lpad(($2 / $3)::text, $4, $5) || $6 AND price > $7",
+        "SELECT * FROM products WHERE sku LIKE $1 AND price > $2",
+    ),
+    ("SELECT * FROM products WHERE name ILIKE $1 || $2", "SELECT * FROM products WHERE name ILIKE $1"),
+    (
+        "SELECT * FROM t WHERE id = $1 AND name LIKE $2 || $3 OR id = $1",
+        "SELECT * FROM t WHERE id = $1 AND name LIKE $2 OR id = $1",
+    ),
+    ("SELECT * FROM t WHERE name LIKE $1", "SELECT * FROM t WHERE name LIKE $1"),
+    ("SELECT * FROM t WHERE a LIKE b || $1", "SELECT * FROM t WHERE a LIKE b || $1"),  # a column: left alone
+    ("SELECT * FROM t WHERE at > now() - interval $1", "SELECT * FROM t WHERE at > now() - $1::interval"),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), RUNNABLE, ids=[q for q, _ in RUNNABLE])
+def test_patterns_built_by_the_application_become_one_parameter(query: str, expected: str) -> None:
+    assert runnable(query) == expected
 
 
 def test_an_unreadable_statement_is_refused_with_the_parser_s_reason() -> None:
@@ -219,13 +240,7 @@ REC = {
 
 
 def test_the_sandbox_pod_is_owned_bounded_and_reachable_by_the_operator_only() -> None:
-    pod = pod_manifest(
-        REC,
-        image="postgres:15",
-        resources={"limits": {"memory": "1Gi"}},
-        deadline_seconds=600,
-        operator_labels={"app": "op"},
-    )
+    pod = pod_manifest(REC, image="postgres:15", resources={"limits": {"memory": "1Gi"}}, deadline_seconds=600)
     name = pod["metadata"]["name"]
     assert name == pod_name(REC["metadata"]["name"])
     assert len(name) <= 63

@@ -11,6 +11,7 @@ and ``OFFSET`` a typical page. Anything else is left to the parameter's type.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +19,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from .statements import DIALECT, Catalog, TableKey, prepare_text
+from .statements import DIALECT, Catalog, TableKey, prepare_text, source_span, tokens_of
 
 Role = Literal["value", "prefix", "array", "lower", "upper", "above", "below", "limit", "offset", "unknown"]
 #: Rows a LIMIT is taken to ask for when the statement's own constant is gone.
@@ -67,6 +68,44 @@ def plan_parameters(query: str, catalog: Catalog) -> list[Parameter]:
             continue
         found[number] = _classify(node, number, tree, aliases, catalog)
     return [found[n] for n in sorted(found)]
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def runnable(query: str) -> str:
+    """The statement with each LIKE pattern built from several parts (``LIKE $1 || $2``, ``LIKE $1 || lpad(…)``)
+    replaced by one parameter, and the parameters numbered again from 1: a pattern built by the application is
+    a prefix search whose parts no sandbox row can supply one by one, while one pattern parameter can take a
+    prefix of a real value. Statements without such a pattern come back as they are (typed parameters as casts)."""
+    text = prepare_text(query)
+    try:
+        tree = sqlglot.parse_one(text, dialect=DIALECT)
+    except SqlglotError:
+        return query
+    if tree is None:
+        return query
+    tokens = tokens_of(text)
+    spans = []
+    for like in tree.find_all(exp.Like, exp.ILike):
+        pattern = like.expression
+        if isinstance(pattern, exp.Parameter) or not pattern.find(exp.Parameter) or pattern.find(exp.Column):
+            continue
+        span = source_span(pattern, pattern, text, tokens)
+        if span is not None:
+            spans.append(span[:2])
+    if not spans:
+        return text
+    for start, end in sorted(spans, reverse=True):
+        text = text[:start] + "$0" + text[end:]  # a marker, numbered with the others below
+    numbers: dict[str, int] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        old = match.group(1)
+        key = f"pattern{match.start()}" if old == "0" else old
+        return f"${numbers.setdefault(key, len(numbers) + 1)}"
+
+    return _PLACEHOLDER.sub(renumber, text)
 
 
 def _number(node: exp.Parameter) -> int | None:

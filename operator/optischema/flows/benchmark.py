@@ -52,6 +52,7 @@ class Plan:
     statements: list[Statement] = field(default_factory=list)
     tables: list[TableKey] = field(default_factory=list)
     shape: timing.Shape = field(default_factory=timing.Shape)
+    predicate: str | None = None  # a partial index's WHERE: the rows its statements look for
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ def plan_for(spec: TuningRecommendationSpec, catalog: Catalog, writes: list[tupl
     if spec.kind not in BENCHMARKED_KINDS or index is None:
         raise ValueError(f"kind {spec.kind} is not benchmarked (only {', '.join(sorted(BENCHMARKED_KINDS))})")
     table = (index.schema_, index.table)
-    plan = Plan(spec.kind, spec.sql, table, tables=[table])
+    plan = Plan(spec.kind, spec.sql, table, tables=[table], predicate=index.where)
     seen: set[str] = set()
     for query_id, query, calls in [(s.query_id, s.query, s.calls) for s in spec.evidence.statements] + writes:
         if query_id in seen or not query:
@@ -135,7 +136,11 @@ async def measure(
         await sandbox.execute("SET plan_cache_mode = force_custom_plan; SET statement_timeout = '30s'")
         progress(f"timing {len(plan.statements)} statement(s) before the change")
         prepared = await timing.prepare(
-            sandbox, [(s.query_id, s.query, s.calls, s.write) for s in plan.statements], runs, plan.shape
+            sandbox,
+            [(s.query_id, s.query, s.calls, s.write) for s in plan.statements],
+            runs,
+            plan.shape,
+            {plan.table: plan.predicate} if plan.predicate else {},
         )
         before = await timing.time_all(sandbox, prepared)
         progress("applying the change in the sandbox")

@@ -54,7 +54,6 @@ def pod_manifest(
     image: str,
     resources: dict[str, Any] | None,
     deadline_seconds: int,
-    operator_labels: dict[str, str],
 ) -> dict[str, Any]:
     meta = recommendation["metadata"]
     name = pod_name(meta["name"])
@@ -179,23 +178,22 @@ class Pods:
             image=image,
             resources=resources,
             deadline_seconds=deadline_seconds,
-            operator_labels=self.operator_labels,
         )
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         await self.remove(namespace, name)  # a leftover of a previous attempt (the operator restarted)
         created = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, pod)
         pod["metadata"]["uid"] = created.metadata.uid
         password = secrets.token_urlsafe(24)
-        await asyncio.to_thread(self.core.create_namespaced_secret, namespace, secret_manifest(pod, password))
-        await asyncio.to_thread(
-            self.networking.create_namespaced_network_policy,
-            namespace,
-            network_policy_manifest(pod, self.operator_namespace, self.operator_labels),
-        )
         try:
+            await asyncio.to_thread(self.core.create_namespaced_secret, namespace, secret_manifest(pod, password))
+            await asyncio.to_thread(
+                self.networking.create_namespaced_network_policy,
+                namespace,
+                network_policy_manifest(pod, self.operator_namespace, self.operator_labels),
+            )
             ip = await self._ready(namespace, name, ready_timeout)
         except BaseException:
-            await asyncio.shield(self.remove(namespace, name))
+            await asyncio.shield(self.remove(namespace, name))  # nothing half-made is left behind
             raise
         dsn = f"postgresql://{USER}:{quote(password, safe='')}@{ip}:{PORT}/{DATABASE}?sslmode=disable"
         return PodSandbox(namespace, name, dsn)

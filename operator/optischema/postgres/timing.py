@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from optischema.analysis.latency import Timing
-from optischema.analysis.parameters import TYPICAL_LIMIT, Parameter, ParameterError, Source, plan_parameters
+from optischema.analysis.parameters import (
+    TYPICAL_LIMIT,
+    Parameter,
+    ParameterError,
+    Source,
+    plan_parameters,
+    runnable,
+)
 from optischema.analysis.statements import Catalog, typed_parameters
 
 SAMPLE_ROWS = 64
@@ -73,9 +80,13 @@ async def write_statements(conn: asyncpg.Connection, table: str, limit: int = 5)
     return [(row["id"], row["query"], int(row["calls"])) for row in rows]
 
 
-async def _samples(conn: asyncpg.Connection, sources: set[Source]) -> dict[Source, list[Any]]:
+async def _samples(
+    conn: asyncpg.Connection, sources: set[Source], filters: Mapping[tuple[str, str], str]
+) -> dict[Source, list[Any]]:
     """Values of each source expression from random sandbox rows (one row per run, the same row for all the
-    expressions of one table alias, so that ``a = $1 AND b = $2`` looks for a pair that exists)."""
+    expressions of one table alias, so that ``a = $1 AND b = $2`` looks for a pair that exists). Rows come from
+    those that satisfy ``filters[table]`` when there are any: a partial index's predicate, since the statements
+    it helps are the ones that look for such rows."""
     by_table: dict[tuple[tuple[str, str], str], list[Source]] = {}
     for source in sources:
         by_table.setdefault((source.table, source.alias), []).append(source)
@@ -86,10 +97,17 @@ async def _samples(conn: asyncpg.Connection, sources: set[Source]) -> dict[Sourc
         qualified = ".".join('"' + part.replace('"', '""') + '"' for part in table)
         alias_sql = '"' + alias.replace('"', '""') + '"'
         not_null = " AND ".join(f"({s.expression}) IS NOT NULL" for s in group)
-        query = f"SELECT {selected} FROM {qualified} AS {alias_sql}"
-        found = await conn.fetch(f"{query} WHERE {not_null} ORDER BY random() LIMIT {SAMPLE_ROWS}")
-        if not found:
-            found = await conn.fetch(f"{query} ORDER BY random() LIMIT {SAMPLE_ROWS}")
+        predicate = filters.get(table)
+        attempts = [f"({predicate}) AND {not_null}", f"({predicate})"] if predicate else []
+        found: list[asyncpg.Record] = []
+        for where in [*attempts, not_null, "true"]:
+            with contextlib.suppress(asyncpg.PostgresError):
+                found = await conn.fetch(
+                    f"SELECT {selected} FROM {qualified} AS {alias_sql} WHERE {where} ORDER BY random() "
+                    f"LIMIT {SAMPLE_ROWS}"
+                )
+            if found:
+                break
         for position, source in enumerate(group):
             values[source] = [row[position] for row in found]
     return values
@@ -106,7 +124,8 @@ def _value(parameter: Parameter, samples: dict[Source, list[Any]], run: int, typ
     pick = pool[(run + parameter.slot) % len(pool)]
     if parameter.role == "prefix":
         text = str(pick)
-        prefix = text[: max(3, len(text) // 2)].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        prefix = text[: max(3, len(text) * 3 // 4)]  # a selective prefix, as searches by prefix usually are
+        prefix = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return prefix + "%"
     if parameter.role == "array":
         return [pool[(run + k) % len(pool)] for k in range(min(5, len(pool)))]
@@ -184,18 +203,20 @@ async def prepare(
     statements: Sequence[tuple[str, str, int, bool]],
     runs: int,
     shape: Shape | None = None,
+    filters: Mapping[tuple[str, str], str] | None = None,
 ) -> list[Prepared]:
     """Bind each ``(query_id, query, calls, write)`` for ``runs`` runs; a statement that cannot be bound is
     returned with its error."""
     catalog = await catalog_of(conn)
     plans: list[tuple[tuple[str, str, int, bool], list[Parameter] | str]] = []
-    for statement in statements:
+    for query_id, query, calls, write in statements:
+        statement = (query_id, runnable(query), calls, write)
         try:
             plans.append((statement, plan_parameters(statement[1], catalog)))
         except ParameterError as error:
             plans.append((statement, str(error)))
     sources = {p.source for _, plan in plans if not isinstance(plan, str) for p in plan if p.source}
-    samples = await _samples(conn, sources) if sources else {}
+    samples = await _samples(conn, sources, filters or {}) if sources else {}
     readable = [(statement[0], plan) for statement, plan in plans if not isinstance(plan, str)]
     quantiles = await _quantiles(conn, readable, shape or Shape())
     prepared = []
