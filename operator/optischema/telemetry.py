@@ -50,6 +50,27 @@ BENCHMARK_SECONDS = Histogram(
     buckets=(5, 10, 30, 60, 120, 300, 600, 1800),
 )
 SANDBOXES_RUNNING = Gauge("optischema_sandboxes_running", "Sandboxes running now", ["namespace", "target"])
+LLM_CALLS = Counter("optischema_llm_calls_total", "LLM calls by outcome", ["namespace", "target", "outcome"])
+LLM_CALL_SECONDS = Histogram(
+    "optischema_llm_call_duration_seconds",
+    "Time an LLM call took, failovers and retries included",
+    ["namespace", "target"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+LLM_TOKENS = Counter(
+    "optischema_llm_tokens_total", "LLM tokens used (providers' usage reports)", ["namespace", "target"]
+)
+LLM_CACHE_HITS = Counter(
+    "optischema_llm_cache_hits_total", "Analyses answered from the LLM cache", ["namespace", "target"]
+)
+LLM_FAILOVERS = Counter(
+    "optischema_llm_failovers_total", "Providers given up on for the next one", ["namespace", "target"]
+)
+LLM_SUGGESTIONS = Counter(
+    "optischema_llm_suggestions_total",
+    "LLM suggestions by fate: accepted, or rejected with the kind of reason",
+    ["namespace", "target", "kind", "outcome"],
+)
 TARGET_READY = Gauge("optischema_target_ready", "1 when the target is Ready", ["namespace", "target"])
 
 

@@ -39,6 +39,7 @@ class Recommendation(BaseModel):
     estimated_improvement_percent: float | None = None
     rationale: str = ""
     source: Source = "whatif"
+    model: str | None = Field(default=None, description="The LLM that suggested it, for source llm.")
     risk: Risk = "medium"
 
     def to_custom_resource(self, target: str, namespace: str | None = None) -> TuningRecommendation:
@@ -53,6 +54,7 @@ class Recommendation(BaseModel):
                 "evidence": self.evidence.to_wire(),
                 "rationale": self.rationale,
                 "source": self.source,
+                "model": self.model,
                 "risk": self.risk,
             }
         )

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from optischema.analysis import advice, findings
-from optischema.analysis.candidates import generate
+from optischema.analysis.candidates import Candidate, generate
+from optischema.analysis.consult import Consultation, digest, prompt_for, settle
 from optischema.analysis.errors import AnalysisError, ExitCode
+from optischema.analysis.prompt import Prompt
 from optischema.analysis.report import Recommendation
 from optischema.analysis.selection import Limits, Selection, requests_for, select_indexes
 from optischema.analysis.snapshot import Snapshot
+from optischema.analysis.suggestions import Rejection
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload
 from optischema.postgres.collect import collect
@@ -30,6 +33,20 @@ Progress = Callable[[str, int, int], None]
 MAX_STATEMENTS = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class AdvisorReply:
+    """What asking the LLM gave: its text (None when there was no answer, and ``note`` says why)."""
+
+    text: str | None
+    model: str | None = None
+    cached: bool = False
+    tokens: int = 0
+    note: str | None = None
+
+
+Advisor = Callable[[Prompt], Awaitable[AdvisorReply]]
+
+
 @dataclass(slots=True)
 class AnalyzeOptions:
     min_calls: int = 2
@@ -40,6 +57,8 @@ class AnalyzeOptions:
     max_indexes_per_table: int = 10
     sample_seconds: float = 5.0
     connect_timeout: float = 10.0
+    advisor: Advisor | None = None
+    pii_safe: bool = True
 
 
 @dataclass(slots=True)
@@ -55,6 +74,7 @@ class AnalysisResult:
     duration_seconds: float = 0.0
     server_version: str = ""
     started_at: datetime | None = None
+    consultation: Consultation | None = None
 
 
 async def analyze(dsn: str, options: AnalyzeOptions, progress: Progress | None = None) -> AnalysisResult:
@@ -79,15 +99,26 @@ async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: da
         usages = [(s.key, u) for s in workload.statements for u in s.parsed.usages.values()]
         candidates = generate(usages, snapshot.tables, snapshot.indexes, snapshot.server)
         selection: Selection | None = None
+        consultation: Consultation | None = None
         if "hypopg" in snapshot.server.extensions:
             planner = await HypoPGPlanner(conn).start()
             try:
                 cache = PlanCache(planner, requests_for(workload.statements))
                 limits = Limits(options.budget_bytes, options.max_indexes_per_table)
                 selection = await select_indexes(workload.statements, candidates, cache, snapshot.indexes, limits, say)
+                if options.advisor is not None:
+                    engine = advice.index_recommendations(selection, workload.statements, snapshot)
+                    consultation = await _consult(options, snapshot, workload, candidates, engine, say)
+                    if consultation.candidates:  # the LLM's indexes compete with the engine's on equal terms
+                        selection = await select_indexes(
+                            workload.statements, candidates + consultation.candidates, cache, snapshot.indexes,
+                            limits, say,
+                        )  # fmt: skip
             finally:
                 await planner.close()
             recommendations = advice.index_recommendations(selection, workload.statements, snapshot)
+            if consultation is not None:
+                settle(consultation, selection, recommendations)
             used = {name for plan in selection.final.values() for name in plan.uses}
             chosen = [c.candidate.index for c in selection.chosen]
         else:
@@ -98,10 +129,24 @@ async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: da
             recommendations = advice.heuristic_recommendations(
                 workload.statements, candidates, snapshot, options.max_indexes_per_table
             )
+            if options.advisor is not None:
+                consultation = await _consult(options, snapshot, workload, candidates, recommendations, say)
+                for candidate in consultation.candidates:
+                    consultation.rejections.append(
+                        Rejection("index", candidate.key, "no what-if planner (HypoPG) here to prove it")
+                    )
+                consultation.candidates = []
             used, chosen = None, [r.change.index for r in recommendations if r.change.index is not None]
         recommendations += findings.index_findings(snapshot, chosen, used)
         recommendations += findings.maintenance_findings(snapshot, started)
         recommendations += findings.setting_findings(snapshot, workload.statements)
+        if consultation is not None:
+            taken = {r.change.setting.name for r in recommendations if r.change.setting is not None}
+            recommendations += [
+                r
+                for r in consultation.recommendations
+                if r.change.setting is None or r.change.setting.name not in taken
+            ]
     finally:
         await conn.close()
     unplannable = {k: p.error or "" for k, p in (selection.base.items() if selection else []) if p.cost is None}
@@ -122,7 +167,31 @@ async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: da
         duration_seconds=round(time.monotonic() - clock, 3),
         server_version=snapshot.server.version,
         started_at=started,
+        consultation=consultation,
     )
+
+
+async def _consult(
+    options: AnalyzeOptions,
+    snapshot: Snapshot,
+    workload: Workload,
+    candidates: list[Candidate],
+    engine: list[Recommendation],
+    say: Progress,
+) -> Consultation:
+    """Ask the advisor (cache, budget and failover are its business) and sort its answer."""
+    assert options.advisor is not None
+    say("asking the LLM advisor", 0, 0)
+    prompt = prompt_for(snapshot, workload.statements, engine, pii_safe=options.pii_safe)
+    reply = await options.advisor(prompt)
+    if reply.text is None:
+        return Consultation(model=reply.model, note=reply.note, tokens=reply.tokens)
+    engine_settings = {r.change.setting.name for r in engine if r.change.setting is not None}
+    result = digest(
+        reply.text, reply.model or "llm", snapshot, workload.statements, {c.key for c in candidates}, engine_settings
+    )
+    result.cached, result.tokens, result.note = reply.cached, reply.tokens, reply.note
+    return result
 
 
 def _workload(snapshot: Snapshot, options: AnalyzeOptions) -> Workload:

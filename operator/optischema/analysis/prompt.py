@@ -1,0 +1,93 @@
+"""The advisor's prompt: the workload as the engine sees it, and nothing that could carry a user's data.
+
+The text lives in versioned files beside this module (``prompts/advisor-v<N>.md``); the version is part of the
+cache key, so a new prompt never answers from an old cache. With ``pii_safe`` (the default) the prompt holds the
+normalised statements (constants already ``$n`` in pg_stat_statements), the tables' column names and types, sizes,
+existing indexes and the engine's findings — no sample row, literal, most common value or histogram bound. Without
+it, each column's most common values are added, which helps with partial indexes. Statements that still carry a
+literal (a sampled statement from pg_stat_activity) are never sent: only pg_stat_statements' normalised text is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from optischema.changes.ddl import SETTINGS_ALLOWED
+
+from .snapshot import Index, Table
+
+PROMPT_VERSION = 1
+SYSTEM = "You are a careful PostgreSQL performance engineer. Answer with JSON only."
+MAX_STATEMENTS = 40
+MAX_QUERY_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class PromptStatement:
+    query_id: str
+    query: str  # normalised text from pg_stat_statements
+    calls: int
+    mean_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    system: str
+    text: str
+    version: int
+    fingerprint: str  # of everything the answer depends on: the cache key's input part
+
+
+def template(version: int = PROMPT_VERSION) -> str:
+    return resources.files("optischema.analysis").joinpath(f"prompts/advisor-v{version}.md").read_text()
+
+
+def build(
+    statements: Sequence[PromptStatement],
+    tables: Sequence[Table],
+    indexes: Sequence[Index],
+    findings: Sequence[str],
+    *,
+    pii_safe: bool = True,
+    version: int = PROMPT_VERSION,
+) -> Prompt:
+    busiest = sorted(statements, key=lambda s: -s.calls * s.mean_ms)[:MAX_STATEMENTS]
+    statement_lines = [
+        f"- id {s.query_id}: {s.calls} calls, mean {s.mean_ms:.3f} ms\n  {' '.join(s.query.split())[:MAX_QUERY_CHARS]}"
+        for s in busiest
+    ]
+    table_lines = []
+    for table in sorted(tables, key=lambda t: t.key):
+        columns = []
+        for column in table.columns:
+            text = f"{column.name} {column.type}{' NOT NULL' if column.not_null else ''}"
+            if column.n_distinct is not None:
+                distinct = -column.n_distinct * table.rows if column.n_distinct < 0 else column.n_distinct
+                text += f" (distinct≈{distinct:.0f}, nulls {100 * (column.null_frac or 0):.0f}%"
+                if not pii_safe and column.most_common_vals:
+                    common = ", ".join(
+                        f"{v!r}: {100 * f:.0f}%"
+                        for v, f in zip(column.most_common_vals[:5], column.most_common_freqs, strict=False)
+                    )
+                    text += f"; common values {common}"
+                text += ")"
+            columns.append(text)
+        table_lines.append(
+            f"- {table.schema}.{table.name}: {table.rows:.0f} rows, {table.size_bytes / 2**20:.1f} MiB\n  "
+            + "\n  ".join(columns)
+        )
+    index_lines = [f"- {i.definition}" for i in sorted(indexes, key=lambda i: (i.schema, i.table, i.name))]
+    text = (
+        template(version)
+        .replace("{settings}", ", ".join(sorted(SETTINGS_ALLOWED)))
+        .replace("{statements}", "\n".join(statement_lines) or "(none)")
+        .replace("{tables}", "\n".join(table_lines) or "(none)")
+        .replace("{indexes}", "\n".join(index_lines) or "(none)")
+        .replace("{findings}", "\n".join(f"- {f}" for f in findings) or "(none)")
+    )
+    digest = hashlib.sha256(json.dumps([version, SYSTEM, text]).encode()).hexdigest()
+    return Prompt(SYSTEM, text, version, digest)

@@ -1,0 +1,277 @@
+"""What an LLM may suggest, read defensively, and checked before anything else sees it.
+
+The answer should be one JSON object matching :class:`Suggestions`. Models wrap it in code fences, add prose
+around it, or stop mid-object; :func:`parse_reply` takes the first balanced object out of the text, and tries one
+repair of a truncated one (closing what was left open). Whatever still fails is rejected with the reason.
+
+Each suggestion is then checked on its own (:func:`check`): the tables and columns must exist, an index must be a
+definition the renderer accepts (so no DDL, no second statement, no function outside the allow-list hides in an
+expression), a setting must be on the allow-list with a value in range, a rewrite must parse as one read-only
+SELECT. What passes becomes a candidate that the what-if engine (indexes) or the sandbox (rewrites) still has to
+prove; what fails is kept as a :class:`Rejection` with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlglot
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from optischema.api.index import IndexDefinition
+from optischema.changes.ddl import SETTINGS_ALLOWED, UnsafeDefinition, render_create
+
+from .statements import DIALECT, TableKey
+
+Kind = Literal["index", "rewrite", "setting"]
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class IndexSuggestion(_Loose):
+    table: str = Field(min_length=1, max_length=130)
+    columns: list[str] = Field(min_length=1, max_length=8)
+    include: list[str] = Field(default_factory=list, max_length=8)
+    where: str | None = Field(default=None, max_length=1000)
+    method: Literal["btree", "hash", "gin", "gist", "brin"] = "btree"
+    why: str = Field(default="", max_length=2000)
+
+
+class RewriteSuggestion(_Loose):
+    query_id: str = Field(pattern=r"^-?[0-9]+$")
+    sql: str = Field(min_length=1, max_length=20000)
+    why: str = Field(default="", max_length=2000)
+
+
+class SettingSuggestion(_Loose):
+    name: str = Field(min_length=1, max_length=100)
+    value: str = Field(min_length=1, max_length=100)
+    why: str = Field(default="", max_length=2000)
+
+
+class Suggestions(_Loose):
+    indexes: list[IndexSuggestion] = Field(default_factory=list, max_length=20)
+    rewrites: list[RewriteSuggestion] = Field(default_factory=list, max_length=20)
+    settings: list[SettingSuggestion] = Field(default_factory=list, max_length=20)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    kind: Kind | Literal["reply"]
+    what: str
+    reason: str
+
+
+def _first_object(text: str) -> tuple[str | None, bool]:
+    """The first ``{…}`` of ``text`` (strings and escapes respected) and whether it was closed."""
+    start = text.find("{")
+    if start < 0:
+        return None, False
+    depth, in_string, escaped = 0, False, False
+    for position in range(start, len(text)):
+        char = text[position]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return text[start : position + 1], True
+    return text[start:], False
+
+
+def _repair(fragment: str) -> str:
+    """Close a truncated object: end an open string, drop a dangling key or comma, close brackets in order."""
+    stack, in_string, escaped = [], False, False
+    for char in fragment:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            stack.append("}" if char == "{" else "]")
+        elif char in "}]" and stack:
+            stack.pop()
+    text = fragment + ('"' if in_string else "")
+    text = re.sub(r'(,\s*"[^"]*"\s*:?\s*|,\s*|:\s*)$', "", text.rstrip())
+    return text + "".join(reversed(stack))
+
+
+def parse_reply(text: str) -> tuple[Suggestions | None, str | None]:
+    """(suggestions, None), or (None, why the answer could not be read)."""
+    if not text.strip():
+        return None, "empty answer"
+    fragment, closed = _first_object(text)
+    if fragment is None:
+        return None, "no JSON object in the answer"
+    try:
+        document = json.loads(fragment if closed else _repair(fragment))
+    except json.JSONDecodeError as problem:
+        why = f"malformed JSON ({problem.msg} at character {problem.pos})"
+        return None, why if closed else f"truncated JSON, and one repair did not help: {why}"
+    if not isinstance(document, dict):
+        return None, "the answer is not a JSON object"
+    if not closed:  # the last item of a list may have been cut short: keep the items that are whole
+        for kind, model in (
+            ("indexes", IndexSuggestion),
+            ("rewrites", RewriteSuggestion),
+            ("settings", SettingSuggestion),
+        ):
+            items = document.get(kind)
+            if isinstance(items, list):
+                document[kind] = [i for i in items if _valid(model, i)]
+    try:
+        return Suggestions.model_validate(document), None
+    except ValidationError as problem:
+        first = problem.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return None, f"the JSON does not match the schema: {where}: {first['msg']}"
+
+
+def _valid(model: type[BaseModel], item: object) -> bool:
+    try:
+        model.model_validate(item)
+    except ValidationError:
+        return False
+    return True
+
+
+# -- checks ----------------------------------------------------------------------------------------------------------
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+#: Settings an LLM may propose, with the range a value must fall in (memory in kB, as pg_settings reports it).
+SETTING_RANGES: dict[str, tuple[float, float]] = {
+    "random_page_cost": (1.0, 10.0),
+    "effective_io_concurrency": (0, 1000),
+    "work_mem": (1024, 4 * 1024 * 1024),
+    "maintenance_work_mem": (16 * 1024, 16 * 1024 * 1024),
+    "effective_cache_size": (8 * 1024, 1024 * 1024 * 1024),
+    "default_statistics_target": (10, 10000),
+    "jit": (0, 1),
+}
+_UNITS = {"kb": 1, "mb": 1024, "gb": 1024 * 1024, "tb": 1024 * 1024 * 1024}
+
+
+def _setting_number(name: str, value: str) -> float | None:
+    text = value.strip().lower()
+    if name == "jit":
+        return {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}.get(text)
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*(kb|mb|gb|tb)?", text)
+    if match is None:
+        return None
+    number = float(match.group(1))
+    return number * _UNITS[match.group(2)] if match.group(2) else number
+
+
+def resolve(name: str, columns: Mapping[TableKey, set[str] | frozenset[str]]) -> TableKey | None:
+    schema, _, table = name.rpartition(".")
+    matches = [k for k in columns if k[1] == table and (not schema or k[0] == schema)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def check_index(
+    suggestion: IndexSuggestion, columns: Mapping[TableKey, set[str] | frozenset[str]]
+) -> IndexDefinition | Rejection:
+    what = f"{suggestion.table} ({', '.join(suggestion.columns)})"
+    key = resolve(suggestion.table, columns)
+    if key is None:
+        return Rejection("index", what, f"table {suggestion.table} does not exist")
+    known = columns[key]
+    keys = []
+    for column in suggestion.columns:
+        if _IDENT.match(column):
+            if column not in known:
+                return Rejection("index", what, f"column {column} does not exist in {key[0]}.{key[1]}")
+            keys.append({"name": column})
+        else:
+            keys.append({"expression": column})
+    missing = [c for c in suggestion.include if c not in known]
+    if missing:
+        return Rejection("index", what, f"column {missing[0]} does not exist in {key[0]}.{key[1]}")
+    try:
+        definition = IndexDefinition.model_validate(
+            {
+                "schema": key[0],
+                "table": key[1],
+                "method": suggestion.method,
+                "columns": keys,
+                "include": suggestion.include,
+                **({"where": suggestion.where} if suggestion.where else {}),
+            }
+        )
+        render_create(definition)
+    except (ValidationError, UnsafeDefinition) as error:
+        reason = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
+        return Rejection("index", what, f"not an index the operator would build: {reason}")
+    for expression in [c["expression"] for c in keys if "expression" in c] + [suggestion.where or ""]:
+        if not expression:
+            continue
+        try:
+            named = {c.name for c in sqlglot.parse_one(expression, dialect=DIALECT).find_all(exp.Column)}
+        except SqlglotError:
+            return Rejection("index", what, f"expression {expression!r} does not parse")
+        unknown = sorted(named - set(known))
+        if unknown:
+            return Rejection("index", what, f"column {unknown[0]} does not exist in {key[0]}.{key[1]}")
+    return definition
+
+
+def check_setting(suggestion: SettingSuggestion) -> tuple[str, str] | Rejection:
+    name = suggestion.name.strip().lower()
+    what = f"{name} = {suggestion.value}"
+    if name not in SETTINGS_ALLOWED or name not in SETTING_RANGES:
+        return Rejection("setting", what, f"{name} is not on the allow-list of settings the operator changes")
+    number = _setting_number(name, suggestion.value)
+    low, high = SETTING_RANGES[name]
+    if number is None or not low <= number <= high:
+        return Rejection("setting", what, f"value {suggestion.value!r} is out of range for {name}")
+    return name, suggestion.value.strip()
+
+
+def check_rewrite(
+    suggestion: RewriteSuggestion,
+    known_queries: Mapping[str, str],
+    columns: Mapping[TableKey, set[str] | frozenset[str]],
+) -> str | Rejection:
+    """The rewritten SQL when it is one read-only SELECT over known tables, for a statement of the workload."""
+    what = f"rewrite of {suggestion.query_id}"
+    if suggestion.query_id not in known_queries:
+        return Rejection("rewrite", what, f"no statement {suggestion.query_id} in the workload")
+    try:
+        trees = [t for t in sqlglot.parse(suggestion.sql, dialect=DIALECT) if t is not None]
+    except SqlglotError as error:
+        return Rejection("rewrite", what, f"does not parse: {str(error).splitlines()[0]}")
+    if len(trees) != 1:
+        return Rejection("rewrite", what, "must be exactly one statement")
+    tree = trees[0]
+    if not isinstance(tree, (exp.Select, exp.Union, exp.Intersect, exp.Except)) or tree.find(
+        exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command
+    ):
+        return Rejection("rewrite", what, "must be a read-only SELECT")
+    for table in tree.find_all(exp.Table):
+        name = f"{table.db}.{table.name}" if table.db else table.name
+        is_cte = any(cte.alias == table.name for cte in tree.find_all(exp.CTE))
+        if table.name and not is_cte and resolve(name, columns) is None:
+            return Rejection("rewrite", what, f"table {table.name} does not exist")
+    return suggestion.sql
