@@ -205,7 +205,7 @@ def check_index(
                 return Rejection("index", what, f"column {column} does not exist in {key[0]}.{key[1]}")
             keys.append({"name": column})
         else:
-            keys.append({"expression": column})
+            keys.append({"expression": _unwrapped(column)})
     missing = [c for c in suggestion.include if c not in known]
     if missing:
         return Rejection("index", what, f"column {missing[0]} does not exist in {key[0]}.{key[1]}")
@@ -235,6 +235,19 @@ def check_index(
         if unknown:
             return Rejection("index", what, f"column {unknown[0]} does not exist in {key[0]}.{key[1]}")
     return definition
+
+
+def _unwrapped(expression: str) -> str:
+    """``((a + b))`` → ``a + b``: the engine keys expressions without their outer parentheses."""
+    text = expression.strip()
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for position, char in enumerate(text):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and position < len(text) - 1:
+                return text  # "(a) + (b)": the first parenthesis closes early
+        text = text[1:-1].strip()
+    return text
 
 
 def check_setting(suggestion: SettingSuggestion) -> tuple[str, str] | Rejection:
