@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from optischema.flows.advisor import MemoryStore, make_advisor
 from optischema.flows.analyze import AnalyzeOptions, analyze
 from optischema.llm.providers import Provider
+from tests.llmserver import Step, answer, llm_server
 
-from ..llmserver import Step, answer, llm_server
 from .conftest import run_sql
 
 SCHEMA = [
