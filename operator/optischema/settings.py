@@ -70,5 +70,7 @@ class Settings(BaseSettings):
         default_factory=lambda: {"app.kubernetes.io/name": "optischema", "app.kubernetes.io/component": "operator"}
     )
     """Labels of the operator's pods, which sandbox NetworkPolicies let in (the chart sets them on its pods)."""
+    llm_cluster_daily_token_budget: int = Field(default=2_000_000, ge=0)
+    """LLM tokens per day (UTC) across all targets; each target also has ``spec.llm.dailyTokenBudget``."""
     immediate_budget_seconds: int = Field(default=3600, ge=60, le=86400)
     """Time allowed to an ``immediate`` change (it has no window to end it): its statement timeout."""

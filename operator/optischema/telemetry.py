@@ -66,6 +66,11 @@ LLM_CACHE_HITS = Counter(
 LLM_FAILOVERS = Counter(
     "optischema_llm_failovers_total", "Providers given up on for the next one", ["namespace", "target"]
 )
+LLM_COST = Counter(
+    "optischema_llm_cost_estimate_total",
+    "Estimated LLM cost: tokens times the provider's costPerMillionTokens",
+    ["namespace", "target"],
+)
 LLM_SUGGESTIONS = Counter(
     "optischema_llm_suggestions_total",
     "LLM suggestions by fate: accepted, or rejected with the kind of reason",

@@ -238,6 +238,8 @@ class LlmProvider(ApiModel):
     """Endpoint; required for ``openaiCompatible``, optional for the others."""
     api_key_secret: SecretKeySelector | None = None
     """Secret key holding the API key; required except for ``openaiCompatible``. Keys never reach logs or status."""
+    cost_per_million_tokens: float | None = Field(default=None, ge=0)
+    """Price per million tokens (your currency), for the cost-estimate metric; unset means not counted."""
 
     @model_validator(mode="after")
     def _endpoint_and_key(self) -> LlmProvider:
@@ -355,6 +357,36 @@ class RecommendationCounts(ApiModel):
     """No longer found by analysis."""
 
 
+class LlmRejection(ApiModel):
+    """One LLM suggestion that did not get through, and why."""
+
+    kind: Literal["index", "rewrite", "setting", "reply"]
+    """What was suggested (``reply``: the whole answer could not be read)."""
+    what: str = Field(max_length=512)
+    """The suggestion, briefly."""
+    reason: str = Field(max_length=1024)
+    """Why it was turned down."""
+
+
+class LlmStatus(ApiModel):
+    """The LLM advisor's part in the last analysis."""
+
+    model: str | None = None
+    """The provider and model that answered (or whose cached answer was used)."""
+    cached: bool = False
+    """Whether the answer came from the cache (no call made)."""
+    tokens: int = Field(default=0, ge=0)
+    """Tokens the call used (0 when cached)."""
+    tokens_today: int = Field(default=0, ge=0)
+    """Tokens this target used today (UTC), against ``spec.llm.dailyTokenBudget``."""
+    accepted: int = Field(default=0, ge=0)
+    """Suggestions that passed every check (an index still has to be chosen by the what-if selection)."""
+    rejected: list[LlmRejection] = Field(default_factory=list, max_length=50)
+    """Suggestions turned down, with the reason."""
+    message: str | None = Field(default=None, max_length=4096)
+    """Why the engine went on alone, when it did: LLM off, budget spent, no provider answered."""
+
+
 class PostgresTargetStatus(ApiModel):
     """Observed state of a ``PostgresTarget``, written by the operator only."""
 
@@ -372,6 +404,8 @@ class PostgresTargetStatus(ApiModel):
     """Start of the next maintenance window (UTC)."""
     next_window_end: datetime | None = None
     """End of the next maintenance window (UTC)."""
+    llm: LlmStatus | None = None
+    """The LLM advisor's part in the last analysis, when it is enabled."""
     index_build_bytes_per_second: float | None = Field(default=None, ge=0)
     """Index build speed measured on this database by the last applied change; used to refuse builds that could
     not finish before their window closes."""

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from optischema.flows.target import analyse_and_record, check_target
-from optischema.kube.client import Kube, load_config
+from optischema.kube.client import Kube, current_namespace, load_config
 from optischema.settings import Settings
 
 
@@ -22,10 +22,10 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     load_config()
-    return asyncio.run(_run(Kube(), args.namespace, args.target, Settings().sample_seconds))
+    return asyncio.run(_run(Kube(), args.namespace, args.target, Settings()))
 
 
-async def _run(kube: Kube, namespace: str, name: str, sample_seconds: float) -> int:
+async def _run(kube: Kube, namespace: str, name: str, settings: Settings) -> int:
     target = await kube.get("postgrestargets", namespace, name)
     last = (target.get("status") or {}).get("lastAnalysis") or {}
     extra = {"job": last.get("job"), "requested": last.get("requested")}
@@ -40,7 +40,14 @@ async def _run(kube: Kube, namespace: str, name: str, sample_seconds: float) -> 
         print(f"optischema analyze-target: {check.reason}: {check.message}", file=sys.stderr)
         return 1
     ok, message = await analyse_and_record(
-        kube, target, check, sample_seconds=sample_seconds, semaphore=asyncio.Semaphore(1), extra=extra
+        kube,
+        target,
+        check,
+        sample_seconds=settings.sample_seconds,
+        semaphore=asyncio.Semaphore(1),
+        extra=extra,
+        operator_namespace=settings.operator_namespace or current_namespace(),
+        llm_cluster_budget=settings.llm_cluster_daily_token_budget,
     )
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1

@@ -111,16 +111,23 @@ async def list_(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
 
 
 async def show(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
-    item = await _get(kube, "tuningrecommendations", namespace, args.name)
-    spec, status = item["spec"], item.get("status") or {}
+    try:
+        item = await _get(kube, "tuningrecommendations", namespace, args.name)
+    except PluginError:
+        try:  # a target's name: its status, the LLM advisor's rejections included
+            return await status(kube, namespace, argparse.Namespace(target=args.name))
+        except PluginError:
+            pass
+        raise
+    spec, state = item["spec"], item.get("status") or {}
     approval = spec.get("approval", {})
     lines = [
         f"{item['metadata']['name']}  ({spec['kind']} for {spec['targetRef']['name']}, risk {spec.get('risk')}, "
-        f"source {spec.get('source')})",
+        f"source {spec.get('source')}" + (f", model {spec['model']}" if spec.get("model") else "") + ")",
         f"approval: {approval.get('state')}"
         + (f" by {approval['decidedBy']}" if approval.get("decidedBy") else "")
         + (f" — {approval['reason']}" if approval.get("reason") else ""),
-        f"phase: {status.get('phase', '')}",
+        f"phase: {state.get('phase', '')}",
         "",
         "SQL:",
         textwrap.indent(spec["sql"], "  "),
@@ -137,8 +144,8 @@ async def show(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
             f"  {s.get('calls', 0):>8}  {s.get('costBefore')} → {s.get('costAfter')}  {s.get('query', '')[:90]}"
             for s in evidence["statements"]
         ]
-    if status.get("benchmark"):
-        lines += ["", "benchmark:", textwrap.indent(yaml.safe_dump(status["benchmark"], sort_keys=False), "  ")]
+    if state.get("benchmark"):
+        lines += ["", "benchmark:", textwrap.indent(yaml.safe_dump(state["benchmark"], sort_keys=False), "  ")]
     return "\n".join(lines)
 
 
@@ -237,6 +244,18 @@ async def status(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     counts = state.get("recommendations") or {}
     if counts:
         lines.append("  recommendations: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    llm = state.get("llm") or {}
+    if llm:
+        budget = (spec.get("llm") or {}).get("dailyTokenBudget", 200_000)
+        source = "from the cache" if llm.get("cached") else f"{llm.get('tokens', 0)} tokens"
+        lines.append(
+            f"  llm: {llm.get('model') or 'no answer'} ({source}; today {llm.get('tokensToday', 0)} of {budget}), "
+            f"{llm.get('accepted', 0)} suggestion(s) accepted, {len(llm.get('rejected', []))} rejected"
+        )
+        if llm.get("message"):
+            lines.append(f"    {llm['message']}")
+        for rejection in llm.get("rejected", []):
+            lines.append(f"    rejected {rejection['kind']} {rejection['what']}: {rejection['reason']}")
     return "\n".join(lines)
 
 

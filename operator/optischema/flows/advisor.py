@@ -21,8 +21,16 @@ import httpx
 from optischema.analysis.prompt import Prompt
 from optischema.api.target import Llm
 from optischema.flows.analyze import Advisor, AdvisorReply
+from optischema.kube.llmstore import ConfigMapStore
 from optischema.llm.providers import Failover, Provider, ProviderError
-from optischema.telemetry import LLM_CACHE_HITS, LLM_CALL_SECONDS, LLM_CALLS, LLM_FAILOVERS, LLM_TOKENS
+from optischema.telemetry import (
+    LLM_CACHE_HITS,
+    LLM_CALL_SECONDS,
+    LLM_CALLS,
+    LLM_COST,
+    LLM_FAILOVERS,
+    LLM_TOKENS,
+)
 
 #: Tokens per day across all targets unless the operator's settings say otherwise.
 DEFAULT_CLUSTER_BUDGET = 2_000_000
@@ -75,7 +83,11 @@ def providers_from(spec: Llm, keys: dict[str, str]) -> list[Provider]:
         key = None
         if item.api_key_secret is not None:
             key = keys.get(f"{item.api_key_secret.name}/{item.api_key_secret.key}")
-        found.append(Provider(item.provider, item.model, item.base_url, key))
+        found.append(
+            Provider(
+                item.provider, item.model, item.base_url, key, cost_per_million_tokens=item.cost_per_million_tokens
+            )
+        )
     return found
 
 
@@ -128,7 +140,44 @@ def make_advisor(
         LLM_TOKENS.labels(*labels).inc(reply.tokens)
         await store.spend(day, reply.tokens)
         answered = next(p for p in providers if p.kind == reply.provider and p.model == reply.model)
+        if answered.cost_per_million_tokens:
+            LLM_COST.labels(*labels).inc(reply.tokens * answered.cost_per_million_tokens / 1e6)
         await store.remember(cache_key(answered, prompt), reply.text)
         return AdvisorReply(reply.text, f"{reply.provider}/{reply.model}", tokens=reply.tokens)
 
     return advise
+
+
+#: Breakers per provider, shared by the analyses of this process: a provider that keeps failing is skipped by
+#: every target's next analysis too, until its cooldown has passed.
+BREAKERS: dict[str, Any] = {}
+
+
+async def for_target(
+    kube: Any, target: dict[str, Any], spec: Llm, *, operator_namespace: str, cluster_budget: int
+) -> tuple[Advisor | None, Any, str | None]:
+    """(advisor, store, note) for a target whose ``spec.llm`` is enabled. API keys are read from their Secrets
+    now (an edited spec or Secret takes effect at the next analysis, no restart); a provider whose key is missing
+    is left out of the chain and the note says so."""
+    namespace = target["metadata"]["namespace"]
+    keys: dict[str, str] = {}
+    missing = []
+    for item in spec.providers:
+        ref = item.api_key_secret
+        if ref is None:
+            continue
+        secret = await kube.read_secret(namespace, ref.name)
+        if secret is None or ref.key not in secret:
+            missing.append(f"{item.provider}/{item.model} (Secret {ref.name} key {ref.key} not found)")
+        else:
+            keys[f"{ref.name}/{ref.key}"] = secret[ref.key]
+    usable = [p for p in providers_from(spec, keys) if p.api_key or p.kind == "openaiCompatible"]
+    note = f"left out for want of an API key: {', '.join(missing)}" if missing else None
+    store = ConfigMapStore(target, operator_namespace)
+    if not usable:
+        return None, store, note or "no LLM provider is usable"
+    labels = (namespace, target["metadata"]["name"])
+    advisor = make_advisor(
+        usable, store, budget=spec.daily_token_budget, cluster_budget=cluster_budget, labels=labels, breakers=BREAKERS
+    )
+    return advisor, store, note

@@ -21,11 +21,14 @@ from optischema.api import describe
 from optischema.api.conditions import Condition, ConditionType, Reason, remove_condition, set_condition
 from optischema.api.durations import parse_duration
 from optischema.api.quantity import quantity_bytes
-from optischema.api.target import DatabaseInfo, Extension, PostgresTargetSpec
+from optischema.api.target import DatabaseInfo, Extension, LlmRejection, LlmStatus, PostgresTargetSpec
 from optischema.changes.windows import current_or_next
-from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
+from optischema.flows import advisor as advisors
+from optischema.flows.advisor import DEFAULT_CLUSTER_BUDGET
+from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze
 from optischema.postgres.collect import read_server
 from optischema.postgres.connect import DATABASE_ERRORS, connect
+from optischema.telemetry import LLM_SUGGESTIONS
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
@@ -171,7 +174,7 @@ def analysis_due(
 
 
 async def run_analysis(
-    check: Check, sample_seconds: float, semaphore: asyncio.Semaphore
+    check: Check, sample_seconds: float, semaphore: asyncio.Semaphore, advisor: Advisor | None = None
 ) -> tuple[AnalysisResult | None, str | None, float]:
     """The analysis, bounded across targets by ``semaphore``; (result, error, seconds)."""
     spec, dsn = check.spec, check.dsn
@@ -186,6 +189,8 @@ async def run_analysis(
         max_indexes_per_table=spec.policy.max_indexes_per_table,
         sample_seconds=sample_seconds,
         connect_timeout=spec.connection.connect_timeout_seconds,
+        advisor=advisor,
+        pii_safe=spec.llm.pii_safe,
     )
     started = time.monotonic()
     async with semaphore:
@@ -193,6 +198,28 @@ async def run_analysis(
             return await analyze(dsn, options), None, time.monotonic() - started
         except AnalysisError as error:
             return None, f"{error.reason}: {error.message}", time.monotonic() - started
+
+
+def llm_status(result: AnalysisResult, note: str | None, tokens_today: int, labels: tuple[str, str]) -> dict[str, Any]:
+    """``status.llm`` from the analysis's consultation (and the suggestions metric, by kind and fate)."""
+    consultation = result.consultation
+    if consultation is None:
+        return LlmStatus(message=note or "the LLM was not consulted", tokens_today=tokens_today).to_wire()
+    for rejection in consultation.rejections:
+        LLM_SUGGESTIONS.labels(*labels, rejection.kind, "rejected").inc()
+    LLM_SUGGESTIONS.labels(*labels, "all", "accepted").inc(consultation.accepted)
+    messages = [m for m in (consultation.note, note) if m]
+    return LlmStatus(
+        model=consultation.model,
+        cached=consultation.cached,
+        tokens=consultation.tokens,
+        tokens_today=tokens_today,
+        accepted=consultation.accepted,
+        rejected=[
+            LlmRejection(kind=r.kind, what=r.what[:512], reason=r.reason[:1024]) for r in consultation.rejections[:50]
+        ],
+        message="; ".join(messages) or None,
+    ).to_wire()
 
 
 def utc_now() -> datetime:
@@ -207,13 +234,20 @@ async def analyse_and_record(
     sample_seconds: float,
     semaphore: asyncio.Semaphore,
     extra: dict[str, Any] | None = None,
+    operator_namespace: str = "optischema-system",
+    llm_cluster_budget: int = DEFAULT_CLUSTER_BUDGET,
 ) -> tuple[bool, str]:
     """Analyse, sync the recommendations and record ``status.lastAnalysis`` — inline or in an analysis Job."""
     from optischema.flows import recommendations
 
     meta = target["metadata"]
     started = utc_now()
-    result, error, seconds = await run_analysis(check, sample_seconds, semaphore)
+    advisor, store, llm_note = None, None, None
+    if check.spec is not None and check.spec.llm.enabled:
+        advisor, store, llm_note = await advisors.for_target(
+            kube, target, check.spec.llm, operator_namespace=operator_namespace, cluster_budget=llm_cluster_budget
+        )
+    result, error, seconds = await run_analysis(check, sample_seconds, semaphore, advisor)
     summary: dict[str, Any] = {
         **(extra or {}),
         "startTime": started.isoformat(),
@@ -235,7 +269,11 @@ async def analyse_and_record(
         "statementsAnalysed": result.statements_analysed,
         "message": "; ".join(result.notes)[:4000] or None,
     }
-    await kube.patch_status(
-        "postgrestargets", meta["namespace"], meta["name"], {"lastAnalysis": summary, "recommendations": counts}
-    )
+    patch: dict[str, Any] = {"lastAnalysis": summary, "recommendations": counts}
+    if check.spec is not None and check.spec.llm.enabled:
+        tokens_today = await store.today() if store is not None else 0
+        patch["llm"] = llm_status(result, llm_note, tokens_today, (meta["namespace"], meta["name"]))
+    elif (target.get("status") or {}).get("llm"):
+        patch["llm"] = None  # switched off: nothing of a former advisor stays in the status
+    await kube.patch_status("postgrestargets", meta["namespace"], meta["name"], patch)
     return True, f"{len(result.recommendations)} finding(s) from {result.statements_analysed} statements"

@@ -10,6 +10,7 @@ import kopf
 from optischema.api.conditions import Condition
 from optischema.api.resources import GROUP, VERSION
 from optischema.flows import target as flow
+from optischema.kube.client import current_namespace
 from optischema.kube.jobs import analysis_job
 from optischema.telemetry import ANALYSIS_FAILURES, ANALYSIS_SECONDS, TARGET_READY, log_for
 
@@ -67,6 +68,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             service_account=settings.job_service_account,
             sample_seconds=settings.sample_seconds,
             token=requested or now.isoformat(),
+            operator_namespace=settings.operator_namespace or current_namespace(),
         )
         await memo.kube.create_job(namespace, job)
         await memo.kube.patch_status(
@@ -94,6 +96,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         sample_seconds=memo.settings.sample_seconds,
         semaphore=memo.analyses,
         extra={"requested": requested},
+        operator_namespace=memo.settings.operator_namespace or current_namespace(),
+        llm_cluster_budget=memo.settings.llm_cluster_daily_token_budget,
     )
     ANALYSIS_SECONDS.labels(namespace, name).observe(time.monotonic() - clock)
     if not ok:

@@ -13,7 +13,13 @@ DEADLINE_SECONDS = 3600
 
 
 def analysis_job(
-    target: dict[str, Any], *, image: str, service_account: str, sample_seconds: float, token: str
+    target: dict[str, Any],
+    *,
+    image: str,
+    service_account: str,
+    sample_seconds: float,
+    token: str,
+    operator_namespace: str | None = None,
 ) -> dict[str, Any]:
     """The Job for one analysis of ``target``; ``token`` (the request, or the time) makes its name unique."""
     meta = target["metadata"]
@@ -24,7 +30,8 @@ def analysis_job(
         "name": "analyze",
         "image": image,
         "command": ["optischema", "analyze-target", "--namespace", meta["namespace"], "--target", meta["name"]],
-        "env": [{"name": "OPTISCHEMA_SAMPLE_SECONDS", "value": str(sample_seconds)}],
+        "env": [{"name": "OPTISCHEMA_SAMPLE_SECONDS", "value": str(sample_seconds)}]
+        + ([{"name": "OPTISCHEMA_OPERATOR_NAMESPACE", "value": operator_namespace}] if operator_namespace else []),
         "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
     }
     if resources:

@@ -84,6 +84,7 @@ class Provider:
     timeout: float = 60.0
     attempts: int = 3
     backoff: float = 1.0
+    cost_per_million_tokens: float | None = None
 
     @property
     def name(self) -> str:
