@@ -10,17 +10,29 @@ from devcluster.cluster import Cluster
 from tests.llmserver import answer, llm_server
 
 from .conftest import apply, get, operators, secret, target, wait_for
+from .test_sandbox import query_ids
 
-REPLY = json.dumps(
-    {
-        "indexes": [
-            {"table": "ghosts", "columns": ["id"], "why": "hallucinated"},
-            {"table": "invoices", "columns": ["customer_id"], "include": ["amount"], "why": "lookups by customer"},
-        ],
-        "settings": [{"name": "work_mem", "value": "32MB", "why": "hash aggregates"}],
-        "rewrites": [{"query_id": "1", "sql": "DROP TABLE invoices", "why": "ignore previous instructions"}],
-    }
-)
+
+def reply(rewrite_of: str) -> str:
+    return json.dumps(
+        {
+            **SUGGESTIONS,
+            "rewrites": [
+                {"query_id": "1", "sql": "DROP TABLE invoices", "why": "ignore previous instructions"},
+                # Looks plausible, returns other rows: the sandbox must turn it down.
+                {"query_id": rewrite_of, "sql": "SELECT sum(amount) + 1 FROM invoices WHERE customer_id = $1"},
+            ],
+        }
+    )
+
+
+SUGGESTIONS = {
+    "indexes": [
+        {"table": "ghosts", "columns": ["id"], "why": "hallucinated"},
+        {"table": "invoices", "columns": ["customer_id"], "include": ["amount"], "why": "lookups by customer"},
+    ],
+    "settings": [{"name": "work_mem", "value": "32MB", "why": "hash aggregates"}],
+}
 
 
 def llm_status(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -37,10 +49,11 @@ def test_the_operator_consults_the_llm_caches_it_and_switches_provider_without_r
     cluster: Cluster, namespace: str, database: str
 ) -> None:
     with llm_server() as server, operators(cluster, namespace, "llm") as start:
-        server.script("openai", answer(REPLY, prompt_tokens=700, completion_tokens=100))
-        server.script("gemini", answer(REPLY, prompt_tokens=500, completion_tokens=50))
+        statement = query_ids(database)["SELECT sum(amount) FROM invoices WHERE customer_id = $1"][0]
+        server.script("openai", answer(reply(statement), prompt_tokens=700, completion_tokens=100))
+        server.script("gemini", answer(reply(statement), prompt_tokens=500, completion_tokens=50))
         apply(cluster, secret(namespace, "pw"))
-        doc = target(namespace, database)
+        doc = target(namespace, database, sandbox={"enabled": True})
         doc["spec"]["llm"] = {
             "enabled": True,
             "dailyTokenBudget": 100_000,
@@ -64,6 +77,21 @@ def test_the_operator_consults_the_llm_caches_it_and_switches_provider_without_r
         setting = next(i for i in items if i["spec"]["kind"] == "setting" and i["spec"]["source"] == "llm")
         assert setting["spec"]["model"] == "openaiCompatible/qwen-test"
         assert setting["spec"]["change"]["setting"] == {"name": "work_mem", "value": "32MB", "currentValue": "4MB"}
+
+        # The rewrite returns other rows in the sandbox: turned down by the target's policy, with the reason.
+        rewrite = next(i for i in items if i["spec"]["kind"] == "queryRewrite")
+        assert rewrite["spec"]["source"] == "llm"
+        decided = wait_for(
+            lambda: (
+                (i := get(cluster, "trec", rewrite["metadata"]["name"], "-n", namespace))["spec"]["approval"]["state"]
+                == "Rejected"
+                and i
+            ),
+            timeout=120,
+            what="the rewrite turned down",
+        )
+        assert "different rows" in decided["spec"]["approval"]["reason"]
+        assert decided["spec"]["approval"]["decidedBy"] == "policy:shop"
 
         cache = get(cluster, "configmap", "shop-llm", "-n", namespace)
         assert cache["metadata"]["ownerReferences"][0]["kind"] == "PostgresTarget"

@@ -231,3 +231,39 @@ def test_the_cli_benchmarks_each_index_recommendation(shop: str) -> None:
     args = build_parser().parse_args(["benchmark", "--dsn", shop, "--recommendation", "nope"])
     assert command.run(args, io.StringIO(), err) == 2
     assert "--recommendation: no recommendation nope" in err.getvalue()
+
+
+def rewrite(original: str, rewritten: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "TuningRecommendation",
+        "metadata": {"name": "orders-rewrite", "namespace": "test"},
+        "spec": {
+            "targetRef": {"name": "shop"},
+            "kind": "queryRewrite",
+            "change": {
+                "queryRewrite": {"queryId": "5", "fingerprint": "f5", "original": original, "rewritten": rewritten}
+            },
+            "sql": rewritten,
+            "source": "llm",
+            "model": "test/model",
+        },
+    }
+
+
+async def test_a_rewrite_is_proved_on_the_sandbox_same_rows_and_faster_or_turned_down(shop: str) -> None:
+    # id + 0 hides the primary key from the planner; the rewrite returns the same rows through the index.
+    original = "SELECT id, status FROM orders WHERE id + 0 = $1"
+    proved = await benchmark(LocalProvider(), shop, rewrite(original, "SELECT id, status FROM orders WHERE id = $1"),
+                             Sandbox(), runs=5)  # fmt: skip
+    assert proved.reason == "Measured", proved.benchmark
+    assert (proved.benchmark.speedup or 0) > 3
+
+    wrong = "SELECT id, status FROM orders WHERE id = $1 + 1"
+    turned_down = await benchmark(LocalProvider(), shop, rewrite(original, wrong), Sandbox(), runs=5)
+    assert turned_down.reason == "RowsDiffer"
+    assert "different rows" in (turned_down.benchmark.error or "")
+
+    same = "SELECT id, status FROM orders WHERE id + 0 = $1 AND true"
+    slower = await benchmark(LocalProvider(), shop, rewrite(original, same), Sandbox(), runs=5)
+    assert slower.reason == "NotFaster", slower.benchmark

@@ -57,6 +57,8 @@ class Reason(StrEnum):
     SANDBOX_NOT_READY = "SandboxNotReady"
     SANDBOX_FAILED = "SandboxFailed"
     BENCHMARK_FAILED = "BenchmarkFailed"
+    ROWS_DIFFER = "RowsDiffer"
+    NOT_FASTER = "NotFaster"
     SUPERSEDED = "Superseded"
     # IndexChange
     WAITING_FOR_WINDOW = "WaitingForWindow"

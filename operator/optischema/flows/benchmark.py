@@ -18,6 +18,7 @@ from typing import Any
 
 from optischema.analysis.errors import AnalysisError
 from optischema.analysis.latency import summarise
+from optischema.analysis.parameters import runnable
 from optischema.analysis.statements import Catalog, TableKey, parse_statement
 from optischema.api.conditions import Reason
 from optischema.api.quantity import quantity_bytes
@@ -30,7 +31,11 @@ from optischema.postgres.connect import DATABASE_ERRORS, connect
 Progress = Callable[[str], None]
 #: Timed executions per statement and side (fewer when a statement is slow: see timing.PHASE_BUDGET_SECONDS).
 DEFAULT_RUNS = 20
-BENCHMARKED_KINDS = {"createIndex", "dropIndex"}
+BENCHMARKED_KINDS = {"createIndex", "dropIndex", "queryRewrite"}
+#: A rewrite must be at least this much faster than the original in the sandbox to be worth a developer's time.
+REWRITE_MIN_SPEEDUP = 1.2
+#: Parameter sets on which a rewrite must return exactly the original's rows.
+REWRITE_CHECKS = 5
 _WRITE = re.compile(r"^\s*(insert|update|delete)\b", re.IGNORECASE)
 
 
@@ -53,6 +58,7 @@ class Plan:
     tables: list[TableKey] = field(default_factory=list)
     shape: timing.Shape = field(default_factory=timing.Shape)
     predicate: str | None = None  # a partial index's WHERE: the rows its statements look for
+    rewritten: str | None = None  # for a query rewrite: the statement run instead of applying a change
 
 
 @dataclass(slots=True)
@@ -63,6 +69,15 @@ class Outcome:
 
 def plan_for(spec: TuningRecommendationSpec, catalog: Catalog, writes: list[tuple[str, str, int]]) -> Plan:
     """The statements and tables of a recommendation's benchmark (its evidence, and writes on its table)."""
+    rewrite = spec.change.query_rewrite
+    if spec.kind == "queryRewrite" and rewrite is not None:
+        parsed = parse_statement(rewrite.original, catalog)
+        tables = sorted(parsed.tables | parse_statement(rewrite.rewritten, catalog).tables)
+        if not tables:
+            raise ValueError("the statement reads no known table")
+        calls = next((s.calls for s in spec.evidence.statements if s.query_id == rewrite.query_id), 1)
+        statement = Statement(rewrite.query_id, rewrite.original, calls, False)
+        return Plan(spec.kind, "", tables[0], [statement], tables, rewritten=rewrite.rewritten)
     index = spec.change.index
     if spec.kind not in BENCHMARKED_KINDS or index is None:
         raise ValueError(f"kind {spec.kind} is not benchmarked (only {', '.join(sorted(BENCHMARKED_KINDS))})")
@@ -142,6 +157,8 @@ async def measure(
             plan.shape,
             {plan.table: plan.predicate} if plan.predicate else {},
         )
+        if plan.rewritten is not None:
+            return await _rewrite(sandbox, plan, prepared, loaded, warnings, spec, started, progress)
         before = await timing.time_all(sandbox, prepared)
         progress("applying the change in the sandbox")
         try:
@@ -195,6 +212,67 @@ async def measure(
     )
 
 
+async def _rewrite(
+    sandbox: Any,
+    plan: Plan,
+    prepared: list[timing.Prepared],
+    loaded: clone.Loaded,
+    warnings: list[str],
+    spec: SandboxSpec,
+    started: float,
+    progress: Progress,
+) -> Benchmark:
+    """A rewrite is proved, not applied: the same rows as the original for several parameter sets, and faster."""
+    assert plan.rewritten is not None
+    original = prepared[0]
+    rewritten = timing.Prepared(original.query_id, runnable(plan.rewritten), original.calls, False,
+                                original.arguments, original.error)  # fmt: skip
+    progress("comparing the rewrite's rows with the original's")
+    differs = None
+    if original.error is None:
+        differs = await timing.compare_rows(
+            sandbox, original, rewritten, REWRITE_CHECKS, ordered=_ordered(original.query)
+        )
+    progress("timing the original and the rewrite, interleaved")
+    first, second = await timing.time_pair(sandbox, original, rewritten)
+    before, after = [first], [second]
+    version = await sandbox.fetchval("SHOW server_version")
+    timings = timing.timings(prepared, before, after)
+    summary = summarise(timings)
+    error = differs or (None if summary.measured else f"could not run both: {timings[0].error}")
+    if error is None and (summary.speedup or 0) < REWRITE_MIN_SPEEDUP:
+        error = f"not faster in the sandbox (speed-up {summary.speedup}x, below {REWRITE_MIN_SPEEDUP}x)"
+    return Benchmark(
+        data_mode=spec.data_mode,
+        rows=loaded.total_rows,
+        p50_before_ms=summary.p50_before_ms,
+        p50_after_ms=summary.p50_after_ms,
+        p95_before_ms=summary.p95_before_ms,
+        p95_after_ms=summary.p95_after_ms,
+        speedup=summary.speedup,
+        improvement_percent=None if summary.improvement_percent is None else min(100.0, summary.improvement_percent),
+        server_version=str(version),
+        duration_seconds=round(time.monotonic() - started, 2),
+        completed_at=datetime.now(UTC),
+        statements=[
+            StatementBenchmark(
+                query_id=t.query_id,
+                runs=len(t.before),
+                error=t.error,
+                p50_before_ms=round(_median(t.before), 4) if t.before else None,
+                p50_after_ms=round(_median(t.after), 4) if t.after else None,
+            )
+            for t in timings
+        ],
+        warnings=[w[:500] for w in warnings][:50],
+        error=error,
+    )
+
+
+def _ordered(query: str) -> bool:
+    return bool(re.search(r"\border\s+by\b", query, re.IGNORECASE))
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
@@ -223,7 +301,7 @@ async def benchmark(
         try:
             catalog = await timing.catalog_of(source)
             index = rec.change.index
-            writes = await timing.write_statements(source, index.table) if index else []
+            writes = await timing.write_statements(source, index.table) if index and rec.kind != "queryRewrite" else []
             major = await clone.server_major(source)
             plan = plan_for(rec, catalog, writes)
             plan.shape = await timing.shape_of(source, [s.query_id for s in plan.statements], plan.tables)
@@ -243,6 +321,11 @@ async def benchmark(
         return _failed(
             spec, Reason.BENCHMARK_FAILED, str(error).splitlines()[0] if str(error) else repr(error), started
         )
+    if rec.kind == "queryRewrite" and result.error is not None:
+        if result.error.startswith("different rows"):
+            return Outcome(result, Reason.ROWS_DIFFER)
+        if result.error.startswith("not faster"):
+            return Outcome(result, Reason.NOT_FASTER)
     return Outcome(result, Reason.MEASURED if result.error is None else Reason.BENCHMARK_FAILED)
 
 

@@ -23,11 +23,13 @@ from optischema.flows.policy import auto_approves
 from optischema.flows.sandbox import Provider
 from optischema.flows.target import Check
 from optischema.kube.client import Kube
-from optischema.telemetry import BENCHMARK_SECONDS, BENCHMARKS, SANDBOXES_RUNNING, log_for
+from optischema.telemetry import BENCHMARK_SECONDS, BENCHMARKS, LLM_SUGGESTIONS, SANDBOXES_RUNNING, log_for
 
 PLURAL = "tuningrecommendations"
 TARGET_LABEL = "optischema.io/target"
 WAITING = {None, "Proposed", "AwaitingApproval", "Benchmarking"}
+#: Outcomes that turn a query rewrite down: it is never applied, so a person need not look at it.
+VERDICTS = {Reason.ROWS_DIFFER, Reason.NOT_FASTER}
 Announce = Callable[[dict[str, Any], str, str, bool], None]  # (recommendation, reason, message, warning)
 
 
@@ -52,6 +54,8 @@ def recorded(outcome: Outcome, status: dict[str, Any], generation: int | None, n
         f"measured in a {bench.data_mode} sandbox: p50 {bench.p50_before_ms} → {bench.p50_after_ms} ms "
         f"(speed-up {bench.speedup}x)"
         if measured
+        else f"the sandbox turned it down: {bench.error}"
+        if outcome.reason in VERDICTS
         else f"the sandbox could not measure it: {bench.error}"
     )
     conditions = set_condition(
@@ -149,7 +153,11 @@ class Queue:
             f"speed-up {outcome.benchmark.speedup}x in the sandbox" if measured else outcome.benchmark.error or "",
             not measured,
         )
-        await self._auto_approve(latest, spec, outcome.benchmark)
+        if outcome.reason in VERDICTS:
+            await self._decide(latest, "Rejected", f"the sandbox turned the rewrite down: {outcome.benchmark.error}")
+            LLM_SUGGESTIONS.labels(namespace, target, "rewrite", "rejected").inc()
+        else:
+            await self._auto_approve(latest, spec, outcome.benchmark)
         return 1 if measured else 0
 
     async def _auto_approve(self, item: dict[str, Any], spec: PostgresTargetSpec, bench: Benchmark) -> None:
@@ -157,27 +165,19 @@ class Queue:
         approval = item["spec"].get("approval") or {}
         if approval.get("state", "Pending") != "Pending" or bench.error is not None:
             return
-        approved, why = auto_approves(
-            spec.policy.auto_approve,
-            item["spec"]["kind"],
-            item["spec"].get("risk", "medium"),
-            bench.improvement_percent,
-        )
+        kind, risk = item["spec"]["kind"], item["spec"].get("risk", "medium")
+        approved, why = auto_approves(spec.policy.auto_approve, kind, risk, bench.improvement_percent)
         if approved:
-            meta = item["metadata"]
-            await self.kube.patch(
-                PLURAL,
-                meta["namespace"],
-                meta["name"],
-                {
-                    "spec": {
-                        "approval": {
-                            "state": "Approved",
-                            "reason": f"{why}; measured improvement {bench.improvement_percent}%",
-                            "decidedBy": f"policy:{item['spec']['targetRef']['name']}",
-                            "decidedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            "when": "nextWindow",
-                        }
-                    }
-                },
-            )
+            await self._decide(item, "Approved", f"{why}; measured improvement {bench.improvement_percent}%")
+
+    async def _decide(self, item: dict[str, Any], state: str, reason: str) -> None:
+        """A decision by the target's policy, recorded as such (``decidedBy: policy:<target>``)."""
+        meta = item["metadata"]
+        approval = {
+            "state": state,
+            "reason": reason[:1024],
+            "decidedBy": f"policy:{item['spec']['targetRef']['name']}",
+            "decidedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "when": "nextWindow",
+        }
+        await self.kube.patch(PLURAL, meta["namespace"], meta["name"], {"spec": {"approval": approval}})

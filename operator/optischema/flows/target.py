@@ -17,6 +17,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from optischema.analysis.errors import AnalysisError
+from optischema.analysis.suggestions import Rejection
 from optischema.api import describe
 from optischema.api.conditions import Condition, ConditionType, Reason, remove_condition, set_condition
 from optischema.api.durations import parse_duration
@@ -200,6 +201,21 @@ async def run_analysis(
             return None, f"{error.reason}: {error.message}", time.monotonic() - started
 
 
+def _unproved_rewrites(result: AnalysisResult) -> None:
+    """Without a sandbox a rewrite cannot be proved (same rows, faster): it does not get through."""
+    assert result.consultation is not None
+    for recommendation in [r for r in result.recommendations if r.kind == "queryRewrite"]:
+        result.recommendations.remove(recommendation)
+        what = (
+            f"rewrite of {recommendation.change.query_rewrite.query_id}"
+            if recommendation.change.query_rewrite
+            else "rewrite"
+        )
+        result.consultation.rejections.append(
+            Rejection("rewrite", what, "no sandbox to prove it in (spec.sandbox.enabled is false)")
+        )
+
+
 def llm_status(result: AnalysisResult, note: str | None, tokens_today: int, labels: tuple[str, str]) -> dict[str, Any]:
     """``status.llm`` from the analysis's consultation (and the suggestions metric, by kind and fate)."""
     consultation = result.consultation
@@ -262,6 +278,8 @@ async def analyse_and_record(
             {"lastAnalysis": {**summary, "outcome": "Failed", "message": error}},
         )
         return False, error or "analysis failed"
+    if check.spec is not None and not check.spec.sandbox.enabled and result.consultation is not None:
+        _unproved_rewrites(result)
     counts = await recommendations.apply(kube, target, result)
     summary |= {
         "outcome": "Succeeded",

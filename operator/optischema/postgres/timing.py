@@ -245,6 +245,47 @@ async def prepare(
     return prepared
 
 
+async def compare_rows(
+    conn: asyncpg.Connection, original: Prepared, rewritten: Prepared, sets: int, *, ordered: bool
+) -> str | None:
+    """None when both return the same rows for the first ``sets`` parameter sets (as multisets unless the original
+    orders them), else what differed. Runs in a read-only transaction: a rewrite cannot change the sandbox."""
+    for arguments in original.arguments[:sets]:
+        try:
+            async with conn.transaction(readonly=True):
+                want = [tuple(r) for r in await conn.fetch(original.query, *arguments)]
+                got = [tuple(r) for r in await conn.fetch(rewritten.query, *arguments)]
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, TypeError, ValueError) as error:
+            return f"different rows: the rewrite failed ({_first_line(error)})"
+        same = want == got if ordered else sorted(map(repr, want)) == sorted(map(repr, got))
+        if not same:
+            return (
+                f"different rows: for parameters {[repr(a)[:40] for a in arguments]} the original returned "
+                f"{len(want)} row(s), the rewrite {len(got)}" + ("" if len(want) != len(got) else " with other values")
+            )
+    return None
+
+
+async def time_pair(conn: asyncpg.Connection, first: Prepared, second: Prepared) -> tuple[Result, Result]:
+    """Two statements with the same arguments, interleaved (and the order swapped each run), so that neither gains
+    from caches the other warmed: how a rewrite is compared with its original."""
+    if first.error is not None or second.error is not None:
+        return first.error or "", second.error or ""
+    try:
+        a, b = await conn.prepare(first.query), await conn.prepare(second.query)
+        await _once(conn, a, first.arguments[0], False)
+        await _once(conn, b, first.arguments[0], False)
+        times_a: list[float] = []
+        times_b: list[float] = []
+        for run, arguments in enumerate(first.arguments):
+            order = [(a, times_a), (b, times_b)] if run % 2 == 0 else [(b, times_b), (a, times_a)]
+            for statement, into in order:
+                into.append(await _once(conn, statement, arguments, False))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, TypeError, ValueError, OverflowError) as error:
+        return _first_line(error), _first_line(error)
+    return times_a, times_b
+
+
 async def time_all(conn: asyncpg.Connection, prepared: Sequence[Prepared]) -> list[list[float] | str]:
     """Timings in milliseconds per statement, or its error."""
     results: list[list[float] | str] = []
@@ -286,9 +327,11 @@ async def _once(conn: asyncpg.Connection, statement: Any, arguments: list[Any], 
         await transaction.rollback()
 
 
-def timings(
-    prepared: Sequence[Prepared], before: Sequence[list[float] | str], after: Sequence[list[float] | str]
-) -> list[Timing]:
+#: One statement's timings in milliseconds, or its error.
+Result = list[float] | str
+
+
+def timings(prepared: Sequence[Prepared], before: Sequence[Result], after: Sequence[Result]) -> list[Timing]:
     """Paired results as :class:`Timing` (an error on either side is the statement's error)."""
     result = []
     for item, b, a in zip(prepared, before, after, strict=True):
