@@ -66,6 +66,14 @@ async def test_an_openai_compatible_answer_is_read_with_its_usage(server: Server
     assert sent["body"]["messages"][1]["content"] == "prompt"
 
 
+@pytest.mark.parametrize("kind", ["openai", "deepseek", "openaiCompatible"])
+async def test_each_openai_style_provider_speaks_chat_completions(server: Server, kind: str) -> None:
+    server.script("openai", answer(GOOD))
+    reply = await call(Provider(kind, "model-x", server.openai_url, "key", backoff=0.01))
+    assert (reply.text, reply.provider, reply.model) == (GOOD, kind, "model-x")  # type: ignore[attr-defined]
+    assert server.received[0]["body"]["model"] == "model-x"
+
+
 async def test_a_gemini_answer_is_read_with_its_usage(server: Server) -> None:
     server.script("gemini", answer(GOOD, prompt_tokens=300, completion_tokens=50))
     reply = await call(gemini(server))

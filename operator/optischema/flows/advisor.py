@@ -9,6 +9,7 @@ too), a dictionary for the CLI. Tokens are counted from the providers' usage fie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -128,8 +129,11 @@ def make_advisor(
         started = time.monotonic()
         before = chain.failovers
         try:
-            async with httpx.AsyncClient(transport=transport) as client:
-                reply = await chain.complete(client, prompt.system, prompt.text)
+            async with contextlib.AsyncExitStack() as stack:  # one client (connection pool) per provider
+                clients = {
+                    p.name: await stack.enter_async_context(httpx.AsyncClient(transport=transport)) for p in providers
+                }
+                reply = await chain.complete(clients, prompt.system, prompt.text)
         except ProviderError as error:
             LLM_CALLS.labels(*labels, "failed").inc()
             return AdvisorReply(None, note=f"no LLM answered, the engine's findings only: {error}")

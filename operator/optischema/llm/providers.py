@@ -191,13 +191,17 @@ class Failover:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     failovers: int = 0
 
-    async def complete(self, client: httpx.AsyncClient, system: str, prompt: str) -> Reply:
+    async def complete(
+        self, clients: httpx.AsyncClient | dict[str, httpx.AsyncClient], system: str, prompt: str
+    ) -> Reply:
+        """The first answer down the chain. ``clients`` is one client per provider (by name), or one for all."""
         errors = []
         for provider in self.providers:
             breaker = self.breakers.setdefault(provider.name, Breaker())
             if not breaker.allows(time.monotonic()):
                 errors.append(f"{provider.name}: skipped (circuit open after {breaker.failures} failures)")
                 continue
+            client = clients[provider.name] if isinstance(clients, dict) else clients
             try:
                 reply = await complete(client, provider, system, prompt)
             except ProviderError as error:
