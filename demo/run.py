@@ -12,6 +12,7 @@ them (CREATE INDEX CONCURRENTLY, verification against pg_stat_statements); 7. me
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from localmodel import MODEL, local_model  # demo/ is on sys.path when run as a script
 
 from devcluster import LocalPostgres
 from devcluster.cluster import Cluster
@@ -50,7 +53,12 @@ def wait_for(
     raise SystemExit(f"timed out after {timeout:g}s waiting for {what}")
 
 
-def target(port: int) -> dict[str, Any]:
+def target(port: int, llm_url: str | None) -> dict[str, Any]:
+    llm = (
+        {"enabled": True, "providers": [{"provider": "openaiCompatible", "model": MODEL, "baseURL": llm_url}]}
+        if llm_url
+        else {"enabled": False}
+    )
     return {
         "apiVersion": "optischema.io/v1alpha1",
         "kind": "PostgresTarget",
@@ -67,6 +75,7 @@ def target(port: int) -> dict[str, Any]:
             "policy": {"verification": {"observeSeconds": 10, "minCalls": 5}},
             "analysis": {"interval": "6h", "minCalls": 5},
             "maintenanceWindows": [{"days": ["Sun"], "start": "02:00", "duration": "2h", "timeZone": "Europe/Berlin"}],
+            "llm": llm,
         },
     }
 
@@ -75,12 +84,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10, help="length of the throughput run")
+    parser.add_argument("--no-llm", action="store_true", help="leave the LLM advisor off (the engine alone)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="optischema-demo-"))
     work.chmod(0o755)  # PostgreSQL runs as the postgres user below it
 
     step("starting the embedded control plane and a local PostgreSQL 15 (pg_stat_statements, HypoPG)")
-    with Cluster(work / "cluster") as cluster, LocalPostgres(base_dir=work / "pg") as server:
+    with (
+        Cluster(work / "cluster") as cluster,
+        LocalPostgres(base_dir=work / "pg") as server,
+        contextlib.nullcontext() if args.no_llm else local_model(free_port()) as model,
+    ):
         kubectl = cluster.plane.kubectl
         print(f"    export KUBECONFIG={cluster.plane.kubeconfig()}")
         shop = Workload(HERE / "shop", server, scale=args.scale)
@@ -135,7 +149,10 @@ def main() -> int:
                 "create", "secret", "generic", "shop-apply", "-n", NAMESPACE,
                 "--from-literal=username=postgres", "--from-literal=password=demo-apply",
             )  # fmt: skip
-            kubectl("apply", "-f", "-", input=json.dumps(target(server.port)))
+            if model is not None:
+                print(f"    LLM advisor on: {MODEL} at {model.url}")
+                print("    (a stand-in for a local model server: no network here; --no-llm turns the advisor off)")
+            kubectl("apply", "-f", "-", input=json.dumps(target(server.port, model.url if model else None)))
             wait_for(
                 "the target to be Ready",
                 lambda: (
@@ -212,6 +229,8 @@ def main() -> int:
             print(f"    IndexChange {name}: {phase}")
             step("kubectl optischema status shop")
             print(plugin(cluster, "bob", "status", "shop"))
+            if model is not None:
+                llm_again(cluster, model)
 
             step("approving the other index recommendations, and opening a maintenance window now")
             for item in creates:
@@ -274,6 +293,31 @@ def main() -> int:
             kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found", check=False)
         print(f"\n    operator log: {log}")
     return 0
+
+
+def llm_again(cluster: Cluster, model: Any) -> None:
+    """Analyse again: the same workload and schema are answered from the LLM cache, no call is made."""
+    kubectl = cluster.plane.kubectl
+    first = json.loads(kubectl("get", "pgt", "shop", "-n", NAMESPACE, "-o", "json"))["status"]
+    step("analysing again (kubectl annotate … optischema.io/analyze-requested): the LLM's answer comes from the cache")
+    kubectl("annotate", "pgt", "shop", "-n", NAMESPACE, "optischema.io/analyze-requested=demo-again", "--overwrite")
+    again = wait_for(
+        "the second analysis",
+        lambda: (
+            (s := json.loads(kubectl("get", "pgt", "shop", "-n", NAMESPACE, "-o", "json"))["status"])
+            .get("lastAnalysis", {})
+            .get("requested")
+            == "demo-again"
+            and s.get("lastAnalysis", {}).get("completionTime")
+            and s
+        ),
+    )
+    calls = model.calls
+    print(
+        f"    first analysis {first['lastAnalysis']['durationSeconds']}s (one call, {first['llm']['tokens']} tokens); "
+        f"again {again['lastAnalysis']['durationSeconds']}s, cached: {again['llm']['cached']}; "
+        f"calls to the model: {calls} for 2 analyses (cache hit rate {100 * (2 - calls) / 2:.0f}%)"
+    )
 
 
 def plugin(cluster: Cluster, user: str, *args: str) -> str:

@@ -308,3 +308,10 @@ async def test_when_no_provider_answers_the_engine_goes_on_alone(server: Server)
     assert reply.text is None
     assert "no LLM answered" in (reply.note or "")
     assert isinstance(Index, type)
+
+
+def test_the_cache_key_follows_the_workload_s_shape_not_its_live_numbers() -> None:
+    busier = [PromptStatement("7", STATEMENTS[0].query, 4000, 9.5)]
+    assert build(busier, [TABLE], [], []).fingerprint == build(STATEMENTS, [TABLE], [], []).fingerprint
+    other = [PromptStatement("8", "SELECT id FROM orders WHERE status = $1", 40, 1.5)]
+    assert build(other, [TABLE], [], []).fingerprint != build(STATEMENTS, [TABLE], [], []).fingerprint

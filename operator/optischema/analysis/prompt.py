@@ -39,7 +39,7 @@ class Prompt:
     system: str
     text: str
     version: int
-    fingerprint: str  # of everything the answer depends on: the cache key's input part
+    fingerprint: str  # of the workload's shape and the schema: the cache key's input part
 
 
 def template(version: int = PROMPT_VERSION) -> str:
@@ -89,5 +89,17 @@ def build(
         .replace("{indexes}", "\n".join(index_lines) or "(none)")
         .replace("{findings}", "\n".join(f"- {f}" for f in findings) or "(none)")
     )
-    digest = hashlib.sha256(json.dumps([version, SYSTEM, text]).encode()).hexdigest()
+    # The cache key covers the workload's shape and the schema, not its live numbers (calls, timings, sizes move
+    # between two analyses of the same system): the same statements over the same tables ask the same question.
+    shape = [
+        version,
+        SYSTEM,
+        template(version),
+        pii_safe,
+        sorted((s.query_id, " ".join(s.query.split())) for s in busiest),
+        sorted((t.schema, t.name, [(c.name, c.type, c.not_null) for c in t.columns]) for t in tables),
+        sorted(i.definition for i in indexes),
+        sorted(findings),
+    ]
+    digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()
     return Prompt(SYSTEM, text, version, digest)
