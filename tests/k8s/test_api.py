@@ -108,7 +108,7 @@ def test_kubectl_get_shows_the_printer_columns(cluster: Cluster, namespace: str)
         apply(cluster, sample(kind, namespace))
     headers = {
         "pgt": ["NAME", "DATABASE", "READY", "PENDING", "NEXT-WINDOW", "AGE"],
-        "trec": ["NAME", "TARGET", "KIND", "TABLE", "ESTIMATED", "MEASURED", "APPROVAL", "PHASE", "AGE"],
+        "trec": ["NAME", "TARGET", "KIND", "TABLE", "ESTIMATED", "MEASURED", "SOURCE", "APPROVAL", "PHASE", "AGE"],
         "ixc": ["NAME", "TARGET", "OPERATION", "TABLE", "PHASE", "WINDOW", "AGE"],
     }
     for short, columns in headers.items():

@@ -153,6 +153,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
                 ".status.benchmark.improvementPercent",
                 "Improvement (percent) measured in the sandbox.",
             ),
+            PrinterColumn("Source", "string", ".spec.source", "whatif, heuristic or llm."),
             PrinterColumn("Risk", "string", ".spec.risk", "Operational risk.", priority=1),
             PrinterColumn("Approval", "string", ".spec.approval.state", "Pending, Approved or Rejected."),
             PrinterColumn("Phase", "string", ".status.phase", "Life-cycle phase."),
