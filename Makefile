@@ -8,12 +8,13 @@ PG_MAJOR ?= 15
 DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgresql-client-$(PG_MAJOR)
 STAMP := $(VENV)/.installed
 
-.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo demo-engine bench lock krew controlplane cluster-up cluster-down e2e-kind clean
+
+.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo demo-engine bench lock krew controlplane helm cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: debs $(STAMP) controlplane ## Debian packages (when root), venv, Python dependencies, control-plane binaries
+install: debs $(STAMP) controlplane helm ## Debian packages (when root), venv, Python dependencies, control-plane binaries, Helm
 
 debs:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -54,6 +55,7 @@ lint: $(STAMP) ## ruff, mypy and the import-linter layer contracts
 
 crds: $(STAMP) ## regenerate crds/ from the API models
 	$(PY) -m optischema.api.crdgen crds
+	cp crds/*.yaml charts/optischema/crds/
 
 demo: install ## the operator end to end: embedded control plane, local PostgreSQL, approve with the plugin
 	$(PY) demo/run.py
@@ -75,6 +77,9 @@ krew: $(STAMP) ## the krew archive (dist/) and its manifest (plugins/krew/optisc
 
 controlplane: ## build (or find) etcd, kube-apiserver, kube-controller-manager and kubectl in the cache
 	@hack/controlplane/build.sh >/dev/null
+
+helm: ## build (or find) the pinned Helm in the cache
+	@hack/helm/build.sh >/dev/null
 
 cluster-up: install ## start the embedded cluster in the background; prints `export KUBECONFIG=...`
 	@$(PY) -m devcluster up

@@ -71,6 +71,11 @@ LLM_COST = Counter(
     "Estimated LLM cost: tokens times the provider's costPerMillionTokens",
     ["namespace", "target"],
 )
+LLM_BUDGET_SPENT = Counter(
+    "optischema_llm_budget_exhausted_total",
+    "Analyses that went on without the LLM because a daily token budget was spent",
+    ["namespace", "target", "scope"],
+)
 LLM_SUGGESTIONS = Counter(
     "optischema_llm_suggestions_total",
     "LLM suggestions by fate: accepted, or rejected with the kind of reason",

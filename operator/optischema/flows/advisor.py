@@ -25,6 +25,7 @@ from optischema.flows.analyze import Advisor, AdvisorReply
 from optischema.kube.llmstore import ConfigMapStore
 from optischema.llm.providers import Failover, Provider, ProviderError
 from optischema.telemetry import (
+    LLM_BUDGET_SPENT,
     LLM_CACHE_HITS,
     LLM_CALL_SECONDS,
     LLM_CALLS,
@@ -115,12 +116,14 @@ def make_advisor(
         day = datetime.now(UTC).date().isoformat()
         mine, everyone = await store.spent(day)
         if mine >= budget:
+            LLM_BUDGET_SPENT.labels(*labels, "target").inc()
             return AdvisorReply(
                 None,
                 note=f"the daily LLM token budget of this target ({budget}) is spent: "
                 "the engine's findings only until tomorrow (UTC)",
             )
         if everyone >= cluster_budget:
+            LLM_BUDGET_SPENT.labels(*labels, "cluster").inc()
             return AdvisorReply(
                 None,
                 note=f"the cluster-wide daily LLM token budget ({cluster_budget}) is spent: "

@@ -53,8 +53,10 @@ def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:
     cert, key = certs.make_serving_cert(
         directory, "webhook", ca, hosts=[] if is_ip else [host], ips=[host] if is_ip else []
     )
+    # An IP (URL mode, e.g. 127.0.0.1 in the embedded cluster) is also where we listen; a Service's DNS name is only
+    # what the API server calls, and we listen on every interface of the Pod behind it.
     return kopf.WebhookServer(
-        addr=host,
+        addr=host if is_ip else "0.0.0.0",
         host=host,
         port=operator_settings.webhook_port,
         certfile=str(cert),
