@@ -3,6 +3,7 @@ and its CRDs in sync with crds/ (which the API models generate)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from optischema.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "optischema"
@@ -63,6 +66,13 @@ def test_the_defaults_watch_the_cluster_with_a_cluster_role_and_a_hardened_pod(h
     assert env["OPTISCHEMA_WEBHOOK_HOST"] == "rel-webhook.optischema-system.svc"
     assert env["OPTISCHEMA_OPERATOR_IDENTITY"] == "system:serviceaccount:optischema-system:rel"
     assert env["OPTISCHEMA_STANDALONE"] == "true"
+    # The operator accepts every setting the chart gives it (Helm renders big numbers as 2e+06 unless told not to).
+    settings = {k.removeprefix("OPTISCHEMA_").lower(): v for k, v in env.items() if k.startswith("OPTISCHEMA_")}
+    parsed = Settings.model_validate(
+        {k: json.loads(v) if k == "operator_pod_labels" else v for k, v in settings.items()}
+    )
+    assert parsed.llm_cluster_daily_token_budget == 2_000_000
+    assert parsed.operator_pod_labels["app.kubernetes.io/component"] == "operator"
     assert set(kinds) == {"ServiceAccount", "Service", "ClusterRole", "ClusterRoleBinding", "Deployment"}
 
 

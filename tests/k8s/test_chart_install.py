@@ -1,0 +1,118 @@
+"""`helm install` onto the embedded control plane: the operator's Pod (served by the process kubelet with our entry
+points and the service account's token) reconciles a target with exactly the RBAC the chart grants."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devcluster.cluster import Cluster
+from optischema.postgres.local import free_port
+
+from .conftest import apply, get, secret, target, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def helm_binary() -> str:
+    found = subprocess.run([str(ROOT / "hack/helm/build.sh")], capture_output=True, text=True)
+    if found.returncode != 0:
+        pytest.skip(f"SKIPPED LOUDLY: Helm could not be built: {found.stderr[-500:]}")
+    return found.stdout.strip()
+
+
+def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privilege(
+    cluster: Cluster, namespace: str, database: str
+) -> None:
+    helm = helm_binary()
+    env = {**os.environ, "KUBECONFIG": str(cluster.plane.kubeconfig())}
+    release = f"opt-{namespace}"
+    values = [
+        f"watchNamespaces={{{namespace}}}",
+        "rbac.userRoles=false",  # the embedded cluster has them already (from manifests/rbac)
+        "webhook.host=127.0.0.1",  # no Service routes here: URL mode on loopback
+        f"webhook.port={free_port()}",
+        f"metrics.port={free_port()}",
+        f"healthPort={free_port()}",
+        "operator.checkSeconds=2",
+        "operator.sampleSeconds=0",
+        "operator.logFormat=console",
+    ]
+    install = [helm, "install", release, str(ROOT / "charts/optischema"), "-n", namespace, "--wait=false"]
+    for value in values:
+        install += ["--set", value]
+    done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "OptiSchema 0.1.0 is installed" in done.stdout  # NOTES.txt
+    try:
+        pod = wait_for(
+            lambda: [
+                p
+                for p in get(cluster, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")["items"]
+                if p["status"].get("phase") == "Running"
+            ],
+            timeout=90,
+            what="the operator's Pod running",
+        )[0]
+        assert pod["spec"]["serviceAccountName"] == release
+
+        apply(cluster, secret(namespace, "pw"))
+        apply(cluster, target(namespace, database))
+        log = cluster.plane.dir / "kubelet" / f"{namespace}_{pod['metadata']['name']}" / "container.log"
+        try:
+            wait_for(
+                lambda: any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (get(cluster, "pgt", "shop", "-n", namespace).get("status") or {}).get("conditions", [])
+                ),
+                timeout=120,
+                what="the target reconciled by the installed operator",
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the operator's log:\n{log.read_text()[-6000:]}") from error
+        wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=120, what="its recommendations")
+
+        account = f"system:serviceaccount:{namespace}:{release}"
+        allowed = [
+            ("create", "tuningrecommendations.optischema.io", namespace),
+            ("patch", "postgrestargets.optischema.io/status", namespace),
+            ("create", "pods", namespace),
+            ("delete", "pods", namespace),
+            ("create", "networkpolicies.networking.k8s.io", namespace),
+            ("get", "secrets", namespace),
+            ("create", "jobs.batch", namespace),
+            ("update", "configmaps", namespace),
+            ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io", ""),
+        ]
+        denied = [
+            ("delete", "postgrestargets.optischema.io", namespace),
+            ("list", "secrets", namespace),
+            ("create", "deployments.apps", namespace),
+            ("get", "secrets", "default"),  # namespaced mode: nothing outside the watched namespace
+            ("create", "pods", "kube-system"),
+            ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+        ]
+        for verb, resource, where in allowed + denied:
+            args = ["auth", "can-i", verb, resource, "--as", account] + (["-n", where] if where else [])
+            answer = cluster.plane.kubectl(*args, check=False).strip().splitlines()[0]  # then maybe a warning
+            assert answer == ("yes" if (verb, resource, where) in allowed else "no"), (verb, resource, where, answer)
+    finally:
+        cluster.plane.kubectl("delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s",
+                              check=False)  # fmt: skip
+        subprocess.run([helm, "uninstall", release, "-n", namespace, "--wait"], env=env, capture_output=True,
+                       timeout=120)  # fmt: skip
+        cluster.plane.kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found")
+    # Uninstalling leaves the CRDs (Helm never deletes them) and so every custom resource of every other team.
+    crds = json.loads(cluster.plane.kubectl("get", "crd", "-o", "json"))["items"]
+    assert {"postgrestargets.optischema.io", "tuningrecommendations.optischema.io"} <= {
+        c["metadata"]["name"] for c in crds
+    }
+    wait_for(
+        lambda: not get(cluster, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")["items"],
+        timeout=60,
+        what="the operator's Pod gone after uninstall",
+    )
