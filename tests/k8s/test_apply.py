@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from devcluster.cluster import Cluster
+from tests.gitops import argocd, flux
 
 from .conftest import apply, get, operators, secret, target, wait_for
 
@@ -138,6 +139,8 @@ def test_nothing_runs_outside_a_window_then_the_window_applies_and_verifies(
     assert status["phase"] == "Applied", status["conditions"]
     assert indexes(database, "invoices_customer_id_idx") == [("invoices_customer_id_idx", True)]
     assert [h["action"] for h in status["history"]] == ["Precheck", "Execute", "Verify"]
+    live = get(cluster, "ixc", "by-customer", "-n", namespace)
+    assert (argocd(live), flux(live)) == ("Healthy", "Healthy")  # the GitOps health checks on the real object
     execute = status["history"][1]
     assert (
         execute["sql"] == 'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx" ON "public"."invoices" ("customer_id")'
@@ -174,6 +177,8 @@ def test_a_change_that_makes_a_query_slower_is_rolled_back(
         apply(cluster, change(namespace, "by-ts", {"table": "r", "columns": [{"name": "ts"}]}, schedule="immediate"))
         status = wait_phase(cluster, namespace, "by-ts", "Applied", "RolledBack", "Failed", timeout=120)
     assert status["phase"] == "RolledBack", status["conditions"]
+    live = get(cluster, "ixc", "by-ts", "-n", namespace)
+    assert (argocd(live), flux(live)) == ("Degraded", "Degraded")
     assert status["verification"]["verdict"] == "Regressed"
     assert status["verification"]["regressionPercent"] > 10
     assert [h["action"] for h in status["history"]] == ["Precheck", "Execute", "Verify", "Rollback"]
@@ -208,6 +213,8 @@ def test_without_write_credentials_the_change_waits_stalled(
     )
     assert stalled["reason"] == "NoWriteCredentials"
     assert phase(cluster, namespace, "nowrite") == "WaitingForWindow"  # not failed: adding the Secret resumes it
+    live = get(cluster, "ixc", "nowrite", "-n", namespace)
+    assert (argocd(live), flux(live)) == ("Degraded", "Degraded")  # a person must act
     doc["spec"]["connection"]["writeCredentialsSecret"] = {"name": "shop-db"}
     apply(cluster, doc)
     wait_phase(cluster, namespace, "nowrite", "Verifying", "Applied")

@@ -12,6 +12,7 @@ import pytest
 
 from devcluster.cluster import Cluster
 from optischema.postgres.local import free_port
+from tests.gitops import argocd, flux
 
 from .conftest import apply, get, secret, target, wait_for
 
@@ -74,7 +75,10 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
             )
         except AssertionError as error:
             raise AssertionError(f"{error}; the operator's log:\n{log.read_text()[-6000:]}") from error
-        wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=120, what="its recommendations")
+        live = get(cluster, "pgt", "shop", "-n", namespace)
+        assert (argocd(live), flux(live)) == ("Healthy", "Healthy")  # the GitOps health checks on the real object
+        items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=120, what="recommendations")
+        assert {(argocd(i), flux(i)) for i in items} == {("Healthy", "Healthy")}  # awaiting a decision is healthy
 
         account = f"system:serviceaccount:{namespace}:{release}"
         allowed = [
