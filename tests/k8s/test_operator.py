@@ -20,6 +20,7 @@ import asyncpg
 
 from devcluster.cluster import Cluster
 from optischema.postgres.local import LocalPostgres, free_port
+from tests.unit.test_dashboard import exported, used
 
 from .conftest import apply, get, operator_env, operators, secret, target, wait_for
 
@@ -345,6 +346,8 @@ def test_metrics_and_liveness_are_served(cluster: Cluster, namespace: str, datab
 
         text = wait_for(lambda: "optischema_analysis_duration_seconds_count" in (t := scrape()) and t, what="metrics")
         assert f'optischema_target_ready{{namespace="{namespace}",target="shop"}} 1.0' in text
+        for where, names in used().items():  # the Grafana board and the alerts query what is really served
+            assert not names - exported(text), (where, sorted(names - exported(text)))
         with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as response:
             assert response.status == 200  # kopf's probe: the operator's event loop answers
         cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s")

@@ -29,7 +29,7 @@ from optischema.flows.advisor import DEFAULT_CLUSTER_BUDGET
 from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze
 from optischema.postgres.collect import read_server
 from optischema.postgres.connect import DATABASE_ERRORS, connect
-from optischema.telemetry import LLM_SUGGESTIONS
+from optischema.telemetry import LLM_SUGGESTIONS, RECOMMENDATIONS
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, str] | None]]
 
@@ -287,6 +287,8 @@ async def analyse_and_record(
         "statementsAnalysed": result.statements_analysed,
         "message": "; ".join(result.notes)[:4000] or None,
     }
+    for phase, count in counts.items():
+        RECOMMENDATIONS.labels(meta["namespace"], meta["name"], phase).set(count)
     patch: dict[str, Any] = {"lastAnalysis": summary, "recommendations": counts}
     if check.spec is not None and check.spec.llm.enabled:
         tokens_today = await store.today() if store is not None else 0

@@ -13,7 +13,7 @@ from optischema.api.resources import GROUP, VERSION
 from optischema.flows.apply import FINAL, Context, step
 from optischema.flows.changes import admit, gather
 from optischema.flows.target import utc_now
-from optischema.telemetry import CHANGES_FINISHED, ROLLBACKS, log_for
+from optischema.telemetry import CHANGES_FINISHED, CHANGES_WAITING, ROLLBACKS, log_for
 
 
 @kopf.on.resume(GROUP, VERSION, "indexchanges")
@@ -63,17 +63,25 @@ async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, *
         check_seconds=settings.check_seconds,
         on_final=final,
     )
-    while not stopped:
-        wait = await step(ctx, namespace, name)
-        if wait is None:
-            return
-        # Sleep until the step's time (a window's start), unless the target is edited (its windows may move).
-        edited = target_edited(memo, namespace, target)
-        woken = asyncio.ensure_future(edited.wait())
-        paused = asyncio.ensure_future(stopped.wait(wait))
-        await asyncio.wait({woken, paused}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (woken, paused):
-            task.cancel()
+    waiting: set[str] = memo.changes_waiting.setdefault((namespace, target), set())
+    try:
+        while not stopped:
+            wait = await step(ctx, namespace, name)
+            if wait is None:
+                return
+            waiting.add(name)  # asleep until its window (the gauge the dashboard shows)
+            CHANGES_WAITING.labels(namespace, target).set(len(waiting))
+            # Sleep until the step's time (a window's start), unless the target is edited (its windows may move).
+            edited = target_edited(memo, namespace, target)
+            woken = asyncio.ensure_future(edited.wait())
+            paused = asyncio.ensure_future(stopped.wait(wait))
+            await asyncio.wait({woken, paused}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (woken, paused):
+                task.cancel()
+            waiting.discard(name)
+    finally:
+        waiting.discard(name)
+        CHANGES_WAITING.labels(namespace, target).set(len(waiting))
 
 
 def target_edited(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Event:

@@ -40,6 +40,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.admission.managed = "optischema.io"
     memo.analyses = asyncio.Semaphore(operator_settings.analysis_concurrency)
     memo.target_edits = {}  # (namespace, target) -> asyncio.Event, set when the target's spec is edited
+    memo.changes_waiting = {}  # (namespace, target) -> names of IndexChanges asleep until their window
     memo.benchmark_wakeups = {}  # (namespace, target) -> asyncio.Event, set when a recommendation arrives
     memo.benchmarks = make_queue(memo)
 
