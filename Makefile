@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgres
 STAMP := $(VENV)/.installed
 
 
-.PHONY: help install debs test test-unit test-postgres test-k8s lint crds demo demo-engine bench lock krew controlplane helm cluster-up cluster-down e2e-kind clean
+.PHONY: help install debs test test-unit test-postgres test-k8s lint crds manifests demo demo-engine bench lock krew controlplane helm cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,9 +53,13 @@ lint: $(STAMP) ## ruff, mypy and the import-linter layer contracts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-crds: $(STAMP) ## regenerate crds/ from the API models
+crds: $(STAMP) ## regenerate crds/ from the API models (and the chart's and manifests' copies)
 	$(PY) -m optischema.api.crdgen crds
 	cp crds/*.yaml charts/optischema/crds/
+	hack/manifests/render.sh
+
+manifests: helm ## render manifests/base (kustomize) from the chart
+	hack/manifests/render.sh
 
 demo: install ## the operator end to end: embedded control plane, local PostgreSQL, approve with the plugin
 	$(PY) demo/run.py

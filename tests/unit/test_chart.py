@@ -138,3 +138,10 @@ def test_the_chart_s_crds_are_the_generated_ones() -> None:
     assert (CHART / "crds" / "kopf-peering.yaml").read_text() == (
         ROOT / "manifests/peering/kopf-peering.yaml"
     ).read_text()
+
+
+def test_the_kustomize_base_is_the_chart_rendered(helm: str, tmp_path: Path) -> None:
+    subprocess.run([str(ROOT / "hack/manifests/render.sh"), str(tmp_path)], check=True, capture_output=True)
+    for name in ("operator.yaml", "crds.yaml", "namespace.yaml", "kustomization.yaml"):
+        committed = (ROOT / "manifests/base" / name).read_text()
+        assert committed == (tmp_path / name).read_text(), f"manifests/base/{name} is stale: run make manifests"
