@@ -1,15 +1,27 @@
-# First version: the operator's package on a Python base. Issue 11 makes it multi-stage, non-root by default checks,
-# and adds the PostgreSQL client tools for sandboxes. BASE can be a locally built image where registries are
-# unreachable (see `make image`, arriving with issue 11).
+# The operator's image: `optischema` (run, analyze, analyze-target, benchmark) on Python 3.11 with the PostgreSQL 15
+# client tools (pg_dump and pg_restore for sandboxes). `make image` builds it with buildah from wheels built on the
+# host; `docker build .` works the same way once dist/wheels exists (make image builds them).
 ARG BASE=python:3.11-slim
+
+FROM ${BASE} AS build
+COPY dist/wheels /wheels
+RUN python3 -m venv /opt/optischema \
+ && /opt/optischema/bin/pip install --no-index --find-links /wheels --no-compile optischema-operator \
+ && /opt/optischema/bin/pip uninstall -y pip \
+ && find /opt/optischema -name '__pycache__' -prune -exec rm -rf {} +
+
 FROM ${BASE}
-ARG PIP_CERT=
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY operator ./operator
-RUN pip install --no-cache-dir ${PIP_CERT:+--cert "$PIP_CERT"} -c constraints.txt . \
- && useradd --system --uid 10001 --no-create-home optischema
-USER 10001
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-client-15 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin optischema
+COPY --from=build /opt/optischema /opt/optischema
+ENV PATH=/opt/optischema/bin:/usr/lib/postgresql/15/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    OPTISCHEMA_PG_BINDIR=/usr/lib/postgresql/15/bin
+# Writes go to /tmp only (certificates, schema dumps), so the root filesystem can be read-only.
+WORKDIR /tmp
+USER 10001:10001
 ENTRYPOINT ["optischema"]
-CMD ["--help"]
+CMD ["run", "--all-namespaces"]

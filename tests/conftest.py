@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TIERS = {"unit": "unit", "postgres": "postgres", "k8s": "k8s"}
+TIERS = {"unit": "unit", "postgres": "postgres", "k8s": "k8s", "image": "image"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

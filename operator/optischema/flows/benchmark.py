@@ -27,6 +27,7 @@ from optischema.api.target import Sandbox as SandboxSpec
 from optischema.flows.sandbox import Provider, SandboxError
 from optischema.postgres import clone, timing
 from optischema.postgres.connect import DATABASE_ERRORS, connect
+from optischema.postgres.local import PostgresStartError
 
 Progress = Callable[[str], None]
 #: Timed executions per statement and side (fewer when a statement is slow: see timing.PHASE_BUDGET_SECONDS).
@@ -173,6 +174,8 @@ async def measure(
         raise SandboxError(
             "BenchmarkFailed", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from error
+    except (clone.CloneError, PostgresStartError) as error:  # pg_dump/pg_restore missing or refused
+        raise SandboxError("BenchmarkFailed", str(error)[:2000]) from error
     finally:
         if dump is not None:
             dump.remove()

@@ -133,6 +133,13 @@ class Queue:
                     runs=self.runs,
                     progress=lambda step: log.info("benchmark", step=step),
                 )
+            except Exception as error:  # recorded rather than retried forever: a person can read why
+                log.exception("benchmark failed unexpectedly")
+                outcome = Outcome(
+                    Benchmark(data_mode=spec.sandbox.data_mode, completed_at=datetime.now(UTC),
+                              error=f"{type(error).__name__}: {error}"[:4000]),
+                    Reason.BENCHMARK_FAILED,
+                )  # fmt: skip
             finally:
                 SANDBOXES_RUNNING.labels(namespace, target).dec()
         BENCHMARKS.labels(namespace, target, outcome.reason).inc()

@@ -75,7 +75,7 @@ class SchemaDump:
     """The target's schema as a custom-format archive, and the list of what to restore from it."""
 
     def __init__(self, major: int) -> None:
-        self.bindir = find_bindir(major)
+        self.bindir = find_bindir(major, program="pg_dump")
         self.directory = Path(tempfile.mkdtemp(prefix="optischema-schema-"))
         self.archive = self.directory / "schema.dump"
         self.listing = self.directory / "restore.list"

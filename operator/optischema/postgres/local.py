@@ -30,17 +30,19 @@ class PostgresStartError(RuntimeError):
     """The cluster could not be initialised or started; the message carries the server's log tail."""
 
 
-def find_bindir(major: int = DEFAULT_MAJOR) -> Path:
-    """Debian's ``/usr/lib/postgresql/<major>/bin`` (or ``$OPTISCHEMA_PG_BINDIR``)."""
+def find_bindir(major: int = DEFAULT_MAJOR, program: str = "initdb") -> Path:
+    """Debian's ``/usr/lib/postgresql/<major>/bin`` (or ``$OPTISCHEMA_PG_BINDIR``) holding ``program``: ``initdb``
+    for a server, ``pg_dump`` for the client tools a sandbox needs (the image ships only those)."""
     override = os.environ.get("OPTISCHEMA_PG_BINDIR")
     candidates = [Path(override)] if override else [Path(f"/usr/lib/postgresql/{major}/bin")]
     candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
     for candidate in candidates:
-        if (candidate / "initdb").exists():
+        if (candidate / program).exists():
             return candidate
+    package = f"postgresql-{major}" if program == "initdb" else f"postgresql-client-{major}"
     raise PostgresStartError(
-        f"PostgreSQL {major} server binaries not found (looked in {', '.join(map(str, candidates))}); "
-        f"run `make install` (installs postgresql-{major} and postgresql-{major}-hypopg) or set OPTISCHEMA_PG_BINDIR"
+        f"PostgreSQL {major} {program} not found (looked in {', '.join(map(str, candidates))}); "
+        f"install {package} (make install does) or set OPTISCHEMA_PG_BINDIR"
     )
 
 
