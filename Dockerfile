@@ -14,7 +14,8 @@ FROM ${BASE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-client-15 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin optischema
+ && echo 'optischema:x:10001:10001::/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'optischema:x:10001:' >> /etc/group
 COPY --from=build /opt/optischema /opt/optischema
 ENV PATH=/opt/optischema/bin:/usr/lib/postgresql/15/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

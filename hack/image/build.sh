@@ -12,6 +12,7 @@ rm -rf "$ROOT/dist/wheels" && mkdir -p "$ROOT/dist/wheels"
 wheels=$((SECONDS - start))
 base=$("$ROOT/hack/image/base.sh")
 "${BUILDAH[@]}" bud --isolation chroot --layers=false -q --build-arg "BASE=$base" -t "$IMAGE" -f "$ROOT/Dockerfile" "$ROOT" >&2
-size=$("${BUILDAH[@]}" inspect --type image --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo "?")
+size=$("${BUILDAH[@]}" images --format '{{.Size}}' "$IMAGE" 2>/dev/null | head -1)
+"${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true  # intermediate stages
 echo "built $IMAGE from $base in $((SECONDS - start))s (wheels ${wheels}s), size ${size}" >&2
 echo "$IMAGE"
