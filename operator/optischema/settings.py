@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     """Port of the admission webhook server (0: no webhook; then approvals are not attributed, and say so)."""
     webhook_host: str = "127.0.0.1"
     """Address the API server calls the webhook at (URL mode). In a cluster, the chart uses the Service form."""
+    webhook_cert_dir: str | None = None
+    """A directory with ``tls.crt``, ``tls.key`` and ``ca.crt`` (e.g. a cert-manager Secret) for the webhook, instead
+    of a certificate the operator makes itself at start-up."""
     operator_identity: str = "system:serviceaccount:optischema-system:optischema"
     """The operator's own user name: the only one allowed to set approval.decidedBy itself (auto-approval)."""
     image: str = "ghcr.io/optischema/optischema-operator:0.1.0"

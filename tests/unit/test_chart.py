@@ -89,7 +89,12 @@ def test_namespaced_mode_replicas_and_monitoring(helm: str) -> None:
         )
     )
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds["Role"]}
-    assert roles == {("shop", "rel"), ("billing", "rel"), ("optischema-system", "rel-peering")}
+    assert roles == {("shop", "rel"), ("billing", "rel")}
+    assert len(kinds["RoleBinding"]) == 2
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in kinds["KopfPeering"]} == {
+        ("shop", "optischema"),
+        ("billing", "optischema"),
+    }
     assert {r["metadata"]["name"] for r in kinds["ClusterRole"]} == {
         "rel-cluster",
         "optischema-viewer",
@@ -145,3 +150,26 @@ def test_the_kustomize_base_is_the_chart_rendered(helm: str, tmp_path: Path) -> 
     for name in ("operator.yaml", "crds.yaml", "namespace.yaml", "kustomization.yaml"):
         committed = (ROOT / "manifests/base" / name).read_text()
         assert committed == (tmp_path / name).read_text(), f"manifests/base/{name} is stale: run make manifests"
+
+
+def test_cert_manager_issues_the_webhook_certificate_when_asked(helm: str) -> None:
+    kinds = by_kind(render(helm, "webhook.certManager.enabled=true"))
+    certificate = kinds["Certificate"][0]["spec"]
+    assert certificate["dnsNames"] == ["rel-webhook.optischema-system.svc"]
+    assert certificate["issuerRef"] == {"kind": "Issuer", "name": "rel-selfsigned"}
+    assert kinds["Issuer"][0]["spec"] == {"selfSigned": {}}
+    pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
+    assert {"name": "webhook-tls", "secret": {"secretName": "rel-webhook-tls"}} in pod["volumes"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["OPTISCHEMA_WEBHOOK_CERT_DIR"] == "/etc/optischema/webhook"
+    own = by_kind(render(helm, "webhook.certManager.enabled=true", "webhook.certManager.issuerRef.name=corp-ca",
+                         "webhook.certManager.issuerRef.kind=ClusterIssuer"))  # fmt: skip
+    assert "Issuer" not in own
+    assert own["Certificate"][0]["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "corp-ca"}
+
+
+def test_replicas_of_a_cluster_wide_operator_peer_cluster_wide(helm: str) -> None:
+    kinds = by_kind(render(helm, "replicaCount=3"))
+    assert [p["metadata"]["name"] for p in kinds["ClusterKopfPeering"]] == ["optischema"]
+    command = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["optischema", "run", "--all-namespaces", "--peering"]

@@ -46,14 +46,20 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:
-    """kopf's server with our own certificate (kopf's self-signed path needs oscrypto, broken on OpenSSL 3)."""
-    directory = Path(tempfile.mkdtemp(prefix="optischema-webhook-"))
+    """kopf's server with our own certificate (kopf's self-signed path needs oscrypto, broken on OpenSSL 3), or with
+    the one in ``webhook_cert_dir``."""
     host = operator_settings.webhook_host
-    ca = certs.make_ca(directory, "optischema-webhook-ca")
     is_ip = host.replace(".", "").isdigit() or ":" in host
-    cert, key = certs.make_serving_cert(
-        directory, "webhook", ca, hosts=[] if is_ip else [host], ips=[host] if is_ip else []
-    )
+    if operator_settings.webhook_cert_dir:  # issued elsewhere (cert-manager); kopf publishes its CA in the config
+        given = Path(operator_settings.webhook_cert_dir)
+        cert, key, ca_file = given / "tls.crt", given / "tls.key", given / "ca.crt"
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="optischema-webhook-"))
+        ca = certs.make_ca(directory, "optischema-webhook-ca")
+        cert, key = certs.make_serving_cert(
+            directory, "webhook", ca, hosts=[] if is_ip else [host], ips=[host] if is_ip else []
+        )
+        ca_file = ca[0]
     # An IP (URL mode, e.g. 127.0.0.1 in the embedded cluster) is also where we listen; a Service's DNS name is only
     # what the API server calls, and we listen on every interface of the Pod behind it.
     return kopf.WebhookServer(
@@ -62,7 +68,7 @@ def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:
         port=operator_settings.webhook_port,
         certfile=str(cert),
         pkeyfile=str(key),
-        cafile=str(ca[0]),
+        cafile=str(ca_file),
     )
 
 
