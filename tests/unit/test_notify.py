@@ -1,0 +1,155 @@
+"""Notifications against a local receiver on 127.0.0.1: each sink's payload and signature, retries after 500s and
+timeouts, deduplication, the per-target rate limit, and no literal of the database when PII-safe is on."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from optischema.notify.deliver import Delivery, Notifier, Sink
+from optischema.notify.messages import Event, redact
+from optischema.postgres.local import free_port
+
+SQL = (
+    'CREATE INDEX CONCURRENTLY "orders_created_at_part_idx" ON "public"."orders" ("created_at") '
+    "WHERE status <> 'vip-customer@example.com' AND total > 1000"
+)
+
+
+@dataclass
+class Receiver:
+    port: int
+    script: list[int | float] = field(default_factory=list)  # status codes, or a delay in seconds (float)
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        step = self.script.pop(0) if self.script else 200
+        if isinstance(step, float):
+            await asyncio.sleep(step)
+            step = 200
+        return web.Response(status=int(step), text="ok")
+
+
+@contextmanager
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(free_port())
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", state.handle)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", state.port).start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield state
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def event(kind: str = "changeRolledBack", uid: str = "uid-1", **kw: Any) -> Event:
+    return Event(kind, "shop", "orders-db", "IndexChange", "orders-created-at", uid,  # type: ignore[arg-type]
+                 "verification measured +42% on the affected statements; rolled back", sql=SQL, **kw)  # fmt: skip
+
+
+def test_literals_are_redacted_and_names_kept() -> None:
+    assert redact(SQL) == (
+        'CREATE INDEX CONCURRENTLY "orders_created_at_part_idx" ON "public"."orders" ("created_at") '
+        "WHERE status <> '…' AND total > …"
+    )
+
+
+async def test_each_sink_gets_its_format_signed_and_without_literals() -> None:
+    with receiver() as sink:
+        notifier = Notifier(backoff=0.01)
+        sinks = [
+            Sink("webhook", sink.url("/hook"), hmac_secret="s3cret"),
+            Sink("slack", sink.url("/slack")),
+            Sink("alertmanager", sink.url("/api/v2/alerts")),
+        ]
+        results = await notifier.send(
+            event("recommendationAwaitingApproval", measured_gain_percent=87.5), sinks, pii_safe=True
+        )
+        assert [r.ok for r in results] == [True, True, True]
+        by_path = {r["path"]: r for r in sink.received}
+        hook = by_path["/hook"]
+        expected = "sha256=" + hmac.new(b"s3cret", hook["body"], hashlib.sha256).hexdigest()
+        assert hook["headers"]["X-OptiSchema-Signature"] == expected
+        payload = json.loads(hook["body"])
+        assert (payload["version"], payload["event"], payload["measuredGainPercent"]) == (
+            1,
+            "recommendationAwaitingApproval",
+            87.5,
+        )
+        slack = json.loads(by_path["/slack"]["body"])
+        texts = json.dumps(slack["blocks"])
+        assert "kubectl optischema approve orders-created-at -n shop" in texts
+        assert "87.5%" in texts
+        alerts = json.loads(by_path["/api/v2/alerts"]["body"])
+        assert alerts[0]["labels"]["alertname"] == "OptiSchemaRecommendationAwaitingApproval"
+        everything = b"".join(r["body"] for r in sink.received).decode()
+        assert "vip-customer@example.com" not in everything
+        assert "1000" not in everything
+
+
+async def test_500s_and_timeouts_are_retried_and_a_final_failure_is_reported_not_raised() -> None:
+    with receiver() as sink:
+        sink.script = [500, 2.0, 200]  # a 500, then no answer within the timeout, then accepted
+        reports: list[Delivery] = []
+        notifier = Notifier(backoff=0.01, timeout=0.5)
+        notifier.submit(event(), [Sink("webhook", sink.url("/hook"))], pii_safe=True,
+                        report=lambda _e, d: reports.append(d))  # fmt: skip
+        await notifier.drain()
+        assert [(r.ok, r.attempts) for r in reports] == [(True, 3)]
+        sink.script = [503] * 10
+        failed = await Notifier(backoff=0.01, attempts=3).send(
+            event(uid="uid-2"), [Sink("webhook", sink.url("/h"))], pii_safe=True
+        )
+        assert [(r.ok, r.attempts, r.error) for r in failed] == [(False, 3, "HTTP 503")]
+
+
+async def test_a_rolled_back_change_is_notified_exactly_once_and_the_rate_limit_holds() -> None:
+    with receiver() as sink:
+        notifier = Notifier(backoff=0.01, per_target_per_hour=3)
+        sinks = [Sink("webhook", sink.url("/hook"))]
+        for _ in range(3):  # the change's daemon sees RolledBack again after a restart, a re-analysis, …
+            await notifier.send(event(), sinks, pii_safe=True)
+        assert len(sink.received) == 1
+        for number in range(5):
+            await notifier.send(event("changeApplied", uid=f"other-{number}"), sinks, pii_safe=True)
+        assert len(sink.received) == 3  # 3 per target per hour
+        limited = await notifier.send(event("changeApplied", uid="late"), sinks, pii_safe=True)
+        assert limited[0].error == "rate limit: 3 per hour"
+
+
+async def test_a_sink_gets_only_the_events_it_asked_for() -> None:
+    with receiver() as sink:
+        sinks = [Sink("slack", sink.url("/slack"), events=frozenset({"changeRolledBack"}))]
+        notifier = Notifier(backoff=0.01)
+        await notifier.send(event("changeApplied", uid="a"), sinks, pii_safe=True)
+        await notifier.send(event("changeRolledBack", uid="b"), sinks, pii_safe=True)
+        assert len(sink.received) == 1
