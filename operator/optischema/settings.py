@@ -75,5 +75,7 @@ class Settings(BaseSettings):
     """Labels of the operator's pods, which sandbox NetworkPolicies let in (the chart sets them on its pods)."""
     llm_cluster_daily_token_budget: int = Field(default=2_000_000, ge=0)
     """LLM tokens per day (UTC) across all targets; each target also has ``spec.llm.dailyTokenBudget``."""
+    notifications_per_target_per_hour: int = Field(default=30, ge=1, le=10_000)
+    """Notifications sent per target and hour at most (a burst of findings does not flood a channel)."""
     immediate_budget_seconds: int = Field(default=3600, ge=60, le=86400)
     """Time allowed to an ``immediate`` change (it has no window to end it): its statement timeout."""

@@ -81,6 +81,11 @@ LLM_SUGGESTIONS = Counter(
     "LLM suggestions by fate: accepted, or rejected with the kind of reason",
     ["namespace", "target", "kind", "outcome"],
 )
+NOTIFICATIONS = Counter(
+    "optischema_notifications_total",
+    "Notification deliveries by sink and outcome",
+    ["namespace", "target", "sink", "outcome"],
+)
 TARGET_READY = Gauge("optischema_target_ready", "1 when the target is Ready", ["namespace", "target"])
 
 

@@ -6,6 +6,7 @@ The operator is a real process, the database a PostgreSQL pod served by the proc
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from devcluster.cluster import Cluster
 from tests.gitops import argocd, flux
+from tests.receiver import receiver
 
 from .conftest import apply, get, operators, secret, target, wait_for
 
@@ -171,11 +173,37 @@ def test_a_change_that_makes_a_query_slower_is_rolled_back(
     for _ in range(10):
         sql(database, query, 1)
     apply(cluster, secret(namespace, "pw"))
-    apply(cluster, writer_target(namespace, database))
-    wait_for(lambda: get(cluster, "pgt", "shop", "-n", namespace).get("status", {}).get("database"), what="Ready")
-    with Traffic(database, query, 1):
-        apply(cluster, change(namespace, "by-ts", {"table": "r", "columns": [{"name": "ts"}]}, schedule="immediate"))
-        status = wait_phase(cluster, namespace, "by-ts", "Applied", "RolledBack", "Failed", timeout=120)
+    with receiver() as sink:
+        cluster.plane.kubectl("create", "secret", "generic", "hook", "-n", namespace,
+                              f"--from-literal=url={sink.url('/hook')}", "--from-literal=key=k3y")  # fmt: skip
+        doc = writer_target(namespace, database)
+        doc["spec"]["notifications"] = {
+            "sinks": [{"type": "webhook", "urlSecret": {"name": "hook", "key": "url"},
+                       "hmacSecret": {"name": "hook", "key": "key"}}]
+        }  # fmt: skip
+        apply(cluster, doc)
+        wait_for(lambda: get(cluster, "pgt", "shop", "-n", namespace).get("status", {}).get("database"), what="Ready")
+        with Traffic(database, query, 1):
+            apply(
+                cluster, change(namespace, "by-ts", {"table": "r", "columns": [{"name": "ts"}]}, schedule="immediate")
+            )
+            status = wait_phase(cluster, namespace, "by-ts", "Applied", "RolledBack", "Failed", timeout=120)
+        # Exactly one notification of the rollback, signed, with the change and the reason.
+        wait_for(lambda: sink.received, timeout=30, what="the rollback's notification")
+        time.sleep(3)
+        assert len(sink.received) == 1, [json.loads(r["body"])["event"] for r in sink.received]
+        sent = json.loads(sink.received[0]["body"])
+        assert (sent["event"], sent["object"]["name"], sent["severity"]) == ("changeRolledBack", "by-ts", "warning")
+        assert "rolled back" in sent["summary"]
+        assert sink.received[0]["headers"]["X-OptiSchema-Signature"].startswith("sha256=")
+        delivered = wait_for(
+            lambda: (get(cluster, "pgt", "shop", "-n", namespace)["status"].get("notifications") or {}).get(
+                "delivered"
+            ),
+            timeout=30,
+            what="the delivery counted",
+        )
+        assert delivered == 1
     assert status["phase"] == "RolledBack", status["conditions"]
     live = get(cluster, "ixc", "by-ts", "-n", namespace)
     assert (argocd(live), flux(live)) == ("Degraded", "Degraded")

@@ -3,72 +3,19 @@ timeouts, deduplication, the per-target rate limit, and no literal of the databa
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
 
 from optischema.notify.deliver import Delivery, Notifier, Sink
 from optischema.notify.messages import Event, redact
-from optischema.postgres.local import free_port
+from tests.receiver import receiver
 
 SQL = (
     'CREATE INDEX CONCURRENTLY "orders_created_at_part_idx" ON "public"."orders" ("created_at") '
     "WHERE status <> 'vip-customer@example.com' AND total > 1000"
 )
-
-
-@dataclass
-class Receiver:
-    port: int
-    script: list[int | float] = field(default_factory=list)  # status codes, or a delay in seconds (float)
-    received: list[dict[str, Any]] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.received.append({"path": request.path, "headers": dict(request.headers), "body": body})
-        step = self.script.pop(0) if self.script else 200
-        if isinstance(step, float):
-            await asyncio.sleep(step)
-            step = 200
-        return web.Response(status=int(step), text="ok")
-
-
-@contextmanager
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(free_port())
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", state.handle)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", state.port).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield state
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def event(kind: str = "changeRolledBack", uid: str = "uid-1", **kw: Any) -> Event:

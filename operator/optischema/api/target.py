@@ -269,6 +269,41 @@ class Llm(ApiModel):
         return self
 
 
+NotificationEvent = Literal[
+    "recommendationAwaitingApproval",
+    "changeApplied",
+    "changeRolledBack",
+    "changeFailed",
+    "analysisFailing",
+    "llmBudgetSpent",
+]
+
+
+class NotificationSink(ApiModel):
+    """Where notifications go. The URL is read from a Secret (a Slack webhook URL is a credential)."""
+
+    type: Literal["webhook", "slack", "alertmanager"]
+    """``webhook`` (JSON, schema in the README), ``slack`` (incoming webhook, Block Kit) or ``alertmanager``
+    (``POST /api/v2/alerts``)."""
+    url_secret: SecretKeySelector
+    """Secret key holding the URL."""
+    hmac_secret: SecretKeySelector | None = None
+    """For ``webhook``: a Secret key whose value signs each body (``X-OptiSchema-Signature: sha256=…``)."""
+    events: list[NotificationEvent] = Field(default_factory=list, max_length=6)
+    """Events sent to this sink; empty means all."""
+
+
+class Notifications(ApiModel):
+    """Telling people what needs them: a recommendation to decide, a change applied, rolled back or failed."""
+
+    sinks: list[NotificationSink] = Field(default_factory=list, max_length=10)
+    """The sinks; none means no notification."""
+    min_measured_gain_percent: float = Field(default=0.0, ge=0, le=100)
+    """A recommendation is announced only when its sandbox benchmark measured at least this improvement."""
+    pii_safe: bool = True
+    """Show SQL with its literals replaced by ``…`` (a partial index's predicate may hold a real value)."""
+
+
 class PostgresTargetSpec(ApiModel):
     """Desired state of a ``PostgresTarget``."""
 
@@ -289,7 +324,9 @@ class PostgresTargetSpec(ApiModel):
     sandbox: Sandbox = Field(default_factory=Sandbox)
     """Benchmarking of recommendations on a throwaway copy."""
     llm: Llm = Field(default_factory=Llm)
-    """LLM advisor settings."""
+    """An LLM's second opinion, proved by the engine and the sandbox."""
+    notifications: Notifications = Field(default_factory=Notifications)
+    """Who hears about what needs them."""
     suspend: bool = False
     """Stops all work for this target (analysis, benchmarks, applies) until set back to false."""
 
@@ -368,6 +405,19 @@ class LlmRejection(ApiModel):
     """Why it was turned down."""
 
 
+class NotificationStatus(ApiModel):
+    """How notifications of this target fared."""
+
+    delivered: int = Field(default=0, ge=0)
+    """Deliveries that a sink accepted."""
+    failed: int = Field(default=0, ge=0)
+    """Deliveries given up after retries (or refused by the rate limit)."""
+    last_delivered_at: datetime | None = None
+    """When a sink last accepted one."""
+    last_error: str | None = Field(default=None, max_length=1024)
+    """The last failure, with the sink and the event."""
+
+
 class LlmStatus(ApiModel):
     """The LLM advisor's part in the last analysis."""
 
@@ -406,6 +456,8 @@ class PostgresTargetStatus(ApiModel):
     """End of the next maintenance window (UTC)."""
     llm: LlmStatus | None = None
     """The LLM advisor's part in the last analysis, when it is enabled."""
+    notifications: NotificationStatus | None = None
+    """Deliveries to the notification sinks."""
     index_build_bytes_per_second: float | None = Field(default=None, ge=0)
     """Index build speed measured on this database by the last applied change; used to refuse builds that could
     not finish before their window closes."""

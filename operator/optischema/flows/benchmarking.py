@@ -18,11 +18,13 @@ from pydantic import ValidationError
 from optischema.api.conditions import Condition, ConditionType, Reason, set_condition
 from optischema.api.recommendation import Benchmark
 from optischema.api.target import PostgresTargetSpec
+from optischema.flows import notifications
 from optischema.flows.benchmark import BENCHMARKED_KINDS, Outcome, benchmark
 from optischema.flows.policy import auto_approves
 from optischema.flows.sandbox import Provider
 from optischema.flows.target import Check
 from optischema.kube.client import Kube
+from optischema.notify.deliver import Notifier
 from optischema.telemetry import BENCHMARK_SECONDS, BENCHMARKS, LLM_SUGGESTIONS, SANDBOXES_RUNNING, log_for
 
 PLURAL = "tuningrecommendations"
@@ -79,11 +81,14 @@ def recorded(outcome: Outcome, status: dict[str, Any], generation: int | None, n
 class Queue:
     """Runs the pending benchmarks of one target within its own limit and the cluster-wide one."""
 
-    def __init__(self, kube: Kube, provider: Provider, slots: asyncio.Semaphore, *, runs: int) -> None:
+    def __init__(
+        self, kube: Kube, provider: Provider, slots: asyncio.Semaphore, *, runs: int, notifier: Notifier | None = None
+    ) -> None:
         self.kube = kube
         self.provider = provider
         self.slots = slots
         self.runs = runs
+        self.notifier = notifier
 
     async def run_pending(
         self, target: dict[str, Any], check: Callable[[], Awaitable[Check]], announce: Announce
@@ -106,11 +111,17 @@ class Queue:
         if spec is None or checked.dsn is None or not checked.ready:
             return 0  # the target's own daemon reports why
         own = asyncio.Semaphore(spec.sandbox.max_concurrent)
-        results = await asyncio.gather(*(self._one(item, spec, checked.dsn, own, announce) for item in todo))
+        results = await asyncio.gather(*(self._one(item, spec, checked.dsn, own, announce, target) for item in todo))
         return sum(results)
 
     async def _one(
-        self, item: dict[str, Any], spec: PostgresTargetSpec, dsn: str, own: asyncio.Semaphore, announce: Announce
+        self,
+        item: dict[str, Any],
+        spec: PostgresTargetSpec,
+        dsn: str,
+        own: asyncio.Semaphore,
+        announce: Announce,
+        target: dict[str, Any],
     ) -> int:
         meta = item["metadata"]
         namespace, name, target = meta["namespace"], meta["name"], item["spec"]["targetRef"]["name"]
@@ -165,6 +176,24 @@ class Queue:
             LLM_SUGGESTIONS.labels(namespace, target, "rewrite", "rejected").inc()
         else:
             await self._auto_approve(latest, spec, outcome.benchmark)
+            if measured and self.notifier is not None and latest["spec"]["kind"] != "queryRewrite":
+                fresh = await self.kube.get(PLURAL, namespace, name)
+                if (fresh["spec"].get("approval") or {}).get("state", "Pending") == "Pending":
+                    bench = outcome.benchmark
+                    summary = (
+                        f"{fresh['spec']['kind']} on {target['metadata']['name']}: p50 {bench.p50_before_ms} → "
+                        f"{bench.p50_after_ms} ms in a {bench.data_mode} sandbox ({bench.speedup}x)"
+                    )
+                    await notifications.announce(
+                        self.notifier,
+                        self.kube,
+                        target,
+                        "recommendationAwaitingApproval",
+                        fresh,
+                        summary,
+                        sql=fresh["spec"]["sql"],
+                        gain=bench.improvement_percent,
+                    )
         return 1 if measured else 0
 
     async def _auto_approve(self, item: dict[str, Any], spec: PostgresTargetSpec, bench: Benchmark) -> None:

@@ -21,7 +21,13 @@ def make_queue(memo: kopf.Memo) -> Queue:
     settings = memo.settings
     pods = Pods(settings.operator_namespace or current_namespace(), settings.operator_pod_labels)
     provider = PodProvider(pods, settings.sandbox_ready_timeout_seconds)
-    return Queue(memo.kube, provider, asyncio.Semaphore(settings.max_sandboxes), runs=settings.benchmark_runs)
+    return Queue(
+        memo.kube,
+        provider,
+        asyncio.Semaphore(settings.max_sandboxes),
+        runs=settings.benchmark_runs,
+        notifier=memo.notifier,
+    )
 
 
 def wake(memo: kopf.Memo, namespace: str, target: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from optischema.api.resources import GROUP, VERSION
+from optischema.flows import notifications
 from optischema.flows.apply import FINAL, Context, step
 from optischema.flows.changes import admit, gather
 from optischema.flows.target import utc_now
@@ -50,6 +51,13 @@ async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, *
         CHANGES_FINISHED.labels(namespace, target, phase).inc()
         if phase == "RolledBack":
             ROLLBACKS.labels(namespace, target).inc()
+        kind = {"Applied": "changeApplied", "RolledBack": "changeRolledBack", "Failed": "changeFailed"}.get(phase)
+        if kind is not None:
+            # The final phase stops this daemon (kopf cancels it as its filter no longer matches): the notification
+            # goes out from a task of its own.
+            task = asyncio.create_task(notify_final(memo, namespace, target, name, kind, phase, reason))
+            memo.background.add(task)
+            task.add_done_callback(memo.background.discard)
 
     ctx = Context(
         kube=memo.kube,
@@ -82,6 +90,21 @@ async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, *
     finally:
         waiting.discard(name)
         CHANGES_WAITING.labels(namespace, target).set(len(waiting))
+
+
+async def notify_final(
+    memo: kopf.Memo, namespace: str, target: str, name: str, kind: str, phase: str, reason: str
+) -> None:
+    try:
+        owner = await memo.kube.get("postgrestargets", namespace, target)
+        change = await memo.kube.get("indexchanges", namespace, name)
+    except LookupError:
+        return
+    status = change.get("status") or {}
+    conditions = status.get("conditions") or []
+    why = next((c.get("message") for c in conditions if c.get("type") in ("Stalled", "Ready")), "") or reason
+    await notifications.announce(memo.notifier, memo.kube, owner, kind, change,  # type: ignore[arg-type]
+                                 f"{name}: {phase} — {why}", sql=status.get("sql"))  # fmt: skip
 
 
 def target_edited(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Event:
