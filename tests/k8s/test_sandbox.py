@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from devcluster.cluster import Cluster
+from tests.receiver import receiver
 
 from .conftest import apply, get, operators, secret, target, wait_for
 
@@ -158,12 +159,15 @@ def test_a_recommendation_is_benchmarked_in_a_sandbox_pod_with_a_real_speed_up(
     cluster: Cluster, namespace: str, database: str
 ) -> None:
     useless_statement = "SELECT sum(amount) FROM invoices WHERE customer_id = $1"
-    with operators(cluster, namespace, "sandbox") as start:
+    with operators(cluster, namespace, "sandbox") as start, receiver() as chat:
         apply(cluster, secret(namespace, "pw"))
+        cluster.plane.kubectl("create", "secret", "generic", "chat", "-n", namespace,
+                              f"--from-literal=url={chat.url('/slack')}")  # fmt: skip
         doc = target(namespace, database, sandbox={"dataMode": "sample", "samplePercent": 20})
         # Auto-approval on the measured improvement: the index that helps is approved, the useless one is not.
         rule = {"enabled": True, "kinds": ["createIndex"], "maxRisk": "high", "minMeasuredImprovementPercent": 50}
         doc["spec"]["policy"] = {"autoApprove": rule}
+        doc["spec"]["notifications"] = {"sinks": [{"type": "slack", "urlSecret": {"name": "chat", "key": "url"}}]}
         apply(cluster, doc)
         start()
         # Found by analysis: an index on customer_id, which the statement clearly needs.
@@ -221,6 +225,11 @@ def test_a_recommendation_is_benchmarked_in_a_sandbox_pod_with_a_real_speed_up(
         useless_rec = get(cluster, "tuningrecommendation", "useless", "-n", namespace)
         assert useless_rec["spec"]["approval"]["state"] == "Pending"  # below the rule's 50%
         assert useless_rec["status"]["phase"] == "AwaitingApproval"
+        # Slack hears of the one that waits for a person, with the command to approve it; not of the approved one.
+        wait_for(lambda: chat.received, timeout=30, what="a Slack message")
+        message = json.loads(chat.received[0]["body"])
+        assert "kubectl optischema approve useless" in json.dumps(message["blocks"])
+        assert all(name not in r["body"].decode() for r in chat.received)
 
         # The sandboxes are gone afterwards (pods, their Secrets and NetworkPolicies).
         wait_for(lambda: not sandbox_objects(cluster, namespace), timeout=60, what="sandboxes removed")

@@ -121,7 +121,7 @@ class Queue:
         dsn: str,
         own: asyncio.Semaphore,
         announce: Announce,
-        target: dict[str, Any],
+        target_body: dict[str, Any],
     ) -> int:
         meta = item["metadata"]
         namespace, name, target = meta["namespace"], meta["name"], item["spec"]["targetRef"]["name"]
@@ -181,13 +181,13 @@ class Queue:
                 if (fresh["spec"].get("approval") or {}).get("state", "Pending") == "Pending":
                     bench = outcome.benchmark
                     summary = (
-                        f"{fresh['spec']['kind']} on {target['metadata']['name']}: p50 {bench.p50_before_ms} → "
+                        f"{fresh['spec']['kind']} on {target}: p50 {bench.p50_before_ms} → "
                         f"{bench.p50_after_ms} ms in a {bench.data_mode} sandbox ({bench.speedup}x)"
                     )
                     await notifications.announce(
                         self.notifier,
                         self.kube,
-                        target,
+                        target_body,
                         "recommendationAwaitingApproval",
                         fresh,
                         summary,

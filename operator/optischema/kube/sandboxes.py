@@ -202,7 +202,14 @@ class Pods:
         deadline = time.monotonic() + timeout
         last = "not scheduled yet"
         while time.monotonic() < deadline:
-            pod = await asyncio.to_thread(self.core.read_namespaced_pod, name, namespace)
+            try:
+                pod = await asyncio.to_thread(self.core.read_namespaced_pod, name, namespace)
+            except ApiException as error:
+                if error.status == 404:  # deleted under us: its recommendation went, or someone removed it
+                    raise SandboxError(
+                        "SandboxFailed", f"sandbox pod {name} was deleted before it was ready"
+                    ) from error
+                raise
             status = pod.status
             if status.phase in ("Failed", "Succeeded"):
                 raise SandboxError(
