@@ -12,6 +12,7 @@ delete the IndexChange and create it again, or re-approve from a new recommendat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -555,14 +556,20 @@ async def _finish(
         ctx, change, "True" if phase == "Applied" else "False", reason, message, reconciling=False, stalled=stalled
     )
     change.patch |= {"phase": phase, "completedAt": ctx.now().isoformat()}
-    await _flush(ctx, change)
-    ctx.emit("Normal" if phase == "Applied" else "Warning", reason, message)
-    if ctx.on_final is not None:
-        await ctx.on_final(phase, reason)
-    ref = change.spec.recommendation_ref if change.spec is not None else None
-    if ref is not None and phase in ("Applied", "RolledBack", "Failed"):
-        with contextlib.suppress(LookupError):
-            await ctx.kube.patch_status("tuningrecommendations", change.namespace, ref.name, {"phase": phase})
+
+    async def settle() -> None:
+        await _flush(ctx, change)
+        ctx.emit("Normal" if phase == "Applied" else "Warning", reason, message)
+        if ctx.on_final is not None:
+            await ctx.on_final(phase, reason)
+        ref = change.spec.recommendation_ref if change.spec is not None else None
+        if ref is not None and phase in ("Applied", "RolledBack", "Failed"):
+            with contextlib.suppress(LookupError):
+                await ctx.kube.patch_status("tuningrecommendations", change.namespace, ref.name, {"phase": phase})
+
+    # Writing the final phase makes kopf stop this change's daemon, possibly while we still wait for the write's
+    # answer: what follows it (Event, metrics, notification, the recommendation's phase) must finish regardless.
+    await asyncio.shield(settle())
     return None
 
 
