@@ -4,7 +4,6 @@ codes, or a delay in seconds), in its own thread so an operator in another proce
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from devcluster.httpserve import serving
 from optischema.postgres.local import free_port
 
 
@@ -39,23 +39,5 @@ def receiver() -> Iterator[Receiver]:
     state = Receiver(free_port())
     app = web.Application()
     app.router.add_post("/{tail:.*}", state.handle)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", state.port).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with serving(app, state.port):
         yield state
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
