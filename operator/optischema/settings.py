@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from optischema.api.target import NotificationSink
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPTISCHEMA_", use_attribute_docstrings=True, extra="ignore")
@@ -75,6 +77,9 @@ class Settings(BaseSettings):
     """Labels of the operator's pods, which sandbox NetworkPolicies let in (the chart sets them on its pods)."""
     llm_cluster_daily_token_budget: int = Field(default=2_000_000, ge=0)
     """LLM tokens per day (UTC) across all targets; each target also has ``spec.llm.dailyTokenBudget``."""
+    notification_sinks: list[NotificationSink] = Field(default_factory=list, max_length=10)
+    """The cluster default for targets whose ``spec.notifications.sinks`` is empty: the same form as the spec's
+    (JSON in ``OPTISCHEMA_NOTIFICATION_SINKS``), with the URL Secrets in the operator's namespace."""
     notifications_per_target_per_hour: int = Field(default=30, ge=1, le=10_000)
     """Notifications sent per target and hour at most (a burst of findings does not flood a channel)."""
     immediate_budget_seconds: int = Field(default=3600, ge=60, le=86400)

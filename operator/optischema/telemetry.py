@@ -86,6 +86,7 @@ NOTIFICATIONS = Counter(
     "Notification deliveries by sink and outcome",
     ["namespace", "target", "sink", "outcome"],
 )
+REPORTS = Counter("optischema_reports_total", "Scheduled reports written", ["namespace", "target"])
 TARGET_READY = Gauge("optischema_target_ready", "1 when the target is Ready", ["namespace", "target"])
 
 

@@ -53,13 +53,15 @@ def test_quantity_bytes_rounds_up() -> None:
         ("1.5h", timedelta(minutes=90)),
         ("500ms", timedelta(milliseconds=500)),
         ("24h", timedelta(days=1)),
+        ("7d", timedelta(days=7)),  # days: report periods and history retention
+        ("1d12h", timedelta(hours=36)),
     ],
 )
 def test_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "90", "1d", "h", "1h 30m", "-1h"])
+@pytest.mark.parametrize("text", ["", "90", "1w", "1y", "h", "1h 30m", "-1h"])
 def test_bad_duration(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration(text)

@@ -44,7 +44,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, create, delete]   # sandbox pods
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, update]           # the LLM advisor's cache and token counts
+  verbs: [get, list, create, update, delete]   # LLM cache and token counts; statement history (deleted after its retention); reports
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

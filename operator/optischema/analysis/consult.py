@@ -33,6 +33,7 @@ class Consultation:
     cached: bool = False
     tokens: int = 0
     note: str | None = None  # why there was no advice (off, budget spent, every provider failed)
+    budget_spent: str | None = None  # "target" or "cluster" when a daily token budget stopped the call
     candidates: list[Candidate] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)  # definition keys the engine had proposed itself
     recommendations: list[Recommendation] = field(default_factory=list)  # settings and rewrites

@@ -1,4 +1,5 @@
-"""Durations written the way Kubernetes writes them (``90s``, ``30m``, ``1h30m``, ``2h``).
+"""Durations written the way Kubernetes writes them (``90s``, ``30m``, ``1h30m``, ``2h``), plus days (``7d``) for
+report periods and retention, where ``840h`` would be unkind.
 
 The same grammar as Go's ``time.ParseDuration`` restricted to the units people use for schedules; a small parser
 beats a dependency here, and it lets errors say exactly what is wrong.
@@ -12,15 +13,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> timedelta:
     """``1h30m`` → ``timedelta(hours=1, minutes=30)``; ``ValueError`` naming the expected form otherwise."""
     if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"{text!r} is not a duration: use a number and a unit, e.g. 90s, 30m, 1h30m")
+        raise ValueError(f"{text!r} is not a duration: use a number and a unit, e.g. 90s, 30m, 1h30m, 7d")
     return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text)))
 
 

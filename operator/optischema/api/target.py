@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from croniter import croniter
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
 
 from .base import (
@@ -276,6 +277,7 @@ NotificationEvent = Literal[
     "changeFailed",
     "analysisFailing",
     "llmBudgetSpent",
+    "reportReady",
 ]
 
 
@@ -289,7 +291,7 @@ class NotificationSink(ApiModel):
     """Secret key holding the URL."""
     hmac_secret: SecretKeySelector | None = None
     """For ``webhook``: a Secret key whose value signs each body (``X-OptiSchema-Signature: sha256=…``)."""
-    events: list[NotificationEvent] = Field(default_factory=list, max_length=6)
+    events: list[NotificationEvent] = Field(default_factory=list, max_length=7)
     """Events sent to this sink; empty means all."""
 
 
@@ -302,6 +304,34 @@ class Notifications(ApiModel):
     """A recommendation is announced only when its sandbox benchmark measured at least this improvement."""
     pii_safe: bool = True
     """Show SQL with its literals replaced by ``…`` (a partial index's predicate may hold a real value)."""
+    analysis_failures: int = Field(default=3, ge=1, le=100)
+    """``analysisFailing`` is sent when this many analyses in a row have failed (once per run of failures)."""
+
+
+def _cron(value: str) -> str:
+    if not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '0 8 * * 1' for Mondays at 08:00)")
+    return value
+
+
+class Reports(ApiModel):
+    """What tuning bought, as a report: on demand (``kubectl optischema report``) or on a schedule."""
+
+    schedule: Annotated[str, AfterValidator(_cron), Field(min_length=9, max_length=100)] | None = None
+    """A cron expression (five fields, in ``timeZone``); at each time the operator writes the report to the ConfigMap
+    ``<target>-report`` and sends a summary (no attachment) to the sinks subscribed to ``reportReady``. Unset: no
+    scheduled report."""
+    time_zone: Annotated[str, AfterValidator(_time_zone), Field(min_length=1, max_length=64)] = "UTC"
+    """IANA time zone of ``schedule``."""
+    period: Annotated[Duration, duration_between(timedelta(hours=1), timedelta(days=400))] = "7d"
+    """How far back a scheduled report looks."""
+    history_retention: Annotated[Duration, duration_between(timedelta(days=1), timedelta(days=400))] = "35d"
+    """How long statement snapshots are kept for reports (one ConfigMap per target and day, the older ones deleted);
+    a report cannot look back further than this."""
+    history_statements: int = Field(default=100, ge=10, le=500)
+    """Statements kept per snapshot: the top ones by total time (plus every one a change or recommendation names)."""
+    pii_safe: bool = True
+    """Store and show statements with their literals replaced by ``…``."""
 
 
 class PostgresTargetSpec(ApiModel):
@@ -327,6 +357,8 @@ class PostgresTargetSpec(ApiModel):
     """An LLM's second opinion, proved by the engine and the sandbox."""
     notifications: Notifications = Field(default_factory=Notifications)
     """Who hears about what needs them."""
+    reports: Reports = Field(default_factory=Reports)
+    """Statement history and what-tuning-bought reports."""
     suspend: bool = False
     """Stops all work for this target (analysis, benchmarks, applies) until set back to false."""
 
@@ -375,6 +407,10 @@ class LastAnalysis(ApiModel):
     """The value of the ``optischema.io/analyze-requested`` annotation this analysis answered (on-demand runs)."""
     message: str | None = None
     """Why it failed, or notes such as statements that could not be planned."""
+    consecutive_failures: int = Field(default=0, ge=0)
+    """Analyses that failed in a row (0 after a success)."""
+    failing_since: datetime | None = None
+    """When the current run of failures began."""
 
 
 class RecommendationCounts(ApiModel):
@@ -416,6 +452,24 @@ class NotificationStatus(ApiModel):
     """When a sink last accepted one."""
     last_error: str | None = Field(default=None, max_length=1024)
     """The last failure, with the sink and the event."""
+    notified: list[Annotated[str, Field(max_length=300)]] = Field(
+        default_factory=list, max_length=500, json_schema_extra={"x-kubernetes-list-type": "atomic"}
+    )
+    """Events already sent (object uid and event), newest last: what keeps a re-analysis or a restarted operator
+    from notifying twice."""
+
+
+class LastReport(ApiModel):
+    """The most recent scheduled report."""
+
+    time: datetime
+    """When it was written."""
+    config_map: str = Field(max_length=253)
+    """The ConfigMap holding it (``report.html``, ``report.md``, ``report.json``)."""
+    size_bytes: int = Field(ge=0)
+    """Size of the HTML report."""
+    time_saved_per_day_seconds: float | None = None
+    """The estimated time saved per day it reported."""
 
 
 class LlmStatus(ApiModel):
@@ -435,6 +489,8 @@ class LlmStatus(ApiModel):
     """Suggestions turned down, with the reason."""
     message: str | None = Field(default=None, max_length=4096)
     """Why the engine went on alone, when it did: LLM off, budget spent, no provider answered."""
+    budget_spent: Literal["target", "cluster"] | None = None
+    """Which daily token budget was spent when the last analysis wanted to ask (``llmBudgetSpent`` is sent)."""
 
 
 class PostgresTargetStatus(ApiModel):
@@ -458,6 +514,8 @@ class PostgresTargetStatus(ApiModel):
     """The LLM advisor's part in the last analysis, when it is enabled."""
     notifications: NotificationStatus | None = None
     """Deliveries to the notification sinks."""
+    last_report: LastReport | None = None
+    """The most recent scheduled report."""
     index_build_bytes_per_second: float | None = Field(default=None, ge=0)
     """Index build speed measured on this database by the last applied change; used to refuse builds that could
     not finish before their window closes."""
@@ -476,5 +534,6 @@ __all__ = [
     "Policy",
     "PostgresTargetSpec",
     "PostgresTargetStatus",
+    "Reports",
     "Risk",
 ]

@@ -1,9 +1,10 @@
-"""``kubectl optischema``: list, show, approve, reject, analyze, export, status.
+"""``kubectl optischema``: list, show, approve, reject, analyze, export, status, report.
 
 RBAC each command needs (roles in manifests/rbac/): ``list``, ``show``, ``export`` and ``status`` read —
 ``optischema-viewer``; ``approve`` and ``reject`` patch a recommendation's spec — ``optischema-approver`` (the
 operator's admission webhook records who decided); ``analyze`` annotates the target — ``patch`` on
-postgrestargets (platform administrators).
+postgrestargets (platform administrators); ``report`` reads the resources and the statement history's ConfigMaps
+(``optischema-viewer`` includes ``configmaps`` get/list for it).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import asyncio
 import json
 import sys
 import textwrap
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
 
+from optischema.api.durations import parse_duration
+from optischema.flows import reports
 from optischema.kube.client import ApiException, Kube, current_namespace, load_config
+from optischema.reports.render import FORMATS, render
 
 PLURALS = {"trec": "tuningrecommendations", "pgt": "postgrestargets", "ixc": "indexchanges"}
 
@@ -44,7 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("analyze", help="analyse a target now").add_argument("target")
     commands.add_parser("export", help="an IndexChange for a Git pull request").add_argument("name")
     commands.add_parser("status", help="windows, last analysis and pending work of a target").add_argument("target")
+    report = commands.add_parser("report", help="what tuning bought: workload, changes, gains (md, html or json)")
+    report.add_argument("target")
+    report.add_argument("--since", default="30d", type=_since, help="how far back, e.g. 7d, 12h (default 30d)")
+    report.add_argument("--format", choices=FORMATS, default="md", help="md (default), html or json")
+    report.add_argument("-o", "--output", help="write to this file (default: standard output)")
     return parser
+
+
+def _since(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--since: {error}") from error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +276,25 @@ async def status(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+async def report(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
+    target = await _get(kube, "postgrestargets", namespace, args.target)
+    now = datetime.now(UTC)
+    started = time.monotonic()
+    try:
+        found = await reports.gather(kube, target, now - args.since, now)
+    except ApiException as error:
+        raise _explain(error, "read the target's recommendations, changes and history", namespace) from error
+    text = render(found, args.format)
+    if not args.output:
+        return text
+    with open(args.output, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return (
+        f"wrote {args.output} ({len(text.encode()):,} bytes, {args.format}, {found.snapshots} snapshot(s), "
+        f"{len(found.applied)} applied change(s)) in {time.monotonic() - started:.2f}s"
+    )
+
+
 COMMANDS = {
     "list": list_,
     "show": show,
@@ -267,6 +303,7 @@ COMMANDS = {
     "analyze": analyze,
     "export": export,
     "status": status,
+    "report": report,
 }
 
 if __name__ == "__main__":

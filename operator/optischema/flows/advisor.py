@@ -119,6 +119,7 @@ def make_advisor(
             LLM_BUDGET_SPENT.labels(*labels, "target").inc()
             return AdvisorReply(
                 None,
+                budget_spent="target",
                 note=f"the daily LLM token budget of this target ({budget}) is spent: "
                 "the engine's findings only until tomorrow (UTC)",
             )
@@ -126,6 +127,7 @@ def make_advisor(
             LLM_BUDGET_SPENT.labels(*labels, "cluster").inc()
             return AdvisorReply(
                 None,
+                budget_spent="cluster",
                 note=f"the cluster-wide daily LLM token budget ({cluster_budget}) is spent: "
                 "the engine's findings only until tomorrow (UTC)",
             )

@@ -42,6 +42,7 @@ class AdvisorReply:
     cached: bool = False
     tokens: int = 0
     note: str | None = None
+    budget_spent: str | None = None  # "target" or "cluster" when a daily token budget stopped the call
 
 
 Advisor = Callable[[Prompt], Awaitable[AdvisorReply]]
@@ -75,6 +76,10 @@ class AnalysisResult:
     server_version: str = ""
     started_at: datetime | None = None
     consultation: Consultation | None = None
+    statements: list[tuple[str, str, int, float, int]] = field(default_factory=list)
+    """Every statement read (query id, text, calls, total ms, rows): the statement history's point."""
+    index_bytes: int = 0
+    index_count: int = 0
 
 
 async def analyze(dsn: str, options: AnalyzeOptions, progress: Progress | None = None) -> AnalysisResult:
@@ -168,6 +173,9 @@ async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: da
         server_version=snapshot.server.version,
         started_at=started,
         consultation=consultation,
+        statements=[(str(s.query_id), s.query, s.calls, s.total_time_ms, s.rows) for s in snapshot.statements],
+        index_bytes=sum(i.size_bytes for i in snapshot.indexes),
+        index_count=len(snapshot.indexes),
     )
 
 
@@ -185,7 +193,7 @@ async def _consult(
     prompt = prompt_for(snapshot, workload.statements, engine, pii_safe=options.pii_safe)
     reply = await options.advisor(prompt)
     if reply.text is None:
-        return Consultation(model=reply.model, note=reply.note, tokens=reply.tokens)
+        return Consultation(model=reply.model, note=reply.note, tokens=reply.tokens, budget_spent=reply.budget_spent)
     engine_settings = {r.change.setting.name for r in engine if r.change.setting is not None}
     result = digest(
         reply.text, reply.model or "llm", snapshot, workload.statements, {c.key for c in candidates}, engine_settings

@@ -235,11 +235,22 @@ def llm_status(result: AnalysisResult, note: str | None, tokens_today: int, labe
             LlmRejection(kind=r.kind, what=r.what[:512], reason=r.reason[:1024]) for r in consultation.rejections[:50]
         ],
         message="; ".join(messages) or None,
+        budget_spent=consultation.budget_spent,
     ).to_wire()
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def failed(previous: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """``lastAnalysis`` fields of one more failure in a row (what ``analysisFailing`` is judged on)."""
+    count = int(previous.get("consecutiveFailures") or 0)
+    return {
+        "outcome": "Failed",
+        "consecutiveFailures": count + 1,
+        "failingSince": (previous.get("failingSince") if count else None) or now.isoformat(),
+    }
 
 
 async def analyse_and_record(
@@ -254,7 +265,7 @@ async def analyse_and_record(
     llm_cluster_budget: int = DEFAULT_CLUSTER_BUDGET,
 ) -> tuple[bool, str]:
     """Analyse, sync the recommendations and record ``status.lastAnalysis`` — inline or in an analysis Job."""
-    from optischema.flows import recommendations
+    from optischema.flows import recommendations, reports
 
     meta = target["metadata"]
     started = utc_now()
@@ -271,18 +282,28 @@ async def analyse_and_record(
         "durationSeconds": round(seconds, 3),
     }
     if result is None:
+        previous = (target.get("status") or {}).get("lastAnalysis") or {}
         await kube.patch_status(
             "postgrestargets",
             meta["namespace"],
             meta["name"],
-            {"lastAnalysis": {**summary, "outcome": "Failed", "message": error}},
+            {"lastAnalysis": {**summary, **failed(previous, started), "message": error}},
         )
         return False, error or "analysis failed"
     if check.spec is not None and not check.spec.sandbox.enabled and result.consultation is not None:
         _unproved_rewrites(result)
     counts = await recommendations.apply(kube, target, result)
+    try:
+        await reports.record(
+            kube, target, result.statements, result.recommendations, index_bytes=result.index_bytes,
+            index_count=result.index_count, now=started,
+        )  # fmt: skip
+    except Exception as error:
+        result.notes.append(f"the statement history could not be recorded: {error}")
     summary |= {
         "outcome": "Succeeded",
+        "consecutiveFailures": 0,
+        "failingSince": None,
         "statementsSeen": result.statements_seen,
         "statementsAnalysed": result.statements_analysed,
         "message": "; ".join(result.notes)[:4000] or None,

@@ -12,7 +12,7 @@ import kopf
 
 from optischema.handlers.benchmark import make_queue
 from optischema.kube import certs
-from optischema.kube.client import Kube, load_config
+from optischema.kube.client import Kube, current_namespace, load_config
 from optischema.notify.deliver import Notifier
 from optischema.settings import Settings
 
@@ -44,7 +44,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.changes_waiting = {}  # (namespace, target) -> names of IndexChanges asleep until their window
     memo.benchmark_wakeups = {}  # (namespace, target) -> asyncio.Event, set when a recommendation arrives
     memo.background = set()  # tasks that must outlive the handler that started them (notifications)
-    memo.notifier = Notifier(per_target_per_hour=operator_settings.notifications_per_target_per_hour)
+    memo.notifier = Notifier(
+        per_target_per_hour=operator_settings.notifications_per_target_per_hour,
+        default_sinks=operator_settings.notification_sinks,
+        default_namespace=operator_settings.operator_namespace or current_namespace(),
+    )
     memo.benchmarks = make_queue(memo)
 
 

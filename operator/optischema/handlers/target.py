@@ -9,6 +9,7 @@ import kopf
 
 from optischema.api.conditions import Condition
 from optischema.api.resources import GROUP, VERSION
+from optischema.flows import notifications, reports
 from optischema.flows import target as flow
 from optischema.kube.client import current_namespace
 from optischema.kube.jobs import analysis_job
@@ -51,6 +52,9 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
     await memo.kube.patch_status("postgrestargets", namespace, name, patch)
     log.info("checked", ready=check.ready, reason=str(check.reason))
 
+    if check.spec is not None:  # told from the status, so also what an analysis Job or a former run recorded
+        await notifications.from_status(memo.notifier, memo.kube, dict(body), check.spec)
+        await reports.scheduled(memo.kube, memo.notifier, dict(body), now)
     last = status.get("lastAnalysis") or {}
     requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
     if not check.ready or check.spec is None:
@@ -113,11 +117,12 @@ async def watch_job(body: kopf.Body, last: dict[str, Any], memo: kopf.Memo) -> N
     if failed is False:
         return
     message = f"analysis Job {last['job']} " + ("failed: see its Pod's log" if failed else "disappeared")
+    now = flow.utc_now()
     ANALYSIS_FAILURES.labels(namespace, name, "JobFailed").inc()
     kopf.warn(body, reason="AnalysisFailed", message=message)
     await memo.kube.patch_status(
         "postgrestargets",
         namespace,
         name,
-        {"lastAnalysis": {"completionTime": flow.utc_now().isoformat(), "outcome": "Failed", "message": message}},
+        {"lastAnalysis": {"completionTime": now.isoformat(), **flow.failed(last, now), "message": message}},
     )

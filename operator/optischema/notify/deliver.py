@@ -14,6 +14,8 @@ from typing import Literal
 
 import httpx
 
+from optischema.api.target import NotificationSink
+
 from .messages import Event, alertmanager_body, encode, signature, slack_body, webhook_body
 
 SinkKind = Literal["webhook", "slack", "alertmanager"]
@@ -48,13 +50,32 @@ class Notifier:
     timeout: float = 10.0
     per_target_per_hour: int = 30
     transport: httpx.AsyncBaseTransport | None = None
+    default_sinks: Sequence[NotificationSink] = ()
+    """The cluster default (operator settings), for targets that name no sinks; URL Secrets in
+    ``default_namespace``."""
+    default_namespace: str = "optischema-system"
     seen: set[str] = field(default_factory=set)
     _sent: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[list[Delivery]]] = field(default_factory=set)
 
-    def submit(self, event: Event, sinks: Sequence[Sink], *, pii_safe: bool, report: Report | None = None) -> None:
+    def claim(self, key: str) -> bool:
+        """Take ``key`` for sending; False when it was taken before (sent, or being sent)."""
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+    def submit(
+        self,
+        event: Event,
+        sinks: Sequence[Sink],
+        *,
+        pii_safe: bool,
+        report: Report | None = None,
+        claimed: bool = False,
+    ) -> None:
         """Queue the event; returns at once."""
-        task = asyncio.create_task(self.send(event, sinks, pii_safe=pii_safe, report=report))
+        task = asyncio.create_task(self.send(event, sinks, pii_safe=pii_safe, report=report, claimed=claimed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -64,11 +85,16 @@ class Notifier:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def send(
-        self, event: Event, sinks: Sequence[Sink], *, pii_safe: bool, report: Report | None = None
+        self,
+        event: Event,
+        sinks: Sequence[Sink],
+        *,
+        pii_safe: bool,
+        report: Report | None = None,
+        claimed: bool = False,
     ) -> list[Delivery]:
-        if event.key in self.seen:
+        if not claimed and not self.claim(event.key):
             return []  # the same event for the same object was notified already
-        self.seen.add(event.key)
         window = self._sent.setdefault((event.namespace, event.target), deque())
         now = time.monotonic()
         while window and now - window[0] > 3600:

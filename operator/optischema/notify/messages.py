@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from optischema.analysis.redact import redact
 
 EventType = Literal[
     "recommendationAwaitingApproval",
@@ -25,6 +26,7 @@ EventType = Literal[
     "changeFailed",
     "analysisFailing",
     "llmBudgetSpent",
+    "reportReady",
 ]
 SCHEMA_VERSION = 1
 SEVERITY: dict[str, str] = {
@@ -34,9 +36,8 @@ SEVERITY: dict[str, str] = {
     "changeFailed": "warning",
     "analysisFailing": "warning",
     "llmBudgetSpent": "info",
+    "reportReady": "info",
 }
-_STRING = re.compile(r"'(?:[^']|'')*'")
-_NUMBER = re.compile(r"(?<![\w$\"])\d+(?:\.\d+)?(?![\w\"])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +53,14 @@ class Event:
     measured_gain_percent: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    episode: str = ""
+    """For events that recur on one object (a new run of failed analyses, a new day's spent budget, each scheduled
+    report): what tells this occurrence from the last, so that it is sent once, not once ever."""
 
     @property
     def key(self) -> str:
-        """What delivery deduplicates on: the same event for the same object is sent once."""
-        return f"{self.object_uid}/{self.type}"
-
-
-def redact(sql: str) -> str:
-    """SQL with its literals replaced by ``…``: identifiers stay, values go."""
-    return _NUMBER.sub("…", _STRING.sub("'…'", sql))
+        """What delivery deduplicates on: the same event for the same object (and episode) is sent once."""
+        return f"{self.object_uid}/{self.type}" + (f"/{self.episode}" if self.episode else "")
 
 
 def _sql(event: Event, pii_safe: bool) -> str | None:
@@ -138,6 +137,7 @@ def _title(event: Event) -> str:
         "changeFailed": "A change failed",
         "analysisFailing": "Analyses keep failing",
         "llmBudgetSpent": "The LLM token budget is spent",
+        "reportReady": "A tuning report is ready",
     }
     return f"{titles[event.type]}: {event.namespace}/{event.target}"
 
