@@ -208,3 +208,22 @@ def test_report_schedule(title: str, schedule: str, zone: str, last: str | None,
 
     parsed = datetime.fromisoformat(last) if last else None
     assert due(schedule, zone, parsed, datetime.fromisoformat(now)) is expected, title
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("SELECT 1", True),
+        ("  with x as (select 1) select * from x", True),
+        ("-- a comment\nUPDATE t SET a = $1", True),
+        ("/* app=web */ DELETE FROM t WHERE id = $1", True),
+        ("INSERT INTO t VALUES ($1)", True),
+        ("CREATE EXTENSION IF NOT EXISTS hypopg", False),
+        ("VACUUM ANALYZE invoices", False),
+        ("SET statement_timeout = $1", False),
+        ("-- Register a view\nCREATE VIEW v AS SELECT 1", False),
+        ("SELECTED", False),
+    ],
+)
+def test_what_counts_as_workload(text: str, expected: bool) -> None:
+    assert history.is_workload(text) is expected

@@ -243,6 +243,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def unready(check: Check, previous: dict[str, Any], requested: str | None, now: datetime) -> dict[str, Any]:
+    """``lastAnalysis`` of an analysis that was due but could not run, the target not being ready."""
+    return {
+        "startTime": now.isoformat(),
+        "completionTime": now.isoformat(),
+        "durationSeconds": 0.0,
+        "requested": requested,
+        "job": None,
+        **failed(previous, now),
+        "message": f"not analysed: the target is not ready ({check.reason}: {check.message})"[:4000],
+    }
+
+
 def failed(previous: dict[str, Any], now: datetime) -> dict[str, Any]:
     """``lastAnalysis`` fields of one more failure in a row (what ``analysisFailing`` is judged on)."""
     count = int(previous.get("consecutiveFailures") or 0)

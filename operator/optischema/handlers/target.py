@@ -57,7 +57,14 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         await reports.scheduled(memo.kube, memo.notifier, dict(body), now)
     last = status.get("lastAnalysis") or {}
     requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
-    if not check.ready or check.spec is None:
+    if check.spec is None:
+        return
+    if not check.ready:
+        # An analysis that was due could not run: that counts as a failed one (analysisFailing is judged on it).
+        if flow.analysis_due(check.spec, last.get("completionTime"), requested, last.get("requested"), now):
+            patch = flow.unready(check, last, requested, now)
+            ANALYSIS_FAILURES.labels(namespace, name, str(check.reason)).inc()
+            await memo.kube.patch_status("postgrestargets", namespace, name, {"lastAnalysis": patch})
         return
     if last.get("job") and not last.get("completionTime"):
         await watch_job(body, last, memo)  # an analysis Job is in flight: it records its own result

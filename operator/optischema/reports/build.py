@@ -22,10 +22,12 @@ from typing import Any
 
 from optischema.analysis.redact import redact
 
-from .history import Day, Interval, intervals, points
+from .history import Day, Interval, intervals, is_workload, points
 from .model import ChangeLine, PendingLine, Report, SeriesPoint, StatementLine
 
 TOP_STATEMENTS = 10
+#: A statement run once in the period (a data load, a one-off fix) is not the workload.
+MIN_CALLS = 2
 PENDING_SHOWN = 10
 
 
@@ -112,7 +114,8 @@ def _top(spans: Sequence[Interval], texts: dict[str, str]) -> list[StatementLine
             calls_total = totals.setdefault(qid, [0, 0.0])
             calls_total[0] += usage.calls
             calls_total[1] += usage.total_ms
-    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:TOP_STATEMENTS]
+    repeated = {q: t for q, t in totals.items() if t[0] >= MIN_CALLS and is_workload(texts.get(q, "SELECT"))}
+    ranked = sorted(repeated.items(), key=lambda item: -item[1][1])[:TOP_STATEMENTS]
     lines = []
     for number, (qid, (calls, total)) in enumerate(ranked, 1):
         means = [round(m, 4) if (m := _mean(span, qid)) is not None else None for span in spans]

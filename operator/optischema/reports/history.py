@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +23,14 @@ from datetime import UTC, date, datetime, timedelta
 from optischema.analysis.redact import redact
 
 VERSION = 1
+#: What the application runs, as opposed to set-up and maintenance (CREATE, VACUUM, SET…) that a report's "top
+#: statements" would only be cluttered by.
+_WORKLOAD = re.compile(r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:SELECT|INSERT|UPDATE|DELETE|WITH|MERGE|VALUES|TABLE)\b",
+                       re.IGNORECASE | re.DOTALL)  # fmt: skip
+
+
+def is_workload(text: str) -> bool:
+    return bool(_WORKLOAD.match(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +89,10 @@ def point_of(
     index_count: int = 0,
     pii_safe: bool = True,
 ) -> tuple[Point, dict[str, str]]:
-    """A point of the top ``keep`` statements by total time, plus those in ``always`` (named by changes and
+    """A point of the top ``keep`` workload statements by total time, plus those in ``always`` (named by changes and
     recommendations, so their before/after stays visible however they rank); returns the point and the texts."""
-    rows = sorted(statements, key=lambda s: -s[3])
     wanted = set(always)
+    rows = sorted((s for s in statements if is_workload(s[1]) or s[0] in wanted), key=lambda s: -s[3])
     chosen = [s for i, s in enumerate(rows) if i < keep or s[0] in wanted]
     counters = tuple(Counter(qid, calls, round(total, 3), nrows) for qid, _, calls, total, nrows in chosen)
     texts = {qid: (redact(text) if pii_safe else text)[:2000] for qid, text, *_ in chosen}
