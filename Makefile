@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PG_MAJOR ?= 15
-DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgresql-client-$(PG_MAJOR) buildah debootstrap
+DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgresql-client-$(PG_MAJOR) buildah debootstrap chromium
 STAMP := $(VENV)/.installed
 
 
@@ -67,7 +67,7 @@ crds: $(STAMP) ## regenerate crds/ from the API models (and the chart's and mani
 manifests: helm ## render manifests/base (kustomize) from the chart
 	hack/manifests/render.sh
 
-demo: install ## the operator end to end: embedded control plane, local PostgreSQL, approve with the plugin
+demo: install ## the operator end to end: control plane, PostgreSQL, approve with the plugin, apply, HTML report
 	$(PY) demo/run.py
 
 demo-engine: install ## the engine alone: local PostgreSQL, the shop workload, analyse, apply, measure

@@ -8,6 +8,7 @@ build   client p50/p99 and failed transactions of a pgbench write load during CR
         1M rows (the operator's execute path), against the same load with no build
 sandbox  preparing a ~1 GB target in a 10% sample sandbox (time, peak memory), and sample vs full speed-ups
 operator  200 targets and 5,000 recommendations on the embedded control plane: operator RSS, approval → IndexChange
+report  a month of statement history: its size per target, and a 30-day report's build time and size per format
 all     all of them (the default)
 """
 
@@ -266,7 +267,10 @@ def bench_build(seconds: float, rows: int = 1_000_000) -> dict[str, LoadResult]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "which", nargs="?", default="all", choices=("all", "shop", "fleet", "speed", "build", "sandbox", "operator")
+        "which",
+        nargs="?",
+        default="all",
+        choices=("all", "shop", "fleet", "speed", "build", "sandbox", "operator", "report"),
     )
     parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
     parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")
@@ -286,6 +290,10 @@ def main() -> int:
 
         bench_prepare()
         bench_fidelity()
+    if args.which in ("all", "report"):
+        from report import bench as bench_report  # bench/ is on sys.path when run as a script
+
+        bench_report()
     if args.which in ("all", "operator"):
         say("\n## operator: 200 targets and 5,000 recommendations on the embedded control plane")
         from operator_scale import bench as bench_operator  # bench/ is on sys.path when run as a script

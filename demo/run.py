@@ -6,7 +6,9 @@
 4. wait for the TuningRecommendations and print `kubectl get`; 5. approve the best one as user `bob` with the
 kubectl plugin (`kubectl optischema approve`), and show the IndexChange waiting for the target's window;
 6. approve the other index recommendations, open a one-off maintenance window now, and watch the operator apply
-them (CREATE INDEX CONCURRENTLY, verification against pg_stat_statements); 7. measure the mix again.
+them (CREATE INDEX CONCURRENTLY, verification against pg_stat_statements); 7. measure the mix again; 8. analyse
+once more (the statement history's point after the changes) and write the report (`kubectl optischema report`) as
+HTML, Markdown and JSON, printing the HTML's path.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10, help="length of the throughput run")
     parser.add_argument("--no-llm", action="store_true", help="leave the LLM advisor off (the engine alone)")
+    parser.add_argument(
+        "--report", default=str(HERE.parent / "build" / "demo" / "optischema-report.html"), help="where the HTML goes"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="optischema-demo-"))
     work.chmod(0o755)  # PostgreSQL runs as the postgres user below it
@@ -284,6 +289,9 @@ def main() -> int:
             after = shop.run(args.seconds)
             print(f"    {after:.0f} transactions/s")
             step(f"throughput: {before:.0f} → {after:.0f} transactions/s ({after / before:.1f}×)")
+            step("analysing again, so that the statement history has a point after the changes")
+            analyse(cluster, "demo-after")
+            report = write_reports(cluster, Path(args.report))
             kubectl("delete", "pgt", "shop", "-n", NAMESPACE, "--timeout=60s")
         finally:
             traffic.terminate()
@@ -292,7 +300,26 @@ def main() -> int:
             operator.wait(timeout=30)
             kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found", check=False)
         print(f"\n    operator log: {log}")
+    print(f"\n    the report: {report}")
     return 0
+
+
+def analyse(cluster: Cluster, token: str) -> dict[str, Any]:
+    """Ask for an analysis now (``kubectl annotate … optischema.io/analyze-requested``) and wait for it."""
+    kubectl = cluster.plane.kubectl
+    kubectl("annotate", "pgt", "shop", "-n", NAMESPACE, f"optischema.io/analyze-requested={token}", "--overwrite")
+    status: dict[str, Any] = wait_for(
+        f"the analysis {token}",
+        lambda: (
+            (s := json.loads(kubectl("get", "pgt", "shop", "-n", NAMESPACE, "-o", "json"))["status"])
+            .get("lastAnalysis", {})
+            .get("requested")
+            == token
+            and s.get("lastAnalysis", {}).get("completionTime")
+            and s
+        ),
+    )
+    return status
 
 
 def llm_again(cluster: Cluster, model: Any) -> None:
@@ -300,24 +327,32 @@ def llm_again(cluster: Cluster, model: Any) -> None:
     kubectl = cluster.plane.kubectl
     first = json.loads(kubectl("get", "pgt", "shop", "-n", NAMESPACE, "-o", "json"))["status"]
     step("analysing again (kubectl annotate … optischema.io/analyze-requested): the LLM's answer comes from the cache")
-    kubectl("annotate", "pgt", "shop", "-n", NAMESPACE, "optischema.io/analyze-requested=demo-again", "--overwrite")
-    again = wait_for(
-        "the second analysis",
-        lambda: (
-            (s := json.loads(kubectl("get", "pgt", "shop", "-n", NAMESPACE, "-o", "json"))["status"])
-            .get("lastAnalysis", {})
-            .get("requested")
-            == "demo-again"
-            and s.get("lastAnalysis", {}).get("completionTime")
-            and s
-        ),
-    )
+    again = analyse(cluster, "demo-again")
     calls = model.calls
     print(
         f"    first analysis {first['lastAnalysis']['durationSeconds']}s (one call, {first['llm']['tokens']} tokens); "
         f"again {again['lastAnalysis']['durationSeconds']}s, cached: {again['llm']['cached']}; "
         f"calls to the model: {calls} for 2 analyses (cache hit rate {100 * (2 - calls) / 2:.0f}%)"
     )
+
+
+def write_reports(cluster: Cluster, html: Path) -> Path:
+    """``kubectl optischema report`` in the three formats (as bob, an approver); the HTML's path."""
+    html.parent.mkdir(parents=True, exist_ok=True)
+    step(f"kubectl optischema report shop --since 1d --format html -o {html}")
+    for fmt in ("md", "json", "html"):
+        out = html.with_suffix(f".{fmt}")
+        said = plugin(cluster, "bob", "report", "shop", "--since", "1d", "--format", fmt, "-o", str(out))
+        print(f"    {said}")
+    found = json.loads(html.with_suffix(".json").read_text())
+    saved = found["timeSavedPerDaySeconds"]
+    for change in found["applied"]:
+        print(
+            f"    {change['subject']:<40} sandbox {change['sandboxSpeedup'] or 0:>6.1f}×   production "
+            f"{change['productionBeforeMs'] or 0:.3f} → {change['productionAfterMs'] or 0:.3f} ms"
+        )
+    print(f"    estimated time saved per day: {'n/a' if saved is None else f'{saved / 3600:,.1f} h'} (at the measured call rate)")
+    return html
 
 
 def plugin(cluster: Cluster, user: str, *args: str) -> str:

@@ -100,3 +100,45 @@ async def test_a_sink_gets_only_the_events_it_asked_for() -> None:
         await notifier.send(event("changeApplied", uid="a"), sinks, pii_safe=True)
         await notifier.send(event("changeRolledBack", uid="b"), sinks, pii_safe=True)
         assert len(sink.received) == 1
+
+
+async def test_recurring_events_are_sent_once_per_episode() -> None:
+    with receiver() as sink:
+        notifier = Notifier(backoff=0.01)
+        sinks = [Sink("webhook", sink.url("/hook"))]
+        first_run = event("analysisFailing", episode="2026-11-29T10:00:00Z")
+        assert first_run.key == "uid-1/analysisFailing/2026-11-29T10:00:00Z"
+        await notifier.send(first_run, sinks, pii_safe=True)
+        await notifier.send(event("analysisFailing", episode="2026-11-29T10:00:00Z"), sinks, pii_safe=True)
+        await notifier.send(event("analysisFailing", episode="2026-11-30T08:00:00Z"), sinks, pii_safe=True)
+        assert len(sink.received) == 2, "a new run of failures is a new event; the same run is not"
+        assert not notifier.claim(first_run.key)
+        assert notifier.claim("uid-1/llmBudgetSpent/target/2026-11-29")
+
+
+async def test_a_report_summary_goes_to_slack_without_an_attachment() -> None:
+    with receiver() as sink:
+        ready = Event("reportReady", "shop", "orders-db", "PostgresTarget", "orders-db", "uid-9",
+                      "3 change(s) applied; estimated time saved: 120.0 s/day. Read it with: kubectl optischema "
+                      "report orders-db -n shop --format html -o report.html")  # fmt: skip
+        (result,) = await Notifier().send(ready, [Sink("slack", sink.url("/slack"))], pii_safe=True)
+        assert result.ok
+        body = json.loads(sink.received[0]["body"])
+        assert body["text"] == "A tuning report is ready: shop/orders-db"
+        assert "kubectl optischema report orders-db" in json.dumps(body["blocks"])
+        assert "files" not in body and "attachments" not in body
+
+
+def test_the_cluster_default_sinks_are_read_from_the_environment_and_checked(monkeypatch: Any) -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from optischema.settings import Settings
+
+    monkeypatch.setenv(
+        "OPTISCHEMA_NOTIFICATION_SINKS", '[{"type": "slack", "urlSecret": {"name": "team", "key": "url"}}]'
+    )
+    assert [(s.type, s.url_secret.name) for s in Settings().notification_sinks] == [("slack", "team")]
+    monkeypatch.setenv("OPTISCHEMA_NOTIFICATION_SINKS", '[{"type": "pager", "urlSecret": {"name": "t", "key": "u"}}]')
+    with pytest.raises(ValidationError, match=r"notification_sinks\.0\.type"):
+        Settings()

@@ -227,3 +227,10 @@ def test_report_schedule(title: str, schedule: str, zone: str, last: str | None,
 )
 def test_what_counts_as_workload(text: str, expected: bool) -> None:
     assert history.is_workload(text) is expected
+
+
+def test_thinning_keeps_the_last_point_and_the_texts_it_needs() -> None:
+    day = _day(*((T0 + timedelta(hours=h), [(str(h), 10 * (h + 1), 1.0 * h)], 0) for h in range(5)))
+    thinned = history.thin(day)
+    assert [p.at.hour for p in thinned.points] == [8, 10, 12]
+    assert set(thinned.queries) == {"0", "2", "4"}

@@ -24,6 +24,8 @@ from optischema.telemetry import REPORTS, log_for
 
 from . import notifications
 
+MAX_CONFIG_MAP_BYTES = 900 * 1024
+
 
 def _reports_of(target: dict[str, Any]) -> Reports:
     try:
@@ -82,6 +84,9 @@ async def scheduled(kube: Kube, notifier: Notifier, target: dict[str, Any], now:
         return False
     report = await gather(kube, target, now - parse_duration(spec.period), now)
     files = {f"report.{fmt}": render(report, fmt) for fmt in FORMATS}
+    for extra in ("report.json", "report.md"):  # a ConfigMap holds 1 MiB: the HTML is the one to keep
+        if sum(len(t.encode()) for t in files.values()) > MAX_CONFIG_MAP_BYTES:
+            del files[extra]
     name = report_name(meta["name"])
     body = {
         "apiVersion": "v1",

@@ -20,6 +20,8 @@ from optischema.reports.history import Day, Point
 from .client import ApiException, Kube
 
 KEY = "history.json.gz"
+#: A day's compressed bytes at most (base64 in the ConfigMap adds a third; the limit is 1 MiB).
+MAX_BYTES = 600 * 1024
 COMPONENT = "history"
 
 
@@ -49,6 +51,9 @@ async def add(kube: Kube, target: dict[str, Any], point: Point, texts: dict[str,
         found = await kube.read_config_map(meta["namespace"], name)
         day = history.add(_day_of(found) if found is not None else None, point, texts)
         data = history.encode(day)
+        while len(data) > MAX_BYTES and len(day.points) > 1:  # analyses every few minutes with many statements
+            day = history.thin(day)
+            data = history.encode(day)
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
