@@ -44,7 +44,8 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def screenshot(page: Path, png: Path, width: int = 1000, height: int = 2600) -> Path:
     _run(f"--screenshot={png}", f"--window-size={width},{height}", page.resolve().as_uri())
-    assert png.exists() and png.stat().st_size > 10_000, "no screenshot"
+    assert png.exists(), "no screenshot"
+    assert png.stat().st_size > 10_000, "an empty screenshot"
     return png
 
 

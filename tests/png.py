@@ -24,7 +24,8 @@ def pixels(path: Path) -> tuple[int, int, Counter[tuple[int, int, int]]]:
         offset += 12 + length
     assert header is not None
     width, height, depth, colour, _, _, interlace = header
-    assert depth == 8 and colour in (2, 6) and interlace == 0, f"unsupported PNG {header}"
+    assert (depth, interlace) == (8, 0), f"unsupported PNG {header}"
+    assert colour in (2, 6), f"unsupported PNG {header}"
     channels = 3 if colour == 2 else 4
     raw, stride = zlib.decompress(idat), width * channels
     counts: Counter[tuple[int, int, int]] = Counter()

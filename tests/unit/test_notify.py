@@ -126,7 +126,8 @@ async def test_a_report_summary_goes_to_slack_without_an_attachment() -> None:
         body = json.loads(sink.received[0]["body"])
         assert body["text"] == "A tuning report is ready: shop/orders-db"
         assert "kubectl optischema report orders-db" in json.dumps(body["blocks"])
-        assert "files" not in body and "attachments" not in body
+        assert "files" not in body
+        assert "attachments" not in body
 
 
 def test_the_cluster_default_sinks_are_read_from_the_environment_and_checked(monkeypatch: Any) -> None:
