@@ -223,11 +223,22 @@ def test_without_write_credentials_the_change_waits_stalled(
     apply(cluster, secret(namespace, "pw"))
     doc = writer_target(namespace, database)
     del doc["spec"]["connection"]["writeCredentialsSecret"]
-    apply(cluster, doc)
-    apply(
-        cluster,
-        change(namespace, "nowrite", {"table": "invoices", "columns": [{"name": "amount"}]}, schedule="immediate"),
-    )
+    with receiver() as sink:
+        cluster.plane.kubectl("create", "secret", "generic", "hook", "-n", namespace,
+                              f"--from-literal=url={sink.url('/hook')}")  # fmt: skip
+        doc["spec"]["notifications"] = {"sinks": [{"type": "slack", "urlSecret": {"name": "hook", "key": "url"}}]}
+        apply(cluster, doc)
+        apply(
+            cluster,
+            change(namespace, "nowrite", {"table": "invoices", "columns": [{"name": "amount"}]}, schedule="immediate"),
+        )
+        # A person must act: told once (not at every re-check while it waits).
+        wait_for(lambda: sink.received, timeout=60, what="the stalled change's notification")
+        time.sleep(6)  # three check periods
+        assert len(sink.received) == 1, [json.loads(r["body"])["text"] for r in sink.received]
+        told = json.dumps(json.loads(sink.received[0]["body"])["blocks"])
+        assert "NoWriteCredentials" in told
+        assert "A change is stalled" in json.loads(sink.received[0]["body"])["text"]
     stalled = wait_for(
         lambda: next(
             (

@@ -77,6 +77,7 @@ async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, *
             wait = await step(ctx, namespace, name)
             if wait is None:
                 return
+            await notify_stalled(memo, namespace, target, name)
             waiting.add(name)  # asleep until its window (the gauge the dashboard shows)
             CHANGES_WAITING.labels(namespace, target).set(len(waiting))
             # Sleep until the step's time (a window's start), unless the target is edited (its windows may move).
@@ -105,6 +106,27 @@ async def notify_final(
     why = next((c.get("message") for c in conditions if c.get("type") in ("Stalled", "Ready")), "") or reason
     await notifications.announce(memo.notifier, memo.kube, owner, kind, change,  # type: ignore[arg-type]
                                  f"{name}: {phase} — {why}", sql=status.get("sql"))  # fmt: skip
+
+
+async def notify_stalled(memo: kopf.Memo, namespace: str, target: str, name: str) -> None:
+    """A change that waits for a person (Stalled, e.g. no write credentials) is announced as ``changeFailed``, once
+    per stall (its condition's transition time tells one stall from the next)."""
+    try:
+        change = await memo.kube.get("indexchanges", namespace, name)
+        stalled = next(
+            (c for c in (change.get("status") or {}).get("conditions") or [] if c.get("type") == "Stalled"), None
+        )
+        if stalled is None or stalled.get("status") != "True":
+            return
+        owner = await memo.kube.get("postgrestargets", namespace, target)
+    except LookupError:
+        return
+    await notifications.announce(
+        memo.notifier, memo.kube, owner, "changeFailed", change,
+        f"{name} is stalled and waits for a person: {stalled.get('reason')} — {stalled.get('message')}",
+        sql=(change.get("status") or {}).get("sql"), episode=f"stalled/{stalled.get('lastTransitionTime')}",
+        details={"stalled": True, "reason": stalled.get("reason")},
+    )  # fmt: skip
 
 
 def target_edited(memo: kopf.Memo, namespace: str, name: str) -> asyncio.Event:

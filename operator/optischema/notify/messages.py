@@ -139,7 +139,8 @@ def _title(event: Event) -> str:
         "llmBudgetSpent": "The LLM token budget is spent",
         "reportReady": "A tuning report is ready",
     }
-    return f"{titles[event.type]}: {event.namespace}/{event.target}"
+    title = "A change is stalled: it waits for a person" if event.details.get("stalled") else titles[event.type]
+    return f"{title}: {event.namespace}/{event.target}"
 
 
 def encode(body: Any) -> bytes:
