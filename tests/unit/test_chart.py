@@ -173,3 +173,27 @@ def test_replicas_of_a_cluster_wide_operator_peer_cluster_wide(helm: str) -> Non
     assert [p["metadata"]["name"] for p in kinds["ClusterKopfPeering"]] == ["optischema"]
     command = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command == ["optischema", "run", "--all-namespaces", "--peering"]
+
+
+def test_the_cluster_default_sinks_reach_the_operator_as_its_setting(helm: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "operator:\n  notificationSinks:\n"
+        "    - {type: slack, urlSecret: {name: team-chat, key: url}, events: [changeRolledBack, reportReady]}\n"
+    )
+    done = subprocess.run(
+        [helm, "template", "rel", str(CHART), "-n", "optischema-system", "--kube-version", "1.36.3", "-f", str(values)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    deployment = next(d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    parsed = Settings.model_validate({"notification_sinks": json.loads(env["OPTISCHEMA_NOTIFICATION_SINKS"])})
+    (sink,) = parsed.notification_sinks
+    assert (sink.type, sink.url_secret.name, sink.events) == ("slack", "team-chat", ["changeRolledBack", "reportReady"])
+    values.write_text("operator:\n  notificationSinks:\n    - {type: pager, urlSecret: {name: x, key: url}}\n")
+    refused = subprocess.run(
+        [helm, "template", "rel", str(CHART), "--kube-version", "1.36.3", "-f", str(values)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "/operator/notificationSinks/0/type" in refused.stderr, refused.stderr
