@@ -64,15 +64,17 @@ async def announce(
     if kind == "recommendationAwaitingApproval" and (gain or 0) < spec.notifications.min_measured_gain_percent:
         return False
     meta, namespace = target["metadata"], target["metadata"]["namespace"]
+    event = Event(kind, namespace, meta["name"], obj["kind"], obj["metadata"]["name"], obj["metadata"]["uid"],
+                  summary, sql=sql, measured_gain_percent=gain, episode=episode,
+                  details=details or {})  # fmt: skip
+    if event.key in notifier.seen:  # before any API call: the status-derived events are looked at every check
+        return False
     if spec.notifications.sinks:
         sinks = await sinks_of(kube, namespace, spec.notifications.sinks)
     else:
         sinks = await sinks_of(kube, notifier.default_namespace, notifier.default_sinks)
     if not sinks:
         return False
-    event = Event(kind, namespace, meta["name"], obj["kind"], obj["metadata"]["name"], obj["metadata"]["uid"],
-                  summary, sql=sql, measured_gain_percent=gain, episode=episode,
-                  details=details or {})  # fmt: skip
     log = log_for(namespace, meta["name"], kind="PostgresTarget")
     if not notifier.claim(event.key) or not await _remember(kube, meta, event.key):
         return False

@@ -311,7 +311,7 @@ async def analyse_and_record(
             kube, target, result.statements, result.recommendations, index_bytes=result.index_bytes,
             index_count=result.index_count, now=started,
         )  # fmt: skip
-    except Exception as error:
+    except Exception as error:  # the history is for reports: never worth failing an analysis over
         result.notes.append(f"the statement history could not be recorded: {error}")
     summary |= {
         "outcome": "Succeeded",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import kopf
 
 from optischema.api.conditions import Condition
 from optischema.api.resources import GROUP, VERSION
+from optischema.api.target import PostgresTargetSpec
 from optischema.flows import notifications, reports
 from optischema.flows import target as flow
 from optischema.kube.client import current_namespace
@@ -52,9 +54,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
     await memo.kube.patch_status("postgrestargets", namespace, name, patch)
     log.info("checked", ready=check.ready, reason=str(check.reason))
 
-    if check.spec is not None:  # told from the status, so also what an analysis Job or a former run recorded
-        await notifications.from_status(memo.notifier, memo.kube, dict(body), check.spec)
-        await reports.scheduled(memo.kube, memo.notifier, dict(body), now)
+    if check.spec is not None:
+        await tell(body, memo, check.spec, now)
     last = status.get("lastAnalysis") or {}
     requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
     if check.spec is None:
@@ -115,6 +116,17 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         ANALYSIS_FAILURES.labels(namespace, name, message.split(":")[0]).inc()
     (kopf.info if ok else kopf.warn)(body, reason="Analysed" if ok else "AnalysisFailed", message=message)
     log.info("analysed", ok=ok, message=message)
+
+
+async def tell(body: kopf.Body, memo: kopf.Memo, spec: PostgresTargetSpec, now: datetime) -> None:
+    """Events read from the status (so also what an analysis Job or a former run recorded) and the scheduled
+    report. Neither may stop the target's reconciliation: a failure is logged and posted, and tried again next check."""
+    try:
+        await notifications.from_status(memo.notifier, memo.kube, dict(body), spec)
+        await reports.scheduled(memo.kube, memo.notifier, dict(body), now)
+    except Exception as error:  # see the docstring
+        log_for(body["metadata"]["namespace"], body["metadata"]["name"]).exception("report or notification failed")
+        kopf.warn(body, reason="ReportFailed", message=f"{type(error).__name__}: {error}"[:1024])
 
 
 async def watch_job(body: kopf.Body, last: dict[str, Any], memo: kopf.Memo) -> None:
