@@ -234,3 +234,16 @@ def test_thinning_keeps_the_last_point_and_the_texts_it_needs() -> None:
     thinned = history.thin(day)
     assert [p.at.hour for p in thinned.points] == [8, 10, 12]
     assert set(thinned.queries) == {"0", "2", "4"}
+
+
+def test_the_report_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from optischema.cli.plugin import build_parser
+
+    args = build_parser().parse_args(["-n", "shop", "report", "orders", "--since", "7d", "--format", "html", "-o", "r"])
+    assert (args.target, args.since, args.format, args.output) == ("orders", timedelta(days=7), "html", "r")
+    defaults = build_parser().parse_args(["report", "orders"])
+    assert (defaults.since, defaults.format, defaults.output) == (timedelta(days=30), "md", None)
+    for bad, message in ((["--since", "30x"], "'30x' is not a duration"), (["--format", "pdf"], "invalid choice")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["report", "orders", *bad])
+        assert message in capsys.readouterr().err
