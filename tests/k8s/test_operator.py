@@ -429,6 +429,10 @@ def test_the_job_runner_analyses_in_a_job_owned_by_the_target(
     assert job["metadata"]["ownerReferences"][0]["kind"] == "PostgresTarget"
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "optischema-analysis"
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Complete", f"job/{last['job']}", "--timeout=60s")
+    # the Job's role (manifests/rbac/analysis-job.yaml) lets it keep the statement history too
+    history = get(cluster, "configmaps", "-n", namespace, "-l", "app.kubernetes.io/component=history")["items"]
+    assert len(history) == 1
+    assert "could not be recorded" not in (last.get("message") or "")
 
 
 def test_the_policy_auto_approves_what_it_allows_and_records_it(
