@@ -247,3 +247,19 @@ def test_the_report_command_line(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             build_parser().parse_args(["report", "orders", *bad])
         assert message in capsys.readouterr().err
+
+
+def test_statement_text_cannot_inject_markup() -> None:
+    target, _, _ = _resources()
+    day = history.Day(date(2026, 11, 2))
+    hostile = "SELECT '</code><script>alert(1)</script>' FROM t WHERE a = $1"
+    for hours, calls in ((0, 10), (6, 20)):
+        point, _ = history.point_of(T0 + timedelta(hours=hours), [("9", hostile, calls, calls * 2.0, 0)], keep=5,
+                                    pii_safe=False)  # fmt: skip
+        history.add(day, point, {"9": hostile})
+    html = render(build(target, [], [], [day], since=T0 - timedelta(days=1), now=T0 + timedelta(days=1),
+                        pii_safe=False), "html")  # fmt: skip
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+    redacted = build(target, [], [], [day], since=T0 - timedelta(days=1), now=T0 + timedelta(days=1))
+    assert "alert" not in redacted.top_statements[0].query, "PII-safe redacts texts stored before it was on"

@@ -3,7 +3,7 @@ analysis, gather what a report needs, and write the scheduled report (ConfigMap 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -64,8 +64,9 @@ async def gather(kube: Kube, target: dict[str, Any], since: datetime, now: datet
     namespace = target["metadata"]["namespace"]
     recommendations = await kube.list("tuningrecommendations", namespace)
     changes = await kube.list("indexchanges", namespace)
-    # the day before `since` too: the interval ending first in the period starts there
-    days = await stored.days(kube, target, since - timedelta(days=1))
+    # every day kept (retention bounds them): the interval ending first in the period starts at the point before it,
+    # however long ago that was
+    days = await stored.days(kube, target)
     return build(target, recommendations, changes, days, since=since, now=now, pii_safe=_reports_of(target).pii_safe)
 
 

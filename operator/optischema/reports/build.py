@@ -65,7 +65,7 @@ def build(
         since=since,
         until=now,
         snapshots=len(found),
-        top_statements=_top(spans, texts),
+        top_statements=_top(spans, texts, show),
         recommendations_by_phase=dict(
             sorted(Tally((r.get("status") or {}).get("phase") or "New" for r in mine).items())
         ),
@@ -107,7 +107,7 @@ def _database(target: dict[str, Any]) -> str:
     return f"{where} (PostgreSQL {version})" if version else where
 
 
-def _top(spans: Sequence[Interval], texts: dict[str, str]) -> list[StatementLine]:
+def _top(spans: Sequence[Interval], texts: dict[str, str], show: Any) -> list[StatementLine]:
     totals: dict[str, list[float]] = {}
     for span in spans:
         for qid, usage in span.usage.items():
@@ -126,7 +126,7 @@ def _top(spans: Sequence[Interval], texts: dict[str, str]) -> list[StatementLine
             StatementLine(
                 label=f"Q{number}",
                 query_id=qid,
-                query=texts.get(qid, f"queryid {qid}"),
+                query=show(texts.get(qid, f"queryid {qid}")),  # stored before piiSafe was turned on, perhaps
                 calls=int(calls),
                 total_ms=round(total, 3),
                 first_mean_ms=first,
