@@ -15,7 +15,15 @@ from optischema.analysis.errors import AnalysisError, ExitCode
 
 APPLICATION_NAME = "optischema-analyze"
 #: What a lost or broken connection raises mid-work, for callers that must not import asyncpg.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: What a failing or vanishing server raises. ``InternalClientError`` too: when the server ends a connection while a
+#: statement is in flight (a sandbox pod deleted mid-benchmark), asyncpg may report the next call as a protocol state
+#: error rather than a lost connection — the connection is unusable either way.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+)
 
 
 def describe_target(dsn: str) -> str:
