@@ -110,6 +110,7 @@ def test_namespaced_mode_replicas_and_monitoring(helm: str) -> None:
         "OptiSchemaChangeFailed",
         "OptiSchemaRollback",
         "OptiSchemaLlmBudgetSpent",
+        "OptiSchemaNotificationsFailing",
     }
     assert all(r["annotations"]["runbook"] for g in kinds["PrometheusRule"][0]["spec"]["groups"] for r in g["rules"])
     assert kinds["PodDisruptionBudget"][0]["spec"]["minAvailable"] == 1
