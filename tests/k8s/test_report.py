@@ -157,6 +157,9 @@ def test_a_report_of_a_real_run_in_three_formats_renders_in_a_browser(
         assert set(stored) == {"report.html", "report.md", "report.json"}
         assert last["sizeBytes"] == len(stored["report.html"].encode())
         wait_for(lambda: sink.received, timeout=30, what="the report's notification")
+        told = plugin(cluster, "-n", namespace, "status", "shop")
+        assert f"last scheduled report: {last['time']} in ConfigMap {last['configMap']}" in told
+        assert "notifications: " in told
         sent = json.loads(sink.received[0]["body"])
         assert sent["event"] == "reportReady"
         assert "kubectl optischema report shop" in sent["summary"]
@@ -207,6 +210,7 @@ def test_failing_analyses_and_a_spent_budget_are_announced_once_to_the_default_s
             assert "AuthenticationFailed" in events[0]["summary"]
             notified = get(cluster, "pgt", "shop", "-n", namespace)["status"]["notifications"]["notified"]
             assert len(notified) == 1
+            assert "4 failed in a row since" in plugin(cluster, "-n", namespace, "status", "shop")
 
             # The password fixed: the run of failures ends. The LLM on with no budget: announced once a day.
             apply(cluster, secret(namespace, "pw"))

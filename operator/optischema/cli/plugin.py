@@ -251,6 +251,9 @@ async def status(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
             f"  last analysis: {last.get('outcome')} at {last.get('completionTime')} "
             f"({last.get('statementsAnalysed')} statements, {last.get('durationSeconds')}s)"
         )
+        if last.get("consecutiveFailures"):
+            since = last.get("failingSince")
+            lines.append(f"    {last['consecutiveFailures']} failed in a row since {since}: {last.get('message')}")
     for window in spec.get("maintenanceWindows", []):
         lines.append(
             f"  window: {','.join(window['days'])} {window['start']} for {window['duration']} "
@@ -273,6 +276,20 @@ async def status(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
             lines.append(f"    {llm['message']}")
         for rejection in llm.get("rejected", []):
             lines.append(f"    rejected {rejection['kind']} {rejection['what']}: {rejection['reason']}")
+    told = state.get("notifications") or {}
+    if told:
+        lines.append(
+            f"  notifications: {told.get('delivered', 0)} delivered, {told.get('failed', 0)} failed"
+            + (f", last at {told['lastDeliveredAt']}" if told.get("lastDeliveredAt") else "")
+        )
+        if told.get("lastError"):
+            lines.append(f"    last error: {told['lastError']}")
+    report = state.get("lastReport") or {}
+    if report:
+        lines.append(
+            f"  last scheduled report: {report.get('time')} in ConfigMap {report.get('configMap')} "
+            f"({report.get('sizeBytes', 0):,} bytes of HTML)"
+        )
     return "\n".join(lines)
 
 
