@@ -21,6 +21,7 @@ from tests.receiver import receiver
 
 from .conftest import apply, get, operators, secret, target, wait_for
 from .test_apply import Traffic
+from .test_sandbox import benchmarked
 
 # with a constant, as the database fixture ran it: a $1 parameter would be another statement to pg_stat_statements
 STATEMENT = "SELECT sum(amount) FROM invoices WHERE customer_id = 42"
@@ -81,15 +82,7 @@ def test_a_report_of_a_real_run_in_three_formats_renders_in_a_browser(
         start()
 
         # analyse → a createIndex recommendation, measured in a sandbox pod
-        found = wait_for(
-            lambda: [
-                i
-                for i in get(cluster, "tuningrecommendations", "-n", namespace)["items"]
-                if i["spec"]["kind"] == "createIndex" and (i.get("status") or {}).get("benchmark")
-            ],
-            timeout=180,
-            what="a benchmarked createIndex recommendation",
-        )
+        found = benchmarked(cluster, namespace)
         name = found[0]["metadata"]["name"]
         # approve → applied in the open window, verified against live traffic
         plugin(cluster, "-n", namespace, "approve", name, "--reason", "report test")

@@ -115,6 +115,20 @@ def analysed_just_now(cluster: Cluster, namespace: str, name: str) -> None:
     )
 
 
+def benchmarked(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """The createIndex recommendations analysis found, once at least one has its benchmark."""
+    found: list[dict[str, Any]] = wait_for(
+        lambda: [
+            i
+            for i in get(cluster, "tuningrecommendations", "-n", namespace)["items"]
+            if i["spec"]["kind"] == "createIndex" and (i.get("status") or {}).get("benchmark")
+        ],
+        timeout=180,
+        what="a benchmarked createIndex recommendation",
+    )
+    return found
+
+
 def benchmark_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     status = get(cluster, "tuningrecommendation", name, "-n", namespace).get("status") or {}
     return status.get("benchmark")
@@ -168,15 +182,7 @@ def test_a_recommendation_is_benchmarked_in_a_sandbox_pod_with_a_real_speed_up(
         apply(cluster, doc)
         start()
         # Found by analysis: an index on customer_id, which the statement clearly needs.
-        found = wait_for(
-            lambda: [
-                i
-                for i in get(cluster, "tuningrecommendations", "-n", namespace)["items"]
-                if i["spec"]["kind"] == "createIndex" and (i.get("status") or {}).get("benchmark")
-            ],
-            timeout=180,
-            what="a benchmarked createIndex recommendation",
-        )
+        found = benchmarked(cluster, namespace)
         bench = found[0]["status"]["benchmark"]
         assert bench["dataMode"] == "sample", bench
         assert bench["rows"] > 10_000, bench
@@ -241,15 +247,7 @@ def test_a_measured_recommendation_waiting_for_a_person_is_announced_once(
         }
         apply(cluster, doc)
         start()
-        found = wait_for(
-            lambda: [
-                i
-                for i in get(cluster, "tuningrecommendations", "-n", namespace)["items"]
-                if i["spec"]["kind"] == "createIndex" and (i.get("status") or {}).get("benchmark")
-            ],
-            timeout=180,
-            what="a benchmarked createIndex recommendation",
-        )
+        found = benchmarked(cluster, namespace)
         name = found[0]["metadata"]["name"]
         assert found[0]["status"]["benchmark"]["improvementPercent"] > 50
         wait_for(lambda: chat.received, timeout=30, what="a Slack message")

@@ -15,19 +15,12 @@ import hmac
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from optischema.analysis.redact import redact
+from optischema.api.target import NotificationEvent
 
-EventType = Literal[
-    "recommendationAwaitingApproval",
-    "changeApplied",
-    "changeRolledBack",
-    "changeFailed",
-    "analysisFailing",
-    "llmBudgetSpent",
-    "reportReady",
-]
+EventType = NotificationEvent  # one list, the API's: a sink's `events` and what is sent cannot drift apart
 SCHEMA_VERSION = 1
 SEVERITY: dict[str, str] = {
     "recommendationAwaitingApproval": "info",
