@@ -54,12 +54,11 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
     await memo.kube.patch_status("postgrestargets", namespace, name, patch)
     log.info("checked", ready=check.ready, reason=str(check.reason))
 
-    if check.spec is not None:
-        await tell(body, memo, check.spec, now)
-    last = status.get("lastAnalysis") or {}
-    requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
     if check.spec is None:
         return
+    await tell(body, memo, check.spec, now)
+    last = status.get("lastAnalysis") or {}
+    requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
     if not check.ready:
         # An analysis that was due could not run: that counts as a failed one (analysisFailing is judged on it).
         if flow.analysis_due(check.spec, last.get("completionTime"), requested, last.get("requested"), now):
