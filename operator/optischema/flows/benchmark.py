@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from optischema.analysis.errors import AnalysisError
-from optischema.analysis.latency import summarise
+from optischema.analysis.latency import Summary, Timing, summarise
 from optischema.analysis.parameters import runnable
 from optischema.analysis.statements import Catalog, TableKey, parse_statement
 from optischema.api.conditions import Reason
@@ -186,33 +186,8 @@ async def measure(
     improvement = summary.improvement_percent
     if plan.kind == "dropIndex" and improvement is None and summary.write_overhead_percent is not None:
         improvement = -summary.write_overhead_percent  # a drop is judged on what it saves the writers
-    return Benchmark(
-        data_mode=spec.data_mode,
-        rows=loaded.total_rows,
-        p50_before_ms=summary.p50_before_ms,
-        p50_after_ms=summary.p50_after_ms,
-        p95_before_ms=summary.p95_before_ms,
-        p95_after_ms=summary.p95_after_ms,
-        speedup=summary.speedup,
-        improvement_percent=None if improvement is None else min(100.0, improvement),
-        write_overhead_percent=summary.write_overhead_percent,
-        server_version=str(version),
-        duration_seconds=round(time.monotonic() - started, 2),
-        completed_at=datetime.now(UTC),
-        statements=[
-            StatementBenchmark(
-                query_id=t.query_id,
-                write=t.write,
-                runs=len(t.before),
-                p50_before_ms=round(_median(t.before), 4) if t.before else None,
-                p50_after_ms=round(_median(t.after), 4) if t.after else None,
-                error=t.error,
-            )
-            for t in timings
-        ][:100],
-        warnings=[w[:500] for w in warnings][:50],
-        error=None if summary.measured else "no statement could be measured (see statements)",
-    )
+    unmeasured = None if summary.measured else "no statement could be measured (see statements)"
+    return _recorded(spec, loaded, timings, summary, improvement, str(version), started, warnings, unmeasured)
 
 
 async def _rewrite(
@@ -245,6 +220,23 @@ async def _rewrite(
     error = differs or (None if summary.measured else f"could not run both: {timings[0].error}")
     if error is None and (summary.speedup or 0) < REWRITE_MIN_SPEEDUP:
         error = f"not faster in the sandbox (speed-up {summary.speedup}x, below {REWRITE_MIN_SPEEDUP}x)"
+    return _recorded(
+        spec, loaded, timings, summary, summary.improvement_percent, str(version), started, warnings, error
+    )
+
+
+def _recorded(
+    spec: SandboxSpec,
+    loaded: clone.Loaded,
+    timings: list[Timing],
+    summary: Summary,
+    improvement: float | None,
+    version: str,
+    started: float,
+    warnings: list[str],
+    error: str | None,
+) -> Benchmark:
+    """What a benchmark (of a change or a rewrite) records in the recommendation's status, within the API's caps."""
     return Benchmark(
         data_mode=spec.data_mode,
         rows=loaded.total_rows,
@@ -253,20 +245,22 @@ async def _rewrite(
         p95_before_ms=summary.p95_before_ms,
         p95_after_ms=summary.p95_after_ms,
         speedup=summary.speedup,
-        improvement_percent=None if summary.improvement_percent is None else min(100.0, summary.improvement_percent),
-        server_version=str(version),
+        improvement_percent=None if improvement is None else min(100.0, improvement),
+        write_overhead_percent=summary.write_overhead_percent,
+        server_version=version,
         duration_seconds=round(time.monotonic() - started, 2),
         completed_at=datetime.now(UTC),
         statements=[
             StatementBenchmark(
                 query_id=t.query_id,
+                write=t.write,
                 runs=len(t.before),
-                error=t.error,
                 p50_before_ms=round(_median(t.before), 4) if t.before else None,
                 p50_after_ms=round(_median(t.after), 4) if t.after else None,
+                error=t.error,
             )
             for t in timings
-        ],
+        ][:100],
         warnings=[w[:500] for w in warnings][:50],
         error=error,
     )
