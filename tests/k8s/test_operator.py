@@ -422,7 +422,12 @@ def test_the_job_runner_analyses_in_a_job_owned_by_the_target(
     apply(cluster, doc)
     items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=120, what="recommendations")
     assert any(i["spec"]["kind"] == "createIndex" for i in items)
-    last = get(cluster, "pgt", "shop", "-n", namespace)["status"]["lastAnalysis"]
+    # the Job writes the recommendations first, then its history point, then the outcome
+    last = wait_for(
+        lambda: (a := get(cluster, "pgt", "shop", "-n", namespace)["status"]["lastAnalysis"]).get("outcome") and a,
+        timeout=60,
+        what="the Job's outcome",
+    )
     assert last["outcome"] == "Succeeded"
     assert last["job"].startswith("shop-analysis-")
     job = get(cluster, "job", last["job"], "-n", namespace)
