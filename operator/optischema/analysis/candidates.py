@@ -18,7 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from optischema.api.index import IndexColumn, IndexDefinition
-from optischema.changes.ddl import UnsafeDefinition, definition_key, literal, render_create
+from optischema.changes.ddl import UnsafeDefinition, definition_key, render_create
+from optischema.changes.quoting import quote_ident_minimal
+from optischema.changes.quoting import quote_literal as literal
 
 from .snapshot import Index, IndexKey, Server, Table
 from .statements import TableKey, TableUsage
@@ -218,8 +220,9 @@ def _is_null_test(where: str, name: str) -> bool:
 
 
 def _ident(name: str) -> str:
-    """A column name in a predicate: bare when PostgreSQL would not fold or misread it, quoted otherwise."""
-    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+    """A column name in a predicate as PostgreSQL prints it back (``quote_ident``): bare when it would not fold or
+    misread it, quoted otherwise (a keyword such as ``order`` too), so ``covers`` compares like with like."""
+    return quote_ident_minimal(name)
 
 
 def as_index(definition: IndexDefinition) -> Index:

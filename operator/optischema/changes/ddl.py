@@ -20,25 +20,18 @@ from optischema.api.index import MAX_IDENTIFIER_BYTES, IndexColumn, IndexDefinit
 from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.operations import SettingChange, TableRef
 
+# Names and values are quoted in one module (see its docstring); these names stay importable from here.
+from .quoting import qualified
+from .quoting import quote_ident as quote
+from .quoting import quote_literal as literal
+
+__all__ = ["literal", "qualified", "quote"]  # re-exported: callers of the renderer quote with the same functions
+
 DIALECT = "postgres"
 
 
 class UnsafeDefinition(ValueError):
     """A structured change that must not be rendered; the message names the field and the reason."""
-
-
-def quote(name: str) -> str:
-    """A PostgreSQL identifier, always double-quoted (embedded quotes doubled)."""
-    return exp.to_identifier(name, quoted=True).sql(dialect=DIALECT)
-
-
-def qualified(schema: str, name: str) -> str:
-    return f"{quote(schema)}.{quote(name)}"
-
-
-def literal(value: str) -> str:
-    """A string literal (embedded quotes doubled)."""
-    return exp.Literal.string(value).sql(dialect=DIALECT)
 
 
 def check_expression(text: str, field: str) -> exp.Expr:

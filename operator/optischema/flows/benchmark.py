@@ -19,11 +19,14 @@ from typing import Any
 from optischema.analysis.errors import AnalysisError
 from optischema.analysis.latency import Summary, Timing, summarise
 from optischema.analysis.parameters import runnable
+from optischema.analysis.redact import redact_error
 from optischema.analysis.statements import Catalog, TableKey, parse_statement
 from optischema.api.conditions import Reason
 from optischema.api.quantity import quantity_bytes
 from optischema.api.recommendation import Benchmark, StatementBenchmark, TuningRecommendationSpec
 from optischema.api.target import Sandbox as SandboxSpec
+from optischema.changes.ddl import render_create, render_drop
+from optischema.changes.quoting import qualified
 from optischema.flows.sandbox import Provider, SandboxError
 from optischema.postgres import clone, timing
 from optischema.postgres.connect import DATABASE_ERRORS, connect
@@ -83,7 +86,7 @@ def plan_for(spec: TuningRecommendationSpec, catalog: Catalog, writes: list[tupl
     if spec.kind not in BENCHMARKED_KINDS or index is None:
         raise ValueError(f"kind {spec.kind} is not benchmarked (only {', '.join(sorted(BENCHMARKED_KINDS))})")
     table = (index.schema_, index.table)
-    plan = Plan(spec.kind, spec.sql, table, tables=[table], predicate=index.where)
+    plan = Plan(spec.kind, change_statement(spec), table, tables=[table], predicate=index.where)
     seen: set[str] = set()
     for query_id, query, calls in [(s.query_id, s.query, s.calls) for s in spec.evidence.statements] + writes:
         if query_id in seen or not query:
@@ -96,6 +99,19 @@ def plan_for(spec: TuningRecommendationSpec, catalog: Catalog, writes: list[tupl
             if key not in plan.tables:
                 plan.tables.append(key)
     return plan
+
+
+def change_statement(spec: TuningRecommendationSpec) -> str:
+    """What the sandbox runs for an index recommendation: its structured change rendered by the apply path's
+    renderer, never the text of ``spec.sql`` (which a person or a tool wrote, and admission only compares)."""
+    index = spec.change.index
+    if index is None:
+        raise ValueError(f"kind {spec.kind}: change.index is required")
+    if spec.kind == "dropIndex":
+        return render_drop(index)
+    if spec.kind == "createIndex":
+        return render_create(index)
+    raise ValueError(f"kind {spec.kind} is not benchmarked (only {', '.join(sorted(BENCHMARKED_KINDS))})")
 
 
 async def measure(
@@ -114,12 +130,19 @@ async def measure(
     except AnalysisError as error:
         raise SandboxError("BenchmarkFailed", f"cannot read the target: {error.message}") from error
     try:
+        bench_dsn = await _bench_role(sandbox_dsn)
         sandbox = await connect(
-            sandbox_dsn, read_only=False, application_name="optischema-sandbox", statement_timeout_ms=0
+            bench_dsn, read_only=False, application_name="optischema-sandbox", statement_timeout_ms=0
         )
+        if await clone.is_superuser(sandbox):
+            await sandbox.close()
+            raise SandboxError("SandboxFailed", f"the sandbox role {clone.BENCH_ROLE} is a superuser; refusing")
     except AnalysisError as error:
         await source.close()
         raise SandboxError("SandboxFailed", f"cannot connect to the sandbox: {error.message}") from error
+    except BaseException:
+        await source.close()
+        raise
     dump: clone.SchemaDump | None = None
     try:
         major = await clone.server_major(source)
@@ -134,7 +157,7 @@ async def measure(
         progress("dumping the schema (pg_dump --schema-only)")
         dump = clone.SchemaDump(major)
         await dump.take(source_dsn)
-        warnings = await dump.restore(sandbox_dsn, "pre-data")
+        warnings = await dump.restore(bench_dsn, "pre-data")
         loaded = await clone.fill(
             source,
             sandbox,
@@ -146,7 +169,7 @@ async def measure(
             progress=progress,
         )
         progress("creating indexes and constraints")
-        warnings += loaded.warnings + await dump.restore(sandbox_dsn, "post-data")
+        warnings += loaded.warnings + await dump.restore(bench_dsn, "post-data")
         await clone.advance_sequences(sandbox)
         await sandbox.execute("ANALYZE")
         await sandbox.execute("SET plan_cache_mode = force_custom_plan; SET statement_timeout = '30s'")
@@ -164,18 +187,16 @@ async def measure(
         progress("applying the change in the sandbox")
         try:
             await sandbox.execute(plan.change_sql)
-            await sandbox.execute(f"ANALYZE {clone.quoted(plan.table)}")
+            await sandbox.execute(f"ANALYZE {qualified(*plan.table)}")
         except DATABASE_ERRORS as error:
-            raise SandboxError("BenchmarkFailed", f"the change failed in the sandbox: {error}") from error
+            raise SandboxError("BenchmarkFailed", f"the change failed in the sandbox: {_first_line(error)}") from error
         progress("timing the statements after the change")
         after = await timing.time_all(sandbox, prepared)
         version = await sandbox.fetchval("SHOW server_version")
     except DATABASE_ERRORS as error:
-        raise SandboxError(
-            "BenchmarkFailed", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        ) from error
+        raise SandboxError("BenchmarkFailed", _first_line(error)) from error
     except (clone.CloneError, PostgresStartError) as error:  # pg_dump/pg_restore missing or refused
-        raise SandboxError("BenchmarkFailed", str(error)[:2000]) from error
+        raise SandboxError("BenchmarkFailed", redact_error(str(error))[:2000]) from error
     finally:
         if dump is not None:
             dump.remove()
@@ -188,6 +209,17 @@ async def measure(
         improvement = -summary.write_overhead_percent  # a drop is judged on what it saves the writers
     unmeasured = None if summary.measured else "no statement could be measured (see statements)"
     return _recorded(spec, loaded, timings, summary, improvement, str(version), started, warnings, unmeasured)
+
+
+async def _bench_role(sandbox_dsn: str) -> str:
+    """The sandbox's one superuser session: create the unprivileged role everything else runs as; its DSN."""
+    admin = await connect(sandbox_dsn, read_only=False, application_name="optischema-sandbox-setup")
+    try:
+        return await clone.create_bench_role(admin, sandbox_dsn)
+    except DATABASE_ERRORS as error:
+        raise SandboxError("SandboxFailed", f"cannot create the sandbox's role: {_first_line(error)}") from error
+    finally:
+        await admin.close()
 
 
 async def _rewrite(
@@ -261,7 +293,7 @@ def _recorded(
             )
             for t in timings
         ][:100],
-        warnings=[w[:500] for w in warnings][:50],
+        warnings=[redact_error(w)[:500] for w in warnings][:50],  # pg_restore's and the load's own words
         error=error,
     )
 
@@ -271,8 +303,10 @@ def _ordered(query: str) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
+    """The error's first line, its values redacted: it goes to the recommendation's status and an Event, and a
+    sandbox holds copies of real rows."""
     text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {redact_error(text.splitlines()[0])}" if text else type(error).__name__
 
 
 def _median(values: list[float]) -> float:
@@ -315,9 +349,9 @@ async def benchmark(
     except AnalysisError as error:
         return _failed(spec, Reason.BENCHMARK_FAILED, error.message, started)
     except DATABASE_ERRORS as error:
-        return _failed(
-            spec, Reason.BENCHMARK_FAILED, str(error).splitlines()[0] if str(error) else repr(error), started
-        )
+        return _failed(spec, Reason.BENCHMARK_FAILED, _first_line(error), started)
+    except ValueError as error:  # not benchmarked, or a change the renderer refuses (UnsafeDefinition)
+        return _failed(spec, Reason.BENCHMARK_FAILED, str(error), started)
     if rec.kind == "queryRewrite" and result.error is not None:
         if result.error.startswith("different rows"):
             return Outcome(result, Reason.ROWS_DIFFER)

@@ -7,6 +7,12 @@ referential checks. Rows stream from one connection's ``COPY … TO STDOUT`` int
 through a small bounded queue, so memory stays flat however large the table. ``sample`` takes a repeatable
 row-level percentage (``TABLESAMPLE BERNOULLI … REPEATABLE``) with a row cap; ``synthetic`` reads only
 ``pg_stats`` and writes generated rows (see :mod:`optischema.analysis.synthetic`). ``ANALYZE`` ends the load.
+
+Everything restored belongs to :data:`BENCH_ROLE`, an unprivileged role the sandbox's superuser creates first
+(:func:`create_bench_role`), and every step after that — restore, load, index builds, the benchmark itself —
+connects as that role. The copied objects are the target users' code (functions, index expressions, CHECK
+constraints, defaults, triggers): run as the superuser, any of them could read server files or start programs on
+the machine hosting the sandbox; run as the bench role they cannot.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from optischema.analysis.synthetic import CannotGenerate, ColumnStats, Value, rows
+from optischema.changes.quoting import column_list, qualified, quote_ident, quote_literal
 
 from .local import find_bindir
 
@@ -71,6 +80,11 @@ async def _run(*command: str, dsn: str) -> str:
     return err.decode(errors="replace")
 
 
+#: Extensions the operator needs on the target to observe it, never in a sandbox: creating them needs the
+#: superuser, whom the restore does not run as (see :func:`create_bench_role`), so they would only be warnings.
+_OBSERVABILITY = re.compile(r"\bEXTENSION (- )?(pg_stat_statements|hypopg|pg_qualstats)\b")
+
+
 class SchemaDump:
     """The target's schema as a custom-format archive, and the list of what to restore from it."""
 
@@ -88,7 +102,11 @@ class SchemaDump:
             str(self.bindir / "pg_restore"), "--list", str(self.archive), stdout=asyncio.subprocess.PIPE
         )
         listing, _ = await process.communicate()
-        kept = [line for line in listing.decode().splitlines() if " FK CONSTRAINT " not in line]
+        kept = [
+            line
+            for line in listing.decode().splitlines()
+            if " FK CONSTRAINT " not in line and not _OBSERVABILITY.search(line)
+        ]
         self.listing.write_text("\n".join(kept) + "\n")
 
     async def restore(self, sandbox_dsn: str, section: str) -> list[str]:
@@ -152,7 +170,8 @@ async def table_rows(conn: asyncpg.Connection, table: tuple[str, str]) -> float:
 
 
 def quoted(table: tuple[str, str]) -> str:
-    return ".".join('"' + part.replace('"', '""') + '"' for part in table)
+    """``"schema"."table"`` (the quoting module's, under the name this module's callers know)."""
+    return qualified(*table)
 
 
 async def copy_table(
@@ -181,8 +200,7 @@ async def copy_table(
             table[1], schema_name=table[0], columns=names, source=_text_chunks(generated), format="text"
         )
         return _copied(result)
-    select = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
-    query = f"SELECT {select} FROM {quoted(table)}"
+    query = f"SELECT {column_list(names)} FROM {qualified(*table)}"
     if mode == "sample":
         query += f" TABLESAMPLE BERNOULLI ({float(percent)}) REPEATABLE ({SEED})"
     query += f" LIMIT {int(max_rows)}"
@@ -252,11 +270,14 @@ async def _text_chunks(generated: Iterable[tuple[Value, ...]], size: int = 1 << 
 
 
 async def advance_sequences(sandbox: asyncpg.Connection) -> None:
-    """Sequences owned by columns continue after the loaded rows, so a benchmarked INSERT does not collide."""
+    """Sequences owned by columns continue after the loaded rows, so a benchmarked INSERT does not collide.
+
+    Every name here is a catalog name any database user may have chosen (a sequence called
+    ``x'::text::regclass,1)WHERE false;SELECT f();--`` is legal): the sequence goes in as its OID, a bind
+    parameter, and the table and column through the quoting module, one statement per extended-protocol call."""
     owned = await sandbox.fetch(
         """
-        SELECT s.oid::regclass::text AS seq, quote_ident(n.nspname) || '.' || quote_ident(t.relname) AS tab,
-               quote_ident(a.attname) AS col
+        SELECT s.oid AS seq, n.nspname AS schema, t.relname AS table, a.attname AS column
         FROM pg_class s JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass
              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
         JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace n ON n.oid = t.relnamespace
@@ -265,9 +286,45 @@ async def advance_sequences(sandbox: asyncpg.Connection) -> None:
         """
     )
     for item in owned:
+        highest = f"SELECT max({quote_ident(item['column'])}) FROM {qualified(item['schema'], item['table'])}"
         await sandbox.execute(
-            f"SELECT setval('{item['seq']}', coalesce((SELECT max({item['col']}) FROM {item['tab']}), 0) + 1, false)"
+            f"SELECT setval($1::oid::regclass, coalesce(({highest}), 0) + 1, false)",
+            item["seq"],
         )
+
+
+#: The role that owns everything restored into a sandbox and runs the benchmark: no superuser, no role
+#: memberships (so no ``pg_read_server_files``, ``pg_write_server_files``, ``pg_execute_server_program``).
+BENCH_ROLE = "optischema_bench"
+
+
+async def create_bench_role(admin: asyncpg.Connection, admin_dsn: str) -> str:
+    """Create (or reset) the sandbox's unprivileged role, make it the owner of the sandbox database (so it may
+    create schemas, trusted extensions and, through ``pg_database_owner``, tables in ``public``), and return the
+    DSN that logs in as it.
+
+    The only statements the sandbox's superuser ever runs: their text holds our own role name, a random password
+    and the sandbox database's name, all quoted; nothing from the target or a recommendation."""
+    password = secrets.token_urlsafe(24)
+    role = quote_ident(BENCH_ROLE)
+    exists = await admin.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", BENCH_ROLE)
+    attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+    verb = "ALTER" if exists else "CREATE"
+    await admin.execute(f"{verb} ROLE {role} {attributes} PASSWORD {quote_literal(password)}")
+    database = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f"ALTER DATABASE {quote_ident(database)} OWNER TO {role}")
+    parts = urlsplit(admin_dsn)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{quote(BENCH_ROLE, safe='')}:{quote(password, safe='')}@{host}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in ("password", "user")])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+async def is_superuser(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
 
 
 async def fill(
@@ -283,7 +340,8 @@ async def fill(
 ) -> Loaded:
     """Copy (or generate) each table; a table that fails is a warning, not the end of the benchmark."""
     loaded = Loaded()
-    await sandbox.execute("SET session_replication_role = replica")  # no user triggers while loading
+    # No user trigger or rule fires while loading: pg_restore creates them in post-data, after the rows are in.
+    # (``session_replication_role = replica`` would need the superuser, which never loads anything here.)
     for table in tables:
         progress(f"loading {table[0]}.{table[1]} ({mode})")
         try:
@@ -292,5 +350,4 @@ async def fill(
             )
         except (CloneError, asyncpg.PostgresError) as error:
             loaded.warnings.append(f"{table[0]}.{table[1]}: {str(error).splitlines()[0]}")
-    await sandbox.execute("RESET session_replication_role")
     return loaded

@@ -16,6 +16,7 @@ import asyncpg
 from optischema.analysis.errors import AnalysisError, ExitCode
 from optischema.analysis.snapshot import Column, Index, IndexKey, Server, Setting, Snapshot, Statement, Table
 from optischema.analysis.statements import fingerprint
+from optischema.changes.quoting import qualified
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 #: Settings the findings look at (and show as evidence).
@@ -107,7 +108,7 @@ async def read_statements(conn: asyncpg.Connection, server: Server) -> tuple[lis
         )
     }
     total = "total_exec_time" if "total_exec_time" in columns else "total_time"
-    view = f'"{schema}".pg_stat_statements'
+    view = qualified(schema, "pg_stat_statements")
     try:
         rows = await conn.fetch(
             f"""SELECT queryid, min(query) AS query, sum(calls)::bigint AS calls, sum({total}) AS total_time,

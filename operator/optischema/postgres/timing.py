@@ -2,8 +2,10 @@
 
 Each statement is prepared once, warmed up once, then run ``runs`` times with a different row's values each time;
 the same values are used before and after the change, so the two sets of timings are paired. Write statements run
-inside a transaction that is rolled back, so the sandbox stays as loaded. A statement that fails records its error
-and the benchmark goes on with the others.
+inside a transaction that is rolled back, so the sandbox stays as loaded; an LLM's rewrite (and the original it is
+compared with) only inside READ ONLY transactions. A statement that fails records its error, its values redacted,
+and the benchmark goes on with the others. The connection is the sandbox's unprivileged role's
+(:func:`optischema.postgres.clone.create_bench_role`): nothing here runs as a superuser.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from optischema.analysis.parameters import (
     plan_parameters,
     runnable,
 )
+from optischema.analysis.redact import redact, redact_error
 from optischema.analysis.statements import Catalog, typed_parameters
+from optischema.changes.quoting import qualified, quote_ident
 
 SAMPLE_ROWS = 64
 #: A statement's repetitions stop early once they have taken this long (at least MIN_RUNS are kept).
@@ -93,9 +97,10 @@ async def _samples(
     values: dict[Source, list[Any]] = {}
     await conn.execute("SELECT setseed(0.42)")
     for (table, alias), group in by_table.items():
+        # Expressions are the statement's own (the parameter planner took them from its parse tree); the table
+        # and alias are names, quoted. Runs as the sandbox's unprivileged role.
         selected = ", ".join(s.expression for s in group)
-        qualified = ".".join('"' + part.replace('"', '""') + '"' for part in table)
-        alias_sql = '"' + alias.replace('"', '""') + '"'
+        relation = f"{qualified(*table)} AS {quote_ident(alias)}"
         not_null = " AND ".join(f"({s.expression}) IS NOT NULL" for s in group)
         predicate = filters.get(table)
         attempts = [f"({predicate}) AND {not_null}", f"({predicate})"] if predicate else []
@@ -103,8 +108,7 @@ async def _samples(
         for where in [*attempts, not_null, "true"]:
             with contextlib.suppress(asyncpg.PostgresError):
                 found = await conn.fetch(
-                    f"SELECT {selected} FROM {qualified} AS {alias_sql} WHERE {where} ORDER BY random() "
-                    f"LIMIT {SAMPLE_ROWS}"
+                    f"SELECT {selected} FROM {relation} WHERE {where} ORDER BY random() LIMIT {SAMPLE_ROWS}"
                 )
             if found:
                 break
@@ -156,12 +160,10 @@ async def _quantiles(
                 continue
             share = min(1.0, rows / total)
             q = 1 - share if parameter.role == "above" else share
-            qualified = ".".join('"' + part.replace('"', '""') + '"' for part in source.table)
-            alias = '"' + source.alias.replace('"', '""') + '"'
+            relation = f"{qualified(*source.table)} AS {quote_ident(source.alias)}"
             with contextlib.suppress(asyncpg.PostgresError):
                 found[(query_id, parameter.number)] = await conn.fetchval(
-                    f"SELECT percentile_disc($1::float8) WITHIN GROUP (ORDER BY {source.expression}) "
-                    f"FROM {qualified} AS {alias}",
+                    f"SELECT percentile_disc($1::float8) WITHIN GROUP (ORDER BY {source.expression}) FROM {relation}",
                     min(1.0, max(0.0, q)),
                 )
     return found
@@ -260,7 +262,7 @@ async def compare_rows(
         same = want == got if ordered else sorted(map(repr, want)) == sorted(map(repr, got))
         if not same:
             return (
-                f"different rows: for parameters {[repr(a)[:40] for a in arguments]} the original returned "
+                f"different rows: for parameters {[redact(repr(a))[:40] for a in arguments]} the original returned "
                 f"{len(want)} row(s), the rewrite {len(got)}" + ("" if len(want) != len(got) else " with other values")
             )
     return None
@@ -273,14 +275,14 @@ async def time_pair(conn: asyncpg.Connection, first: Prepared, second: Prepared)
         return first.error or "", second.error or ""
     try:
         a, b = await conn.prepare(first.query), await conn.prepare(second.query)
-        await _once(conn, a, first.arguments[0], False)
-        await _once(conn, b, first.arguments[0], False)
+        await _once(conn, a, first.arguments[0], False, read_only=True)
+        await _once(conn, b, first.arguments[0], False, read_only=True)
         times_a: list[float] = []
         times_b: list[float] = []
         for run, arguments in enumerate(first.arguments):
             order = [(a, times_a), (b, times_b)] if run % 2 == 0 else [(b, times_b), (a, times_a)]
             for statement, into in order:
-                into.append(await _once(conn, statement, arguments, False))
+                into.append(await _once(conn, statement, arguments, False, read_only=True))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, TypeError, ValueError, OverflowError) as error:
         return _first_line(error), _first_line(error)
     return times_a, times_b
@@ -312,12 +314,16 @@ async def _time(conn: asyncpg.Connection, item: Prepared) -> list[float]:
     return timings
 
 
-async def _once(conn: asyncpg.Connection, statement: Any, arguments: list[Any], write: bool) -> float:
-    if not write:
+async def _once(
+    conn: asyncpg.Connection, statement: Any, arguments: list[Any], write: bool, *, read_only: bool = False
+) -> float:
+    """One timed run. A write runs in a transaction rolled back afterwards; with ``read_only`` (an LLM's rewrite,
+    and the original it is compared with) in a READ ONLY transaction, so that nothing it calls can write."""
+    if not write and not read_only:
         clock = time.perf_counter()
         await statement.fetch(*arguments)
         return (time.perf_counter() - clock) * 1000
-    transaction = conn.transaction()
+    transaction = conn.transaction(readonly=read_only)
     await transaction.start()
     try:
         clock = time.perf_counter()
@@ -346,5 +352,7 @@ def timings(prepared: Sequence[Prepared], before: Sequence[Result], after: Seque
 
 
 def _first_line(error: BaseException) -> str:
+    """The first line of a statement's error, its values redacted (it is recorded in the recommendation's status;
+    the sandbox holds copies of real rows)."""
     text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:500]
+    return (redact_error(text.splitlines()[0]) if text else type(error).__name__)[:500]
