@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from optischema.changes.ddl import (
     UnsafeDefinition,
     definition_key,
     index_name,
+    recreate,
     render_analyze,
     render_create,
     render_drop,
@@ -44,10 +46,42 @@ def test_unsafe_definitions_are_refused(case: dict[str, Any]) -> None:
 
 def test_names_are_stable_and_avoid_taken_ones() -> None:
     index = IndexDefinition.model_validate({"table": "t", "columns": [{"name": "a"}]})
-    assert index_name(index) == index_name(index.model_copy()) == "t_a_idx"
-    other = index_name(index, taken=["t_a_idx"])
-    assert other != "t_a_idx"
-    assert other == index_name(index, taken=["t_a_idx"])
+    name = index_name(index)
+    assert name == index_name(index.model_copy())
+    assert re.fullmatch(r"t_a_[0-9a-f]{8}_idx", name)
+    other = index_name(index, taken=[name])
+    assert other != name
+    assert other == index_name(index, taken=[name])
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"unique": True},
+        {"method": "hash"},
+        {"include": ["b"]},
+        {"where": "a > 0"},
+        {"columns": [{"name": "a", "order": "desc"}]},
+    ],
+    ids=["unique", "method", "include", "predicate", "order"],
+)
+def test_generated_names_never_match_postgres_default_and_differ_per_definition(variant: dict[str, Any]) -> None:
+    # The attack: a plain UNIQUE index someone built as ``t_a_idx`` (PostgreSQL's default name) was taken for
+    # the operator's own. A generated name always carries the definition's hash, so it is never the default name,
+    # and two definitions on the same keys never share one.
+    plain = IndexDefinition.model_validate({"table": "t", "columns": [{"name": "a"}]})
+    other = IndexDefinition.model_validate({"table": "t", "columns": [{"name": "a"}], **variant})
+    assert index_name(plain) != "t_a_idx"
+    assert index_name(other) not in ("t_a_idx", "t_a_part_idx")
+    assert index_name(other) != index_name(plain)
+
+
+def test_recreate_a_captured_definition_concurrently() -> None:
+    captured = "CREATE UNIQUE INDEX t_a_idx ON public.t USING btree (a) WHERE (a > 0)"
+    assert recreate(captured) == "CREATE UNIQUE INDEX CONCURRENTLY t_a_idx ON public.t USING btree (a) WHERE (a > 0)"
+    assert recreate("CREATE INDEX x ON public.t USING btree (a)").startswith("CREATE INDEX CONCURRENTLY x ON")
+    with pytest.raises(UnsafeDefinition, match=r"status\.droppedDefinition"):
+        recreate("DROP TABLE t")
 
 
 def test_definition_key_ignores_the_name_only() -> None:

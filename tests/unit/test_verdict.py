@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from optischema.changes.verdict import Counters, build_estimate, fits, judge
+from optischema.changes.verdict import Counters, build_estimate, discontinuity, fits, inconclusive, judge
 
 BASE = {"1": Counters(100, 1000.0), "2": Counters(10, 10.0)}  # means: 10 ms and 1 ms
 
@@ -44,3 +44,28 @@ def test_judge(after: dict[str, Counters], verdict: str, percent: float | None, 
 )
 def test_build_fits(table_bytes: int, rate: float | None, remaining: timedelta, ok: bool) -> None:
     assert fits(build_estimate(table_bytes, rate), remaining) is ok
+
+
+_T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "why"),
+    [
+        pytest.param((_T0, _T0), (_T0, _T0), None, id="same server, same statistics"),
+        pytest.param((_T0, _T0), (_T0 + timedelta(hours=1), _T0), "the server restarted", id="restart (failover)"),
+        pytest.param((_T0, _T0), (_T0, _T0 + timedelta(minutes=3)), "was reset", id="statistics reset"),
+        pytest.param((_T0, None), (_T0, None), None, id="no pg_stat_statements_info (PostgreSQL 13)"),
+        pytest.param((None, None), (_T0, _T0), None, id="a baseline taken before these were recorded"),
+    ],
+)
+def test_a_baseline_across_a_restart_or_reset_is_not_comparable(
+    before: tuple[datetime | None, datetime | None], after: tuple[datetime, datetime | None], why: str | None
+) -> None:
+    found = discontinuity(before[0], before[1], after[0], after[1])
+    if why is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert why in found
+        assert inconclusive(found).verdict == "Inconclusive"  # never "Regressed": nothing is rolled back

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from optischema.api.durations import parse_duration
 from optischema.api.target import MaintenanceWindow, Period
-from optischema.changes.windows import WEEKDAYS, current_or_next, in_blackout, local_start, openings
+from optischema.changes.windows import WEEKDAYS, current_or_next, in_blackout, local_start, openings, time_left
 
 ZONES = [
     "UTC",
@@ -217,3 +217,39 @@ def test_openings_are_sorted_and_disjoint() -> None:
     ws = [window(["Mon", "Tue"], "22:00", "4h", "Europe/Berlin"), window(["Tue"], "23:00", "1h", "UTC")]
     found = openings(ws, [], [], utc("2026-03-20T00:00"), utc("2026-04-20T00:00"))
     assert all(a.end < b.start for a, b in itertools.pairwise(found))
+
+
+# -- time left for a statement, by both clocks ---------------------------------------------------------------------
+
+_NOON = datetime(2026, 6, 3, 12, 0, tzinfo=UTC)  # a Wednesday
+_DAILY = [MaintenanceWindow(days=list(WEEKDAYS), start="11:00", duration="2h", time_zone="UTC")]
+
+
+@pytest.mark.parametrize(
+    ("instants", "blackouts", "immediate_until", "left"),
+    [
+        pytest.param([_NOON], [], None, timedelta(hours=1), id="an hour left"),
+        pytest.param([_NOON, _NOON + timedelta(minutes=10)], [], None, timedelta(minutes=50), id="the later clock"),
+        pytest.param([_NOON, _NOON + timedelta(hours=2)], [], None, timedelta(0), id="closed by the database clock"),
+        pytest.param([_NOON + timedelta(minutes=59, seconds=59.5)], [], None, timedelta(0), id="under a second"),
+        pytest.param(
+            [_NOON], [Period(start=_NOON + timedelta(minutes=5), end=_NOON + timedelta(hours=5))], None,
+            timedelta(minutes=5), id="a blackout ahead cuts it",
+        ),
+        pytest.param(
+            [_NOON], [Period(start=_NOON - timedelta(minutes=5), end=_NOON + timedelta(minutes=5))], None,
+            timedelta(0), id="in a blackout",
+        ),
+        pytest.param([_NOON + timedelta(hours=3)], [], _NOON + timedelta(hours=4), timedelta(hours=1), id="immediate"),
+        pytest.param(
+            [_NOON], [Period(start=_NOON - timedelta(minutes=5), end=_NOON + timedelta(minutes=5))],
+            _NOON + timedelta(hours=4), timedelta(0), id="immediate, but blacked out",
+        ),
+    ],
+)  # fmt: skip
+def test_time_left_for_a_statement(
+    instants: list[datetime], blackouts: list[Period], immediate_until: datetime | None, left: timedelta
+) -> None:
+    # The attack: the statement timeout floored at 1 s let a DROP or ALTER SYSTEM run after the window; now a
+    # closed window (by either clock) leaves zero, and the timeout is never more than what is left.
+    assert time_left(_DAILY, [], blackouts, instants, immediate_until=immediate_until) == left

@@ -77,6 +77,19 @@ class Reason(StrEnum):
     APPLY_FAILED = "ApplyFailed"
     REGRESSION = "Regression"
     TARGET_MISMATCH = "TargetMismatch"
+    INDEX_NAME_TAKEN = "IndexNameTaken"
+    """The index name a create change uses exists already, and is not this change's own build."""
+    INDEX_NOT_FOUND = "IndexNotFound"
+    INDEX_MISMATCH = "IndexMismatch"
+    """The index a drop names is on another table, or is not the definition the change describes."""
+    PROTECTED_INDEX = "ProtectedIndex"
+    """The index backs a constraint, is the replica identity, or alone enforces a uniqueness: never dropped."""
+    WINDOW_CLOSED = "WindowClosed"
+    """The window closed (or a blackout began) before a statement could start: back to waiting."""
+    CONNECTION_LOST = "ConnectionLost"
+    """The session died mid-statement (terminated backend, failover, dropped connection): back to waiting."""
+    CLOCK_SKEW = "ClockSkew"
+    """The operator's clock and the database's differ by more than the tolerance."""
 
 
 class Condition(ApiModel):

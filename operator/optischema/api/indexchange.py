@@ -114,7 +114,17 @@ class AuditEntry(ApiModel):
     actor: str = Field(max_length=512)
     """Who caused it: the operator's identity, the approver, or ``policy:<target>``."""
     action: Literal[
-        "Accepted", "Rejected", "Scheduled", "Precheck", "Execute", "Verify", "Rollback", "Cleanup", "Retry", "Fail"
+        "Accepted",
+        "Rejected",
+        "Scheduled",
+        "Precheck",
+        "Recheck",
+        "Execute",
+        "Verify",
+        "Rollback",
+        "Cleanup",
+        "Retry",
+        "Fail",
     ]
     """What was done."""
     sql: str | None = Field(default=None, max_length=65536)
@@ -160,6 +170,24 @@ class Baseline(ApiModel):
     """Statements the change should speed up."""
     writes: list[StatementCounters] = Field(default_factory=list, max_length=100)
     """The table's write statements, whose slowdown is bounded by ``maxWriteRegressionPercent``."""
+    postmaster_start_time: datetime | None = None
+    """``pg_postmaster_start_time()`` when the counters were read: a server restarted since (a failover) makes the
+    counters incomparable, and the verdict ``Inconclusive``."""
+    stats_reset: datetime | None = None
+    """``pg_stat_statements_info.stats_reset`` when the counters were read (absent before PostgreSQL 14): a reset
+    since makes the verdict ``Inconclusive``, never a rollback."""
+
+
+class Execution(ApiModel):
+    """Written to the status *before* the first statement runs: the proof that an index found later under this
+    name was built by this change (with the definition checked against the catalog), not by someone else."""
+
+    started_at: datetime
+    """When the operator first sent the statement."""
+    sql: str = Field(max_length=65536)
+    """The statements it sent, as rendered then."""
+    index_name: str | None = Field(default=None, max_length=63)
+    """The index the statements create or drop."""
 
 
 class IndexChangeStatus(ApiModel):
@@ -168,8 +196,10 @@ class IndexChangeStatus(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0)
     """The ``metadata.generation`` last reconciled."""
     phase: IndexChangePhase | None = None
-    """Where the change is: ``Pending`` → ``WaitingForWindow`` → ``Applying`` → ``Verifying`` → ``Applied`` (or
-    ``RolledBack`` / ``Failed``; ``Superseded`` when its recommendation no longer holds before it ran)."""
+    """Where the change is: ``Pending`` (admission is waiting to reach the database) → ``WaitingForWindow`` →
+    ``Applying`` → ``Verifying`` → ``Applied`` (or ``RolledBack`` / ``Failed``; ``Superseded`` when its
+    recommendation no longer holds before it ran). ``Applying`` goes back to ``WaitingForWindow`` when the window
+    closes before a statement or the connection is lost mid-statement (``optischema.lifecycle.indexchange``)."""
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
     """``Ready``, ``Reconciling`` and ``Stalled``, per the Kubernetes API conventions."""
     sql: str | None = None
@@ -186,6 +216,13 @@ class IndexChangeStatus(ApiModel):
     """When the statement finished; verification observes the workload from here."""
     baseline: Baseline | None = None
     """Counters taken before the change, for verification (kept so a restarted operator verifies the same way)."""
+    system_identifier: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
+    """The database the pre-checks ran on; every later statement (and the rollback) runs only on that one."""
+    execution: Execution | None = None
+    """Marker written before executing; see ``Execution``."""
+    dropped_definition: str | None = Field(default=None, max_length=65536)
+    """For a drop: ``pg_get_indexdef`` of the index, captured just before it was dropped; the rollback re-creates
+    exactly this."""
     completed_at: datetime | None = None
     """When the change reached a final phase."""
     duration_seconds: float | None = Field(default=None, ge=0)

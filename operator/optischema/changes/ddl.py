@@ -19,6 +19,7 @@ from sqlglot.errors import ParseError
 from optischema.api.index import MAX_IDENTIFIER_BYTES, IndexColumn, IndexDefinition
 from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.operations import SettingChange, TableRef
+from optischema.changes.settings import InvalidSettingValue, check_value
 
 # Names and values are quoted in one module (see its docstring); these names stay importable from here.
 from .quoting import qualified
@@ -84,22 +85,26 @@ def _slug(column: IndexColumn) -> str:
 
 
 def index_name(index: IndexDefinition, taken: Sequence[str] = ()) -> str:
-    """``index.name``, or a stable name in PostgreSQL's style: ``<table>_<keys>[_part]_idx``.
+    """``index.name``, or a stable name of our own: ``<table>_<keys>[_part]_<hash>_idx``.
 
-    Too long a name is shortened with a hash of the whole definition, and a name already ``taken`` gets one too,
-    so the same definition always gets the same name.
+    The hash (8 hex digits of :func:`definition_key`: method, uniqueness, keys, INCLUDE and predicate) is always
+    there, so that a name we generate says which definition it stands for: an index someone else built under
+    PostgreSQL's default name (``<table>_<cols>_idx``, maybe UNIQUE) never looks like one of ours. Too long a name
+    keeps its hash and loses the end of its head; a name already ``taken`` gets a longer hash. The same definition
+    always gets the same name.
     """
     if index.name:
         return index.name
     parts = [index.table, *(_slug(c) for c in index.columns)]
     if index.where:
         parts.append("part")
-    name = "_".join(parts) + "_idx"
-    if len(name.encode()) > MAX_IDENTIFIER_BYTES or name in taken:
-        digest = hashlib.sha256(definition_key(index).encode()).hexdigest()[:8]
-        room = MAX_IDENTIFIER_BYTES - len(f"_{digest}_idx")
-        head = name.removesuffix("_idx").encode()[:room].decode(errors="ignore").rstrip("_")
-        name = f"{head}_{digest}_idx"
+    digest = hashlib.sha256(definition_key(index).encode()).hexdigest()
+    for width in (8, 16):
+        tail = f"_{digest[:width]}_idx"
+        head = "_".join(parts).encode()[: MAX_IDENTIFIER_BYTES - len(tail)].decode(errors="ignore").rstrip("_")
+        name = head + tail
+        if name not in taken:
+            break
     return name
 
 
@@ -170,18 +175,30 @@ SETTINGS_ALLOWED = frozenset(
 
 
 def render_setting(setting: SettingChange) -> str:
-    """``ALTER SYSTEM SET`` then a reload; the two statements run separately (ALTER SYSTEM refuses a transaction)."""
+    """``ALTER SYSTEM SET`` then a reload; the two statements run separately (ALTER SYSTEM refuses a transaction).
+
+    The value is checked against the setting's grammar and safe range (``changes.settings``) here, so every path
+    that renders it (analysis, IndexChange admission, the apply engine) refuses the same values."""
     if setting.name not in SETTINGS_ALLOWED:
         raise UnsafeDefinition(
             f"setting.name: {setting.name} is not among the settings the operator may change "
             f"({', '.join(sorted(SETTINGS_ALLOWED))})"
         )
+    try:
+        check_value(setting.name, setting.value)
+    except InvalidSettingValue as error:
+        raise UnsafeDefinition(str(error)) from error
     return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.value)};\nSELECT pg_reload_conf()"
 
 
+#: ``pg_settings.source`` values that ``ALTER SYSTEM RESET`` restores: the built-in default and the server's files.
+RESET_SOURCES = frozenset({"default", "configuration file"})
+
+
 def render_setting_rollback(setting: SettingChange) -> str:
-    """Back to the value seen at analysis time, or to the configuration file's when there was none."""
-    if setting.current_value is None:
+    """Back to where the value came from at analysis time: ``ALTER SYSTEM RESET`` when it was the default or the
+    configuration file (or no value was seen), else the old value set again."""
+    if setting.current_value is None or setting.current_source in RESET_SOURCES:
         return f"ALTER SYSTEM RESET {quote(setting.name)};\nSELECT pg_reload_conf()"
     return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.current_value)};\nSELECT pg_reload_conf()"
 
@@ -218,3 +235,12 @@ def undo_for(spec: IndexChangeSpec, name: str | None) -> list[str] | None:
     if spec.index is not None and spec.operation == "drop":
         return [render_create(spec.index)]
     return None
+
+
+def recreate(definition: str) -> str:
+    """The statement re-creating a dropped index from its captured ``pg_get_indexdef`` (PostgreSQL's own text, so
+    it is exactly what was dropped, options included), built ``CONCURRENTLY`` so the rollback blocks no writes."""
+    for head in ("CREATE UNIQUE INDEX ", "CREATE INDEX "):
+        if definition.startswith(head):
+            return f"{head}CONCURRENTLY {definition.removeprefix(head)}"
+    raise UnsafeDefinition(f"status.droppedDefinition: not an index definition: {definition[:80]!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 Verdict = Literal["Improved", "Neutral", "Regressed", "Inconclusive"]
@@ -93,6 +93,31 @@ def judge(
         f"{calls_after} calls; threshold +{max_regression_percent:g}%"
     )
     return Judgement(verdict, round(mean_before, 4), round(mean_after, 4), round(change, 2), calls_after, message)
+
+
+def discontinuity(
+    before_started: datetime | None,
+    before_reset: datetime | None,
+    after_started: datetime,
+    after_reset: datetime | None,
+) -> str | None:
+    """Why the counters before and after cannot be compared, or ``None``: the server restarted in between (a
+    failover or a crash: ``pg_postmaster_start_time`` moved, the statistics may be gone or another server's), or
+    ``pg_stat_statements`` was reset. Either makes the verdict ``Inconclusive``, never a rollback."""
+    if before_started is not None and after_started != before_started:
+        return (
+            f"the server restarted during verification (started {before_started.isoformat()}, now "
+            f"{after_started.isoformat()}): the counters are not comparable"
+        )
+    if before_reset is not None and after_reset != before_reset:
+        at = after_reset.isoformat() if after_reset is not None else "an unknown time"
+        return f"pg_stat_statements was reset during verification (at {at})"
+    return None
+
+
+def inconclusive(why: str) -> Judgement:
+    """A verdict that cannot be reached, with its reason."""
+    return Judgement("Inconclusive", None, None, None, 0, why)
 
 
 def build_estimate(table_bytes: int, bytes_per_second: float | None) -> timedelta:

@@ -157,3 +157,38 @@ def _extended(
 def in_blackout(blackouts: Sequence[Period], now: datetime) -> Period | None:
     """The blackout ``now`` falls in, if any (its reason goes into the status message)."""
     return next((p for p in blackouts if p.start <= now < p.end), None)
+
+
+#: Less than this left of a window counts as closed: no statement starts that could not even be sent in time.
+MIN_STATEMENT_TIME = timedelta(seconds=1)
+#: A difference between the operator's clock and the database's beyond this is reported (condition and Event).
+CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
+
+
+def time_left(
+    windows: Sequence[MaintenanceWindow],
+    one_off: Sequence[Period],
+    blackouts: Sequence[Period],
+    instants: Sequence[datetime],
+    *,
+    immediate_until: datetime | None = None,
+) -> timedelta:
+    """How long a statement starting now may run: what is left of the opening, by *every* clock in ``instants``.
+
+    The operator's clock and the database's both count: a statement starts only when the window is open by both,
+    and its ``statement_timeout`` is the shorter of the two remainders, so a skewed clock can shorten a window,
+    never stretch it (the skew itself is reported). ``immediate_until`` replaces the windows for a change scheduled
+    ``immediate`` (its time budget); blackouts are cut out either way. Zero means closed."""
+    closed = merge(Occurrence(p.start.astimezone(UTC), p.end.astimezone(UTC)) for p in blackouts)
+    lefts = []
+    for instant in instants:
+        if immediate_until is not None:
+            pieces = subtract([Occurrence(instant, immediate_until)] if instant < immediate_until else [], closed)
+            found = pieces[0] if pieces else None
+        else:
+            found = current_or_next(windows, one_off, blackouts, instant)
+        if found is None or not found.contains(instant):
+            return timedelta(0)
+        lefts.append(found.end - instant)
+    left = min(lefts, default=timedelta(0))
+    return left if left >= MIN_STATEMENT_TIME else timedelta(0)

@@ -23,8 +23,23 @@ from optischema.changes.verdict import Counters
 APPLICATION_NAME = "optischema-apply"
 
 
+#: The session is gone, not the statement refused: the backend was terminated (``pg_terminate_backend``, a server
+#: shut down or failed over) or the connection dropped. Nothing needs a person: the change waits and tries again.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
 class ExecuteError(Exception):
-    """A statement failed; ``reason`` is a condition reason, ``message`` the server's words."""
+    """A statement failed; ``reason`` is ``LockTimeout``, ``StatementTimeout``, ``ConnectionLost`` or
+    ``ApplyFailed``, ``message`` the server's words."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -74,17 +89,25 @@ async def execute(
     retry_until: float | None = None,
     backoff: float = 1.0,
     on_retry: Callable[[int, str, float], Awaitable[None]] | None = None,
+    recheck: Callable[[], Awaitable[int]] | None = None,
 ) -> Executed:
     """Run one statement outside a transaction (``CONCURRENTLY`` needs that), retrying lock timeouts with
-    exponential backoff until ``retry_until`` (a ``time.monotonic()`` deadline)."""
+    exponential backoff until ``retry_until`` (a ``time.monotonic()`` deadline).
+
+    ``recheck`` runs right before every attempt (the first and each retry): it raises to stop (the window
+    closed, the database changed), else returns the milliseconds the statement may take, which bound
+    ``statement_timeout``."""
     attempts = 0
     delay = backoff
     while True:
         attempts += 1
-        await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
-        await conn.execute(f"SET statement_timeout = {int(max(statement_timeout_ms, 1))}")
+        timeout_ms = statement_timeout_ms
+        if recheck is not None:
+            timeout_ms = min(timeout_ms, await recheck())
         started = time.monotonic()
         try:
+            await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+            await conn.execute(f"SET statement_timeout = {int(max(timeout_ms, 1))}")
             await conn.execute(sql)
         except asyncpg.LockNotAvailableError as error:
             if retry_until is None or time.monotonic() + delay >= retry_until:
@@ -96,13 +119,17 @@ async def execute(
             continue
         except asyncpg.QueryCanceledError as error:
             raise ExecuteError("StatementTimeout", str(error)) from error
+        except CONNECTION_LOST as error:
+            raise ExecuteError("ConnectionLost", _first_line(error)) from error
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-            raise ExecuteError(
-                "ApplyFailed", str(error).splitlines()[0] if str(error) else type(error).__name__
-            ) from error
+            raise ExecuteError("ApplyFailed", _first_line(error)) from error
         finally:
             await _reset(conn)
         return Executed(sql, time.monotonic() - started, attempts)
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 async def _reset(conn: asyncpg.Connection) -> None:
