@@ -20,10 +20,15 @@ from typing import Literal
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
+from sqlglot.errors import SqlglotError, TokenError
 from sqlglot.tokens import Tokenizer
 
 DIALECT = "postgres"
+#: Longest statement text analysed. sqlglot's time grows faster than the text (a 27,000-character ``IN`` list takes
+#: seconds), and a statement this long is generated, not written: it is skipped with this reason. The collector
+#: reads at most one character more (``postgres/collect``), so a longer text is known to be longer without being
+#: read whole.
+MAX_STATEMENT_CHARS = 8192
 TableKey = tuple[str, str]
 StatementKind = Literal["select", "insert", "update", "delete", "other"]
 
@@ -127,12 +132,33 @@ def fingerprint(query: str) -> str:
     which is how samples from pg_stat_activity are matched when the server gives no query id.
     """
     text = prepare_text(query)
-    try:
-        tree = sqlglot.parse_one(text, dialect=DIALECT)
-        shape = tree.transform(_placeholder).sql(dialect=DIALECT, normalize=True)
-    except SqlglotError:
+    shape = None
+    if len(text) <= MAX_STATEMENT_CHARS:
+        try:
+            tree = sqlglot.parse_one(text, dialect=DIALECT)
+            shape = tree.transform(_placeholder).sql(dialect=DIALECT, normalize=True)
+        except Exception:  # any parser failure (see parse_failure): the textual shape serves
+            shape = None
+    if shape is None:
         shape = re.sub(r"\s+", " ", re.sub(r"'(?:[^']|'')*'|\$\d+|\b\d+(\.\d+)?\b", "?", text)).strip().lower()
     return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+def parse_failure(error: BaseException) -> str:
+    """The reason a statement is skipped when reading it raised ``error``, in one line.
+
+    sqlglot does not only raise its own errors: 50 nested parentheses exhaust Python's recursion limit
+    (``RecursionError``), and odd input has raised ``ValueError``, ``KeyError`` or ``AttributeError`` from inside
+    it. One such statement must cost only itself, never the analysis of all the others.
+    """
+    first = (str(error).splitlines() or [""])[0][:200]
+    if isinstance(error, RecursionError):
+        return "nested too deeply to parse (RecursionError)"
+    if isinstance(error, TokenError):
+        return f"cannot tokenize: {first}"
+    if isinstance(error, SqlglotError):
+        return f"cannot parse: {first}"
+    return f"the analyser failed on it ({type(error).__name__}: {first})"
 
 
 def _placeholder(node: exp.Expr) -> exp.Expr:
@@ -147,16 +173,32 @@ def _placeholder(node: exp.Expr) -> exp.Expr:
     return node
 
 
+#: How :func:`parse_failure` and the length cap begin their reasons: a statement skipped for one of these could not
+#: be read at all (the others were read and found not worth analysing: utility, no table, more than one).
+UNREADABLE = ("nested too deeply", "cannot tokenize", "cannot parse", "the analyser failed", "longer than ")
+
+
+def is_unreadable(reason: str) -> bool:
+    """Whether a skip reason says the statement could not be read (what status lists by query id)."""
+    return reason.startswith(UNREADABLE)
+
+
 def parse_statement(query: str, catalog: Catalog) -> ParsedStatement:
     """Parse one statement; never raises: what cannot be analysed comes back with ``skip_reason``."""
     fp = fingerprint(query)
+    if len(query) > MAX_STATEMENT_CHARS:
+        return ParsedStatement("other", fp, skip_reason=f"longer than {MAX_STATEMENT_CHARS} characters")
     if _UTILITY.match(query):
         return ParsedStatement("other", fp, skip_reason=f"utility statement ({query.split(None, 1)[0].upper()})")
-    text = prepare_text(query)
     try:
-        trees = [t for t in sqlglot.parse(text, dialect=DIALECT) if t is not None]
-    except SqlglotError as error:
-        return ParsedStatement("other", fp, skip_reason=f"cannot parse: {str(error).splitlines()[0][:200]}")
+        return _parse(query, catalog, fp)
+    except Exception as error:  # see parse_failure: skipped with the reason, never raised
+        return ParsedStatement("other", fp, skip_reason=parse_failure(error))
+
+
+def _parse(query: str, catalog: Catalog, fp: str) -> ParsedStatement:
+    text = prepare_text(query)
+    trees = [t for t in sqlglot.parse(text, dialect=DIALECT) if t is not None]
     if len(trees) != 1:
         return ParsedStatement("other", fp, skip_reason="more than one statement")
     tree = trees[0]

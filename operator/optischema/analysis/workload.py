@@ -7,16 +7,20 @@ compared show which partial predicate would serve), else from its normalised tex
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import re2  # type: ignore[import-untyped]
 
 from .binding import bind_from_statistics
 from .selection import WorkloadStatement
 from .snapshot import Snapshot, Statement
-from .statements import Catalog, ParsedStatement, parse_statement
+from .statements import Catalog, ParsedStatement, parse_failure, parse_statement
 from .whatif import PlanRequest
 
+#: A compiled RE2 pattern (google-re2 ships no type information).
+Pattern = Any
 #: Samples planned per statement (their costs are averaged).
 SAMPLES_PER_STATEMENT = 3
 
@@ -56,44 +60,73 @@ def build_workload(
     ignore_patterns: Sequence[str] = (),
 ) -> Workload:
     catalog = catalog_of(snapshot)
-    patterns = [re.compile(p) for p in ignore_patterns]
+    patterns = [compile_pattern(p) for p in ignore_patterns]
     workload = Workload(seen=len(snapshot.statements))
     ranked = sorted(snapshot.statements, key=lambda s: s.total_time_ms, reverse=True)
     kept = 0
     for statement in ranked:
         reason = _reason_to_skip(statement, min_calls, patterns)
-        parsed: ParsedStatement | None = None
+        chosen: WorkloadStatement | None = None
         if reason is None:
-            parsed = _parse(statement, snapshot.samples.get(statement.query_id, []), catalog)
-            reason = parsed.skip_reason or _reason_without_tables(parsed)
+            try:
+                chosen, reason = _statement(statement, snapshot, catalog)
+            except Exception as error:  # one statement never stops the analysis of the others
+                chosen, reason = None, parse_failure(error)
         if reason is None and kept >= top:
             reason = f"outside the top {top} statements by total time"
-        if reason is not None or parsed is None:
+        if reason is not None or chosen is None:
             workload.skipped.append(Skipped(statement.query_id, statement.query, statement.calls, reason or ""))
             continue
         kept += 1
-        samples = tuple(snapshot.samples.get(statement.query_id, [])[:SAMPLES_PER_STATEMENT])
-        bound = None
-        if not samples:
-            rows_per_call = statement.rows / statement.calls if statement.calls else 0.0
-            bound = bind_from_statistics(statement.query, catalog, snapshot.tables, rows_per_call)
-            if bound is not None:
-                rebound = parse_statement(bound, catalog)  # its constants show which partial predicate serves
-                parsed = rebound if rebound.skip_reason is None else parsed
-        key = str(statement.query_id)
-        workload.statements.append(
-            WorkloadStatement(
-                key=key,
-                calls=statement.calls,
-                rows=statement.rows,
-                parsed=parsed,
-                request=PlanRequest(key, statement.query, samples, frozenset(parsed.tables), bound),
-            )
-        )
+        workload.statements.append(chosen)
     return workload
 
 
-def _reason_to_skip(statement: Statement, min_calls: int, patterns: list[re.Pattern[str]]) -> str | None:
+def compile_pattern(pattern: str) -> Pattern:
+    """A ``spec.analysis.ignoreStatements`` pattern, compiled by RE2: matching takes time linear in the text, so
+    a pattern such as ``(a+)+$`` cannot stall the analysis on a long statement (Python's ``re`` backtracks
+    exponentially on it). Raises :class:`ValueError` for what RE2 does not support (backreferences,
+    lookaround); the API refuses those patterns at admission already."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        raise ValueError(f"not a regular expression RE2 accepts: {error}") from error
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised, with its text; RE2 would print it to stderr as well
+
+
+def _statement(
+    statement: Statement, snapshot: Snapshot, catalog: Catalog
+) -> tuple[WorkloadStatement | None, str | None]:
+    """The statement as the selection sees it, or why it is skipped."""
+    parsed = _parse(statement, snapshot.samples.get(statement.query_id, []), catalog)
+    reason = parsed.skip_reason or _reason_without_tables(parsed)
+    if reason is not None:
+        return None, reason
+    samples = tuple(snapshot.samples.get(statement.query_id, [])[:SAMPLES_PER_STATEMENT])
+    bound = None
+    if not samples:
+        rows_per_call = statement.rows / statement.calls if statement.calls else 0.0
+        bound = bind_from_statistics(statement.query, catalog, snapshot.tables, rows_per_call)
+        if bound is not None:
+            rebound = parse_statement(bound, catalog)  # its constants show which partial predicate serves
+            parsed = rebound if rebound.skip_reason is None else parsed
+    key = str(statement.query_id)
+    return (
+        WorkloadStatement(
+            key=key,
+            calls=statement.calls,
+            rows=statement.rows,
+            parsed=parsed,
+            request=PlanRequest(key, statement.query, samples, frozenset(parsed.tables), bound),
+        ),
+        None,
+    )
+
+
+def _reason_to_skip(statement: Statement, min_calls: int, patterns: list[Pattern]) -> str | None:
     if statement.calls < min_calls:
         return f"called {statement.calls} times, fewer than minCalls ({min_calls})"
     for pattern in patterns:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import re2  # type: ignore[import-untyped]
 from croniter import croniter
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator, model_validator
 
@@ -55,10 +56,16 @@ def _time_zone(value: str) -> str:
 
 
 def _regex(value: str) -> str:
+    # Matched with RE2 (linear time: no pattern can stall an analysis), so only what RE2 compiles is accepted.
+    options = re2.Options()
+    options.log_errors = False
     try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"is not a valid regular expression: {exc}") from exc
+        re2.compile(value, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(
+            f"is not a valid regular expression for RE2 (no backreferences or lookaround): {detail}"
+        ) from exc
     return value
 
 
@@ -111,7 +118,8 @@ class Analysis(ApiModel):
     ignore_statements: list[Annotated[str, AfterValidator(_regex), Field(min_length=1, max_length=1024)]] = Field(
         default_factory=list
     )
-    """Regular expressions (Python syntax) matched against the normalised statement text; matches are skipped."""
+    """Regular expressions (RE2 syntax: no backreferences or lookaround) searched for in the normalised statement
+    text; matches are skipped. RE2 matches in time linear in the text, so no pattern can stall an analysis."""
     job_resources: ResourceRequirements | None = None
     """Resources of the analysis Job's Pod when ``runner`` is ``job``."""
 
@@ -386,6 +394,15 @@ class DatabaseInfo(ApiModel):
     """Installed extensions; ``pg_stat_statements`` is required and ``hypopg`` enables what-if planning."""
 
 
+class SkippedStatement(ApiModel):
+    """A statement the analysis could not read, and why (it was left out; the others were analysed)."""
+
+    query_id: str = Field(max_length=32)
+    """Its ``queryid`` in ``pg_stat_statements``."""
+    reason: str = Field(max_length=300)
+    """Why it was skipped, e.g. ``nested too deeply to parse (RecursionError)``."""
+
+
 class LastAnalysis(ApiModel):
     """Summary of the most recent analysis."""
 
@@ -399,6 +416,13 @@ class LastAnalysis(ApiModel):
     """Statements read from ``pg_stat_statements``."""
     statements_analysed: int | None = Field(default=None, ge=0)
     """Statements planned and considered."""
+    statements_skipped: int | None = Field(default=None, ge=0)
+    """Statements left out (too few calls, ignored, utility, outside the top, or unreadable)."""
+    unreadable: list[SkippedStatement] = Field(default_factory=list, max_length=10)
+    """The first statements the parser could not read (too deeply nested, unterminated, too long), with the
+    reason; each was skipped and the analysis went on without it."""
+    unreadable_count: int | None = Field(default=None, ge=0)
+    """How many statements could not be read in all."""
     outcome: Literal["Succeeded", "Failed"] | None = None
     """Whether it produced recommendations."""
     job: str | None = Field(default=None, max_length=253)

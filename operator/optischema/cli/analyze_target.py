@@ -8,8 +8,9 @@ import asyncio
 import sys
 from typing import Any
 
-from optischema.flows.target import analyse_and_record, check_target
+from optischema.flows.target import analyse_and_record, check_target, utc_now
 from optischema.kube.client import Kube, current_namespace, load_config
+from optischema.lifecycle import target as lifecycle
 from optischema.settings import Settings
 
 
@@ -27,16 +28,13 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(kube: Kube, namespace: str, name: str, settings: Settings) -> int:
     target = await kube.get("postgrestargets", namespace, name)
-    last = (target.get("status") or {}).get("lastAnalysis") or {}
-    extra = {"job": last.get("job"), "requested": last.get("requested")}
+    run = lifecycle.read(target.get("status"))  # as the operator began it when it created this Job
+    if run.start_time is None:
+        run = lifecycle.started(run, utc_now(), job=run.job, requested=run.requested)
     check = await check_target(namespace, target["spec"], kube.read_secret)
     if not check.ready:
-        await kube.patch_status(
-            "postgrestargets",
-            namespace,
-            name,
-            {"lastAnalysis": {**extra, "outcome": "Failed", "message": f"{check.reason}: {check.message}"}},
-        )
+        failure = lifecycle.failed(run, utc_now(), f"{check.reason}: {check.message}")
+        await kube.patch_status("postgrestargets", namespace, name, lifecycle.status_patch(failure))
         print(f"optischema analyze-target: {check.reason}: {check.message}", file=sys.stderr)
         return 1
     ok, message = await analyse_and_record(
@@ -45,7 +43,7 @@ async def _run(kube: Kube, namespace: str, name: str, settings: Settings) -> int
         check,
         sample_seconds=settings.sample_seconds,
         semaphore=asyncio.Semaphore(1),
-        extra=extra,
+        run=run,
         operator_namespace=settings.operator_namespace or current_namespace(),
         llm_cluster_budget=settings.llm_cluster_daily_token_budget,
     )

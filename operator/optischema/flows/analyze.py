@@ -3,7 +3,10 @@ findings. The CLI, the analysis Job and the operator's inline runner all call :f
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from optischema.analysis.selection import Limits, Selection, requests_for, selec
 from optischema.analysis.snapshot import Snapshot
 from optischema.analysis.suggestions import Rejection
 from optischema.analysis.whatif import PlanCache
-from optischema.analysis.workload import Skipped, Workload, build_workload
+from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
 from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, connect
 from optischema.postgres.planner import HypoPGPlanner
@@ -74,12 +77,47 @@ class AnalysisResult:
     planner_calls: int = 0
     duration_seconds: float = 0.0
     server_version: str = ""
+    system_identifier: str | None = None
+    """The database's ``system_identifier`` as the analysis saw it: each recommendation records it."""
     started_at: datetime | None = None
     consultation: Consultation | None = None
     statements: list[tuple[str, str, int, float, int]] = field(default_factory=list)
     """Every statement read (query id, text, calls, total ms, rows): the statement history's point."""
     index_bytes: int = 0
     index_count: int = 0
+
+
+async def analyze_off_loop(dsn: str, options: AnalyzeOptions) -> AnalysisResult:
+    """:func:`analyze` in a thread of its own, with its own event loop and connection, so that parsing and the
+    selection's bookkeeping (seconds of CPU on a large workload) never hold up the caller's loop — in the operator,
+    the one that answers admission requests and runs every other target's daemon.
+
+    A daemon thread rather than ``asyncio.to_thread``: an operator asked to stop is not held until a long analysis
+    ends (the executor's threads are joined at exit; a daemon thread is not). Its result or error is handed back
+    to the caller's loop; a caller that was cancelled meanwhile just never reads it.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[AnalysisResult] = loop.create_future()
+
+    def hand_back(outcome: AnalysisResult | BaseException) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def work() -> None:
+        outcome: AnalysisResult | BaseException
+        try:
+            outcome = asyncio.run(analyze(dsn, options))
+        except BaseException as error:  # handed to the caller, which decides
+            outcome = error
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(hand_back, outcome)
+
+    threading.Thread(target=work, name="optischema-analysis", daemon=True).start()
+    return await future
 
 
 async def analyze(dsn: str, options: AnalyzeOptions, progress: Progress | None = None) -> AnalysisResult:
@@ -171,6 +209,7 @@ async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: da
         planner_calls=selection.planner_calls if selection else 0,
         duration_seconds=round(time.monotonic() - clock, 3),
         server_version=snapshot.server.version,
+        system_identifier=snapshot.server.system_identifier,
         started_at=started,
         consultation=consultation,
         statements=[(str(s.query_id), s.query, s.calls, s.total_time_ms, s.rows) for s in snapshot.statements],
@@ -210,6 +249,15 @@ def _workload(snapshot: Snapshot, options: AnalyzeOptions) -> Workload:
             "at once is refused. Lower --top (the statements with the most total time are kept).",
             ExitCode.BAD_INPUT,
         )
+    for number, pattern in enumerate(options.ignore_statements):
+        try:
+            compile_pattern(pattern)
+        except ValueError as error:
+            raise AnalysisError(
+                "InvalidIgnorePattern",
+                f"spec.analysis.ignoreStatements[{number}] ({pattern!r}): {error}",
+                ExitCode.BAD_INPUT,
+            ) from error
     workload = build_workload(
         snapshot, min_calls=options.min_calls, top=options.top_statements, ignore_patterns=options.ignore_statements
     )

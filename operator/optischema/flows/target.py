@@ -17,16 +17,18 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from optischema.analysis.errors import AnalysisError
+from optischema.analysis.statements import is_unreadable
 from optischema.analysis.suggestions import Rejection
 from optischema.api import describe
 from optischema.api.conditions import Condition, ConditionType, Reason, remove_condition, set_condition
 from optischema.api.durations import parse_duration
 from optischema.api.quantity import quantity_bytes
-from optischema.api.target import DatabaseInfo, Extension, LlmRejection, LlmStatus, PostgresTargetSpec
+from optischema.api.target import DatabaseInfo, Extension, LastAnalysis, LlmRejection, LlmStatus, PostgresTargetSpec
 from optischema.changes.windows import current_or_next
 from optischema.flows import advisor as advisors
 from optischema.flows.advisor import DEFAULT_CLUSTER_BUDGET
-from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze
+from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze_off_loop
+from optischema.lifecycle import target as lifecycle
 from optischema.postgres.collect import read_server
 from optischema.postgres.connect import DATABASE_ERRORS, connect
 from optischema.telemetry import LLM_SUGGESTIONS, RECOMMENDATIONS
@@ -196,7 +198,7 @@ async def run_analysis(
     started = time.monotonic()
     async with semaphore:
         try:
-            return await analyze(dsn, options), None, time.monotonic() - started
+            return await analyze_off_loop(dsn, options), None, time.monotonic() - started
         except AnalysisError as error:
             return None, f"{error.reason}: {error.message}", time.monotonic() - started
 
@@ -243,27 +245,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def unready(check: Check, previous: dict[str, Any], requested: str | None, now: datetime) -> dict[str, Any]:
-    """``lastAnalysis`` of an analysis that was due but could not run, the target not being ready."""
-    return {
-        "startTime": now.isoformat(),
-        "completionTime": now.isoformat(),
-        "durationSeconds": 0.0,
-        "requested": requested,
-        "job": None,
-        **failed(previous, now),
-        "message": f"not analysed: the target is not ready ({check.reason}: {check.message})"[:4000],
-    }
-
-
-def failed(previous: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """``lastAnalysis`` fields of one more failure in a row (what ``analysisFailing`` is judged on)."""
-    count = int(previous.get("consecutiveFailures") or 0)
-    return {
-        "outcome": "Failed",
-        "consecutiveFailures": count + 1,
-        "failingSince": (previous.get("failingSince") if count else None) or now.isoformat(),
-    }
+def unready(check: Check, previous: LastAnalysis, requested: str | None, now: datetime) -> dict[str, Any]:
+    """The status patch of an analysis that was due but could not run, the target not being ready."""
+    return lifecycle.status_patch(
+        lifecycle.not_ready(previous, now, reason=str(check.reason), message=check.message, requested=requested)
+    )
 
 
 async def analyse_and_record(
@@ -271,37 +257,54 @@ async def analyse_and_record(
     target: dict[str, Any],
     check: Check,
     *,
+    run: LastAnalysis,
     sample_seconds: float,
     semaphore: asyncio.Semaphore,
-    extra: dict[str, Any] | None = None,
     operator_namespace: str = "optischema-system",
     llm_cluster_budget: int = DEFAULT_CLUSTER_BUDGET,
 ) -> tuple[bool, str]:
-    """Analyse, sync the recommendations and record ``status.lastAnalysis`` — inline or in an analysis Job."""
+    """Analyse, sync the recommendations and record ``status.lastAnalysis`` — inline or in an analysis Job.
+
+    ``run`` is the analysis as :func:`optischema.lifecycle.target.started` began it. Whatever goes wrong is
+    recorded as a failed analysis, an unexpected error included (with its type): a round that only raised would be
+    retried at every check with ``lastAnalysis`` unchanged, and ``analysisFailing`` would never hear of it.
+    """
+    meta = target["metadata"]
+    clock = time.monotonic()
+    try:
+        return await _analyse_and_record(
+            kube, target, check, run, sample_seconds, semaphore, operator_namespace, llm_cluster_budget
+        )
+    except Exception as error:  # see the docstring; the caller logs and posts it as well
+        message = f"unexpected error: {type(error).__name__}: {error}"
+        failure = lifecycle.failed(run, utc_now(), message, duration_seconds=time.monotonic() - clock)
+        await kube.patch_status("postgrestargets", meta["namespace"], meta["name"], lifecycle.status_patch(failure))
+        return False, message
+
+
+async def _analyse_and_record(
+    kube: Any,
+    target: dict[str, Any],
+    check: Check,
+    run: LastAnalysis,
+    sample_seconds: float,
+    semaphore: asyncio.Semaphore,
+    operator_namespace: str,
+    llm_cluster_budget: int,
+) -> tuple[bool, str]:
     from optischema.flows import recommendations, reports
 
     meta = target["metadata"]
-    started = utc_now()
+    started = run.start_time or utc_now()
     advisor, store, llm_note = None, None, None
     if check.spec is not None and check.spec.llm.enabled:
         advisor, store, llm_note = await advisors.for_target(
             kube, target, check.spec.llm, operator_namespace=operator_namespace, cluster_budget=llm_cluster_budget
         )
     result, error, seconds = await run_analysis(check, sample_seconds, semaphore, advisor)
-    summary: dict[str, Any] = {
-        **(extra or {}),
-        "startTime": started.isoformat(),
-        "completionTime": utc_now().isoformat(),
-        "durationSeconds": round(seconds, 3),
-    }
     if result is None:
-        previous = (target.get("status") or {}).get("lastAnalysis") or {}
-        await kube.patch_status(
-            "postgrestargets",
-            meta["namespace"],
-            meta["name"],
-            {"lastAnalysis": {**summary, **failed(previous, started), "message": error}},
-        )
+        failure = lifecycle.failed(run, utc_now(), error or "analysis failed", duration_seconds=seconds)
+        await kube.patch_status("postgrestargets", meta["namespace"], meta["name"], lifecycle.status_patch(failure))
         return False, error or "analysis failed"
     if check.spec is not None and not check.spec.sandbox.enabled and result.consultation is not None:
         _unproved_rewrites(result)
@@ -313,17 +316,25 @@ async def analyse_and_record(
         )  # fmt: skip
     except Exception as error:  # the history is for reports: never worth failing an analysis over
         result.notes.append(f"the statement history could not be recorded: {error}")
-    summary |= {
-        "outcome": "Succeeded",
-        "consecutiveFailures": 0,
-        "failingSince": None,
-        "statementsSeen": result.statements_seen,
-        "statementsAnalysed": result.statements_analysed,
-        "message": "; ".join(result.notes)[:4000] or None,
-    }
+    unreadable = [(str(s.query_id), s.reason) for s in result.skipped if is_unreadable(s.reason)]
+    if unreadable:
+        result.notes.append(
+            f"{len(unreadable)} statement(s) could not be read and were skipped (see unreadable), e.g. query "
+            f"{unreadable[0][0]}: {unreadable[0][1]}"
+        )
+    done = lifecycle.succeeded(
+        run,
+        utc_now(),
+        duration_seconds=seconds,
+        statements_seen=result.statements_seen,
+        statements_analysed=result.statements_analysed,
+        statements_skipped=len(result.skipped),
+        unreadable=unreadable,
+        notes=result.notes,
+    )
     for phase, count in counts.items():
         RECOMMENDATIONS.labels(meta["namespace"], meta["name"], phase).set(count)
-    patch: dict[str, Any] = {"lastAnalysis": summary, "recommendations": counts}
+    patch: dict[str, Any] = {**lifecycle.status_patch(done), "recommendations": counts}
     if check.spec is not None and check.spec.llm.enabled:
         tokens_today = await store.today() if store is not None else 0
         patch["llm"] = llm_status(result, llm_note, tokens_today, (meta["namespace"], meta["name"]))

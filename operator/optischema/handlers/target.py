@@ -10,11 +10,12 @@ import kopf
 
 from optischema.api.conditions import Condition
 from optischema.api.resources import GROUP, VERSION
-from optischema.api.target import PostgresTargetSpec
+from optischema.api.target import LastAnalysis, PostgresTargetSpec
 from optischema.flows import notifications, reports
 from optischema.flows import target as flow
 from optischema.kube.client import current_namespace
 from optischema.kube.jobs import analysis_job
+from optischema.lifecycle import target as lifecycle
 from optischema.telemetry import ANALYSIS_FAILURES, ANALYSIS_SECONDS, TARGET_READY, log_for
 
 ANALYZE_ANNOTATION = "optischema.io/analyze-requested"
@@ -57,19 +58,19 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
     if check.spec is None:
         return
     await tell(body, memo, check.spec, now)
-    last = status.get("lastAnalysis") or {}
+    last = lifecycle.read(status)
+    completed = last.completion_time.isoformat() if last.completion_time else None
     requested = (meta.get("annotations") or {}).get(ANALYZE_ANNOTATION)
     if not check.ready:
         # An analysis that was due could not run: that counts as a failed one (analysisFailing is judged on it).
-        if flow.analysis_due(check.spec, last.get("completionTime"), requested, last.get("requested"), now):
-            patch = flow.unready(check, last, requested, now)
+        if flow.analysis_due(check.spec, completed, requested, last.requested, now):
             ANALYSIS_FAILURES.labels(namespace, name, str(check.reason)).inc()
-            await memo.kube.patch_status("postgrestargets", namespace, name, {"lastAnalysis": patch})
+            await memo.kube.patch_status("postgrestargets", namespace, name, flow.unready(check, last, requested, now))
         return
-    if last.get("job") and not last.get("completionTime"):
+    if lifecycle.in_flight(last):
         await watch_job(body, last, memo)  # an analysis Job is in flight: it records its own result
         return
-    if not flow.analysis_due(check.spec, last.get("completionTime"), requested, last.get("requested"), now):
+    if not flow.analysis_due(check.spec, completed, requested, last.requested, now):
         return
     if check.spec.analysis.runner == "job":
         settings = memo.settings
@@ -82,21 +83,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             operator_namespace=settings.operator_namespace or current_namespace(),
         )
         await memo.kube.create_job(namespace, job)
-        await memo.kube.patch_status(
-            "postgrestargets",
-            namespace,
-            name,
-            {
-                "lastAnalysis": {
-                    "job": job["metadata"]["name"],
-                    "startTime": now.isoformat(),
-                    "requested": requested,
-                    "completionTime": None,
-                    "outcome": None,
-                    "message": None,
-                }
-            },
-        )
+        begun = lifecycle.started(last, now, job=job["metadata"]["name"], requested=requested)
+        await memo.kube.patch_status("postgrestargets", namespace, name, lifecycle.status_patch(begun))
         kopf.info(body, reason="AnalysisJobCreated", message=f"analysis runs in Job {job['metadata']['name']}")
         return
     clock = time.monotonic()
@@ -106,7 +94,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         check,
         sample_seconds=memo.settings.sample_seconds,
         semaphore=memo.analyses,
-        extra={"requested": requested},
+        run=lifecycle.started(last, now, job=None, requested=requested),
         operator_namespace=memo.settings.operator_namespace or current_namespace(),
         llm_cluster_budget=memo.settings.llm_cluster_daily_token_budget,
     )
@@ -128,19 +116,14 @@ async def tell(body: kopf.Body, memo: kopf.Memo, spec: PostgresTargetSpec, now: 
         kopf.warn(body, reason="ReportFailed", message=f"{type(error).__name__}: {error}"[:1024])
 
 
-async def watch_job(body: kopf.Body, last: dict[str, Any], memo: kopf.Memo) -> None:
+async def watch_job(body: kopf.Body, last: LastAnalysis, memo: kopf.Memo) -> None:
     """Record a failed (or vanished) analysis Job, which cannot record itself."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    failed = await memo.kube.job_failed(namespace, last["job"])
+    failed = await memo.kube.job_failed(namespace, last.job or "")
     if failed is False:
         return
-    message = f"analysis Job {last['job']} " + ("failed: see its Pod's log" if failed else "disappeared")
-    now = flow.utc_now()
+    message = f"analysis Job {last.job} " + ("failed: see its Pod's log" if failed else "disappeared")
     ANALYSIS_FAILURES.labels(namespace, name, "JobFailed").inc()
     kopf.warn(body, reason="AnalysisFailed", message=message)
-    await memo.kube.patch_status(
-        "postgrestargets",
-        namespace,
-        name,
-        {"lastAnalysis": {"completionTime": now.isoformat(), **flow.failed(last, now), "message": message}},
-    )
+    failure = lifecycle.failed(last, flow.utc_now(), message)
+    await memo.kube.patch_status("postgrestargets", namespace, name, lifecycle.status_patch(failure))
