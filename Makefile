@@ -9,12 +9,12 @@ DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgres
 STAMP := $(VENV)/.installed
 
 
-.PHONY: help install debs test test-unit test-postgres test-k8s test-image image lint crds manifests demo demo-engine bench lock krew controlplane helm cluster-up cluster-down e2e-kind clean
+.PHONY: help install debs test test-unit test-postgres test-k8s test-image image lint crds manifests demo demo-engine bench lock krew controlplane helm promtool cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: debs $(STAMP) controlplane helm ## Debian packages (when root), venv, Python dependencies, control-plane binaries, Helm
+install: debs $(STAMP) controlplane helm promtool ## Debian packages (when root), venv, Python dependencies, control-plane binaries, Helm, promtool
 
 debs:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -90,6 +90,9 @@ controlplane: ## build (or find) etcd, kube-apiserver, kube-controller-manager a
 
 helm: ## build (or find) the pinned Helm in the cache
 	@hack/helm/build.sh >/dev/null
+
+promtool: ## build (or find) the pinned promtool (Prometheus's rule tester, for tests/k8s/test_alerts.py) in the cache
+	@hack/promtool/build.sh >/dev/null
 
 cluster-up: install ## start the embedded cluster in the background; prints `export KUBECONFIG=...`
 	@$(PY) -m devcluster up
