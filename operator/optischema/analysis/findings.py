@@ -19,7 +19,7 @@ from optischema.changes.ddl import render_setting_rollback as setting_rollback
 from .candidates import as_index, covers
 from .report import Recommendation, days_since, index_definition, make
 from .selection import WorkloadStatement
-from .snapshot import Index, Snapshot, Statement, Table
+from .snapshot import Index, Setting, Snapshot, Statement, Table
 
 #: autovacuum's own default: ANALYZE after 50 rows + 10% of the table changed. Twice that and it is overdue.
 ANALYZE_BASE_THRESHOLD = 50
@@ -203,8 +203,10 @@ def setting_findings(snapshot: Snapshot, workload: Iterable[WorkloadStatement]) 
     return found
 
 
-def _setting(name: str, value: str, current: str | None, rationale: str, risk: str = "medium") -> Recommendation:
-    change = SettingChange(name=name, value=value, current_value=current)
+def _setting(name: str, value: str, current: Setting, rationale: str, risk: str = "medium") -> Recommendation:
+    """The value seen and where it came from (``pg_settings.source``) are kept: the rollback resets to the
+    server's files and defaults rather than pin the old value when that is where it came from."""
+    change = SettingChange(name=name, value=value, current_value=current.value, current_source=current.source)
     return make(
         "setting",
         RecommendedChange(setting=change),
@@ -234,7 +236,7 @@ def _work_mem(snapshot: Snapshot, statements: list[Statement]) -> Recommendation
     return _setting(
         "work_mem",
         f"{proposed}MB",
-        setting.value,
+        setting,
         f"{len(spilling)} statements write temporary files ({spill_time / total_time:.0%} of execution time); the "
         f"largest spills {worst:.1f} MB per call. Formula: next power of two ≥ work_mem ({setting.value}) + largest "
         f"spill per call, at most {MAX_WORK_MEM_MB}MB since every sort and hash of every connection may use it.",
@@ -257,7 +259,7 @@ def _random_page_cost(snapshot: Snapshot, statements: list[Statement]) -> Recomm
     return _setting(
         "random_page_cost",
         RANDOM_PAGE_COST_CACHED,
-        setting.value,
+        setting,
         f"{ratio:.2%} of the workload's block reads are served from shared buffers: a random read costs about what "
         f"a sequential one does, but random_page_cost = {setting.value} makes the planner avoid index scans. "
         f"Formula: {RANDOM_PAGE_COST_CACHED} when the hit ratio is at least {CACHED_HIT_RATIO:.0%} (or on SSDs).",
@@ -275,7 +277,7 @@ def _effective_cache_size(snapshot: Snapshot) -> Recommendation | None:
     return _setting(
         "effective_cache_size",
         f"{proposed}MB",
-        cache.value,
+        cache,
         f"effective_cache_size ({cache.value}) is below twice shared_buffers ({buffers.value}), though it should "
         "count shared buffers and the operating system's page cache. Formula: 3 × shared_buffers, a floor; raise "
         "it to about 75% of the server's memory if you know it. It only informs the planner: nothing is allocated.",

@@ -28,3 +28,8 @@ class SettingChange(ApiModel):
     """Proposed value, as ``SHOW`` prints it, e.g. ``64MB``."""
     current_value: str | None = Field(default=None, max_length=256)
     """Value when the recommendation was made; the rollback restores it."""
+    current_source: str | None = Field(default=None, max_length=64)
+    """Where that value came from (``pg_settings.source`` at analysis time, e.g. ``default``, ``configuration
+    file``). When it is ``default`` or ``configuration file`` the rollback runs ``ALTER SYSTEM RESET`` (the server
+    goes back to its defaults and files, and later edits of ``postgresql.conf`` take effect again) instead of pinning
+    the old value with ``ALTER SYSTEM SET``. Absent: the old value is set back."""
