@@ -19,13 +19,12 @@ from .target import Risk
 
 RecommendationKind = Literal["createIndex", "dropIndex", "analyze", "setting", "queryRewrite"]
 ApprovalState = Literal["Pending", "Approved", "Rejected"]
+#: Where a recommendation is in its life; ``optischema.lifecycle.recommendation`` owns the transitions between them.
 RecommendationPhase = Literal[
-    "Proposed",
     "Benchmarking",
     "AwaitingApproval",
     "Approved",
     "Rejected",
-    "Applying",
     "Applied",
     "RolledBack",
     "Failed",
@@ -182,10 +181,15 @@ class TuningRecommendationSpec(ApiModel):
     """The LLM that suggested it, for ``source: llm``."""
     risk: Risk = "medium"
     """Operational risk: lock time, write overhead, and how much the change could hurt if the estimate is off."""
+    system_identifier: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$", json_schema_extra=IMMUTABLE)
+    """The database's ``system_identifier`` when the analysis ran: the IndexChange made on approval carries it, and
+    the apply path compares it with the database right before every statement (a repointed target is refused)."""
     approval: Approval = Field(
         default_factory=Approval, json_schema_extra={"default": {"state": "Pending", "when": "nextWindow"}}
     )
-    """The decision; the only part a person edits. Defaulted to ``Pending`` by the API server."""
+    """The decision; the only part a person edits. Defaulted to ``Pending`` by the API server. Everything else in
+    the spec is written by the operator's analysis only (its admission webhook refuses other users' edits), and
+    ``approval`` cannot change once decided."""
 
     @model_validator(mode="after")
     def _change_matches_kind(self) -> TuningRecommendationSpec:

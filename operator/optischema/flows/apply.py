@@ -31,6 +31,7 @@ from optischema.changes.ddl import index_name, render_drop, statements_for, tabl
 from optischema.changes.verdict import Counters, build_estimate, fits, judge
 from optischema.changes.windows import current_or_next
 from optischema.flows.target import build_dsn
+from optischema.lifecycle import recommendation as recommendation_lifecycle
 from optischema.postgres import catalog, execute
 from optischema.postgres.connect import DATABASE_ERRORS
 
@@ -565,7 +566,9 @@ async def _finish(
         ref = change.spec.recommendation_ref if change.spec is not None else None
         if ref is not None and phase in ("Applied", "RolledBack", "Failed"):
             with contextlib.suppress(LookupError):
-                await ctx.kube.patch_status("tuningrecommendations", change.namespace, ref.name, {"phase": phase})
+                await ctx.kube.patch_status(
+                    "tuningrecommendations", change.namespace, ref.name, recommendation_lifecycle.outcome(phase)
+                )
 
     # Writing the final phase makes kopf stop this change's daemon, possibly while we still wait for the write's
     # answer: what follows it (Event, metrics, notification, the recommendation's phase) must finish regardless.

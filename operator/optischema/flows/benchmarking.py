@@ -24,12 +24,13 @@ from optischema.flows.policy import auto_approves
 from optischema.flows.sandbox import Provider
 from optischema.flows.target import Check
 from optischema.kube.client import Kube
+from optischema.lifecycle import recommendation as lifecycle
 from optischema.notify.deliver import Notifier
 from optischema.telemetry import BENCHMARK_SECONDS, BENCHMARKS, LLM_SUGGESTIONS, SANDBOXES_RUNNING, log_for
 
 PLURAL = "tuningrecommendations"
 TARGET_LABEL = "optischema.io/target"
-WAITING = {None, "Proposed", "AwaitingApproval", "Benchmarking"}
+WAITING = lifecycle.WAITING
 #: Outcomes that turn a query rewrite down: it is never applied, so a person need not look at it.
 VERDICTS = {Reason.ROWS_DIFFER, Reason.NOT_FASTER}
 Announce = Callable[[dict[str, Any], str, str, bool], None]  # (recommendation, reason, message, warning)
@@ -74,7 +75,7 @@ def recorded(outcome: Outcome, status: dict[str, Any], generation: int | None, n
         "conditions": [c.to_wire() for c in conditions],
     }
     if status.get("phase") == "Benchmarking":
-        patch["phase"] = "AwaitingApproval"
+        patch |= lifecycle.transition("Benchmarking", "AwaitingApproval")
     return patch
 
 
@@ -133,7 +134,9 @@ class Queue:
                 return 0
             if not needs_benchmark(current):
                 return 0  # decided, or measured, while it waited for a slot
-            await self.kube.patch_status(PLURAL, namespace, name, {"phase": "Benchmarking"})
+            await self.kube.patch_status(
+                PLURAL, namespace, name, lifecycle.transition(lifecycle.phase_of(current), "Benchmarking")
+            )
             SANDBOXES_RUNNING.labels(namespace, target).inc()
             try:
                 outcome = await benchmark(

@@ -16,11 +16,12 @@ from optischema.api.target import PostgresTargetSpec
 from optischema.flows.analyze import AnalysisResult
 from optischema.flows.policy import auto_approves
 from optischema.kube.client import Kube
+from optischema.lifecycle import recommendation as lifecycle
 
 PLURAL = "tuningrecommendations"
 TARGET_LABEL = "optischema.io/target"
 #: Phases that are final or in a person's hands: a recommendation in them is never marked Superseded.
-SETTLED = {"Approved", "Rejected", "Applying", "Applied", "RolledBack", "Failed", "Superseded"}
+SETTLED = lifecycle.SETTLED
 
 
 @dataclass(slots=True)
@@ -30,12 +31,17 @@ class SyncPlan:
     supersede: list[str] = field(default_factory=list)
 
 
-def desired(recommendations: Sequence[Recommendation], target: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Custom resources for the findings, owned by the target (deleting it deletes them)."""
+def desired(
+    recommendations: Sequence[Recommendation], target: dict[str, Any], system_identifier: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Custom resources for the findings, owned by the target (deleting it deletes them), each recording the
+    database the analysis saw (``spec.systemIdentifier``), which the IndexChange made on approval carries."""
     meta = target["metadata"]
     bodies = {}
     for recommendation in recommendations:
         resource = recommendation.to_custom_resource(meta["name"], meta["namespace"])
+        if system_identifier is not None:
+            resource.spec.system_identifier = system_identifier
         body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
         body["metadata"] = {
             "name": resource.metadata.name,
@@ -63,10 +69,12 @@ def plan(wanted: dict[str, dict[str, Any]], existing: Sequence[dict[str, Any]]) 
 async def apply(kube: Kube, body: dict[str, Any], result: AnalysisResult) -> dict[str, int]:
     """Create, refresh and supersede the target's recommendations; their counts by phase, for its status."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    wanted = desired(result.recommendations, body)
+    wanted = desired(result.recommendations, body, result.system_identifier)
     existing = await kube.list(PLURAL, namespace, f"{TARGET_LABEL}={name}")
+    recorded = {item["metadata"]["name"]: lifecycle.phase_of(item) for item in existing}
     actions = plan(wanted, existing)
-    seen = datetime.now(UTC).isoformat()
+    now = datetime.now(UTC)
+    seen = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     rule = PostgresTargetSpec.model_validate(body["spec"]).policy.auto_approve
     for created in actions.create:
         approved, why = auto_approves(rule, created["spec"]["kind"], created["spec"].get("risk", "medium"), None)
@@ -79,10 +87,9 @@ async def apply(kube: Kube, body: dict[str, Any], result: AnalysisResult) -> dic
                 "when": "nextWindow",
             }
         if await kube.create(PLURAL, namespace, created) is not None:
-            phase = "Approved" if approved else "AwaitingApproval"  # the approval handler links the IndexChange
-            await kube.patch_status(
-                PLURAL, namespace, created["metadata"]["name"], {"phase": phase, "lastSeenAt": seen}
-            )
+            # The approval handler links the IndexChange of an auto-approved one.
+            first = lifecycle.transition(None, "Approved" if approved else "AwaitingApproval", last_seen_at=now)
+            await kube.patch_status(PLURAL, namespace, created["metadata"]["name"], first)
     for refreshed in actions.refresh:
         update = {
             "spec": {
@@ -91,9 +98,9 @@ async def apply(kube: Kube, body: dict[str, Any], result: AnalysisResult) -> dic
             }
         }
         await kube.patch(PLURAL, namespace, refreshed, update)
-        await kube.patch_status(PLURAL, namespace, refreshed, {"lastSeenAt": seen})
+        await kube.patch_status(PLURAL, namespace, refreshed, lifecycle.seen(now))
     for gone in actions.supersede:
-        await kube.patch_status(PLURAL, namespace, gone, {"phase": "Superseded"})
+        await kube.patch_status(PLURAL, namespace, gone, lifecycle.transition(recorded.get(gone), "Superseded"))
     items = await kube.list(PLURAL, namespace, f"{TARGET_LABEL}={name}")
     phases = [(i.get("status") or {}).get("phase") for i in items]
     approval = [i["spec"].get("approval", {}).get("state") for i in items]

@@ -1,4 +1,8 @@
-"""TuningRecommendation: a decision becomes an IndexChange (for index kinds), once, whoever restarts when."""
+"""TuningRecommendation: a decision becomes an IndexChange (for index kinds), once, whoever restarts when.
+
+The phase moves through ``lifecycle.recommendation``; the IndexChange carries the database identity the analysis
+recorded on the recommendation (``spec.systemIdentifier``), not whatever the target points at now.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import kopf
 
 from optischema.api.resources import GROUP, VERSION, owner_reference
 from optischema.handlers.benchmark import wake
+from optischema.lifecycle import recommendation as lifecycle
 from optischema.telemetry import INDEX_CHANGES_CREATED
 
 #: Recommendation kind → (IndexChange operation, the member of spec.change it carries, its name in the change).
@@ -29,20 +34,25 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     namespace, name = meta["namespace"], meta["name"]
     if state == "Pending":
         wake(memo, namespace, spec["targetRef"]["name"])  # its sandbox benchmark
-    if state == "Rejected" and status.get("phase") != "Rejected":
-        await memo.kube.patch_status("tuningrecommendations", namespace, name, {"phase": "Rejected"})
+    phase = lifecycle.phase_of(body)
+    if state == "Rejected" and phase != "Rejected" and lifecycle.allowed(phase, "Rejected"):
+        await memo.kube.patch_status("tuningrecommendations", namespace, name, lifecycle.transition(phase, "Rejected"))
         kopf.info(body, reason="Rejected", message=spec["approval"].get("reason") or "rejected")
     if state != "Approved" or status.get("indexChangeRef"):
         return
+    if not lifecycle.allowed(phase, "Approved"):
+        # Superseded (analysis no longer finds it) or already finished: the approval changes nothing.
+        kopf.warn(body, reason="NotApplied", message=f"approved in phase {phase}: no IndexChange is made")
+        return
     mapping = OPERATIONS.get(spec["kind"])
-    update: dict[str, Any] = {"phase": "Approved"}
+    index_change: str | None = None
     if mapping is not None:
         operation, member, field = mapping
         try:
             target = await memo.kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
         except LookupError:
             target = {}
-        identity = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
+        identity = spec.get("systemIdentifier")  # the database the analysis saw, not the target's current one
         verification = ((target.get("spec") or {}).get("policy") or {}).get("verification")
         change = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -65,8 +75,10 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         }
         if await memo.kube.create("indexchanges", namespace, change) is not None:
             INDEX_CHANGES_CREATED.labels(namespace).inc()
-        update["indexChangeRef"] = {"name": name}
-    await memo.kube.patch_status("tuningrecommendations", namespace, name, update)
+        index_change = name
+    await memo.kube.patch_status(
+        "tuningrecommendations", namespace, name, lifecycle.transition(phase, "Approved", index_change=index_change)
+    )
     kopf.info(
         body,
         reason="Approved",
