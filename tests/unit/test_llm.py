@@ -238,6 +238,59 @@ def test_rewrites_must_be_one_read_only_select_over_known_tables(sql: str, reaso
     assert reason in checked.reason
 
 
+@pytest.mark.parametrize(
+    ("sql", "refused"),
+    [
+        # Each passed the old deny-list: a SELECT that writes, reads files or runs a program through a function.
+        (
+            "SELECT query_to_xml('COPY (SELECT 1) TO PROGRAM ''touch /tmp/x''', true, false, '') FROM orders",
+            "query_to_xml",
+        ),
+        ("SELECT pg_read_file('/etc/passwd') FROM orders WHERE customer_id = $1", "pg_read_file"),
+        ("SELECT lo_export(16385, '/tmp/x') FROM orders WHERE customer_id = $1", "lo_export"),
+        ("SELECT * FROM orders, lo_export(16385, '/tmp/x') WHERE customer_id = $1", "lo_export"),
+        ("SELECT dblink_exec('dbname=postgres', 'DROP TABLE orders') FROM orders", "dblink_exec"),
+        ("SELECT set_config('role', 'postgres', false), * FROM orders WHERE customer_id = $1", "set_config"),
+        ("SELECT current_setting('data_directory') FROM orders", "current_setting"),
+        ("SELECT pg_sleep(60), * FROM orders WHERE customer_id = $1", "pg_sleep"),
+        ("SELECT nextval('orders_id_seq') FROM orders", "nextval"),
+        ("SELECT * FROM orders WHERE customer_id = $1 AND f(id) IS NULL", "function f "),
+        ("SELECT public.lower(email) FROM orders WHERE customer_id = $1", "public.lower"),
+        ("SELECT * FROM orders WHERE id IN (SELECT pg_read_file('/x')::int)", "pg_read_file"),
+        ("SELECT * INTO copied FROM orders WHERE customer_id = $1", "read-only SELECT"),
+        ("SELECT * FROM orders WHERE customer_id = $1 FOR UPDATE", "read-only SELECT"),
+    ],
+)
+def test_rewrites_call_only_allow_listed_side_effect_free_functions(sql: str, refused: str) -> None:
+    checked = check_rewrite(RewriteSuggestion(query_id="1", sql=sql), KNOWN, COLUMNS)
+    assert isinstance(checked, Rejection), sql
+    assert refused in checked.reason, checked.reason
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM orders WHERE customer_id = $1",
+        "SELECT id, status FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 20",
+        "SELECT count(*), max(created_at) FROM orders WHERE customer_id = $1 GROUP BY status",
+        "SELECT * FROM orders WHERE lower(email) = lower($1) AND status = ANY($2)",
+        "SELECT date_trunc('day', created_at) AS day, count(*) FROM orders WHERE created_at > now() - "
+        "interval '7 days' GROUP BY 1",
+        "SELECT coalesce(status, 'none'), string_agg(email, ',') FROM orders WHERE customer_id = $1 GROUP BY 1",
+        "SELECT id FROM orders o WHERE EXISTS (SELECT 1 FROM orders p WHERE p.customer_id = o.customer_id)",
+        "WITH recent AS (SELECT * FROM orders WHERE created_at > $1) SELECT count(*) FROM recent",
+        "SELECT id, row_number() OVER (PARTITION BY customer_id ORDER BY created_at) FROM orders",
+        "SELECT CASE WHEN status = 'done' THEN 1 ELSE 0 END, id::text, CAST(id AS bigint) FROM orders",
+        "SELECT pg_catalog.lower(email) FROM orders WHERE customer_id = $1",
+        "SELECT id FROM orders WHERE customer_id = $1 UNION ALL SELECT id FROM orders WHERE status = $2",
+        "SELECT extract(year FROM created_at), to_char(created_at, 'YYYY-MM') FROM orders WHERE id = $1",
+        "SELECT jsonb_build_object('id', id), substring(email FROM 1 FOR 3) FROM orders WHERE id = $1",
+    ],
+)
+def test_legitimate_rewrites_still_pass(sql: str) -> None:
+    assert check_rewrite(RewriteSuggestion(query_id="1", sql=sql), KNOWN, COLUMNS) == sql
+
+
 def test_a_rewrite_of_an_unknown_statement_is_rejected() -> None:
     checked = check_rewrite(RewriteSuggestion(query_id="2", sql="SELECT 1"), KNOWN, COLUMNS)
     assert isinstance(checked, Rejection)

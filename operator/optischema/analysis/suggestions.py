@@ -262,26 +262,104 @@ def check_setting(suggestion: SettingSuggestion) -> tuple[str, str] | Rejection:
     return name, suggestion.value.strip()
 
 
+#: Functions a rewrite may call: PostgreSQL built-ins (``pg_catalog``) that are IMMUTABLE or STABLE in every
+#: overload and not SECURITY DEFINER, chosen from what a rewrite of an application's SELECT plausibly needs
+#: (aggregates, window functions, arithmetic, text, date/time, JSON, arrays, set-returning series). Left out on
+#: purpose, although some are STABLE: anything that reads or writes server files or large objects (``pg_read_file``,
+#: ``pg_ls_dir``, ``lo_export``), runs a query given as text (``query_to_xml`` and the ``*_to_xml`` family,
+#: ``dblink*``), reads or changes settings (``current_setting``, ``set_config``), sleeps, locks or advances
+#: sequences. ``tests/postgres/test_sandbox_attacks.py`` checks every name against ``pg_proc``: it exists in
+#: ``pg_catalog``, no overload is VOLATILE or SECURITY DEFINER.
+REWRITE_FUNCTIONS = frozenset(
+    {
+        # aggregates
+        *("count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "string_agg", "array_agg"),
+        *("json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "mode", "percentile_cont"),
+        *("percentile_disc", "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp"),
+        # window functions
+        *("row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead"),
+        *("first_value", "last_value", "nth_value"),
+        # arithmetic
+        *("abs", "ceil", "ceiling", "floor", "round", "trunc", "sqrt", "power", "mod", "sign", "ln", "log", "exp"),
+        "div",
+        # text
+        *("lower", "upper", "length", "char_length", "substring", "substr", "position", "strpos", "btrim"),
+        *("ltrim", "rtrim", "lpad", "rpad", "replace", "concat", "concat_ws", "left", "right", "split_part"),
+        *("starts_with", "reverse", "initcap", "md5", "regexp_replace", "regexp_match", "to_char", "format"),
+        "translate",
+        # date and time
+        *("now", "date_trunc", "date_part", "extract", "age", "to_timestamp", "to_date", "make_interval"),
+        *("make_date", "date"),
+        # JSON
+        *("json_build_object", "jsonb_build_object", "json_build_array", "jsonb_build_array", "to_json"),
+        *("to_jsonb", "json_array_elements", "jsonb_array_elements", "json_extract_path_text"),
+        *("jsonb_extract_path_text", "jsonb_array_length", "jsonb_typeof"),
+        # arrays and series
+        *("array_length", "cardinality", "unnest", "array_position", "array_to_string", "string_to_array"),
+        "generate_series",
+    }
+)
+#: SQL constructs sqlglot parses as functions, which PostgreSQL evaluates itself (no ``pg_proc`` entry to call).
+REWRITE_SYNTAX = frozenset(
+    {"case", "cast", "coalesce", "nullif", "greatest", "least", "exists", "array", "row", "trim"}
+    | {"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"}
+)
+_CALLED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _function_name(node: exp.Func) -> str:
+    """The name PostgreSQL will resolve: sqlglot's own classes render to it (``TimestampTrunc`` → date_trunc)."""
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    called = _CALLED.match(node.sql(dialect=DIALECT))
+    return called.group(0).lower() if called else type(node).__name__.lower()
+
+
+def _refused_function(tree: exp.Expr) -> str | None:
+    """The first function call of ``tree`` outside the allow-list (or qualified by a schema other than
+    ``pg_catalog``: ``public.lower`` is someone's function), else None. Operators are not calls here."""
+    for node in tree.find_all(exp.Func):
+        if isinstance(node, exp.Binary | exp.Unary | exp.Connector | exp.Predicate):
+            continue
+        name = _function_name(node)
+        parent = node.parent
+        if isinstance(parent, exp.Dot) and parent.expression is node:
+            schema = parent.this.name.lower() if isinstance(parent.this, exp.Identifier | exp.Column) else ""
+            if schema != "pg_catalog":
+                return f"{parent.this.sql(dialect=DIALECT)}.{name}"
+        if name not in REWRITE_FUNCTIONS and name not in REWRITE_SYNTAX:
+            return name
+    return None
+
+
 def check_rewrite(
     suggestion: RewriteSuggestion,
     known_queries: Mapping[str, str],
     columns: Mapping[TableKey, set[str] | frozenset[str]],
 ) -> str | Rejection:
-    """The rewritten SQL when it is one read-only SELECT over known tables, for a statement of the workload."""
+    """The rewritten SQL when it is one read-only SELECT over known tables, for a statement of the workload, that
+    calls only functions on :data:`REWRITE_FUNCTIONS`. An allow-list, not a deny-list: a SELECT can write, read
+    files or run programs through a function (``query_to_xml('COPY … TO PROGRAM …')``), and nobody can list
+    every such function. The sandbox then runs it as an unprivileged role, in a READ ONLY transaction."""
     what = f"rewrite of {suggestion.query_id}"
     if suggestion.query_id not in known_queries:
         return Rejection("rewrite", what, f"no statement {suggestion.query_id} in the workload")
     try:
         trees = [t for t in sqlglot.parse(suggestion.sql, dialect=DIALECT) if t is not None]
-    except SqlglotError as error:
-        return Rejection("rewrite", what, f"does not parse: {str(error).splitlines()[0]}")
+    except (SqlglotError, RecursionError) as error:
+        return Rejection("rewrite", what, f"does not parse: {(str(error) or type(error).__name__).splitlines()[0]}")
     if len(trees) != 1:
         return Rejection("rewrite", what, "must be exactly one statement")
     tree = trees[0]
     if not isinstance(tree, (exp.Select, exp.Union, exp.Intersect, exp.Except)) or tree.find(
-        exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command
+        exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Into, exp.Lock
     ):
         return Rejection("rewrite", what, "must be a read-only SELECT")
+    refused = _refused_function(tree)
+    if refused is not None:
+        return Rejection(
+            "rewrite", what, f"function {refused} is not on the allow-list of side-effect-free built-in functions"
+        )
     for table in tree.find_all(exp.Table):
         name = f"{table.db}.{table.name}" if table.db else table.name
         is_cte = any(cte.alias == table.name for cte in tree.find_all(exp.CTE))
