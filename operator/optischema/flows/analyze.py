@@ -36,12 +36,6 @@ Progress = Callable[[str, int, int], None]
 MAX_STATEMENTS = 10_000
 
 
-def statement_limit(top: int) -> int:
-    """Statements read from ``pg_stat_statements`` (the most total time first) to find ``top`` analysable ones:
-    twice as many and a hundred more, since some are skipped (utility statements, ignored, unreadable)."""
-    return top * 2 + 100
-
-
 @dataclass(frozen=True, slots=True)
 class AdvisorReply:
     """What asking the LLM gave: its text (None when there was no answer, and ``note`` says why)."""
@@ -142,13 +136,7 @@ async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: da
     conn = await connect(dsn, timeout=options.connect_timeout)
     try:
         say("collecting statistics and catalogs", 0, 0)
-        snapshot = await collect(
-            conn,
-            ignore_schemas=options.ignore_schemas,
-            sample_seconds=options.sample_seconds,
-            min_calls=options.min_calls,
-            statement_limit=statement_limit(options.top_statements),
-        )
+        snapshot = await collect(conn, ignore_schemas=options.ignore_schemas, sample_seconds=options.sample_seconds)
         workload = _workload(snapshot, options)
         notes = _notes(snapshot, workload, options)
         usages = [(s.key, u) for s in workload.statements for u in s.parsed.usages.values()]
@@ -293,13 +281,7 @@ def _workload(snapshot: Snapshot, options: AnalyzeOptions) -> Workload:
 def _notes(snapshot: Snapshot, workload: Workload, options: AnalyzeOptions) -> list[str]:
     notes = []
     outside = sum(1 for s in workload.skipped if s.reason.startswith("outside the top"))
-    if len(snapshot.statements) >= statement_limit(options.top_statements):
-        notes.append(
-            f"only the {len(snapshot.statements)} statements with the most total time (called at least "
-            f"{options.min_calls} times) were read from pg_stat_statements; the top {options.top_statements} "
-            "analysable ones among them were analysed (raise --top to read more)."
-        )
-    elif outside:
+    if outside:
         notes.append(
             f"{len(snapshot.statements)} statements in pg_stat_statements: the top {options.top_statements} by total "
             f"time were analysed, {outside} others left out (raise --top to include them)."
