@@ -40,7 +40,17 @@ class Settings(BaseSettings):
     liveness_endpoint: str | None = None
     """kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz."""
     webhook_port: int = Field(default=0, ge=0, le=65535)
-    """Port of the admission webhook server (0: no webhook; then approvals are not attributed, and say so)."""
+    """Port of the admission webhook server. 0 (no webhook) is refused at start-up unless ``insecure_no_webhook``:
+    without it approvals are not attributed, a user can create a recommendation already approved, edit its risk or
+    evidence, and IndexChanges do not record their creator."""
+    insecure_no_webhook: bool = False
+    """Run without the admission webhook anyway (``OPTISCHEMA_INSECURE_NO_WEBHOOK=true``), e.g. in a test cluster
+    with no way to reach the operator. Insecure: decisions can be forged (see ``webhook_port``); logged loudly at
+    start-up."""
+    index_change_creators: list[str] = Field(default_factory=list, max_length=100)
+    """Who may create IndexChanges, checked by the webhook: user names (``alice``,
+    ``system:serviceaccount:argocd:argocd-application-controller``) or groups (``group:dbas``), as JSON in
+    ``OPTISCHEMA_INDEX_CHANGE_CREATORS``. Empty: anyone RBAC lets create them. The operator itself always may."""
     webhook_host: str = "127.0.0.1"
     """Address the API server calls the webhook at (URL mode). In a cluster, the chart uses the Service form."""
     webhook_cert_dir: str | None = None

@@ -198,3 +198,17 @@ def test_the_cluster_default_sinks_reach_the_operator_as_its_setting(helm: str, 
     )  # fmt: skip
     assert refused.returncode != 0
     assert "/operator/notificationSinks/0/type" in refused.stderr, refused.stderr
+
+
+def test_running_without_the_webhook_is_explicit_and_creators_reach_the_operator(helm: str) -> None:
+    def env(*sets: str) -> dict[str, str]:
+        deployment = by_kind(render(helm, *sets))["Deployment"][0]
+        return {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert "OPTISCHEMA_INSECURE_NO_WEBHOOK" not in env()
+    assert "OPTISCHEMA_INSECURE_NO_WEBHOOK" not in env("webhook.enabled=false")  # the operator then refuses to start
+    assert env("webhook.enabled=false", "webhook.insecureRunWithout=true")["OPTISCHEMA_INSECURE_NO_WEBHOOK"] == "true"
+    assert "OPTISCHEMA_INSECURE_NO_WEBHOOK" not in env("webhook.insecureRunWithout=true")  # the webhook runs
+    given = env("operator.indexChangeCreators={alice,group:dbas}")
+    parsed = Settings.model_validate({"index_change_creators": json.loads(given["OPTISCHEMA_INDEX_CHANGE_CREATORS"])})
+    assert parsed.index_change_creators == ["alice", "group:dbas"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if operator_settings.webhook_port:
         settings.admission.server = _webhook_server(operator_settings)
         settings.admission.managed = "optischema.io"
+    else:
+        logging.getLogger("optischema").warning(INSECURE)
     memo.analyses = asyncio.Semaphore(operator_settings.analysis_concurrency)
     memo.target_edits = {}  # (namespace, target) -> asyncio.Event, set when the target's spec is edited
     memo.changes_waiting = {}  # (namespace, target) -> names of IndexChanges asleep until their window
@@ -79,6 +82,30 @@ def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:
     )
 
 
+def webhook_required(operator_settings: Settings) -> str | None:
+    """Why the operator must not start (no admission webhook, and running without it not explicitly asked for)."""
+    if operator_settings.webhook_port or operator_settings.insecure_no_webhook:
+        return None
+    return (
+        "optischema run: the admission webhook is off (OPTISCHEMA_WEBHOOK_PORT is 0); without it decisions can be "
+        "forged and IndexChanges do not record their creator. Set OPTISCHEMA_WEBHOOK_PORT (the chart does), or "
+        "OPTISCHEMA_INSECURE_NO_WEBHOOK=true to run without it anyway"
+    )
+
+
+INSECURE = (
+    "INSECURE: running without the admission webhook (OPTISCHEMA_INSECURE_NO_WEBHOOK=true): approvals are not "
+    "attributed, users can create recommendations already approved or edit their risk and evidence, and "
+    "IndexChanges do not record their creator"
+)
+
+
+def _warn_insecure() -> None:
+    """Said where it is seen: standard error at start, and the operator's log at every start-up."""
+    print(f"WARNING: {INSECURE}", file=sys.stderr, flush=True)
+    logging.getLogger("optischema").warning(INSECURE)
+
+
 def run_operator(
     *,
     namespaces: list[str],
@@ -91,8 +118,14 @@ def run_operator(
     """Run kopf with every handler of this package registered, until stopped."""
     from optischema import handlers  # noqa: F401 - registers the handlers
 
-    if Settings().webhook_port:
+    operator_settings = Settings()
+    refusal = webhook_required(operator_settings)
+    if refusal:
+        raise SystemExit(refusal)
+    if operator_settings.webhook_port:
         from optischema.handlers import admission  # noqa: F401 - registers the webhook handler
+    else:
+        _warn_insecure()
 
     # An explicit peering name makes kopf require the peering CRD, even standalone: pass it only when peering.
     kopf.run(
