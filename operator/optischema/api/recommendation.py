@@ -263,6 +263,12 @@ class Benchmark(ApiModel):
     """Each statement's figures, or its error."""
     warnings: list[str] = Field(default_factory=list, max_length=50)
     """What the sandbox preparation skipped (a table it could not load, a schema object it could not restore)."""
+    sample_percent: float | None = Field(default=None, gt=0, le=100)
+    """Share of each table's rows the sandbox held (``sample`` mode only)."""
+    speedup_is_lower_bound: bool = False
+    """True when ``speedup`` was measured on a sample: a scan's time grows with the table and an index lookup's
+    barely, so production's speed-up is at least this (up to about ``speedup / samplePercent * 100`` for a statement
+    that scanned the whole table before)."""
 
 
 class TuningRecommendationStatus(ApiModel):

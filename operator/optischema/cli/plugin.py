@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from optischema.analysis import scaling
 from optischema.api.durations import parse_duration
 from optischema.flows import reports
 from optischema.kube.client import ApiException, Kube, current_namespace, load_config
@@ -163,6 +164,9 @@ async def show(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
         ]
     if state.get("benchmark"):
         lines += ["", "benchmark:", textwrap.indent(yaml.safe_dump(state["benchmark"], sort_keys=False), "  ")]
+        trust = scaling.describe(state["benchmark"])
+        if trust:
+            lines += [f"speed-up: {trust}"]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from optischema.analysis.errors import AnalysisError
 from optischema.analysis.latency import Summary, Timing, summarise
 from optischema.analysis.parameters import runnable
 from optischema.analysis.redact import redact_error
+from optischema.analysis.scaling import is_lower_bound
 from optischema.analysis.statements import Catalog, TableKey, parse_statement
 from optischema.api.conditions import Reason
 from optischema.api.quantity import quantity_bytes
@@ -295,6 +296,8 @@ def _recorded(
         ][:100],
         warnings=[redact_error(w)[:500] for w in warnings][:50],  # pg_restore's and the load's own words
         error=error,
+        sample_percent=spec.sample_percent if spec.data_mode == "sample" else None,
+        speedup_is_lower_bound=is_lower_bound(spec.data_mode, summary.speedup),
     )
 
 

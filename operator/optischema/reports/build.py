@@ -5,7 +5,10 @@ What each figure means (and why it is honest):
 - *Top statements*: by total time summed over the history's intervals ending in the period; "before" is the mean
   of the period's first interval, "after" the mean of its last one.
 - *Sandbox* figures come from the recommendation's benchmark; *production* before/after from the change's own
-  verification (the affected statements' mean just before the change and while it was observed).
+  verification (the affected statements' mean just before the change and while it was observed). A sandbox
+  speed-up measured on a sample is shown as a lower bound (``analysis/scaling.py`` says why), and beside it
+  production's own speed-up and their ratio, per change and across the period's changes: how far the sandbox was
+  to be trusted, learned from this database's own changes.
 - *Saved per day* of a change: (production before − after) × the affected statements' calls per day, measured by the
   history over the period (no figure when the history has fewer than two points).
 - *Cumulative time saved*: for every interval that ends after a change was applied, each affected statement's
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from optischema.analysis import scaling
 from optischema.analysis.redact import redact
 
 from .history import Day, Interval, intervals, is_workload, points
@@ -94,6 +98,10 @@ def build(
     report.time_saved_per_day_seconds = round(sum(saved), 3) if saved else None
     report.time_saved_series = _cumulative(spans, report.applied, changes)
     report.storage_series = [SeriesPoint(at=p.at, value=p.index_bytes) for p in found]
+    trust = scaling.trust((c.sandbox_speedup, c.production_speedup) for c in report.applied)
+    report.sandbox_trust_changes, report.sandbox_trust_min, report.sandbox_trust_median, report.sandbox_trust_max = (
+        trust
+    )
     if found:
         report.index_bytes_first, report.index_bytes_last = found[0].index_bytes, found[-1].index_bytes
     report.notes = _notes(report, status)
@@ -190,6 +198,8 @@ def _change(
         reason = (failed or undone or [{}])[-1].get("message") or verification.get("verdict")
     index = spec.get("index") or {}
     table = spec.get("table") or {}
+    sandbox, sample_percent = benchmark.get("speedup"), benchmark.get("samplePercent")
+    production = scaling.production_speedup(before, after) if operation != "drop" else None
     subject = (
         index.get("name")
         or (f"index on {index.get('schema') or 'public'}.{index.get('table')}" if index else None)
@@ -208,9 +218,16 @@ def _change(
         sandbox_speedup=benchmark.get("speedup"),
         sandbox_improvement_percent=benchmark.get("improvementPercent"),
         sandbox_data_mode=benchmark.get("dataMode"),
+        sandbox_sample_percent=sample_percent,
+        sandbox_lower_bound=scaling.is_lower_bound(benchmark.get("dataMode"), sandbox),
+        sandbox_scan_estimate=scaling.scan_bound_estimate(
+            sandbox, scaling.sample_fraction(benchmark.get("dataMode"), sample_percent)
+        ),
         production_before_ms=before,
         production_after_ms=after,
         production_change_percent=verification.get("regressionPercent"),
+        production_speedup=production,
+        production_over_sandbox=scaling.production_over_sandbox(production, sandbox),
         verdict=verification.get("verdict"),
         storage_bytes=int(storage) if storage is not None else None,
         calls_per_day=round(per_day, 1) if per_day is not None else None,
@@ -273,6 +290,12 @@ def _notes(report: Report, status: dict[str, Any]) -> list[str]:
         )
     if report.in_progress:
         notes.append(f"{report.in_progress} change(s) still in progress are not counted.")
+    if any(c.sandbox_lower_bound for c in report.applied):
+        notes.append(
+            "Sandbox speed-ups marked ≥ were measured on a sample of each table: a scan's time grows with the table "
+            "and an index lookup's barely, so production's speed-up is at least that (about the sample's speed-up "
+            "divided by its share of rows for a statement that scanned the table before)."
+        )
     if any(c.saved_seconds_per_day is None for c in report.applied):
         notes.append("Changes without a verification measurement or a known call rate have no time-saved figure.")
     return notes

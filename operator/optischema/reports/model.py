@@ -57,9 +57,18 @@ class ChangeLine(Model):
     sandbox_speedup: float | None = None
     sandbox_improvement_percent: float | None = None
     sandbox_data_mode: str | None = None
+    sandbox_sample_percent: float | None = None
+    sandbox_lower_bound: bool = False
+    """The sandbox measured on a sample: production's speed-up is at least the sandbox's (analysis/scaling.py)."""
+    sandbox_scan_estimate: float | None = None
+    """The sample's speed-up at the table's real size if the statements scanned the table before."""
     production_before_ms: float | None = None
     production_after_ms: float | None = None
     production_change_percent: float | None = None
+    production_speedup: float | None = None
+    """Production's mean before over its mean after, from verification."""
+    production_over_sandbox: float | None = None
+    """How many times production's speed-up was the sandbox's: how far the sandbox is to be trusted."""
     verdict: str | None = None
     storage_bytes: int | None = None
     """Estimated size of the index created (positive) or dropped (negative)."""
@@ -103,4 +112,10 @@ class Report(Model):
     time_saved_per_day_seconds: float | None = None
     time_saved_series: list[SeriesPoint] = Field(default_factory=list)
     """Cumulative time saved (seconds), measured from the statement history after each change."""
+    sandbox_trust_changes: int = 0
+    """Applied changes with both a sandbox and a production speed-up."""
+    sandbox_trust_min: float | None = None
+    sandbox_trust_median: float | None = None
+    sandbox_trust_max: float | None = None
+    """Production's speed-up over the sandbox's across those changes: smallest, median, largest."""
     notes: list[str] = Field(default_factory=list)
