@@ -131,7 +131,7 @@ async def measure(
     except AnalysisError as error:
         raise SandboxError("BenchmarkFailed", f"cannot read the target: {error.message}") from error
     try:
-        bench_dsn = await _bench_role(sandbox_dsn)
+        bench_dsn = await prepare_bench_role(sandbox_dsn)
         sandbox = await connect(
             bench_dsn, read_only=False, application_name="optischema-sandbox", statement_timeout_ms=0
         )
@@ -212,7 +212,7 @@ async def measure(
     return _recorded(spec, loaded, timings, summary, improvement, str(version), started, warnings, unmeasured)
 
 
-async def _bench_role(sandbox_dsn: str) -> str:
+async def prepare_bench_role(sandbox_dsn: str) -> str:
     """The sandbox's one superuser session: create the unprivileged role everything else runs as; its DSN."""
     admin = await connect(sandbox_dsn, read_only=False, application_name="optischema-sandbox-setup")
     try:
