@@ -12,10 +12,12 @@ import pytest
 
 from optischema.analysis.latency import Timing, percentile, summarise
 from optischema.analysis.parameters import Parameter, ParameterError, Source, plan_parameters, runnable
+from optischema.analysis.redact import redact_error
 from optischema.analysis.statements import Catalog, prepare_text
 from optischema.analysis.synthetic import CannotGenerate, ColumnStats, rows
-from optischema.api.recommendation import Benchmark
-from optischema.flows.benchmark import Outcome
+from optischema.api.recommendation import Benchmark, TuningRecommendationSpec
+from optischema.changes.ddl import render_create
+from optischema.flows.benchmark import Outcome, plan_for
 from optischema.flows.benchmarking import needs_benchmark, recorded
 from optischema.kube.sandboxes import network_policy_manifest, pod_manifest, pod_name, secret_manifest
 
@@ -273,3 +275,43 @@ def test_random_is_not_used_for_repeatability() -> None:
     first = list(rows([STATUS], 20, seed="x"))
     random.seed(2)
     assert list(rows([STATUS], 20, seed="x")) == first
+
+
+@pytest.mark.parametrize(
+    ("message", "redacted"),
+    [
+        ('invalid input syntax for type integer: "4111 1111 1111"', 'invalid input syntax for type integer: "…"'),
+        (
+            'duplicate key value violates unique constraint "orders_secret_key" Key (secret)=(alice@example.com)',
+            'duplicate key value violates unique constraint "orders_secret_key" Key (secret)=(…)',
+        ),
+        ("for parameters ['alice', 42] the original returned", "for parameters ['…', …] the original returned"),
+        ('column "missing_column" does not exist', 'column "missing_column" does not exist'),
+        ("permission denied for function pg_read_file", "permission denied for function pg_read_file"),
+    ],
+)
+def test_sandbox_errors_keep_names_and_lose_values(message: str, redacted: str) -> None:
+    assert redact_error(message) == redacted
+
+
+def test_the_sandbox_runs_the_change_rendered_from_the_structure_never_the_sql_text() -> None:
+    spec = TuningRecommendationSpec.model_validate(
+        {
+            "targetRef": {"name": "shop"},
+            "kind": "createIndex",
+            "change": {"index": {"table": "orders", "columns": [{"name": "customer_id"}]}},
+            # What a person (or a tool) wrote as the SQL shown: the sandbox must not run it.
+            "sql": "DROP TABLE orders; COPY (SELECT 1) TO PROGRAM 'touch /tmp/x'",
+            "rollbackSql": "SELECT 1",
+            "evidence": {
+                "statements": [
+                    {"queryId": "1", "fingerprint": "f1", "query": "SELECT * FROM orders WHERE customer_id = $1"}
+                ]
+            },
+        }
+    )
+    plan = plan_for(spec, Catalog({("public", "orders"): {"id", "customer_id"}}), [])
+    assert spec.change.index is not None
+    assert plan.change_sql == render_create(spec.change.index)
+    assert "DROP TABLE" not in plan.change_sql
+    assert "PROGRAM" not in plan.change_sql

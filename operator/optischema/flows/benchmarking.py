@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from optischema.analysis.redact import redact_error
 from optischema.api.conditions import Condition, ConditionType, Reason, set_condition
 from optischema.api.recommendation import Benchmark
 from optischema.api.target import PostgresTargetSpec
@@ -151,7 +152,7 @@ class Queue:
                 log.exception("benchmark failed unexpectedly")
                 outcome = Outcome(
                     Benchmark(data_mode=spec.sandbox.data_mode, completed_at=datetime.now(UTC),
-                              error=f"{type(error).__name__}: {error}"[:4000]),
+                              error=f"{type(error).__name__}: {redact_error(str(error))}"[:4000]),
                     Reason.BENCHMARK_FAILED,
                 )  # fmt: skip
             finally:
