@@ -5,6 +5,11 @@ measures: the statements the recommendation's evidence lists (the ones it helps;
 slows), plus the target's busiest writes on the table (what a new index costs them), each run repeatedly with
 parameters bound from the sandbox's own rows, before and after the change. Nothing here ever writes to the
 target: it is read through the read-only analysis connection, and ``pg_dump`` only reads.
+
+Nothing from the target or a recommendation runs with power in the sandbox either: its superuser only creates
+an unprivileged role (:func:`prepare_bench_role`), which restores the copy, owns it and runs every statement; the
+change run is the one rendered from ``spec.change`` (:func:`change_statement`), a rewrite runs only in READ ONLY
+transactions, and error texts are redacted before they reach a status or an Event.
 """
 
 from __future__ import annotations

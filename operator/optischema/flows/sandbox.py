@@ -3,6 +3,8 @@
 Two providers share everything but the server's birth: the Kubernetes one starts a PostgreSQL pod per
 recommendation (production), the local one a temporary PostgreSQL on loopback (the CLI, the demo, the tests).
 Preparing the copy and timing the statements (:mod:`optischema.flows.benchmark`) know nothing of which it is.
+A provider hands back its superuser's DSN; the benchmark uses it only to create the unprivileged role everything
+else runs as (see :func:`optischema.postgres.clone.create_bench_role`).
 """
 
 from __future__ import annotations

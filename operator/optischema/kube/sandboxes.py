@@ -4,6 +4,11 @@ The Pod is owned by its recommendation (deleting the recommendation deletes it),
 owned by the Pod, and a NetworkPolicy owned by the Pod lets only the operator's pods in. ``activeDeadlineSeconds``
 bounds its life even if the operator dies mid-benchmark. The operator connects to the Pod IP: a sandbox is
 short-lived and has no Service.
+
+``USER`` is the image's superuser. The operator uses it for one thing: creating the unprivileged role that owns
+the restored copy and runs the benchmark (:func:`optischema.postgres.clone.create_bench_role`). The copy holds the
+target users' functions and expressions; they never run with the superuser's power to read files or start
+programs in the pod.
 """
 
 from __future__ import annotations
