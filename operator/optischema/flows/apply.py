@@ -1,11 +1,29 @@
 """Applying an admitted IndexChange: wait for a window, re-check, execute, verify, roll back on regression.
 
 Each call of :func:`step` reads the change and its target afresh, does the next thing its phase calls for, records it
-(status, ``status.history``, an Event, a log line per statement) and says how long to wait before the next call —
-so a restarted operator simply calls it again and resumes where the status says it was:
+(status, ``status.history``, an Event, a log line and a metric per statement) and says how long to wait before the
+next call — so a restarted operator simply calls it again and resumes where the status says it was. Phases move only
+through ``optischema.lifecycle.indexchange``:
 
-``WaitingForWindow`` → (window open, pre-checks pass, baseline taken) → ``Applying`` → (statement done, or found
-already done) → ``Verifying`` → (observed long enough) → ``Applied`` or, on regression, ``RolledBack``.
+``WaitingForWindow`` → (window open, pre-checks pass, baseline taken) → ``Applying`` → (marker written, statement
+done) → ``Verifying`` → (observed long enough) → ``Applied`` or, on regression, ``RolledBack``.
+
+What holds it to the database it was meant for and to what it owns:
+
+- Right before *every* statement (create, drop, setting, cleanup, rollback; each lock-timeout retry too) the target
+  is read again and the policy (kinds, ``immediate``, budget), the window and blackouts (by the operator's clock and
+  the database's, see ``changes.windows.time_left``) and the database's ``system_identifier`` are checked; the
+  statement's ``statement_timeout`` is what is left of the window. A closed window sends the change back to
+  ``WaitingForWindow``; another database behind the target stalls it (``Stalled``, Warning Event).
+- An index found under the name a create uses is treated as this change's own build only when the change had written
+  its marker (``status.execution``, the rendered SQL) *before* executing and the catalog shows that definition on
+  that table; otherwise the change fails and touches nothing. A drop checks the index is the one described and not
+  protected (``flows.changes.drop_problem``), and captures its ``pg_get_indexdef`` first: the rollback re-creates
+  exactly that.
+- A connection lost mid-statement (``pg_terminate_backend``, a failover) is not a failure: back to waiting, and the
+  next attempt drops the INVALID leftover of *our* build before building again. A verification whose baseline
+  straddles a server restart or a statistics reset is ``Inconclusive``, never a rollback.
+
 Anything that needs a person ends in ``Failed`` with ``Stalled`` and is not retried (see the README: to retry,
 delete the IndexChange and create it again, or re-approve from a new recommendation).
 """
@@ -24,18 +42,21 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from optischema.api import describe
-from optischema.api.conditions import Condition, ConditionType, Reason, remove_condition, set_condition
-from optischema.api.indexchange import IndexChangeSpec
+from optischema.api.conditions import Reason
+from optischema.api.indexchange import Baseline, Execution, IndexChangeSpec, StatementCounters, TimeWindow
 from optischema.api.target import PostgresTargetSpec
-from optischema.changes.ddl import index_name, render_drop, statements_for, table_of, undo_for
-from optischema.changes.verdict import Counters, build_estimate, fits, judge
-from optischema.changes.windows import current_or_next
+from optischema.changes.ddl import index_name, recreate, render_drop, statements_for, table_of, undo_for
+from optischema.changes.verdict import Counters, build_estimate, discontinuity, fits, inconclusive, judge
+from optischema.changes.windows import CLOCK_SKEW_TOLERANCE, current_or_next, time_left
+from optischema.flows.changes import committed_bytes, drop_problem, policy_problem, resume_problem
 from optischema.flows.target import build_dsn
+from optischema.lifecycle import indexchange as lifecycle
 from optischema.lifecycle import recommendation as recommendation_lifecycle
 from optischema.postgres import catalog, execute
 from optischema.postgres.connect import DATABASE_ERRORS
+from optischema.telemetry import STATEMENTS_EXECUTED
 
-FINAL = {"Applied", "RolledBack", "Failed", "Superseded"}
+FINAL = lifecycle.FINAL
 #: Longest sleep while waiting: the target's windows may be edited meanwhile.
 MAX_WAIT_SECONDS = 300.0
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *DATABASE_ERRORS)
@@ -72,6 +93,20 @@ class Change:
     history: list[dict[str, Any]] = field(default_factory=list)
     patch: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def typed(self) -> Any:
+        """The status as last written, typed (``IndexChangeStatus``), for the lifecycle."""
+        return lifecycle.parse(self.status)
+
+
+class Stop(Exception):
+    """A re-check before a statement said no: ``wait`` (window closed: back to waiting), ``stall`` (a person
+    must act, e.g. another database behind the target) or ``fail``."""
+
+    def __init__(self, kind: Literal["wait", "stall", "fail"], reason: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.reason, self.message = kind, reason, message
+
 
 async def step(ctx: Context, namespace: str, name: str) -> float | None:
     """Do the next thing for this change; the seconds to wait before calling again, ``None`` when it is final."""
@@ -98,12 +133,16 @@ async def step(ctx: Context, namespace: str, name: str) -> float | None:
     if target_spec.suspend:
         await _waiting(ctx, change, Reason.SUSPENDED, "the target is suspended (spec.suspend)")
         return ctx.check_seconds
-    if phase == "WaitingForWindow":
-        return await _wait_or_start(ctx, change, target, target_spec)
-    if phase == "Applying":
-        return await _apply(ctx, change, target, target_spec)
-    if phase == "Verifying":
-        return await _verify(ctx, change, target, target_spec)
+    try:
+        if phase == "WaitingForWindow":
+            return await _wait_or_start(ctx, change, target, target_spec)
+        if phase == "Applying":
+            return await _apply(ctx, change, target, target_spec)
+        if phase == "Verifying":
+            return await _verify(ctx, change, target, target_spec)
+    except execute.CONNECTION_LOST as error:  # between statements (a catalog question): nothing ran half-way
+        await _waiting(ctx, change, Reason.CONNECTION_LOST, f"the connection to the database was lost: {error}")
+        return ctx.check_seconds
     return None
 
 
@@ -120,6 +159,102 @@ def _change(body: dict[str, Any], spec: IndexChangeSpec | None) -> Change:
         created=meta.get("creationTimestamp", ""),
         history=list(status.get("history") or []),
     )
+
+
+def _name(change: Change) -> str | None:
+    index = change.spec.index
+    return (index.name or index_name(index)) if index is not None else None
+
+
+# -- the re-check before every statement -------------------------------------------------------------------------
+
+
+class Guard:
+    """Called right before every statement (and every retry of one): re-reads the target, checks the policy, the
+    database's identity and the window by both clocks; raises :class:`Stop`, or returns the milliseconds the
+    statement may take (what is left of the window)."""
+
+    def __init__(self, ctx: Context, change: Change, conn: Any, *, policy: bool = True) -> None:
+        self.ctx, self.change, self.conn, self.policy = ctx, change, conn, policy
+        self.server: catalog.Server | None = None
+
+    async def __call__(self) -> int:
+        ctx, change = self.ctx, self.change
+        try:
+            target = await ctx.kube.get("postgrestargets", change.namespace, change.spec.target_ref.name)
+        except LookupError:
+            gone = f"PostgresTarget {change.spec.target_ref.name} is gone"
+            raise Stop("fail", Reason.TARGET_MISMATCH, gone) from None
+        spec = PostgresTargetSpec.model_validate(target["spec"])
+        if spec.suspend:
+            raise Stop("wait", Reason.SUSPENDED, "the target was suspended (spec.suspend) before the statement")
+        if self.policy:
+            others = await ctx.kube.list("indexchanges", change.namespace) if change.spec.operation == "create" else []
+            problem = policy_problem(
+                change.spec,
+                spec,
+                estimated_bytes=change.status.get("estimatedBytes"),
+                committed_bytes=committed_bytes(others, change.name, change.spec.target_ref.name),
+            )
+            if problem is not None:
+                raise Stop("fail", problem[0], f"re-checked before the statement: {problem[1]}")
+        self.server = server = await catalog.server(self.conn)
+        mismatch = _identity_problem(change, target, server.system_identifier)
+        if mismatch is not None:
+            raise Stop("stall", Reason.DATABASE_MISMATCH, mismatch)
+        immediate_until = None
+        if change.spec.schedule == "immediate":
+            started = change.status.get("startedAt")
+            immediate_until = (datetime.fromisoformat(started) if started else ctx.now()) + ctx.immediate_budget
+        left = time_left(
+            spec.maintenance_windows,
+            spec.one_off_windows,
+            spec.blackouts,
+            [ctx.now(), server.now],
+            immediate_until=immediate_until,
+        )
+        if left <= timedelta(0):
+            raise Stop(
+                "wait",
+                Reason.WINDOW_CLOSED,
+                f"the maintenance window closed (or a blackout began) before the statement could start "
+                f"(operator clock {ctx.now().isoformat()}, database clock {server.now.isoformat()}); nothing ran",
+            )
+        return int(left.total_seconds() * 1000)
+
+
+def _identity_problem(change: Change, target: dict[str, Any], identity: str) -> str | None:
+    """The database behind the write credentials must be the one the change was written, recorded and
+    pre-checked for."""
+    recorded = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
+    for expected, where in (
+        (change.spec.system_identifier, "spec.systemIdentifier"),
+        (change.status.get("systemIdentifier"), "status.systemIdentifier (the database pre-checked)"),
+        (recorded, "the target's status.database.systemIdentifier"),
+    ):
+        if expected and expected != identity:
+            return (
+                f"{where} says database {expected}, but the write credentials now reach database {identity}: "
+                "the target was repointed; nothing runs until it points back (or a new change is written)"
+            )
+    return None
+
+
+async def _stopped(ctx: Context, change: Change, stop: Stop) -> float | None:
+    """What a re-check that said no does: back to waiting, stalled, or failed — and nothing ran."""
+    _audit(ctx, change, "Recheck", "Skipped" if stop.kind != "fail" else "Failed", stop.message)
+    if stop.kind == "fail":
+        return await _fail(ctx, change, stop.reason, stop.message)
+    stalled = stop.kind == "stall"
+    if change.status.get("phase") == "Applying":
+        change.patch |= lifecycle.waiting(
+            change.typed, stop.reason, stop.message, now=ctx.now(), generation=change.generation, stalled=stalled
+        )
+        await _flush(ctx, change)
+        ctx.emit("Warning", stop.reason, stop.message)
+        return 1.0 if not stalled else ctx.check_seconds
+    await _waiting(ctx, change, stop.reason, stop.message, stalled=stalled, always=True)
+    return ctx.check_seconds
 
 
 # -- waiting for a window ---------------------------------------------------------------------------------------
@@ -144,7 +279,7 @@ async def _wait_or_start(
             change.patch["window"] = None
             await _waiting(ctx, change, Reason.WAITING_FOR_WINDOW, "the target has no maintenance window ahead")
             return MAX_WAIT_SECONDS
-        change.patch["window"] = {"start": window.start.isoformat(), "end": window.end.isoformat()}
+        change.patch["window"] = TimeWindow(start=window.start, end=window.end).to_wire()
         if not window.contains(now):
             await _waiting(
                 ctx,
@@ -161,7 +296,14 @@ async def _wait_or_start(
     async with _writer(ctx, change, target, target_spec) as conn:
         if conn is None:
             return ctx.check_seconds
-        problem = await _precheck(ctx, change, target, conn)
+        guard = Guard(ctx, change, conn)
+        try:
+            await guard()
+        except Stop as stop:
+            return await _stopped(ctx, change, stop)
+        assert guard.server is not None
+        skew = _skew(ctx, change, guard.server)
+        problem = await _precheck(ctx, change, conn)
         if problem is not None:
             return await _fail(ctx, change, *problem)
         if await _superseded(ctx, change):
@@ -179,12 +321,34 @@ async def _wait_or_start(
                     f"{closes - now} left in this window; waiting for the next one",
                 )
                 return min(max((closes - now).total_seconds(), 1.0), MAX_WAIT_SECONDS)
-        baseline = await _baseline(ctx, change, conn)
-    change.patch |= {"phase": "Applying", "startedAt": now.isoformat(), "baseline": baseline}
-    _audit(ctx, change, "Precheck", "Succeeded", "window open; same database; table present; build fits")
-    await _status(ctx, change, Reason.APPLYING, "applying", reconciling=True)
+        baseline = await _baseline(ctx, change, conn, guard.server)
+    _audit(ctx, change, "Precheck", "Succeeded", "window open; same database; table present; build fits" + skew)
+    message = "applying" + skew
+    change.patch |= lifecycle.applying(
+        change.typed,
+        message,
+        baseline=baseline,
+        system_identifier=guard.server.system_identifier,
+        now=now,
+        generation=change.generation,
+    )
+    await _flush(ctx, change)
     ctx.emit("Normal", "Applying", f"applying {change.status.get('sql') or change.spec.operation}")
     return 0.0
+
+
+def _skew(ctx: Context, change: Change, server: catalog.Server) -> str:
+    """The operator's clock against the database's: beyond the tolerance, a Warning Event and a note in the
+    messages (windows are judged by both clocks anyway, so a skew only ever shortens a window)."""
+    skew = ctx.now() - server.now
+    if abs(skew) <= CLOCK_SKEW_TOLERANCE:
+        return ""
+    note = (
+        f"; the operator's clock is {abs(skew.total_seconds()):.0f}s {'ahead of' if skew > timedelta(0) else 'behind'}"
+        " the database's: windows are judged by both clocks"
+    )
+    ctx.emit("Warning", Reason.CLOCK_SKEW, note.removeprefix("; "))
+    return note
 
 
 async def _turn(ctx: Context, change: Change) -> str | None:
@@ -208,19 +372,47 @@ async def _turn(ctx: Context, change: Change) -> str | None:
     return None
 
 
-async def _precheck(ctx: Context, change: Change, target: dict[str, Any], conn: Any) -> tuple[str, str] | None:
-    identity = await catalog.system_identifier(conn)
-    recorded = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
-    for expected, where in ((change.spec.system_identifier, "spec.systemIdentifier"), (recorded, "the target")):
-        if expected and expected != identity:
-            return (
-                Reason.DATABASE_MISMATCH,
-                f"{where} says database {expected}, but the write credentials reach database {identity}",
-            )
+async def _precheck(ctx: Context, change: Change, conn: Any) -> tuple[str, str] | None:
     table = table_of(change.spec)
     if table is not None and await catalog.table_bytes(conn, *table) is None:
         return Reason.TABLE_NOT_FOUND, f"table {table[0]}.{table[1]} does not exist"
-    return None
+    return await _ownership(change, conn)
+
+
+async def _ownership(change: Change, conn: Any) -> tuple[str, str] | None:
+    """A create's name is free or holds this change's own build; a drop's index is the one described and may go."""
+    try:
+        return await _owned(change, conn)
+    except execute.CONNECTION_LOST:
+        raise
+    except DATABASE_ERRORS as error:  # the probe could not render it there: a column or the table is gone
+        return Reason.TABLE_NOT_FOUND, f"spec.index: {str(error).splitlines()[0]}"
+
+
+async def _owned(change: Change, conn: Any) -> tuple[str, str] | None:
+    spec, index, name = change.spec, change.spec.index, _name(change)
+    if index is None or name is None or spec.operation not in ("create", "drop"):
+        return None
+    marker = change.status.get("execution") or {}
+    found = await catalog.index_info(conn, index.schema_, name)
+    if spec.operation == "create":
+        if found is None:
+            kind = await catalog.relation_exists(conn, index.schema_, name)
+            if kind is not None:
+                return Reason.INDEX_NAME_TAKEN, f"a {kind} named {index.schema_}.{name} already exists"
+            return None
+        return resume_problem(
+            name,
+            found,
+            marker_sql=marker.get("sql"),
+            sql="; ".join(statements_for(spec)),
+            table=(index.schema_, index.table),
+            expected_shape=await catalog.rendered_shape(conn, index),
+        )
+    if found is None:
+        return None if marker else (Reason.INDEX_NOT_FOUND, f"index {index.schema_}.{name} does not exist")
+    kept_by = await catalog.same_uniqueness(conn, found) if found.unique else None
+    return drop_problem(index, found, other_unique=kept_by, expected_shape=await catalog.rendered_shape(conn, index))
 
 
 async def _superseded(ctx: Context, change: Change) -> bool:
@@ -234,7 +426,7 @@ async def _superseded(ctx: Context, change: Change) -> bool:
     return bool((recommendation.get("status") or {}).get("phase") == "Superseded")
 
 
-async def _baseline(ctx: Context, change: Change, conn: Any) -> dict[str, Any]:
+async def _baseline(ctx: Context, change: Change, conn: Any, server: catalog.Server) -> Baseline:
     reads: list[str] = []
     ref = change.spec.recommendation_ref
     if ref is not None:
@@ -252,15 +444,17 @@ async def _baseline(ctx: Context, change: Change, conn: Any) -> dict[str, Any]:
         writes = await execute.statements_on(conn, re.escape(table[1]), writes=True)
     before_reads = await execute.counters(conn, reads)
     before_writes = await execute.counters(conn, writes)
-    return {
-        "takenAt": ctx.now().isoformat(),
-        "reads": [_wire(q, c) for q, c in before_reads.items()],
-        "writes": [_wire(q, c) for q, c in before_writes.items()],
-    }
+    return Baseline(
+        taken_at=ctx.now(),
+        reads=[_wire(q, c) for q, c in before_reads.items()],
+        writes=[_wire(q, c) for q, c in before_writes.items()],
+        postmaster_start_time=server.started,
+        stats_reset=server.stats_reset,
+    )
 
 
-def _wire(query_id: str, counters: Counters) -> dict[str, Any]:
-    return {"queryId": query_id, "calls": counters.calls, "totalMs": round(counters.total_ms, 4)}
+def _wire(query_id: str, counters: Counters) -> StatementCounters:
+    return StatementCounters(query_id=query_id, calls=counters.calls, total_ms=round(counters.total_ms, 4))
 
 
 # -- applying ---------------------------------------------------------------------------------------------------
@@ -271,11 +465,9 @@ BUILDS = {"create", "reindex"}
 
 
 async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_spec: PostgresTargetSpec) -> float | None:
-    spec, index = change.spec, change.spec.index
-    name = (index.name or index_name(index)) if index is not None else None
-    window_end = (change.status.get("window") or {}).get("end")
-    now = ctx.now()
-    closes = datetime.fromisoformat(window_end) if window_end else now + ctx.immediate_budget
+    spec, index, name = change.spec, change.spec.index, _name(change)
+    statements = statements_for(spec)
+    sql = "; ".join(statements)
     async with _writer(ctx, change, target, target_spec) as conn:
         if conn is None:
             return ctx.check_seconds
@@ -283,19 +475,29 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
         if not await execute.try_lock(conn, key):
             await _status(ctx, change, Reason.APPLYING, "another session is applying this change; waiting", True)
             return 5.0
+        guard = Guard(ctx, change, conn)
         try:
-            state = await catalog.index_state(conn, index.schema_, name) if index and name else None
-            if spec.operation == "create" and state is not None and state.valid:
+            problem = await _ownership(change, conn)
+            if problem is not None:
+                return await _fail(ctx, change, *problem)
+            found = await catalog.index_info(conn, index.schema_, name) if index and name else None
+            marker = change.status.get("execution")
+            if spec.operation == "create" and found is not None and found.valid:
+                # _ownership proved it ours: marker written before executing, same definition, same table.
                 _audit(ctx, change, "Execute", "Skipped", f"index {name} is already present and valid (resumed)")
-                return await _executed(ctx, change, target, None)
-            if spec.operation == "create" and state is not None and name:
-                await _cleanup(ctx, change, conn, name, "an INVALID index of that name was left by an earlier attempt")
-            if spec.operation == "drop" and state is None:
+                return await _executed(ctx, change, target, None, None)
+            if spec.operation == "create" and found is not None and name:
+                why = "an INVALID index of this change's own build was left by an earlier attempt"
+                await _cleanup(ctx, change, conn, name, why, guard)
+            if spec.operation == "drop" and found is None:
                 _audit(ctx, change, "Execute", "Skipped", f"index {name} is already gone (resumed)")
-                return await _executed(ctx, change, target, None)
-            statements = statements_for(spec)
-            sql = "; ".join(statements)
-            remaining_ms = int(max((closes - ctx.now()).total_seconds(), 1.0) * 1000)
+                return await _executed(ctx, change, target, None, None)
+            if spec.operation == "drop" and found is not None and not change.status.get("droppedDefinition"):
+                change.patch |= {"droppedDefinition": found.definition, "rollbackSql": recreate(found.definition)}
+            if marker is None:
+                execution = Execution(started_at=ctx.now(), sql=sql, index_name=name)
+                change.patch |= lifecycle.executing(change.typed, execution)
+            await _flush(ctx, change)  # the marker is stored before anything is sent
 
             async def retried(attempt: int, error: str, delay: float) -> None:
                 _audit(ctx, change, "Retry", "Failed", f"attempt {attempt}: {error}; retrying in {delay:g}s", sql=sql)
@@ -307,56 +509,96 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
             try:
                 done = None
                 for statement in statements:
-                    done = await execute.execute(
-                        conn,
-                        statement,
-                        lock_timeout_ms=ctx.lock_timeout_ms,
-                        statement_timeout_ms=remaining_ms,
-                        retry_until=time.monotonic() + remaining_ms / 1000,
-                        backoff=ctx.retry_backoff,
-                        on_retry=retried,
-                    )
+                    done = await _run(ctx, change, conn, statement, guard, on_retry=retried)
                 assert done is not None
             except execute.ExecuteError as error:
-                ctx.log.warning("executed", sql=sql, outcome="Failed", error=error.message)
                 _audit(ctx, change, "Execute", "Failed", error.message, sql=sql, seconds=time.monotonic() - started)
+                if error.reason == "ConnectionLost":
+                    message = (
+                        f"the connection was lost during {sql} ({error.message}); waiting to try again — the next "
+                        "attempt drops what the interrupted statement left behind"
+                    )
+                    change.patch |= lifecycle.waiting(
+                        change.typed, Reason.CONNECTION_LOST, message, now=ctx.now(), generation=change.generation
+                    )
+                    await _flush(ctx, change)
+                    ctx.emit("Warning", Reason.CONNECTION_LOST, message)
+                    return ctx.check_seconds
                 if spec.operation in BUILDS and index and name and not conn.is_closed():
-                    leftover = await catalog.index_state(conn, index.schema_, name)
-                    if leftover is not None and not leftover.valid:
-                        await _cleanup(ctx, change, conn, name, "the failed build left an INVALID index")
+                    leftover = await catalog.index_info(conn, index.schema_, name)
+                    if leftover is not None and not leftover.valid and await _ownership(change, conn) is None:
+                        with contextlib.suppress(Stop):
+                            await _cleanup(ctx, change, conn, name, "the failed build left an INVALID index", guard)
                 reason = Reason.LOCK_TIMEOUT if error.reason == "LockTimeout" else Reason.APPLY_FAILED
                 return await _fail(ctx, change, reason, f"{sql} failed: {error.message}")
-            ctx.log.info(
-                "executed", sql=sql, outcome="Succeeded", seconds=round(done.seconds, 3), attempts=done.attempts
-            )
             _audit(ctx, change, "Execute", "Succeeded", f"{done.attempts} attempt(s)", sql=sql, seconds=done.seconds)
-            change.patch["durationSeconds"] = round(done.seconds, 3)
             rate = table_size / done.seconds if done.seconds > 0 and table_size else None
-            return await _executed(ctx, change, target, rate)
+            return await _executed(ctx, change, target, rate, done.seconds)
+        except Stop as stop:
+            return await _stopped(ctx, change, stop)
         finally:
             if not conn.is_closed():
-                await execute.unlock(conn, key)
+                with contextlib.suppress(*execute.CONNECTION_LOST):
+                    await execute.unlock(conn, key)
 
 
-async def _cleanup(ctx: Context, change: Change, conn: Any, name: str, why: str) -> None:
+async def _run(
+    ctx: Context,
+    change: Change,
+    conn: Any,
+    statement: str,
+    guard: Guard,
+    *,
+    on_retry: Callable[[int, str, float], Awaitable[None]] | None = None,
+) -> execute.Executed:
+    """One statement on the target database: re-checked right before it is sent (and before each retry), bounded
+    by what is left of the window, logged and counted (``optischema_statements_executed_total``)."""
+    target = change.spec.target_ref.name
+    try:
+        done = await execute.execute(
+            conn,
+            statement,
+            lock_timeout_ms=ctx.lock_timeout_ms,
+            statement_timeout_ms=24 * 3_600_000,
+            retry_until=time.monotonic() + 24 * 3600,  # the guard ends the retries when the window closes
+            backoff=ctx.retry_backoff,
+            on_retry=on_retry,
+            recheck=guard,
+        )
+    except execute.ExecuteError as error:
+        STATEMENTS_EXECUTED.labels(change.namespace, target, "Failed").inc()
+        ctx.log.warning("executed", sql=statement, outcome="Failed", reason=error.reason, error=error.message)
+        raise
+    STATEMENTS_EXECUTED.labels(change.namespace, target, "Succeeded").inc()
+    ctx.log.info("executed", sql=statement, outcome="Succeeded", seconds=round(done.seconds, 3), attempts=done.attempts)
+    return done
+
+
+async def _cleanup(ctx: Context, change: Change, conn: Any, name: str, why: str, guard: Guard) -> None:
+    """Drop an INVALID leftover of this change's own build (the caller proved it ours)."""
     assert change.spec.index is not None
     sql = render_drop(change.spec.index.model_copy(update={"name": name}))
     try:
-        done = await execute.execute(conn, sql, lock_timeout_ms=ctx.lock_timeout_ms, statement_timeout_ms=600_000)
+        done = await _run(ctx, change, conn, sql, guard)
     except execute.ExecuteError as error:
         _audit(ctx, change, "Cleanup", "Failed", f"{why}; dropping it failed: {error.message}", sql=sql)
-        ctx.log.warning("executed", sql=sql, outcome="Failed", error=error.message)
         return
-    ctx.log.info("executed", sql=sql, outcome="Succeeded", seconds=round(done.seconds, 3))
     _audit(ctx, change, "Cleanup", "Succeeded", why, sql=sql, seconds=done.seconds)
     ctx.emit("Warning", "InvalidIndexDropped", f"{why}: {sql}")
 
 
-async def _executed(ctx: Context, change: Change, target: dict[str, Any], rate: float | None) -> float:
-    now = ctx.now()
-    change.patch |= {"phase": "Verifying", "appliedAt": now.isoformat()}
+async def _executed(
+    ctx: Context, change: Change, target: dict[str, Any], rate: float | None, seconds: float | None
+) -> float:
     observe = change.spec.verification.observe_seconds
-    await _status(ctx, change, Reason.VERIFYING, f"applied; observing the workload for {observe}s", True)
+    change.patch |= lifecycle.verifying(
+        change.typed,
+        f"applied; observing the workload for {observe}s",
+        now=ctx.now(),
+        generation=change.generation,
+        duration=seconds,
+    )
+    await _flush(ctx, change)
     if rate:
         meta = target["metadata"]
         await ctx.kube.patch_status(
@@ -380,23 +622,36 @@ async def _verify(
     baseline = change.status.get("baseline") or {}
     before_reads = {s["queryId"]: Counters(s["calls"], s["totalMs"]) for s in baseline.get("reads", [])}
     before_writes = {s["queryId"]: Counters(s["calls"], s["totalMs"]) for s in baseline.get("writes", [])}
-    index = change.spec.index
-    name = (index.name or index_name(index)) if index is not None else None
+    index, name = change.spec.index, _name(change)
     async with _writer(ctx, change, target, target_spec) as conn:
         if conn is None:
             return ctx.check_seconds
-        reads = judge(
-            before_reads,
-            await execute.counters(conn, before_reads),
-            max_regression_percent=rules.max_regression_percent,
-            min_calls=rules.min_calls,
+        server = await catalog.server(conn)
+        mismatch = _identity_problem(change, target, server.system_identifier)
+        if mismatch is not None:  # never judge (nor roll back on) another database's counters
+            await _waiting(ctx, change, Reason.DATABASE_MISMATCH, mismatch, stalled=True)
+            return ctx.check_seconds
+        broken = discontinuity(
+            _instant(baseline.get("postmasterStartTime")),
+            _instant(baseline.get("statsReset")),
+            server.started,
+            server.stats_reset,
         )
-        writes = judge(
-            before_writes,
-            await execute.counters(conn, before_writes),
-            max_regression_percent=rules.max_write_regression_percent,
-            min_calls=rules.min_calls,
-        )
+        if broken is not None:
+            reads = writes = inconclusive(broken)
+        else:
+            reads = judge(
+                before_reads,
+                await execute.counters(conn, before_reads),
+                max_regression_percent=rules.max_regression_percent,
+                min_calls=rules.min_calls,
+            )
+            writes = judge(
+                before_writes,
+                await execute.counters(conn, before_writes),
+                max_regression_percent=rules.max_write_regression_percent,
+                min_calls=rules.min_calls,
+            )
         notes = []
         if change.spec.operation in BUILDS and index is not None and name is not None:
             state = await catalog.index_state(conn, index.schema_, name)
@@ -412,29 +667,52 @@ async def _verify(
         }
         summary = f"reads: {reads.message}; writes: {writes.message}" + (f"; {'; '.join(notes)}" if notes else "")
         regressed = any(j.verdict == "Regressed" for j in (reads, writes))
-        undo = undo_for(change.spec, name)
+        undo = _undo(change, name)
         if regressed and change.spec.rollback.automatic and undo is not None:
-            _audit(ctx, change, "Verify", "Failed", summary)
-            sql = "; ".join(undo)
-            try:
-                for statement in undo:
-                    done = await execute.execute(
-                        conn,
-                        statement,
-                        lock_timeout_ms=ctx.lock_timeout_ms,
-                        statement_timeout_ms=3_600_000,
-                        retry_until=time.monotonic() + 600,
-                        backoff=ctx.retry_backoff,
-                    )
-            except execute.ExecuteError as error:
-                ctx.log.warning("executed", sql=sql, outcome="Failed", error=error.message)
-                _audit(ctx, change, "Rollback", "Failed", error.message, sql=sql)
-                return await _fail(ctx, change, Reason.APPLY_FAILED, f"rollback after a regression failed: {error}")
-            ctx.log.info("executed", sql=sql, outcome="Succeeded", seconds=round(done.seconds, 3))
-            _audit(ctx, change, "Rollback", "Succeeded", "regression: " + summary, sql=sql, seconds=done.seconds)
-            return await _finish(ctx, change, "RolledBack", Reason.REGRESSION, f"rolled back: {summary}")
+            return await _rollback(ctx, change, conn, undo, summary)
         _audit(ctx, change, "Verify", "Succeeded", summary)
         return await _finish(ctx, change, "Applied", Reason.APPLIED, summary)
+
+
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _undo(change: Change, name: str | None) -> list[str] | None:
+    """The rollback: a dropped index comes back exactly as captured before the drop."""
+    captured = change.status.get("droppedDefinition")
+    if change.spec.operation == "drop" and captured:
+        return [recreate(captured)]
+    return undo_for(change.spec, name)
+
+
+async def _rollback(ctx: Context, change: Change, conn: Any, undo: list[str], summary: str) -> float | None:
+    """Undo after a regression — in a window, on the same database, and (for a create) only our own index."""
+    sql = "; ".join(undo)
+    guard = Guard(ctx, change, conn, policy=False)
+    try:
+        if change.spec.operation == "create":
+            problem = await _ownership(change, conn)
+            if problem is not None:
+                return await _fail(ctx, change, problem[0], f"regressed, but not rolled back: {problem[1]}")
+        for statement in undo:
+            done = await _run(ctx, change, conn, statement, guard)
+    except Stop as stop:
+        if stop.kind == "fail":
+            return await _fail(ctx, change, stop.reason, stop.message)
+        # Still Verifying: the regression is judged again, and rolled back, once a window is open again.
+        _audit(ctx, change, "Recheck", "Skipped", f"regressed; the rollback waits: {stop.message}")
+        await _waiting(
+            ctx, change, stop.reason, f"regressed ({summary}); the rollback waits: {stop.message}",
+            stalled=stop.kind == "stall", always=True,
+        )  # fmt: skip
+        return ctx.check_seconds
+    except execute.ExecuteError as error:
+        _audit(ctx, change, "Rollback", "Failed", error.message, sql=sql)
+        return await _fail(ctx, change, Reason.APPLY_FAILED, f"rollback after a regression failed: {error}")
+    _audit(ctx, change, "Verify", "Failed", summary)
+    _audit(ctx, change, "Rollback", "Succeeded", "regression: " + summary, sql=sql, seconds=done.seconds)
+    return await _finish(ctx, change, "RolledBack", Reason.REGRESSION, f"rolled back: {summary}")
 
 
 # -- recording --------------------------------------------------------------------------------------------------
@@ -479,7 +757,8 @@ class _writer:
 
     async def __aexit__(self, *_: object) -> None:
         if self.conn is not None and not self.conn.is_closed():
-            await self.conn.close()
+            with contextlib.suppress(*execute.CONNECTION_LOST):
+                await self.conn.close()
 
 
 def _audit(
@@ -503,43 +782,28 @@ def _audit(
     change.patch["history"] = change.history
 
 
-def _conditions(
-    ctx: Context,
-    change: Change,
-    ready: Literal["True", "False"],
-    reason: str,
-    message: str,
-    *,
-    reconciling: bool,
-    stalled: bool,
-) -> None:
-    """Ready (with ``ready``), Reconciling and Stalled as kstatus reads them, into the pending patch."""
-    now, generation = ctx.now(), change.generation
-    conditions = [Condition.model_validate(c) for c in change.status.get("conditions", [])]
-    conditions = set_condition(conditions, ConditionType.READY, ready, reason, message, now=now, generation=generation)
-    for kind, wanted in ((ConditionType.RECONCILING, reconciling), (ConditionType.STALLED, stalled)):
-        if wanted:
-            conditions = set_condition(conditions, kind, "True", reason, message, now=now, generation=generation)
-        else:
-            conditions = remove_condition(conditions, kind)
-    change.patch["conditions"] = [c.to_wire() for c in conditions]
-
-
 async def _status(ctx: Context, change: Change, reason: str, message: str, reconciling: bool) -> None:
-    _conditions(ctx, change, "False", reason, message, reconciling=reconciling, stalled=False)
+    change.patch |= lifecycle.note(
+        change.typed, reason, message, now=ctx.now(), generation=change.generation, reconciling=reconciling
+    )
     await _flush(ctx, change)
 
 
-async def _waiting(ctx: Context, change: Change, reason: str, message: str, *, stalled: bool = False) -> None:
+async def _waiting(
+    ctx: Context, change: Change, reason: str, message: str, *, stalled: bool = False, always: bool = False
+) -> None:
     """Still waiting: only written when something changed, so a waiting change costs no API writes."""
     ready: dict[str, Any] = next((c for c in change.status.get("conditions", []) if c.get("type") == "Ready"), {})
     has_stalled = any(c.get("type") == "Stalled" for c in change.status.get("conditions", []))
     window_same = change.patch.get("window", change.status.get("window")) == change.status.get("window")
-    if ready.get("reason") == reason and ready.get("message") == message and has_stalled == stalled and window_same:
+    same = ready.get("reason") == reason and ready.get("message") == message and has_stalled == stalled
+    if same and window_same and not change.patch:
         return
-    _conditions(ctx, change, "False", reason, message, reconciling=False, stalled=stalled)
+    change.patch |= lifecycle.note(
+        change.typed, reason, message, now=ctx.now(), generation=change.generation, stalled=stalled
+    )
     await _flush(ctx, change)
-    if stalled:
+    if stalled and (not same or always):
         ctx.emit("Warning", reason, message)
 
 
@@ -553,10 +817,12 @@ async def _finish(
     ctx: Context, change: Change, phase: str, reason: str, message: str, *, stalled: bool = False
 ) -> float | None:
     """Final phase reached: nothing more to wait for (``None``)."""
-    _conditions(
-        ctx, change, "True" if phase == "Applied" else "False", reason, message, reconciling=False, stalled=stalled
-    )
-    change.patch |= {"phase": phase, "completedAt": ctx.now().isoformat()}
+    now, current = ctx.now(), change.typed
+    if phase == "Failed" or stalled:
+        change.patch |= lifecycle.failed(current, reason, message, now=now, generation=change.generation)
+    else:
+        final: Literal["Applied", "RolledBack", "Superseded"] = phase  # type: ignore[assignment]
+        change.patch |= lifecycle.finished(current, final, reason, message, now=now, generation=change.generation)
 
     async def settle() -> None:
         await _flush(ctx, change)

@@ -14,20 +14,27 @@ from optischema.flows import notifications
 from optischema.flows.apply import FINAL, Context, step
 from optischema.flows.changes import admit, gather
 from optischema.flows.target import utc_now
-from optischema.telemetry import CHANGES_FINISHED, CHANGES_WAITING, ROLLBACKS, log_for
+from optischema.lifecycle import indexchange as lifecycle
+from optischema.telemetry import CHANGES_FINISHED, CHANGES_WAITING, ROLLBACKS, STATEMENTS_EXECUTED, log_for
 
 
 @kopf.on.resume(GROUP, VERSION, "indexchanges")
 @kopf.on.create(GROUP, VERSION, "indexchanges")
 async def accept(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     meta, spec = body["metadata"], body["spec"]
-    if (body.get("status") or {}).get("phase"):
+    status = dict(body.get("status") or {})
+    if status.get("phase") not in (None, "Pending"):
         return  # already accepted or refused: decisions are not revisited on restart
     namespace = meta["namespace"]
     facts = await gather(memo.kube, namespace, meta["name"], dict(spec))
     if facts.unreachable:
-        raise kopf.TemporaryError(f"cannot size the index yet: {facts.unreachable}", delay=30)
-    verdict = admit(spec, facts, now=utc_now(), generation=meta.get("generation"))
+        message = f"cannot check the change against the database yet: {facts.unreachable}; retrying"
+        current = lifecycle.parse(status)
+        if current.phase is None or not any(c.message == message for c in current.conditions):
+            patch = lifecycle.pending(current, message, now=utc_now(), generation=meta.get("generation"))
+            await memo.kube.patch_status("indexchanges", namespace, meta["name"], patch)
+        raise kopf.TemporaryError(message, delay=30)
+    verdict = admit(spec, facts, now=utc_now(), generation=meta.get("generation"), status=status)
     await memo.kube.patch_status("indexchanges", namespace, meta["name"], verdict.status)
     (kopf.info if verdict.accepted else kopf.warn)(body, reason=verdict.reason, message=verdict.message)
 
@@ -72,6 +79,10 @@ async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, *
         on_final=final,
     )
     waiting: set[str] = memo.changes_waiting.setdefault((namespace, target), set())
+    # The series exists from the first change on (at 0), so that "waiting, and nothing executed for a week"
+    # (OptiSchemaChangeStuck) can be true before any statement ever ran.
+    for outcome in ("Succeeded", "Failed"):
+        STATEMENTS_EXECUTED.labels(namespace, target, outcome)
     try:
         while not stopped:
             wait = await step(ctx, namespace, name)

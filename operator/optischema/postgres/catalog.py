@@ -187,22 +187,22 @@ async def rendered_shape(conn: asyncpg.Connection, index: IndexDefinition) -> st
 
     The definition is created on an empty temporary copy of the table's columns (``LIKE``: same types and
     collations) inside a transaction that is rolled back: PostgreSQL parses and normalises the keys, operator
-    classes and predicate exactly as it would for the real table, and nothing persists. Needs a writable session
-    (the apply connection). Raises ``asyncpg.PostgresError`` when the table or a column is missing."""
+    classes and predicate exactly as it would for the real table, and nothing persists. The transaction is opened
+    ``READ WRITE`` explicitly, so that the read-only admission session (``default_transaction_read_only``) can probe
+    too: a temporary table is the only thing it ever writes, and it is rolled back. Raises
+    ``asyncpg.PostgresError`` when the table or a column is missing (or temporary tables are not allowed)."""
     probe = "optischema_shape_probe"
-    transaction = conn.transaction()
-    await transaction.start()
+    await conn.execute("BEGIN READ WRITE")
     try:
         await conn.execute(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {qualified(index.schema_, index.table)})")
         temporary = index.model_copy(update={"schema_": "pg_temp", "table": probe})
         await conn.execute(render_create(temporary, concurrently=False, name=probe + "_idx"))
-        row = await conn.fetchrow(
-            _INDEX_INFO + " WHERE n.oid = pg_my_temp_schema() AND i.relname = $1", probe + "_idx"
-        )
+        row = await conn.fetchrow(_INDEX_INFO + " WHERE n.oid = pg_my_temp_schema() AND i.relname = $1", probe + "_idx")
         assert row is not None
         return _info(row).shape
     finally:
-        await transaction.rollback()  # nothing of the probe persists
+        if not conn.is_closed():
+            await conn.execute("ROLLBACK")  # nothing of the probe persists
 
 
 async def same_uniqueness(conn: asyncpg.Connection, index: IndexInfo) -> str | None:
