@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from sqlglot.errors import ParseError, TokenError
 
 from optischema.analysis.snapshot import Column, Server, Snapshot, Statement, Table
-from optischema.analysis.statements import MAX_STATEMENT_CHARS, Catalog, fingerprint, is_unreadable, parse_statement
+from optischema.analysis.statements import (
+    MAX_STATEMENT_CHARS,
+    Catalog,
+    fingerprint,
+    is_unreadable,
+    parse_failure,
+    parse_statement,
+)
 from optischema.analysis.workload import build_workload, compile_pattern
 from optischema.api import describe
 from optischema.api.target import Analysis
@@ -26,7 +34,7 @@ HUGE = "SELECT id FROM orders WHERE customer_id IN (" + ", ".join(f"${n}" for n 
 @pytest.mark.parametrize(
     ("query", "reason"),
     [
-        (DEEP, "nested too deeply to parse (RecursionError)"),
+        (DEEP, "nested too deeply to parse (60 levels of parentheses, more than 32)"),
         (UNTERMINATED, "cannot tokenize: "),
         (HUGE, f"longer than {MAX_STATEMENT_CHARS} characters"),
         ("SELECT id FROM orders WHERE (customer_id = $1", "cannot parse: "),
@@ -81,3 +89,24 @@ def test_a_pattern_re2_cannot_run_is_refused_naming_the_field(pattern: str) -> N
     assert "RE2" in message
     with pytest.raises(ValueError, match="RE2"):
         compile_pattern(pattern)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (RecursionError("maximum recursion depth exceeded"), "nested too deeply to parse (RecursionError)"),
+        (TokenError("Error tokenizing 'x"), "cannot tokenize: Error tokenizing 'x"),
+        (ParseError("Invalid expression"), "cannot parse: Invalid expression"),
+        (KeyError("this"), "the analyser failed on it (KeyError: 'this')"),
+    ],
+)
+def test_whatever_the_parser_raises_becomes_a_reason(error: Exception, reason: str) -> None:
+    assert parse_failure(error) == reason
+    assert is_unreadable(reason)
+
+
+def test_nesting_within_the_limit_is_analysed() -> None:
+    query = "SELECT id FROM orders WHERE customer_id = " + "(" * 30 + "$1" + ")" * 30
+    parsed = parse_statement(query, CATALOG)
+    assert parsed.skip_reason is None
+    assert parsed.usages[("public", "orders")].equality == ["customer_id"]

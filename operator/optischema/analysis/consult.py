@@ -9,8 +9,11 @@ reason, for ``kubectl optischema status`` and the rejections metric.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlglot.tokens import Tokenizer
 
 from optischema.api.operations import SettingChange
 from optischema.api.recommendation import QueryRewrite, RecommendedChange
@@ -21,8 +24,10 @@ from .prompt import Prompt, PromptStatement, build
 from .report import Recommendation, make
 from .selection import Selection, WorkloadStatement
 from .snapshot import Snapshot
-from .statements import TableKey
-from .suggestions import Rejection, check_index, check_rewrite, check_setting, parse_reply
+from .statements import DIALECT, TableKey, nesting_problem, parse_failure
+from .suggestions import Kind, Rejection, check_index, check_rewrite, check_setting, parse_reply
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -64,6 +69,42 @@ def prompt_for(
     return build(statements, tables, indexes, [f"{f.kind}: {f.sql}" for f in findings], pii_safe=pii_safe)
 
 
+def check_reply(text: str) -> str | None:
+    """Why an LLM's answer cannot be used as a whole, or None; checked before the answer is cached.
+
+    An answer is cached only when it reads as JSON of the expected shape and none of its SQL is garbled: every
+    piece tokenizes (an unterminated quote or identifier means the text was cut or mangled) and none is nested too
+    deeply for the parser. A garbled answer is asked again next time instead of being served from the cache. What
+    a well-formed suggestion means (its tables and columns, whether it is one read-only SELECT, the allow-lists)
+    is judged afterwards, one suggestion at a time, against the database (:func:`digest`), where a bad one is
+    rejected with its reason and the others kept.
+    """
+    suggestions, problem = parse_reply(text)
+    if suggestions is None:
+        return problem or "unreadable"
+    for rewrite in suggestions.rewrites:
+        found = _garbled(rewrite.sql)
+        if found:
+            return f"rewrite of {rewrite.query_id}: {found}"
+    for index in suggestions.indexes:
+        for piece in [*index.columns, *index.include, index.where or ""]:
+            found = _garbled(piece)
+            if found:
+                return f"index on {index.table}: {piece[:100]!r}: {found}"
+    return None
+
+
+def _garbled(sql: str) -> str | None:
+    too_deep = nesting_problem(sql)
+    if too_deep:
+        return too_deep
+    try:
+        Tokenizer(dialect=DIALECT).tokenize(sql)
+    except Exception as error:  # TokenError, or anything else the tokenizer raises: see parse_failure
+        return parse_failure(error)
+    return None
+
+
 def digest(
     text: str,
     model: str,
@@ -84,7 +125,9 @@ def digest(
             by_table.setdefault(table_key, set()).add(statement.key)
     seen: set[str] = set()
     for suggestion in suggestions.indexes:
-        checked = check_index(suggestion, columns)
+        pieces = [*suggestion.columns, suggestion.where or ""]
+        what = f"{suggestion.table} ({', '.join(suggestion.columns)})"
+        checked = _guarded("index", what, pieces, check_index, suggestion, columns)
         if isinstance(checked, Rejection):
             consultation.rejections.append(checked)
             continue
@@ -126,7 +169,8 @@ def digest(
     known = {s.key: normalised.get(s.key, s.request.query) for s in workload}
     fingerprints = {s.key: s.parsed.fingerprint for s in workload}
     for rewrite in suggestions.rewrites:
-        checked_sql = check_rewrite(rewrite, known, columns)
+        what = f"rewrite of {rewrite.query_id}"
+        checked_sql = _guarded("rewrite", what, [rewrite.sql], check_rewrite, rewrite, known, columns)
         if isinstance(checked_sql, Rejection):
             consultation.rejections.append(checked_sql)
             continue
@@ -154,6 +198,19 @@ def digest(
             )
         )
     return consultation
+
+
+def _guarded(kind: Kind, what: str, sql: Sequence[str], check: Callable[..., T], *args: Any) -> T | Rejection:
+    """A check that may meet SQL the parser cannot handle: its failure rejects the suggestion, not the analysis
+    (and SQL nested too deeply for the parser is rejected before it tries)."""
+    for piece in sql:
+        too_deep = nesting_problem(piece)
+        if too_deep:
+            return Rejection(kind, what, too_deep)
+    try:
+        return check(*args)
+    except Exception as error:  # see parse_failure
+        return Rejection(kind, what, parse_failure(error))
 
 
 def _llm(recommendation: Recommendation, model: str) -> Recommendation:

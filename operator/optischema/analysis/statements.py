@@ -133,7 +133,7 @@ def fingerprint(query: str) -> str:
     """
     text = prepare_text(query)
     shape = None
-    if len(text) <= MAX_STATEMENT_CHARS:
+    if len(text) <= MAX_STATEMENT_CHARS and nesting_problem(text) is None:
         try:
             tree = sqlglot.parse_one(text, dialect=DIALECT)
             shape = tree.transform(_placeholder).sql(dialect=DIALECT, normalize=True)
@@ -173,6 +173,27 @@ def _placeholder(node: exp.Expr) -> exp.Expr:
     return node
 
 
+#: Deepest nesting of parentheses parsed. sqlglot recurses once per level through a dozen frames: 50 levels exhaust
+#: Python's recursion limit. A deeper statement is skipped before the parser sees it — hitting the limit works
+#: (it is caught as well) but is slow, and whatever else runs at that depth (a finalizer, a log handler) fails too.
+MAX_NESTING = 32
+_QUOTED = re.compile(r"'(?:[^']|'')*'")
+
+
+def nesting_problem(text: str) -> str | None:
+    """Why ``text`` is nested too deeply to parse, or None; quoted strings are not counted."""
+    depth = deepest = 0
+    for char in _QUOTED.sub("''", text):
+        if char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        return f"nested too deeply to parse ({deepest} levels of parentheses, more than {MAX_NESTING})"
+    return None
+
+
 #: How :func:`parse_failure` and the length cap begin their reasons: a statement skipped for one of these could not
 #: be read at all (the others were read and found not worth analysing: utility, no table, more than one).
 UNREADABLE = ("nested too deeply", "cannot tokenize", "cannot parse", "the analyser failed", "longer than ")
@@ -190,6 +211,9 @@ def parse_statement(query: str, catalog: Catalog) -> ParsedStatement:
         return ParsedStatement("other", fp, skip_reason=f"longer than {MAX_STATEMENT_CHARS} characters")
     if _UTILITY.match(query):
         return ParsedStatement("other", fp, skip_reason=f"utility statement ({query.split(None, 1)[0].upper()})")
+    too_deep = nesting_problem(query)
+    if too_deep:
+        return ParsedStatement("other", fp, skip_reason=too_deep)
     try:
         return _parse(query, catalog, fp)
     except Exception as error:  # see parse_failure: skipped with the reason, never raised

@@ -66,14 +66,14 @@ def build_workload(
     kept = 0
     for statement in ranked:
         reason = _reason_to_skip(statement, min_calls, patterns)
+        if reason is None and kept >= top:  # before parsing: the rest is never read (parsing is the cost)
+            reason = f"outside the top {top} statements by total time"
         chosen: WorkloadStatement | None = None
         if reason is None:
             try:
                 chosen, reason = _statement(statement, snapshot, catalog)
             except Exception as error:  # one statement never stops the analysis of the others
                 chosen, reason = None, parse_failure(error)
-        if reason is None and kept >= top:
-            reason = f"outside the top {top} statements by total time"
         if reason is not None or chosen is None:
             workload.skipped.append(Skipped(statement.query_id, statement.query, statement.calls, reason or ""))
             continue

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from optischema.analysis.consult import check_reply
 from optischema.analysis.prompt import Prompt
 from optischema.api.target import Llm
 from optischema.flows.analyze import Advisor, AdvisorReply
@@ -110,7 +111,7 @@ def make_advisor(
     async def advise(prompt: Prompt) -> AdvisorReply:
         for provider in providers:
             text = await store.cached(cache_key(provider, prompt))
-            if text is not None:
+            if text is not None and check_reply(text) is None:  # one cached before answers were checked: asked again
                 LLM_CACHE_HITS.labels(*labels).inc()
                 return AdvisorReply(text, provider.name, cached=True)
         day = datetime.now(UTC).date().isoformat()
@@ -145,14 +146,25 @@ def make_advisor(
         finally:
             LLM_CALL_SECONDS.labels(*labels).observe(time.monotonic() - started)
             LLM_FAILOVERS.labels(*labels).inc(chain.failovers - before)
-        LLM_CALLS.labels(*labels, "answered").inc()
         LLM_TOKENS.labels(*labels).inc(reply.tokens)
         await store.spend(day, reply.tokens)
         answered = next(p for p in providers if p.kind == reply.provider and p.model == reply.model)
         if answered.cost_per_million_tokens:
             LLM_COST.labels(*labels).inc(reply.tokens * answered.cost_per_million_tokens / 1e6)
+        model = f"{reply.provider}/{reply.model}"
+        problem = check_reply(reply.text)
+        if problem is not None:  # never cached: the next analysis asks again rather than reading it back
+            LLM_CALLS.labels(*labels, "rejected").inc()
+            return AdvisorReply(
+                None,
+                model,
+                tokens=reply.tokens,
+                rejected=problem,
+                note=f"the answer of {model} was rejected (and not cached), the engine's findings only: {problem}",
+            )
+        LLM_CALLS.labels(*labels, "answered").inc()
         await store.remember(cache_key(answered, prompt), reply.text)
-        return AdvisorReply(reply.text, f"{reply.provider}/{reply.model}", tokens=reply.tokens)
+        return AdvisorReply(reply.text, model, tokens=reply.tokens)
 
     return advise
 

@@ -36,6 +36,12 @@ Progress = Callable[[str, int, int], None]
 MAX_STATEMENTS = 10_000
 
 
+def statement_limit(top: int) -> int:
+    """Statements read from ``pg_stat_statements`` (the most total time first) to find ``top`` analysable ones:
+    twice as many and a hundred more, since some are skipped (utility statements, ignored, unreadable)."""
+    return top * 2 + 100
+
+
 @dataclass(frozen=True, slots=True)
 class AdvisorReply:
     """What asking the LLM gave: its text (None when there was no answer, and ``note`` says why)."""
@@ -46,6 +52,7 @@ class AdvisorReply:
     tokens: int = 0
     note: str | None = None
     budget_spent: str | None = None  # "target" or "cluster" when a daily token budget stopped the call
+    rejected: str | None = None  # why an answer that came was turned down as a whole (it was not cached)
 
 
 Advisor = Callable[[Prompt], Awaitable[AdvisorReply]]
@@ -136,7 +143,13 @@ async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: da
     conn = await connect(dsn, timeout=options.connect_timeout)
     try:
         say("collecting statistics and catalogs", 0, 0)
-        snapshot = await collect(conn, ignore_schemas=options.ignore_schemas, sample_seconds=options.sample_seconds)
+        snapshot = await collect(
+            conn,
+            ignore_schemas=options.ignore_schemas,
+            sample_seconds=options.sample_seconds,
+            min_calls=options.min_calls,
+            statement_limit=statement_limit(options.top_statements),
+        )
         workload = _workload(snapshot, options)
         notes = _notes(snapshot, workload, options)
         usages = [(s.key, u) for s in workload.statements for u in s.parsed.usages.values()]
@@ -232,7 +245,14 @@ async def _consult(
     prompt = prompt_for(snapshot, workload.statements, engine, pii_safe=options.pii_safe)
     reply = await options.advisor(prompt)
     if reply.text is None:
-        return Consultation(model=reply.model, note=reply.note, tokens=reply.tokens, budget_spent=reply.budget_spent)
+        rejections = [Rejection("reply", "the whole answer", reply.rejected)] if reply.rejected else []
+        return Consultation(
+            model=reply.model,
+            note=reply.note,
+            tokens=reply.tokens,
+            budget_spent=reply.budget_spent,
+            rejections=rejections,
+        )
     engine_settings = {r.change.setting.name for r in engine if r.change.setting is not None}
     result = digest(
         reply.text, reply.model or "llm", snapshot, workload.statements, {c.key for c in candidates}, engine_settings
@@ -281,7 +301,13 @@ def _workload(snapshot: Snapshot, options: AnalyzeOptions) -> Workload:
 def _notes(snapshot: Snapshot, workload: Workload, options: AnalyzeOptions) -> list[str]:
     notes = []
     outside = sum(1 for s in workload.skipped if s.reason.startswith("outside the top"))
-    if outside:
+    if len(snapshot.statements) >= statement_limit(options.top_statements):
+        notes.append(
+            f"only the {len(snapshot.statements)} statements with the most total time (called at least "
+            f"{options.min_calls} times) were read from pg_stat_statements; the top {options.top_statements} "
+            "analysable ones among them were analysed (raise --top to read more)."
+        )
+    elif outside:
         notes.append(
             f"{len(snapshot.statements)} statements in pg_stat_statements: the top {options.top_statements} by total "
             f"time were analysed, {outside} others left out (raise --top to include them)."

@@ -7,6 +7,8 @@ Called by the target's daemon in ``handlers``; never imports kopf.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -276,10 +278,21 @@ async def analyse_and_record(
             kube, target, check, run, sample_seconds, semaphore, operator_namespace, llm_cluster_budget
         )
     except Exception as error:  # see the docstring; the caller logs and posts it as well
-        message = f"unexpected error: {type(error).__name__}: {error}"
+        message = f"unexpected error: {type(error).__name__}: {_one_line(error)}"
         failure = lifecycle.failed(run, utc_now(), message, duration_seconds=time.monotonic() - clock)
         await kube.patch_status("postgrestargets", meta["namespace"], meta["name"], lifecycle.status_patch(failure))
         return False, message
+
+
+def _one_line(error: Exception) -> str:
+    """An error as one line for the status: an API error's own message (its ``str`` carries the HTTP headers)."""
+    body = getattr(error, "body", None)
+    if isinstance(body, str | bytes):
+        with contextlib.suppress(ValueError, AttributeError):
+            found = json.loads(body).get("message")
+            if found:
+                return f"{getattr(error, 'status', '')} {found}".strip()[:2000]
+    return " ".join(str(error).split())[:2000]
 
 
 async def _analyse_and_record(

@@ -15,7 +15,7 @@ import asyncpg
 
 from optischema.analysis.errors import AnalysisError, ExitCode
 from optischema.analysis.snapshot import Column, Index, IndexKey, Server, Setting, Snapshot, Statement, Table
-from optischema.analysis.statements import fingerprint
+from optischema.analysis.statements import MAX_STATEMENT_CHARS, fingerprint
 from optischema.changes.quoting import qualified
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -42,11 +42,15 @@ async def collect(
     *,
     ignore_schemas: Iterable[str] = (),
     sample_seconds: float = 0.0,
+    min_calls: int = 1,
+    statement_limit: int | None = None,
 ) -> Snapshot:
-    """The whole snapshot. Raises :class:`AnalysisError` when pg_stat_statements is missing or unreadable."""
+    """The whole snapshot. Raises :class:`AnalysisError` when pg_stat_statements is missing or unreadable.
+
+    ``min_calls`` and ``statement_limit`` cut the statements in SQL (see :func:`read_statements`)."""
     skip = [*SYSTEM_SCHEMAS, *ignore_schemas]
     server = await read_server(conn)
-    statements, hidden = await read_statements(conn, server)
+    statements, hidden = await read_statements(conn, server, min_calls=min_calls, limit=statement_limit)
     tables = await read_tables(conn, skip)
     indexes = await read_indexes(conn, skip)
     settings = await read_settings(conn)
@@ -82,9 +86,16 @@ async def read_server(conn: asyncpg.Connection) -> Server:
     )
 
 
-async def read_statements(conn: asyncpg.Connection, server: Server) -> tuple[list[Statement], int]:
+async def read_statements(
+    conn: asyncpg.Connection, server: Server, *, min_calls: int = 1, limit: int | None = None
+) -> tuple[list[Statement], int]:
     """Statements of this database, one per query id (summed over users and nesting levels); the count hidden by
     missing privileges.
+
+    The cut happens in SQL, so that a ``pg_stat_statements`` of 100,000 long statements never reaches Python
+    whole: only statements called ``min_calls`` times or more, the ``limit`` with the most total time, and of each
+    text its first :data:`MAX_STATEMENT_CHARS` + 1 characters (one more than the parser reads, so that a longer
+    text is known to be longer and skipped as such).
 
     Statements nested in an EXPLAIN are left out: with ``pg_stat_statements.track = all`` the what-if planner's
     own EXPLAINs are recorded under the query id of the statement they plan, and must not count as its calls.
@@ -111,14 +122,19 @@ async def read_statements(conn: asyncpg.Connection, server: Server) -> tuple[lis
     view = qualified(schema, "pg_stat_statements")
     try:
         rows = await conn.fetch(
-            f"""SELECT queryid, min(query) AS query, sum(calls)::bigint AS calls, sum({total}) AS total_time,
+            f"""SELECT queryid, left(min(query), $1) AS query, sum(calls)::bigint AS calls, sum({total}) AS total_time,
                        sum(rows)::bigint AS rows, sum(shared_blks_hit)::bigint AS hit,
                        sum(shared_blks_read)::bigint AS read, sum(temp_blks_written)::bigint AS temp_written
                 FROM {view}
                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND queryid IS NOT NULL
                   AND query !~* '^\\s*explain\\M'
                 GROUP BY queryid
-                ORDER BY total_time DESC"""
+                HAVING sum(calls) >= $2
+                ORDER BY total_time DESC
+                LIMIT $3""",
+            MAX_STATEMENT_CHARS + 1,
+            min_calls,
+            limit,
         )
     except asyncpg.ObjectNotInPrerequisiteStateError as error:
         raise AnalysisError(
