@@ -17,6 +17,8 @@ import asyncpg
 import pytest
 
 from devcluster.cluster import Cluster
+from optischema.api.index import IndexDefinition
+from optischema.changes.ddl import index_name
 from tests.gitops import argocd, flux
 from tests.receiver import receiver
 
@@ -71,6 +73,11 @@ def wait_phase(cluster: Cluster, namespace: str, name: str, *phases: str, timeou
     return status
 
 
+def generated(index: dict[str, Any]) -> str:
+    """The name the operator gives an index defined without one (table, keys and the definition's hash)."""
+    return index_name(IndexDefinition.model_validate(index))
+
+
 def indexes(host: str, name: str) -> list[tuple[str, bool]]:
     rows = sql(
         host,
@@ -118,7 +125,9 @@ def test_nothing_runs_outside_a_window_then_the_window_applies_and_verifies(
     doc["spec"]["maintenanceWindows"] = []
     apply(cluster, doc)
     wait_for(lambda: get(cluster, "pgt", "shop", "-n", namespace).get("status", {}).get("database"), what="Ready")
-    apply(cluster, change(namespace, "by-customer", {"table": "invoices", "columns": [{"name": "customer_id"}]}))
+    by_customer = {"table": "invoices", "columns": [{"name": "customer_id"}]}
+    name = generated(by_customer)
+    apply(cluster, change(namespace, "by-customer", by_customer))
 
     waiting = wait_for(
         lambda: (s := get(cluster, "ixc", "by-customer", "-n", namespace).get("status") or {}).get("window") and s,
@@ -128,7 +137,7 @@ def test_nothing_runs_outside_a_window_then_the_window_applies_and_verifies(
     assert datetime.fromisoformat(waiting["window"]["start"]) == later
     time.sleep(4)  # two check periods
     assert phase(cluster, namespace, "by-customer") == "WaitingForWindow"
-    assert indexes(database, "invoices_customer_id_idx") == [], "nothing ran outside the window"
+    assert indexes(database, name) == [], "nothing ran outside the window"
 
     # A window opens now: the change runs, then is verified against the workload.
     now = datetime.now(UTC)
@@ -139,14 +148,13 @@ def test_nothing_runs_outside_a_window_then_the_window_applies_and_verifies(
     with Traffic(database, "SELECT sum(amount) FROM invoices WHERE customer_id = $1", 42):
         status = wait_phase(cluster, namespace, "by-customer", "Applied", "RolledBack", "Failed", timeout=120)
     assert status["phase"] == "Applied", status["conditions"]
-    assert indexes(database, "invoices_customer_id_idx") == [("invoices_customer_id_idx", True)]
+    assert indexes(database, name) == [(name, True)]
     assert [h["action"] for h in status["history"]] == ["Precheck", "Execute", "Verify"]
     live = get(cluster, "ixc", "by-customer", "-n", namespace)
     assert (argocd(live), flux(live)) == ("Healthy", "Healthy")  # the GitOps health checks on the real object
     execute = status["history"][1]
-    assert (
-        execute["sql"] == 'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx" ON "public"."invoices" ("customer_id")'
-    )
+    assert execute["sql"] == f'CREATE INDEX CONCURRENTLY "{name}" ON "public"."invoices" ("customer_id")'
+    assert name.startswith("invoices_customer_id_")
     assert execute["actor"] == "admin"
     assert execute["outcome"] == "Succeeded"
     assert status["verification"]["verdict"] == "Improved"
@@ -210,8 +218,9 @@ def test_a_change_that_makes_a_query_slower_is_rolled_back(
     assert status["verification"]["verdict"] == "Regressed"
     assert status["verification"]["regressionPercent"] > 10
     assert [h["action"] for h in status["history"]] == ["Precheck", "Execute", "Verify", "Rollback"]
-    assert status["history"][-1]["sql"] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."r_ts_idx"'
-    assert indexes(database, "r_ts_idx") == [], "the index is gone again"
+    by_ts = generated({"table": "r", "columns": [{"name": "ts"}]})
+    assert status["history"][-1]["sql"] == f'DROP INDEX CONCURRENTLY IF EXISTS "public"."{by_ts}"'
+    assert indexes(database, by_ts) == [], "the index is gone again"
     stalled = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert stalled["reason"] == "Regression"
     assert "rolled back" in stalled["message"]
@@ -289,7 +298,7 @@ def test_a_build_killed_midway_leaves_no_invalid_index_and_fails_stalled(
     )
     status = wait_phase(cluster, namespace, "killed", "Failed", "Applied")
     assert status["phase"] == "Failed"
-    assert indexes(database, "big_c_b_idx") == [], "the INVALID index was dropped"
+    assert indexes(database, generated(index)) == [], "the INVALID index was dropped"
     actions = [(h["action"], h["outcome"]) for h in status["history"]]
     assert ("Execute", "Failed") in actions
     assert ("Cleanup", "Succeeded") in actions
@@ -313,12 +322,13 @@ def test_an_operator_killed_during_apply_resumes_without_a_duplicate(
         first.wait(timeout=10)
         # The server notices the operator is gone (client_connection_check_interval) and aborts the build.
         wait_for(lambda: not building(database), timeout=30, what="the orphaned build to stop")
-        assert indexes(database, "big_c_a_idx") == [("big_c_a_idx", False)], "an INVALID index is left behind"
+        name = generated(index)
+        assert indexes(database, name) == [(name, False)], "an INVALID index is left behind"
         assert phase(cluster, namespace, "resumed") == "Applying"
         start()
         status = wait_phase(cluster, namespace, "resumed", "Applied", "RolledBack", "Failed", timeout=180)
         assert status["phase"] == "Applied", status["conditions"]
-        assert indexes(database, "big_c_a_idx") == [("big_c_a_idx", True)], "one valid index, no duplicate"
+        assert indexes(database, name) == [(name, True)], "one valid index, no duplicate"
         actions = [h["action"] for h in status["history"]]
         assert actions == ["Precheck", "Cleanup", "Execute", "Verify"], actions
 

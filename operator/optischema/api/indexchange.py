@@ -217,7 +217,8 @@ class IndexChangeStatus(ApiModel):
     baseline: Baseline | None = None
     """Counters taken before the change, for verification (kept so a restarted operator verifies the same way)."""
     system_identifier: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
-    """The database the pre-checks ran on; every later statement (and the rollback) runs only on that one."""
+    """The database the change was admitted for (``spec.systemIdentifier``, else the target's at admission), then
+    the one the pre-checks ran on; every later statement (and the rollback) runs only on that one."""
     execution: Execution | None = None
     """Marker written before executing; see ``Execution``."""
     dropped_definition: str | None = Field(default=None, max_length=65536)

@@ -43,7 +43,14 @@ from pydantic import ValidationError
 
 from optischema.api import describe
 from optischema.api.conditions import Reason
-from optischema.api.indexchange import Baseline, Execution, IndexChangeSpec, StatementCounters, TimeWindow
+from optischema.api.indexchange import (
+    Baseline,
+    Execution,
+    IndexChangeSpec,
+    IndexChangeStatus,
+    StatementCounters,
+    TimeWindow,
+)
 from optischema.api.target import PostgresTargetSpec
 from optischema.changes.ddl import index_name, recreate, render_drop, statements_for, table_of, undo_for
 from optischema.changes.verdict import Counters, build_estimate, discontinuity, fits, inconclusive, judge
@@ -94,7 +101,7 @@ class Change:
     patch: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def typed(self) -> Any:
+    def typed(self) -> IndexChangeStatus:
         """The status as last written, typed (``IndexChangeStatus``), for the lifecycle."""
         return lifecycle.parse(self.status)
 
@@ -217,8 +224,8 @@ class Guard:
             raise Stop(
                 "wait",
                 Reason.WINDOW_CLOSED,
-                f"the maintenance window closed (or a blackout began) before the statement could start "
-                f"(operator clock {ctx.now().isoformat()}, database clock {server.now.isoformat()}); nothing ran",
+                "the maintenance window closed (or a blackout began) before the statement could start, by the "
+                "operator's clock or the database's; nothing ran",
             )
         return int(left.total_seconds() * 1000)
 
@@ -229,7 +236,7 @@ def _identity_problem(change: Change, target: dict[str, Any], identity: str) -> 
     recorded = ((target.get("status") or {}).get("database") or {}).get("systemIdentifier")
     for expected, where in (
         (change.spec.system_identifier, "spec.systemIdentifier"),
-        (change.status.get("systemIdentifier"), "status.systemIdentifier (the database pre-checked)"),
+        (change.status.get("systemIdentifier"), "status.systemIdentifier (the database admitted and pre-checked)"),
         (recorded, "the target's status.database.systemIdentifier"),
     ):
         if expected and expected != identity:
@@ -241,19 +248,22 @@ def _identity_problem(change: Change, target: dict[str, Any], identity: str) -> 
 
 
 async def _stopped(ctx: Context, change: Change, stop: Stop) -> float | None:
-    """What a re-check that said no does: back to waiting, stalled, or failed — and nothing ran."""
-    _audit(ctx, change, "Recheck", "Skipped" if stop.kind != "fail" else "Failed", stop.message)
+    """What a re-check that said no does: back to waiting, stalled, or failed — and nothing ran. Only a statement
+    that was about to run is written to the history; a pre-check that keeps saying "not yet" (or "not this
+    database") is in the conditions, once, so a long stall does not grow the status."""
     if stop.kind == "fail":
+        _audit(ctx, change, "Recheck", "Failed", stop.message)
         return await _fail(ctx, change, stop.reason, stop.message)
     stalled = stop.kind == "stall"
     if change.status.get("phase") == "Applying":
+        _audit(ctx, change, "Recheck", "Skipped", stop.message)
         change.patch |= lifecycle.waiting(
             change.typed, stop.reason, stop.message, now=ctx.now(), generation=change.generation, stalled=stalled
         )
         await _flush(ctx, change)
         ctx.emit("Warning", stop.reason, stop.message)
         return 1.0 if not stalled else ctx.check_seconds
-    await _waiting(ctx, change, stop.reason, stop.message, stalled=stalled, always=True)
+    await _waiting(ctx, change, stop.reason, stop.message, stalled=stalled)
     return ctx.check_seconds
 
 
@@ -701,11 +711,9 @@ async def _rollback(ctx: Context, change: Change, conn: Any, undo: list[str], su
         if stop.kind == "fail":
             return await _fail(ctx, change, stop.reason, stop.message)
         # Still Verifying: the regression is judged again, and rolled back, once a window is open again.
-        _audit(ctx, change, "Recheck", "Skipped", f"regressed; the rollback waits: {stop.message}")
         await _waiting(
-            ctx, change, stop.reason, f"regressed ({summary}); the rollback waits: {stop.message}",
-            stalled=stop.kind == "stall", always=True,
-        )  # fmt: skip
+            ctx, change, stop.reason, f"regressed; the rollback waits: {stop.message}", stalled=stop.kind == "stall"
+        )
         return ctx.check_seconds
     except execute.ExecuteError as error:
         _audit(ctx, change, "Rollback", "Failed", error.message, sql=sql)
@@ -789,9 +797,7 @@ async def _status(ctx: Context, change: Change, reason: str, message: str, recon
     await _flush(ctx, change)
 
 
-async def _waiting(
-    ctx: Context, change: Change, reason: str, message: str, *, stalled: bool = False, always: bool = False
-) -> None:
+async def _waiting(ctx: Context, change: Change, reason: str, message: str, *, stalled: bool = False) -> None:
     """Still waiting: only written when something changed, so a waiting change costs no API writes."""
     ready: dict[str, Any] = next((c for c in change.status.get("conditions", []) if c.get("type") == "Ready"), {})
     has_stalled = any(c.get("type") == "Stalled" for c in change.status.get("conditions", []))
@@ -803,7 +809,7 @@ async def _waiting(
         change.typed, reason, message, now=ctx.now(), generation=change.generation, stalled=stalled
     )
     await _flush(ctx, change)
-    if stalled and (not same or always):
+    if stalled and not same:
         ctx.emit("Warning", reason, message)
 
 

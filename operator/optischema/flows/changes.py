@@ -301,6 +301,7 @@ def admit(
         message=message,
         now=now,
         generation=generation,
+        system_identifier=change.system_identifier or identity,
     )
     return Verdict(True, Reason.WAITING_FOR_WINDOW, message, patch)
 

@@ -120,7 +120,10 @@ def admitted(
     message: str,
     now: datetime,
     generation: int | None,
+    system_identifier: str | None = None,
 ) -> dict[str, Any]:
+    """Accepted: the rendered SQL, its undo and the database it was admitted for (every later statement must reach
+    that one)."""
     _check(status.phase, "WaitingForWindow")
     found = conditions(
         status, "False", Reason.WAITING_FOR_WINDOW, message, reconciling=False, stalled=False, now=now,
@@ -131,6 +134,8 @@ def admitted(
         fields["rollback_sql"] = rollback_sql
     if estimated_bytes is not None:
         fields["estimated_bytes"] = estimated_bytes
+    if system_identifier is not None:
+        fields["system_identifier"] = system_identifier
     return _patch(**fields, observed_generation=generation)
 
 
