@@ -11,6 +11,7 @@ and the benchmark goes on with the others. The connection is the sandbox's unpri
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ async def write_statements(conn: asyncpg.Connection, table: str, limit: int = 5)
         "SELECT queryid::text AS id, query, calls FROM pg_stat_statements "
         "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
         "AND calls > 1 AND query ~* $1 AND query ~* '^\\s*(insert|update|delete)\\M' ORDER BY calls DESC LIMIT $2",
-        rf"\m{table}\M",
+        rf"\m{re.escape(table)}\M",  # a name, matched literally (a backslash before a symbol is one in ARE too)
         limit,
     )
     return [(row["id"], row["query"], int(row["calls"])) for row in rows]
