@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -313,3 +316,14 @@ def test_the_operator_refuses_to_run_without_its_webhook_unless_told_it_may() ->
     assert "OPTISCHEMA_INSECURE_NO_WEBHOOK=true" in refusal
     assert webhook_required(Settings(webhook_port=0, insecure_no_webhook=True)) is None
     assert webhook_required(Settings(webhook_port=9443)) is None
+
+
+def test_optischema_run_without_its_webhook_exits_with_the_reason() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTISCHEMA_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "optischema.cli.main", "run", "-n", "shop"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "the admission webhook is off" in done.stderr
+    assert "OPTISCHEMA_INSECURE_NO_WEBHOOK=true" in done.stderr
