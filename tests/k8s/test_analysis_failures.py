@@ -1,0 +1,106 @@
+"""Analysis never fails silently, on the real control plane with the real operator process.
+
+Attacks: a statement with 60 nested parentheses among the workload (before, it raised RecursionError out of every
+analysis while Ready stayed True); an analysis round that meets an unexpected error (here a ResourceQuota that
+refuses every TuningRecommendation: the API server answers 403 — no mock) — before, the daemon logged it and tried
+again at every check, with ``lastAnalysis`` untouched, so ``analysisFailing`` could never fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from typing import Any
+
+import asyncpg
+
+from devcluster.cluster import Cluster
+
+from .conftest import apply, get, secret, target, wait_for
+
+#: Another shape than the workload's ``sum(amount)`` lookup: parentheses leave no trace in PostgreSQL's parse tree, so
+#: the same shape would share that statement's query id (and its text).
+DEEP = "SELECT count(*) FROM invoices WHERE customer_id = " + "(" * 60 + "7" + ")" * 60
+
+
+def _last(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    return (get(cluster, "pgt", "shop", "-n", namespace).get("status") or {}).get("lastAnalysis") or {}
+
+
+def _run(ip: str, *statements: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(f"postgresql://postgres:pw@{ip}:5432/shop")
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def _indexes(ip: str) -> list[str]:
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(f"postgresql://postgres:pw@{ip}:5432/shop")
+        try:
+            return [r["indexname"] for r in await conn.fetch("SELECT indexname FROM pg_indexes ORDER BY 1")]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def test_a_60_deep_statement_is_listed_as_unreadable_and_the_analysis_succeeds(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    _run(database, DEEP, DEEP)
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, target(namespace, database))
+    last = wait_for(lambda: (a := _last(cluster, namespace)).get("completionTime") and a, timeout=120, what="analysis")
+    assert last["outcome"] == "Succeeded", last
+    assert last["consecutiveFailures"] == 0
+    assert last["unreadableCount"] == 1, json.dumps(last)
+    (unreadable,) = last["unreadable"]
+    assert unreadable["reason"] == "nested too deeply to parse (60 levels of parentheses, more than 32)"
+    assert "could not be read" in last["message"]
+    # The rest of the workload was analysed: the lookup by customer still gets its recommendation.
+    kinds = [i["spec"]["kind"] for i in get(cluster, "trec", "-n", namespace)["items"]]
+    assert "createIndex" in kinds
+
+
+def test_an_unexpected_error_in_a_round_is_recorded_as_a_failure_and_counted(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    before = _indexes(database)
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-recommendations", "namespace": namespace},
+        "spec": {"hard": {"count/tuningrecommendations.optischema.io": "0"}},
+    }
+    apply(cluster, quota)
+    apply(cluster, secret(namespace, "pw"))
+    apply(cluster, target(namespace, database))
+    last = wait_for(lambda: (a := _last(cluster, namespace)).get("completionTime") and a, timeout=120, what="analysis")
+    assert last["outcome"] == "Failed", last
+    assert last["consecutiveFailures"] == 1
+    assert last["failingSince"]
+    assert last["message"].startswith("unexpected error: "), last["message"]
+    assert "403" in last["message"]
+    assert "quota" in last["message"]  # the API server's own message, on one line
+    first_since = last["failingSince"]
+
+    # The next round (asked for on demand) fails again: the run of failures is counted, dated from its first.
+    cluster.plane.kubectl("annotate", "pgt", "shop", "-n", namespace, "optischema.io/analyze-requested=again")
+    again = wait_for(
+        lambda: (a := _last(cluster, namespace)).get("requested") == "again" and a.get("completionTime") and a,
+        timeout=120,
+        what="the second analysis",
+    )
+    assert (again["outcome"], again["consecutiveFailures"], again["failingSince"]) == ("Failed", 2, first_since)
+    events = get(cluster, "events", "-n", namespace, "--field-selector", "reason=AnalysisFailed")["items"]
+    assert events, "the failure is posted as an Event"
+    # What did not happen: no recommendation slipped through, nothing changed in the database.
+    assert get(cluster, "trec", "-n", namespace)["items"] == []
+    assert _indexes(database) == before
