@@ -408,6 +408,31 @@ async def test_a_window_that_closes_between_precheck_and_execute_runs_nothing(
     assert executed("Succeeded") + executed("Failed") == counted
 
 
+async def test_an_operator_clock_behind_the_database_never_stretches_a_window(
+    conn: asyncpg.Connection, pg_database: str, api: Api, events: Recorder
+) -> None:
+    # The window ended a minute ago by the database's clock; the operator's clock is ten minutes behind and
+    # believes it open for nine more. Judged by both clocks, nothing starts, and the skew is said.
+    await conn.execute("CREATE TABLE t (a int)")
+    now = datetime.now(UTC)
+    window = {"start": (now - timedelta(hours=1)).isoformat(), "end": (now - timedelta(minutes=1)).isoformat()}
+    api.put("postgrestargets", target_doc(pg_database, oneOffWindows=[window]))
+    api.put("indexchanges", change_doc("skewed", operation="create", index={"table": "t", "columns": [{"name": "a"}]}))
+    assert (await admit(api, "skewed"))["phase"] == "WaitingForWindow"
+    ctx = context(api, events)
+    ctx.now = lambda: datetime.now(UTC) - timedelta(minutes=10)
+    await conn.execute("SELECT pg_stat_statements_reset()")
+    for _ in range(3):
+        await apply_flow.step(ctx, "ns", "skewed")
+    status = api.status("skewed")
+    assert status["phase"] == "WaitingForWindow"
+    assert ready(status)["reason"] == "WindowClosed"
+    assert "the operator's clock is about 10 min behind the database's" in ready(status)["message"]
+    assert "history" not in status, "a pre-check saying 'not yet' is not an audit entry"
+    assert await ran(conn, r"^(create|drop|alter)") == []
+    assert await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 't'") == []
+
+
 # -- 4. a target whose database was replaced ------------------------------------------------------------------------
 
 

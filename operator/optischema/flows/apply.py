@@ -310,9 +310,13 @@ async def _wait_or_start(
         try:
             await guard()
         except Stop as stop:
+            if guard.server is not None:  # a skewed clock explains a window that looks open but is not
+                stop.message += _skew(ctx, guard.server)
             return await _stopped(ctx, change, stop)
         assert guard.server is not None
-        skew = _skew(ctx, change, guard.server)
+        skew = _skew(ctx, guard.server)
+        if skew:
+            ctx.emit("Warning", Reason.CLOCK_SKEW, skew.removeprefix("; "))
         problem = await _precheck(ctx, change, conn)
         if problem is not None:
             return await _fail(ctx, change, *problem)
@@ -347,18 +351,16 @@ async def _wait_or_start(
     return 0.0
 
 
-def _skew(ctx: Context, change: Change, server: catalog.Server) -> str:
-    """The operator's clock against the database's: beyond the tolerance, a Warning Event and a note in the
-    messages (windows are judged by both clocks anyway, so a skew only ever shortens a window)."""
+def _skew(ctx: Context, server: catalog.Server) -> str:
+    """The operator's clock against the database's, as a note for messages when beyond the tolerance (rounded to
+    the minute, so that a waiting change's message stays the same from one check to the next). Windows are judged
+    by both clocks (``changes.windows.time_left``): a skew only ever shortens a window, and this says why."""
     skew = ctx.now() - server.now
     if abs(skew) <= CLOCK_SKEW_TOLERANCE:
         return ""
-    note = (
-        f"; the operator's clock is {abs(skew.total_seconds()):.0f}s {'ahead of' if skew > timedelta(0) else 'behind'}"
-        " the database's: windows are judged by both clocks"
-    )
-    ctx.emit("Warning", Reason.CLOCK_SKEW, note.removeprefix("; "))
-    return note
+    minutes = max(1, round(abs(skew.total_seconds()) / 60))
+    side = "ahead of" if skew > timedelta(0) else "behind"
+    return f"; the operator's clock is about {minutes} min {side} the database's: windows are judged by both clocks"
 
 
 async def _turn(ctx: Context, change: Change) -> str | None:
