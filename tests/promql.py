@@ -109,7 +109,12 @@ Scenario = tuple[str, list[Held], list[dict[str, Any]]]
 
 
 def evaluate(tmp: Path, scenarios: list[Scenario]) -> None:
-    """Runs `promtool test rules` with the chart's rules over each scenario; fails with promtool's own report."""
+    """Runs `promtool test rules` with the chart's rules over each scenario; fails with promtool's own report.
+
+    Samples further apart than Prometheus's 5-minute lookback are stale in between (a gauge would blink out every
+    other evaluation, and no ``for:`` could ever complete): intervals are at most 5 minutes, as real scrapes are."""
+    for interval, _, _ in scenarios:
+        assert interval.endswith("m") and 0 < int(interval[:-1]) <= 5, f"interval {interval}: at most 5m"
     rules = tmp / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": rule_groups()}, sort_keys=False))
     tool = promtool()
