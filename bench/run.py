@@ -9,6 +9,8 @@ build   client p50/p99 and failed transactions of a pgbench write load during CR
 sandbox  preparing a ~1 GB target in a 10% sample sandbox (time, peak memory), and sample vs full speed-ups
 operator  200 targets and 5,000 recommendations on the embedded control plane: operator RSS, approval → IndexChange
 report  a month of statement history: its size per target, and a 30-day report's build time and size per format
+reverts  false reverts: an index no statement uses, built again and again under the shop mix, judged as the
+        operator's verification judges it; the rate of rollbacks per threshold (goal < 5 %)
 all     all of them (the default)
 """
 
@@ -270,7 +272,7 @@ def main() -> int:
         "which",
         nargs="?",
         default="all",
-        choices=("all", "shop", "fleet", "speed", "build", "sandbox", "operator", "report"),
+        choices=("all", "shop", "fleet", "speed", "build", "sandbox", "operator", "report", "reverts"),
     )
     parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
     parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")
@@ -290,6 +292,10 @@ def main() -> int:
 
         bench_prepare()
         bench_fidelity()
+    if args.which in ("all", "reverts"):
+        from false_reverts import bench_false_reverts  # bench/ is on sys.path when run as a script
+
+        bench_false_reverts()
     if args.which in ("all", "report"):
         from report import bench as bench_report  # bench/ is on sys.path when run as a script
 
