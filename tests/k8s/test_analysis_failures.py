@@ -9,6 +9,7 @@ again at every check, with ``lastAnalysis`` untouched, so ``analysisFailing`` co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from devcluster.cluster import Cluster
+from tests.receiver import receiver
 
 from .conftest import apply, get, secret, target, wait_for
 
@@ -72,6 +74,11 @@ def test_a_60_deep_statement_is_listed_as_unreadable_and_the_analysis_succeeds(
 def test_an_unexpected_error_in_a_round_is_recorded_as_a_failure_and_counted(
     cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
 ) -> None:
+    with contextlib.ExitStack() as stack:
+        _unexpected_error(cluster, namespace, database, stack)
+
+
+def _unexpected_error(cluster: Cluster, namespace: str, database: str, stack: contextlib.ExitStack) -> None:
     before = _indexes(database)
     quota = {
         "apiVersion": "v1",
@@ -81,7 +88,15 @@ def test_an_unexpected_error_in_a_round_is_recorded_as_a_failure_and_counted(
     }
     apply(cluster, quota)
     apply(cluster, secret(namespace, "pw"))
-    apply(cluster, target(namespace, database))
+    sink = stack.enter_context(receiver())
+    hook = f"--from-literal=url={sink.url('/hook')}"
+    cluster.plane.kubectl("create", "secret", "generic", "hook", "-n", namespace, hook)
+    doc = target(namespace, database)
+    doc["spec"]["notifications"] = {
+        "analysisFailures": 2,
+        "sinks": [{"type": "webhook", "urlSecret": {"name": "hook", "key": "url"}, "events": ["analysisFailing"]}],
+    }
+    apply(cluster, doc)
     last = wait_for(lambda: (a := _last(cluster, namespace)).get("completionTime") and a, timeout=120, what="analysis")
     assert last["outcome"] == "Failed", last
     assert last["consecutiveFailures"] == 1
@@ -101,6 +116,12 @@ def test_an_unexpected_error_in_a_round_is_recorded_as_a_failure_and_counted(
     assert (again["outcome"], again["consecutiveFailures"], again["failingSince"]) == ("Failed", 2, first_since)
     events = get(cluster, "events", "-n", namespace, "--field-selector", "reason=AnalysisFailed")["items"]
     assert events, "the failure is posted as an Event"
+    # Two in a row is what this target's analysisFailing waits for: it is sent, naming the error.
+    wait_for(lambda: sink.received, timeout=60, what="analysisFailing")
+    (sent,) = [json.loads(r["body"]) for r in sink.received]
+    assert sent["event"] == "analysisFailing"
+    assert sent["details"] == {"consecutiveFailures": 2}
+    assert "unexpected error" in sent["summary"]
     # What did not happen: no recommendation slipped through, nothing changed in the database.
     assert get(cluster, "trec", "-n", namespace)["items"] == []
     assert _indexes(database) == before
