@@ -211,6 +211,7 @@ async def test_the_benchmark_role_is_no_superuser_and_reaches_no_file_or_program
                 "ARRAY(SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid "
                 "WHERE m.member = r.oid) AS member_of FROM pg_roles r WHERE rolname = current_user"
             )
+            power = await clone.power_of(conn)
             owners = await conn.fetch(
                 "SELECT DISTINCT relowner::regrole::text AS owner FROM pg_class "
                 "WHERE relnamespace = 'public'::regnamespace"
@@ -226,6 +227,7 @@ async def test_the_benchmark_role_is_no_superuser_and_reaches_no_file_or_program
         superuser = await asyncpg.connect(sandbox.dsn)
         try:
             readable_with_power = await superuser.fetchval("SELECT pg_read_file('/etc/hostname') IS NOT NULL")
+            superuser_power = await clone.power_of(superuser)
         finally:
             await superuser.close()
     finally:
@@ -237,7 +239,9 @@ async def test_the_benchmark_role_is_no_superuser_and_reaches_no_file_or_program
     for attribute in ("rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls"):
         assert not role[attribute], attribute
     assert role["member_of"] == []  # no pg_read_server_files, pg_write_server_files, pg_execute_server_program
+    assert power == []
     assert [r["owner"] for r in owners] == [clone.BENCH_ROLE]  # the restored objects are the role's
     assert refused == dict.fromkeys(ESCAPES, "InsufficientPrivilegeError"), refused
     assert not marker.exists()
     assert readable_with_power  # control: the sandbox's superuser could have
+    assert superuser_power == ["superuser", *clone.SERVER_ACCESS_ROLES]

@@ -140,9 +140,12 @@ async def measure(
         sandbox = await connect(
             bench_dsn, read_only=False, application_name="optischema-sandbox", statement_timeout_ms=0
         )
-        if await clone.is_superuser(sandbox):
+        power = await clone.power_of(sandbox)
+        if power:
             await sandbox.close()
-            raise SandboxError("SandboxFailed", f"the sandbox role {clone.BENCH_ROLE} is a superuser; refusing")
+            raise SandboxError(
+                "SandboxFailed", f"the sandbox role {clone.BENCH_ROLE} has {', '.join(power)}; refusing to run as it"
+            )
     except AnalysisError as error:
         await source.close()
         raise SandboxError("SandboxFailed", f"cannot connect to the sandbox: {error.message}") from error

@@ -323,8 +323,19 @@ async def create_bench_role(admin: asyncpg.Connection, admin_dsn: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-async def is_superuser(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+#: Roles whose members reach the server's files and programs (PostgreSQL 11+).
+SERVER_ACCESS_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
+
+
+async def power_of(conn: asyncpg.Connection) -> list[str]:
+    """What the connection's role may do beyond its own objects: ``superuser``, or a role giving access to the
+    server's files and programs. Empty for the bench role; checked before anything runs on it."""
+    row = await conn.fetchrow(
+        "SELECT r.rolsuper, ARRAY(SELECT s FROM unnest($1::text[]) s WHERE pg_has_role(current_user, s, 'USAGE')) "
+        "AS roles FROM pg_roles r WHERE r.rolname = current_user",
+        list(SERVER_ACCESS_ROLES),
+    )
+    return (["superuser"] if row["rolsuper"] else []) + list(row["roles"])
 
 
 async def fill(
