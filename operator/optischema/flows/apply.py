@@ -211,8 +211,11 @@ class Guard:
             raise Stop("stall", Reason.DATABASE_MISMATCH, mismatch)
         immediate_until = None
         if change.spec.schedule == "immediate":
+            # An immediate change has its time budget from the start; its rollback (``policy=False``) a fresh one,
+            # since verification may observe longer than the budget: only a blackout holds a rollback back then.
             started = change.status.get("startedAt")
-            immediate_until = (datetime.fromisoformat(started) if started else ctx.now()) + ctx.immediate_budget
+            since = datetime.fromisoformat(started) if started and self.policy else ctx.now()
+            immediate_until = since + ctx.immediate_budget
         left = time_left(
             spec.maintenance_windows,
             spec.one_off_windows,
