@@ -158,5 +158,5 @@ def test_an_analysis_job_runs_optischema_analyze_against_a_postgresql_pod(cluste
     pod = get(cluster, "pods", "-n", namespace, "-l", "job-name=analyze")["items"][0]["metadata"]["name"]
     report = json.loads((cluster.kubelet.directory / f"{namespace}_{pod}" / "container.log").read_text())
     assert [r["sql"] for r in report["recommendations"] if r["kind"] == "createIndex"] == [
-        'CREATE INDEX CONCURRENTLY "t_k_idx" ON "public"."t" ("k")'
+        'CREATE INDEX CONCURRENTLY "t_k_4050c028_idx" ON "public"."t" ("k")'
     ]

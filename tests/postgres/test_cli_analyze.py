@@ -34,7 +34,7 @@ def test_table_report(pg_database: str, capsys: pytest.CaptureFixture[str]) -> N
     assert main(analyze("--dsn", pg_database)) == 0
     out = capsys.readouterr().out
     assert "what-if planning with HypoPG" in out
-    assert 'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx"' in out
+    assert 'CREATE INDEX CONCURRENTLY "invoices_customer_id_ef6c876c_idx"' in out
     assert "rollback: DROP INDEX CONCURRENTLY" in out
 
 
@@ -149,7 +149,7 @@ def test_missing_hypopg_falls_back_to_heuristics(pg_server: LocalPostgres, capsy
     assert any("HypoPG is not installed" in note for note in document["notes"])
     creates = [r for r in document["recommendations"] if r["kind"] == "createIndex"]
     assert [r["sql"] for r in creates] == [
-        'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx" ON "public"."invoices" ("customer_id")'
+        'CREATE INDEX CONCURRENTLY "invoices_customer_id_ef6c876c_idx" ON "public"."invoices" ("customer_id")'
     ]
     assert all(r["source"] == "heuristic" and "not costed" in r["rationale"] for r in creates)
 
