@@ -11,6 +11,7 @@ operator  200 targets and 5,000 recommendations on the embedded control plane: o
 report  a month of statement history: its size per target, and a 30-day report's build time and size per format
 reverts  false reverts: an index no statement uses, built again and again under the shop mix, judged as the
         operator's verification judges it; the rate of rollbacks per threshold (goal < 5 %)
+webhook the admission webhook's p50/p99 while the operator analyses 10,000 statements (goal: p99 < 1 s)
 all     all of them (the default)
 """
 
@@ -272,7 +273,7 @@ def main() -> int:
         "which",
         nargs="?",
         default="all",
-        choices=("all", "shop", "fleet", "speed", "build", "sandbox", "operator", "report", "reverts"),
+        choices=("all", "shop", "fleet", "speed", "build", "sandbox", "operator", "report", "reverts", "webhook"),
     )
     parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
     parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")
@@ -300,6 +301,11 @@ def main() -> int:
         from report import bench as bench_report  # bench/ is on sys.path when run as a script
 
         bench_report()
+    if args.which in ("all", "webhook"):
+        say("\n## webhook: admission latency while a 10,000-statement analysis runs in the operator")
+        from webhook_latency import bench as bench_webhook  # bench/ is on sys.path when run as a script
+
+        bench_webhook()
     if args.which in ("all", "operator"):
         say("\n## operator: 200 targets and 5,000 recommendations on the embedded control plane")
         from operator_scale import bench as bench_operator  # bench/ is on sys.path when run as a script
