@@ -23,6 +23,7 @@ from optischema.analysis.statements import (
 from optischema.analysis.workload import build_workload, compile_pattern
 from optischema.api import describe
 from optischema.api.target import Analysis
+from optischema.cli.main import main
 
 CATALOG = Catalog({("public", "orders"): {"id", "customer_id", "status"}})
 GOOD = "SELECT id FROM orders WHERE customer_id = $1"
@@ -110,3 +111,12 @@ def test_nesting_within_the_limit_is_analysed() -> None:
     parsed = parse_statement(query, CATALOG)
     assert parsed.skip_reason is None
     assert parsed.usages[("public", "orders")].equality == ["customer_id"]
+
+
+def test_the_cli_refuses_a_pattern_re2_cannot_run_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["analyze", "--dsn", "postgresql://nobody@127.0.0.1:1/x", "--ignore-statement", r"(a)\1"])
+    assert exited.value.code == 2
+    assert "argument --ignore-statement: not a regular expression RE2 accepts: invalid escape sequence: \\1" in (
+        capsys.readouterr().err
+    )

@@ -90,7 +90,8 @@ def compile_pattern(pattern: str) -> Pattern:
     try:
         return re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as error:
-        raise ValueError(f"not a regular expression RE2 accepts: {error}") from error
+        detail = error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else str(error)
+        raise ValueError(f"not a regular expression RE2 accepts: {detail}") from error
 
 
 _RE2_OPTIONS = re2.Options()

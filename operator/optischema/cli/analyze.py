@@ -16,6 +16,7 @@ import yaml
 
 from optischema.analysis.errors import AnalysisError, ExitCode
 from optischema.analysis.report import as_json
+from optischema.analysis.workload import compile_pattern
 from optischema.api.quantity import quantity_bytes
 from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
 from optischema.postgres.connect import describe_target
@@ -37,7 +38,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--min-calls", type=_positive, default=2, metavar="N", help="ignore rarer statements")
     parser.add_argument("--top", type=_positive, default=500, metavar="N", help="statements by total time analysed")
     parser.add_argument("--ignore-schema", action="append", default=[], metavar="SCHEMA")
-    parser.add_argument("--ignore-statement", action="append", default=[], metavar="REGEX")
+    parser.add_argument(
+        "--ignore-statement", action="append", default=[], metavar="REGEX", type=_pattern, help="RE2 syntax"
+    )
     parser.add_argument(
         "--sample-seconds",
         type=float,
@@ -57,6 +60,14 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _pattern(text: str) -> str:
+    try:
+        compile_pattern(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
 
 
 def _budget(text: str | None) -> int | None:
