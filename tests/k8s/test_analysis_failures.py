@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from devcluster.cluster import Cluster
+from tests.llmserver import answer, llm_server
 from tests.receiver import receiver
 
 from .conftest import apply, get, secret, target, wait_for
@@ -125,3 +126,48 @@ def _unexpected_error(cluster: Cluster, namespace: str, database: str, stack: co
     # What did not happen: no recommendation slipped through, nothing changed in the database.
     assert get(cluster, "trec", "-n", namespace)["items"] == []
     assert _indexes(database) == before
+
+
+def test_an_llm_answer_with_an_unterminated_quote_is_rejected_and_never_cached(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    garbled = json.dumps(
+        {
+            "indexes": [{"table": "invoices", "columns": ["customer_id"], "why": "lookups by customer"}],
+            "rewrites": [{"query_id": "1", "sql": "SELECT sum(amount) FROM invoices WHERE note = 'unterminated"}],
+        }
+    )
+    with llm_server() as server:
+        server.script("openai", answer(garbled, prompt_tokens=700, completion_tokens=100))
+        apply(cluster, secret(namespace, "pw"))
+        doc = target(namespace, database)
+        doc["spec"]["llm"] = {
+            "enabled": True,
+            "providers": [{"provider": "openaiCompatible", "model": "qwen-test", "baseURL": server.openai_url}],
+        }
+        apply(cluster, doc)
+
+        def llm() -> dict[str, Any]:
+            return (get(cluster, "pgt", "shop", "-n", namespace).get("status") or {}).get("llm") or {}
+
+        status = wait_for(lambda: llm().get("rejected") and llm(), timeout=120, what="the LLM's part")
+        (rejected,) = status["rejected"]
+        assert (rejected["kind"], rejected["what"]) == ("reply", "the whole answer")
+        assert rejected["reason"].startswith("rewrite of 1: cannot tokenize"), rejected
+        assert status["accepted"] == 0
+        assert "rejected (and not cached)" in status["message"]
+
+        def cached() -> dict[str, Any]:
+            found = get(cluster, "configmap", "shop-llm", "-n", namespace)
+            return json.loads(found["data"]["state.json"]).get("replies") or {}
+
+        assert cached() == {}  # what did not happen: the answer was never written to the cache
+        assert get(cluster, "trec", "-n", namespace)["items"]  # the engine went on alone
+        assert not [i for i in get(cluster, "trec", "-n", namespace)["items"] if i["spec"]["source"] == "llm"]
+
+        # The next analysis asks again (nothing cached to serve), and is rejected again.
+        cluster.plane.kubectl("annotate", "pgt", "shop", "-n", namespace, "optischema.io/analyze-requested=again")
+        wait_for(lambda: _last(cluster, namespace).get("requested") == "again" and _last(cluster, namespace).get(
+            "completionTime"), timeout=120, what="the second analysis")  # fmt: skip
+        assert server.calls("openai") == 2
+        assert cached() == {}
