@@ -171,3 +171,30 @@ def test_an_llm_answer_with_an_unterminated_quote_is_rejected_and_never_cached(
             "completionTime"), timeout=120, what="the second analysis")  # fmt: skip
         assert server.calls("openai") == 2
         assert cached() == {}
+
+
+def test_a_catastrophic_ignore_pattern_neither_stalls_the_analysis_nor_the_webhook(
+    cluster: Cluster, namespace: str, database: str, operator: subprocess.Popen[bytes]
+) -> None:
+    # `(a+)+$` backtracks exponentially in Python's `re` on a run of a's that ends otherwise; a comment survives
+    # normalisation, so pg_stat_statements keeps the run in the statement's text.
+    hostile = "/* " + "a" * 5000 + "b */ SELECT count(*) FROM invoices WHERE amount = 3"
+    _run(database, hostile, hostile)
+    apply(cluster, secret(namespace, "pw"))
+    doc = target(namespace, database)
+    doc["spec"]["analysis"]["ignoreStatements"] = [r"(a+)+$", r"(a+)+b \*/"]
+    apply(cluster, doc)
+    last = wait_for(lambda: (a := _last(cluster, namespace)).get("completionTime") and a, timeout=120, what="analysis")
+    assert (last["outcome"], last["consecutiveFailures"]) == ("Succeeded", 0), last
+    assert last["statementsSkipped"] >= 1  # the hostile statement, matched by the second pattern
+    # The webhook answers (it is the same process): bob, an approver, may not lower the risk the analysis wrote;
+    # the refusal comes from the operator's admission webhook (a server-side dry run: nothing is stored).
+    cluster.plane.kubectl("create", "rolebinding", "bob-approver", "-n", namespace,
+                          "--clusterrole=optischema-approver", "--user=bob")  # fmt: skip
+    items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], what="a recommendation")
+    name = items[0]["metadata"]["name"]
+    refused = cluster.plane.kubectl(
+        "patch", "trec", name, "-n", namespace, "--type=merge", "--dry-run=server", "-p", '{"spec": {"risk": "high"}}',
+        user="bob", check=False,
+    )  # fmt: skip
+    assert "admission webhook" in refused, refused
