@@ -88,7 +88,8 @@ def test_recommendations_appear_are_stable_and_approval_creates_an_index_change(
     assert (window.strftime("%a %H:%M"), status["nextWindowEnd"] > status["nextWindowStart"]) == ("Sun 02:00", True)
     creates = [i for i in items if i["spec"]["kind"] == "createIndex"]
     assert [i["spec"]["sql"] for i in creates] == [
-        'CREATE INDEX CONCURRENTLY "invoices_customer_id_fee5aa1c_idx" ON "public"."invoices" ("customer_id") INCLUDE ("amount")'
+        'CREATE INDEX CONCURRENTLY "invoices_customer_id_fee5aa1c_idx" ON "public"."invoices" ("customer_id") '
+        'INCLUDE ("amount")'
     ]
     recommendation = creates[0]
     name = recommendation["metadata"]["name"]
