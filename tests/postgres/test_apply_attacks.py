@@ -625,3 +625,27 @@ async def test_a_verification_across_a_statistics_reset_is_inconclusive_and_roll
     assert "reset" in ready(status)["message"]
     assert await indexdef(conn, name) is not None, "the index stays"
     assert await ran(conn, r"^drop index") == []
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pytest.param({"expression": "lower('abc"}, id="unterminated quote"),
+        pytest.param({"expression": "(" * 60 + "a" + ")" * 60}, id="60-deep parentheses"),
+        pytest.param({"expression": "a || $$x"}, id="open dollar quote"),
+    ],
+)
+async def test_a_change_whose_expression_does_not_parse_fails_at_admission_with_the_reason(
+    conn: asyncpg.Connection, pg_database: str, api: Api, column: dict[str, Any]
+) -> None:
+    """sqlglot raises TokenError (not a ParseError) or RecursionError on these: admission must end ``Failed``
+    naming the field, never raise into kopf's endless retry."""
+    await conn.execute("CREATE TABLE t (a text)")
+    before = await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 't'")
+    api.put("postgrestargets", target_doc(pg_database))
+    api.put("indexchanges", change_doc("bad", operation="create", index={"table": "t", "columns": [column]}))
+    status = await admit(api, "bad")
+    assert status["phase"] == "Failed"
+    assert "index.columns[0].expression:" in ready(status)["message"], ready(status)
+    assert await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 't'") == before
+    assert await ran(conn, r"^create index") == []

@@ -23,6 +23,8 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError, TokenError
 from sqlglot.tokens import Tokenizer
 
+from optischema.changes.parsing import nesting_problem
+
 DIALECT = "postgres"
 #: Longest statement text analysed. sqlglot's time grows faster than the text (a 27,000-character ``IN`` list takes
 #: seconds), and a statement this long is generated, not written: it is skipped with this reason. The collector
@@ -171,27 +173,6 @@ def _placeholder(node: exp.Expr) -> exp.Expr:
     ):
         return exp.Placeholder()
     return node
-
-
-#: Deepest nesting of parentheses parsed. sqlglot recurses once per level through a dozen frames: 50 levels exhaust
-#: Python's recursion limit. A deeper statement is skipped before the parser sees it — hitting the limit works
-#: (it is caught as well) but is slow, and whatever else runs at that depth (a finalizer, a log handler) fails too.
-MAX_NESTING = 32
-_QUOTED = re.compile(r"'(?:[^']|'')*'")
-
-
-def nesting_problem(text: str) -> str | None:
-    """Why ``text`` is nested too deeply to parse, or None; quoted strings are not counted."""
-    depth = deepest = 0
-    for char in _QUOTED.sub("''", text):
-        if char == "(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char == ")":
-            depth -= 1
-    if deepest > MAX_NESTING:
-        return f"nested too deeply to parse ({deepest} levels of parentheses, more than {MAX_NESTING})"
-    return None
 
 
 #: How :func:`parse_failure` and the length cap begin their reasons: a statement skipped for one of these could not

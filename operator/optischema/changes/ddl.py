@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
 
 from optischema.api.index import MAX_IDENTIFIER_BYTES, IndexColumn, IndexDefinition
 from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.operations import SettingChange, TableRef
+from optischema.changes.parsing import PARSE_ERRORS, nesting_problem
 from optischema.changes.settings import InvalidSettingValue, check_value
 
 # Names and values are quoted in one module (see its docstring); these names stay importable from here.
@@ -35,11 +35,20 @@ class UnsafeDefinition(ValueError):
     """A structured change that must not be rendered; the message names the field and the reason."""
 
 
+#: Longest index expression or predicate accepted: far above any real one, low enough to parse at once.
+MAX_EXPRESSION_CHARS = 4096
+
+
 def check_expression(text: str, field: str) -> exp.Expr:
     """Parse one SQL expression and refuse anything that could do more than compute a value."""
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise UnsafeDefinition(f"{field}: is longer than {MAX_EXPRESSION_CHARS} characters")
+    too_deep = nesting_problem(text)
+    if too_deep is not None:
+        raise UnsafeDefinition(f"{field}: is {too_deep}")
     try:
         statements = [s for s in sqlglot.parse(text, dialect=DIALECT) if s is not None]
-    except ParseError as error:
+    except PARSE_ERRORS as error:  # a lone quote is a TokenError, not a ParseError
         raise UnsafeDefinition(f"{field}: is not a valid SQL expression ({_first_line(error)})") from error
     if len(statements) != 1:
         raise UnsafeDefinition(f"{field}: must be exactly one SQL expression")
