@@ -245,3 +245,23 @@ async def test_the_benchmark_role_is_no_superuser_and_reaches_no_file_or_program
     assert not marker.exists()
     assert readable_with_power  # control: the sandbox's superuser could have
     assert superuser_power == ["superuser", *clone.SERVER_ACCESS_ROLES]
+
+
+async def test_every_allow_listed_rewrite_function_is_a_side_effect_free_built_in(conn: asyncpg.Connection) -> None:
+    """The allow-list is checked against PostgreSQL's own catalog, not trusted as written: each name exists in
+    ``pg_catalog``, and none of its overloads is VOLATILE or SECURITY DEFINER (a VOLATILE overload could be the
+    one the planner resolves a rewrite's call to)."""
+    from optischema.analysis.suggestions import REWRITE_FUNCTIONS
+
+    rows = await conn.fetch(
+        """
+        SELECT p.proname, bool_or(p.provolatile = 'v') AS volatile, bool_or(p.prosecdef) AS definer
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'pg_catalog' AND p.proname = ANY($1::text[])
+        GROUP BY p.proname
+        """,
+        sorted(REWRITE_FUNCTIONS),
+    )
+    found = {row["proname"]: row for row in rows}
+    assert sorted(REWRITE_FUNCTIONS - found.keys()) == [], "allow-listed names that are no built-in function"
+    assert sorted(name for name, row in found.items() if row["volatile"] or row["definer"]) == []
