@@ -25,10 +25,16 @@ IndexChangePhase = Literal[
 class Verification(ApiModel):
     """How an applied change is judged, and what happens when it makes things worse."""
 
-    max_regression_percent: float = Field(default=10.0, ge=0, le=1000)
-    """Largest tolerated increase of the affected statements' mean time, against the baseline taken before."""
-    max_write_regression_percent: float = Field(default=25.0, ge=0, le=1000)
-    """Largest tolerated increase of the table's write statements' mean time."""
+    max_regression_percent: float = Field(default=50.0, ge=0, le=1000)
+    """Largest tolerated increase of the affected statements' mean time, against the baseline taken before. The
+    default is set above the noise of that comparison: ``make bench`` (bench/false_reverts.py) builds an index no
+    statement uses 30 times under the shop mix and judges each build as verification does; the reads' mean moved by
+    up to +54 % (95th percentile +39 %) for no reason, so the former default of 10 % rolled back 13 % of those
+    harmless changes and 50 % rolls back 3 % (goal < 5 %) while a real regression (+200 %) is still caught."""
+    max_write_regression_percent: float = Field(default=75.0, ge=0, le=1000)
+    """Largest tolerated increase of the table's write statements' mean time. Measured like the reads: the writes'
+    mean moved by up to +104 % (95th percentile +56 %) with an index no statement uses; below 0.1 ms of difference
+    nothing counts as a regression anyway (``changes.verdict.NOISE_MS``)."""
     observe_seconds: int = Field(default=300, ge=0, le=86400)
     """How long to observe the workload after applying before judging it."""
     min_calls: int = Field(default=20, ge=1)
