@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -267,8 +268,9 @@ class ProcessKubelet:
 
     def _run(self, key: str, pod: Any) -> None:
         container = pod.spec.containers[0]
+        ports = [p.container_port for p in container.ports or []] or [5432]
         with self._lock:
-            ip = self._free_ips.pop(0)
+            ip = self._take_ip(ports)
         directory = self.directory / f"{pod.metadata.namespace}_{pod.metadata.name}"
         directory.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + pod.spec.active_deadline_seconds if pod.spec.active_deadline_seconds else None
@@ -298,6 +300,16 @@ class ProcessKubelet:
             self._fail(run, container, "StartFailed", str(error)[:1000])
             return
         self._status(run, container, running=True, ready=run.postgres is not None)
+
+    def _take_ip(self, ports: list[int]) -> str:
+        """The first free address on which nothing listens on the pod's ports yet: another embedded cluster on
+        this machine (a second test session, `make demo`) hands out the same 127.0.0.N, and a pod that came up on
+        an address already taken would be reached by the other cluster's clients, or reach theirs."""
+        for ip in list(self._free_ips):
+            if not any(_listening(ip, port) for port in ports):
+                self._free_ips.remove(ip)
+                return ip
+        return self._free_ips.pop(0)
 
     def _wait_for_config(self, key: str, run: _Run, pod: Any, container: Any) -> None:
         with self._lock:
@@ -570,6 +582,12 @@ class ProcessKubelet:
         with self._lock:
             if run.ip not in self._free_ips:
                 self._free_ips.append(run.ip)
+
+
+def _listening(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((ip, port)) == 0
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

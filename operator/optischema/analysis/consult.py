@@ -18,13 +18,14 @@ from sqlglot.tokens import Tokenizer
 from optischema.api.operations import SettingChange
 from optischema.api.recommendation import QueryRewrite, RecommendedChange
 from optischema.changes.ddl import definition_key, render_setting, render_setting_rollback
+from optischema.changes.parsing import nesting_problem
 
 from .candidates import Candidate
 from .prompt import Prompt, PromptStatement, build
 from .report import Recommendation, make
 from .selection import Selection, WorkloadStatement
 from .snapshot import Snapshot
-from .statements import DIALECT, TableKey, nesting_problem, parse_failure
+from .statements import DIALECT, TableKey, parse_failure
 from .suggestions import Kind, Rejection, check_index, check_rewrite, check_setting, parse_reply
 
 T = TypeVar("T")

@@ -64,7 +64,7 @@ def check_expression(text: str, field: str) -> exp.Expr:
     return tree
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
