@@ -104,8 +104,14 @@ def silent(alert_name: str, at: str) -> dict[str, Any]:
     return {"eval_time": at, "alertname": alert_name, "exp_alerts": []}
 
 
+def value(expr: str, at: str, labels: str, number: float) -> dict[str, Any]:
+    """A dashboard query's expected result (``labels`` in PromQL notation, ``"{}"`` for none)."""
+    return {"expr": expr, "eval_time": at, "exp_samples": [{"labels": labels, "value": number}]}
+
+
 Scenario = tuple[str, list[Held], list[dict[str, Any]]]
-"""A test of promtool's: the interval between samples, the timeline of scrapes, the alerts expected at given times."""
+"""A test of promtool's: the interval between samples, the timeline of scrapes, the alerts (and dashboard query
+results) expected at given times."""
 
 
 def evaluate(tmp: Path, scenarios: list[Scenario]) -> None:
@@ -128,7 +134,12 @@ def evaluate(tmp: Path, scenarios: list[Scenario]) -> None:
                 "rule_files": [str(rules)],
                 "evaluation_interval": "1m",
                 "tests": [
-                    {"interval": interval, "input_series": input_series(timeline), "alert_rule_test": cases}
+                    {
+                        "interval": interval,
+                        "input_series": input_series(timeline),
+                        "alert_rule_test": [c for c in cases if "alertname" in c],
+                        "promql_expr_test": [c for c in cases if "expr" in c],
+                    }
                     for interval, timeline, cases in scenarios
                 ],
             },

@@ -8,6 +8,7 @@ it to promtool with the PrometheusRule as Helm renders it.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from devcluster.cluster import Cluster
 from optischema.postgres.local import free_port
-from tests.promql import Held, alert, evaluate, fired, silent
+from tests.promql import ROOT, Held, alert, evaluate, fired, silent, value
 from tests.receiver import receiver
 
 from .conftest import apply, get, operators, secret, target, wait_for
@@ -49,6 +50,12 @@ def expected(name: str, **labels: str) -> tuple[dict[str, str], dict[str, str]]:
         for key, text in rule["annotations"].items()
     }
     return {**rule["labels"], **labels}, annotations
+
+
+def panel(title: str) -> str:
+    board = json.loads((ROOT / "charts/optischema/dashboards/optischema.json").read_text())
+    (expr,) = [t["expr"] for p in board["panels"] if p["title"] == title for t in p["targets"]]
+    return str(expr)
 
 
 def at(minutes: int) -> str:
@@ -234,6 +241,8 @@ def test_change_alerts_fire_from_a_real_run(cluster: Cluster, namespace: str, da
                     silent("OptiSchemaRollback", at(175)),
                     fired("OptiSchemaRollback", at(185), rollback_labels, rollback_text),
                     silent("OptiSchemaChangeFailed", at(185)),
+                    # the board's Rollbacks (24h) counts the first rollback the counter ever saw
+                    value(panel("Rollbacks"), at(185), "{}", 1),
                 ],
             ),
             # Healthy: changes waited a little for their window.
