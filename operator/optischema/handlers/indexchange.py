@@ -37,6 +37,8 @@ async def accept(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     verdict = admit(spec, facts, now=utc_now(), generation=meta.get("generation"), status=status)
     await memo.kube.patch_status("indexchanges", namespace, meta["name"], verdict.status)
     (kopf.info if verdict.accepted else kopf.warn)(body, reason=verdict.reason, message=verdict.message)
+    if not verdict.accepted:  # refused at admission is final too: OptiSchemaChangeFailed must see it
+        CHANGES_FINISHED.labels(namespace, (spec.get("targetRef") or {}).get("name", ""), "Failed").inc()
 
 
 def unfinished(status: kopf.Status, **_: Any) -> bool:
