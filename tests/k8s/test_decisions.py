@@ -22,14 +22,16 @@ from devcluster.cluster import Cluster
 from optischema.postgres.local import free_port
 
 from .conftest import LOGS, apply, get, operator_env, secret, target, wait_for
+from .test_alerts import scraped
 
 INDEX = {"table": "invoices", "columns": [{"name": "customer_id"}], "name": "invoices_customer_id_idx"}
 CREATE_SQL = 'CREATE INDEX CONCURRENTLY "invoices_customer_id_idx" ON "public"."invoices" ("customer_id")'
 
 
 @pytest.fixture
-def guarded(cluster: Cluster, namespace: str) -> Iterator[None]:
-    """The operator with its webhook and an allow-list of IndexChange creators (``bob``), and the users' rights."""
+def guarded(cluster: Cluster, namespace: str) -> Iterator[int]:
+    """The operator with its webhook and an allow-list of IndexChange creators (``bob``), and the users' rights;
+    yields the operator's metrics port."""
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -55,6 +57,7 @@ def guarded(cluster: Cluster, namespace: str) -> Iterator[None]:
         OPTISCHEMA_WEBHOOK_PORT=str(free_port()),
         OPTISCHEMA_OPERATOR_IDENTITY="admin",
         OPTISCHEMA_INDEX_CHANGE_CREATORS='["bob"]',
+        OPTISCHEMA_METRICS_PORT=str(metrics := free_port()),
     )
     LOGS.mkdir(exist_ok=True)
     process = subprocess.Popen(
@@ -73,7 +76,7 @@ def guarded(cluster: Cluster, namespace: str) -> Iterator[None]:
             ),
             what="the webhook",
         )
-        yield
+        yield metrics
     finally:
         cluster.plane.kubectl("delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s")
         process.terminate()
@@ -115,7 +118,7 @@ def names(cluster: Cluster, plural: str, namespace: str) -> list[str]:
 
 
 def test_a_recommendation_created_already_approved_by_a_user_is_refused(
-    cluster: Cluster, namespace: str, guarded: None
+    cluster: Cluster, namespace: str, guarded: int
 ) -> None:
     # The reproduced attack: created Approved with decidedBy: ceo, then applied in the next window.
     ceo = {"state": "Approved", "reason": "ship it", "decidedBy": "ceo", "decidedAt": "2026-11-30T09:00:00Z"}
@@ -131,7 +134,7 @@ def test_a_recommendation_created_already_approved_by_a_user_is_refused(
 
 
 def test_an_approval_reason_edited_after_the_decision_is_refused(
-    cluster: Cluster, namespace: str, guarded: None
+    cluster: Cluster, namespace: str, guarded: int
 ) -> None:
     assert "created" in create(cluster, recommendation(namespace), "admin")  # as the analysis does
     approve = {"spec": {"approval": {"state": "Approved", "reason": "reviewed with the DBA"}}}
@@ -152,7 +155,7 @@ def test_an_approval_reason_edited_after_the_decision_is_refused(
     assert after["spec"] == decided["spec"]
 
 
-def test_a_user_lowering_the_risk_is_refused(cluster: Cluster, namespace: str, guarded: None) -> None:
+def test_a_user_lowering_the_risk_is_refused(cluster: Cluster, namespace: str, guarded: int) -> None:
     assert "created" in create(cluster, recommendation(namespace), "admin")
     before = get(cluster, "trec", "shop-createindex-1", "-n", namespace)
     for field, value in (
@@ -170,7 +173,7 @@ def test_a_user_lowering_the_risk_is_refused(cluster: Cluster, namespace: str, g
 
 
 def test_a_spec_sql_that_differs_from_the_rendered_change_is_refused(
-    cluster: Cluster, namespace: str, guarded: None
+    cluster: Cluster, namespace: str, guarded: int
 ) -> None:
     crafted = recommendation(namespace, sql=CREATE_SQL + "; DROP TABLE invoices")
     answer = create(cluster, crafted, "alice")
@@ -191,7 +194,7 @@ def index_change(namespace: str, name: str, **metadata: Any) -> dict[str, Any]:
 
 
 def test_an_index_change_records_its_creator_and_the_allow_list_holds(
-    cluster: Cluster, namespace: str, guarded: None
+    cluster: Cluster, namespace: str, guarded: int
 ) -> None:
     assert "created" in create(cluster, index_change(namespace, "by-bob"), "bob")
     made = get(cluster, "ixc", "by-bob", "-n", namespace)
@@ -224,7 +227,7 @@ def sql(ip: str, query: str) -> list[Any]:
 
 
 def test_a_git_setting_change_out_of_range_fails_naming_the_field_and_the_database_is_untouched(
-    cluster: Cluster, namespace: str, database: str, guarded: None
+    cluster: Cluster, namespace: str, database: str, guarded: int
 ) -> None:
     apply(cluster, secret(namespace, "pw"))
     doc = target(namespace, database)
@@ -251,3 +254,6 @@ def test_a_git_setting_change_out_of_range_fails_naming_the_field_and_the_databa
     assert sql(database, "SHOW work_mem") == before
     assert sql(database, "SELECT setting FROM pg_file_settings WHERE name = 'work_mem'") == []
     assert sql(database, "SELECT query FROM pg_stat_statements WHERE query ILIKE '%ALTER SYSTEM%'") == []
+    # Refused at admission is final: counted, so that OptiSchemaChangeFailed tells someone.
+    failed = f'optischema_index_changes_finished_total{{namespace="{namespace}",phase="Failed",target="shop"}} 1.0'
+    scraped(guarded, failed, "the refused change counted as Failed")
