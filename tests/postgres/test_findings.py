@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 
@@ -162,3 +163,32 @@ async def test_cached_workload_gets_random_page_cost_and_small_cache_size_gets_r
     settings = {r.change.setting.name: r.change.setting.value for r in of_kind(result, "setting") if r.change.setting}
     assert settings["random_page_cost"] == "1.1"
     assert settings["effective_cache_size"] == "384MB"  # 3 × shared_buffers (128MB)
+
+
+async def test_a_value_someone_set_with_alter_system_is_set_back_not_reset(conn: asyncpg.Connection) -> None:
+    """pg_settings says ``configuration file`` for a value from ``postgresql.auto.conf`` too: the rollback of our
+    change must put a DBA's own ``ALTER SYSTEM`` value back, where ``ALTER SYSTEM RESET`` would drop it."""
+    from optischema.api.operations import SettingChange
+    from optischema.changes.ddl import render_setting_rollback
+    from optischema.postgres.collect import read_settings
+
+    async def settled(source: str) -> tuple[str, str]:
+        """The setting once the reload has reached this backend (at one of its next commands)."""
+        for _ in range(50):
+            seen = (await read_settings(conn))["effective_io_concurrency"]
+            if (seen.source == "ALTER SYSTEM") == (source == "ALTER SYSTEM"):
+                break
+            await asyncio.sleep(0.05)
+        return seen.value, seen.source
+
+    await conn.execute("ALTER SYSTEM SET effective_io_concurrency = 7")
+    await conn.execute("SELECT pg_reload_conf()")
+    try:
+        value, source = await settled("ALTER SYSTEM")
+        assert (value, source) == ("7", "ALTER SYSTEM")
+        change = SettingChange(name="effective_io_concurrency", value="200", current_value=value, current_source=source)
+        assert render_setting_rollback(change).startswith("ALTER SYSTEM SET \"effective_io_concurrency\" = '7'")
+    finally:
+        await conn.execute("ALTER SYSTEM RESET effective_io_concurrency")
+        await conn.execute("SELECT pg_reload_conf()")
+    assert (await settled("default"))[1] in ("default", "configuration file")

@@ -81,6 +81,8 @@ def test_every_allowed_setting_has_a_range() -> None:
         (None, None, 'ALTER SYSTEM RESET "work_mem"'),
         ("8MB", "command line", "ALTER SYSTEM SET \"work_mem\" = '8MB'"),
         ("8MB", None, "ALTER SYSTEM SET \"work_mem\" = '8MB'"),  # recommendations made before the source was kept
+        ("16MB", "ALTER SYSTEM", "ALTER SYSTEM SET \"work_mem\" = '16MB'"),  # a DBA's own: a reset would drop it
+        ("16MB", "configuration file (not visible to this role)", "ALTER SYSTEM SET \"work_mem\" = '16MB'"),
     ],
 )
 def test_the_rollback_resets_what_came_from_the_defaults_or_files(

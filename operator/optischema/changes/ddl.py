@@ -200,7 +200,9 @@ def render_setting(setting: SettingChange) -> str:
     return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.value)};\nSELECT pg_reload_conf()"
 
 
-#: ``pg_settings.source`` values that ``ALTER SYSTEM RESET`` restores: the built-in default and the server's files.
+#: ``pg_settings.source`` values that ``ALTER SYSTEM RESET`` restores: the built-in default and the server's own
+#: configuration file. A value someone set with ``ALTER SYSTEM`` (reported as ``ALTER SYSTEM`` by the collector, from
+#: ``sourcefile``) is set back instead: a reset would drop their setting too.
 RESET_SOURCES = frozenset({"default", "configuration file"})
 
 

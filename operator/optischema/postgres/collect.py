@@ -310,11 +310,26 @@ def _unquote(identifier: str) -> str:
 
 
 async def read_settings(conn: asyncpg.Connection) -> dict[str, Setting]:
+    """The settings the advice reads, with where each value came from (:func:`setting_source`)."""
     rows = await conn.fetch(
-        "SELECT name, current_setting(name) AS value, source FROM pg_settings WHERE name = ANY($1::text[])",
+        "SELECT name, current_setting(name) AS value, source, sourcefile FROM pg_settings WHERE name = ANY($1::text[])",
         list(SETTINGS),
     )
-    return {r["name"]: Setting(r["name"], r["value"], r["source"]) for r in rows}
+    return {r["name"]: Setting(r["name"], r["value"], setting_source(r["source"], r["sourcefile"])) for r in rows}
+
+
+def setting_source(source: str, sourcefile: str | None) -> str:
+    """``pg_settings.source``, told apart where a rollback needs it: a value from ``postgresql.auto.conf`` was set
+    by someone's ``ALTER SYSTEM`` (``ALTER SYSTEM RESET`` would drop it, so it is reported as such), and a
+    ``configuration file`` whose file this role may not see (``sourcefile`` needs ``pg_read_all_settings``) could
+    be either, so it is not reported as a plain configuration file."""
+    if source != "configuration file":
+        return source
+    if sourcefile is None:
+        return "configuration file (not visible to this role)"
+    if sourcefile.endswith("postgresql.auto.conf"):
+        return "ALTER SYSTEM"
+    return source
 
 
 async def sample_activity(
