@@ -649,3 +649,116 @@ async def test_a_change_whose_expression_does_not_parse_fails_at_admission_with_
     assert "index.columns[0].expression:" in ready(status)["message"], ready(status)
     assert await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 't'") == before
     assert await ran(conn, r"^create index") == []
+
+
+# -- a name sqlglot knows that PostgreSQL resolves to someone's function -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("columns", "ifnull(a, 0)"),  # sqlglot: exp.Coalesce; PostgreSQL: no such built-in, so public.ifnull
+        ("columns", "nvl(a, 0)"),
+        ("where", "xor(a > 0, a < 5)"),  # sqlglot: exp.Xor, an operator to it; PostgreSQL: public.xor
+        ("columns", "a::counted"),  # a domain whose CHECK calls the function
+        ("columns", "a::int64"),  # sqlglot: BIGINT; PostgreSQL: no such built-in type, so public.int64
+        ("columns", 'a::"Int4"'),  # quoted: a domain called Int4, not int4
+        ("columns", "public.abs(a)"),  # qualified: public's abs, not pg_catalog's
+        ("columns", '"ABS"(a)'),  # quoted: a function called ABS, not abs
+    ],
+)
+async def test_an_expression_calling_a_users_function_under_a_known_name_is_refused(
+    conn: asyncpg.Connection, pg_database: str, api: Api, events: Recorder, field: str, text: str
+) -> None:
+    """Any database user with CREATE on a schema of the search path can define ``ifnull``, ``nvl`` or ``xor``
+    (names sqlglot maps to classes of its own, but no PostgreSQL built-in) as IMMUTABLE: an index on it would run
+    their code for every row built and every later write, as whoever writes. The call is counted by a sequence
+    (``nextval`` is allowed in an IMMUTABLE function, and survives the admission probe's rollback)."""
+    await conn.execute("CREATE SEQUENCE calls")
+    counted = "$$ SELECT nextval('calls') > 0 $$"
+    for signature, returns, body in [
+        ("public.ifnull(a int, b int)", "int", "$$ SELECT nextval('calls')::int $$"),
+        ("public.nvl(a int, b int)", "int", "$$ SELECT nextval('calls')::int $$"),
+        ("public.xor(a bool, b bool)", "bool", counted),
+        ("public.abs(a int)", "int", "$$ SELECT nextval('calls')::int $$"),
+        ('public."ABS"(a int)', "int", "$$ SELECT nextval('calls')::int $$"),
+    ]:
+        await conn.execute(f"CREATE FUNCTION {signature} RETURNS {returns} IMMUTABLE LANGUAGE sql AS {body}")
+    for domain in ("counted", "int64", '"Int4"'):
+        await conn.execute(f"CREATE DOMAIN public.{domain} AS int CHECK (VALUE + public.abs(VALUE) IS NOT NULL)")
+    await conn.execute("CREATE TABLE t (a int); INSERT INTO t SELECT generate_series(1, 10)")
+    index: dict[str, Any] = {"table": "t", "columns": [{"name": "a"}]}
+    if field == "columns":
+        index["columns"] = [{"expression": text}]
+    else:
+        index["where"] = text
+    api.put("postgrestargets", target_doc(pg_database))
+    api.put("indexchanges", change_doc("users-function", operation="create", index=index))
+    status = await admit(api, "users-function")
+    if status.get("phase") != "Failed":
+        status = await drive(context(api, events), api, "users-function", "Applied", "Failed", "RolledBack")
+        await conn.execute("INSERT INTO t VALUES (11)")
+    assert status["phase"] == "Failed", status
+    assert f"index.{'columns[0].expression' if field == 'columns' else 'where'}:" in ready(status)["message"]
+    assert await conn.fetchval("SELECT is_called FROM calls") is False  # the function never ran
+    assert await conn.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 't'") == []
+
+
+async def test_every_allow_listed_index_function_and_type_is_a_built_in(conn: asyncpg.Connection) -> None:
+    """``changes.ddl``'s allow-lists are checked against PostgreSQL's own catalog: each function exists in
+    ``pg_catalog`` with an IMMUTABLE overload (an index accepts nothing else) and none VOLATILE or SECURITY
+    DEFINER; each type name is a ``pg_catalog`` type or a name PostgreSQL's grammar maps to one."""
+    from optischema.changes.ddl import INDEX_FUNCTIONS, INDEX_TYPES
+
+    rows = await conn.fetch(
+        """
+        SELECT p.proname, bool_or(p.provolatile = 'i') AS immutable, bool_or(p.provolatile = 'v') AS volatile,
+               bool_or(p.prosecdef) AS definer
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'pg_catalog' AND p.proname = ANY($1::text[])
+        GROUP BY p.proname
+        """,
+        sorted(INDEX_FUNCTIONS),
+    )
+    found = {row["proname"]: row for row in rows}
+    assert sorted(INDEX_FUNCTIONS - found.keys()) == [], "allow-listed names that are no built-in function"
+    assert sorted(n for n, r in found.items() if not r["immutable"] or r["volatile"] or r["definer"]) == []
+    grammar = {"int", "integer", "smallint", "bigint", "decimal", "real", "double", "character", "boolean", "timestamp"}
+    types = await conn.fetch(
+        "SELECT typname FROM pg_type WHERE typnamespace = 'pg_catalog'::regnamespace AND typname = ANY($1::text[])",
+        sorted(INDEX_TYPES - grammar),
+    )
+    assert sorted(INDEX_TYPES - grammar - {r["typname"] for r in types}) == []
+
+
+async def test_a_users_overload_of_a_built_in_never_becomes_the_index_s_function(
+    conn: asyncpg.Connection, pg_database: str, api: Api, events: Recorder
+) -> None:
+    """``lower(e)`` on a varchar column: a ``public.lower(varchar)`` is an exact match, which PostgreSQL prefers to
+    ``pg_catalog.lower(text)`` wherever public is on the search path (CVE-2018-1058's pattern). The operator builds
+    under ``search_path = pg_catalog, pg_temp``: the index calls the built-in, and the user's function never runs,
+    neither while building nor on later writes."""
+    await conn.execute("CREATE SEQUENCE calls")
+    await conn.execute(
+        "CREATE FUNCTION public.lower(x varchar) RETURNS text IMMUTABLE LANGUAGE sql "
+        "AS $$ SELECT pg_catalog.lower(x) || (nextval('calls') * 0)::text $$"
+    )
+    await conn.execute("CREATE TABLE v (e varchar(20)); INSERT INTO v VALUES ('A'), ('B')")
+    api.put("postgrestargets", target_doc(pg_database))
+    api.put(
+        "indexchanges",
+        change_doc("overload", operation="create", index={"table": "v", "columns": [{"expression": "lower(e)"}]}),
+    )
+    status = await admit(api, "overload")
+    status = await drive(context(api, events), api, "overload", "Applied", "Failed", "RolledBack")
+    assert status["phase"] == "Applied", status
+    await conn.execute("INSERT INTO v VALUES ('C')")
+    assert await conn.fetchval("SELECT is_called FROM calls") is False  # the user's lower never ran
+    users_functions = await conn.fetch(  # a built-in is pinned (no pg_depend row); a user's function is recorded
+        "SELECT p.proname FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid "
+        "WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_proc'::regclass "
+        "AND d.objid = (SELECT indexrelid FROM pg_index WHERE indrelid = 'v'::regclass)"
+    )
+    assert users_functions == []
+    indexdef = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE tablename = 'v'")
+    assert "lower((e)::text)" in indexdef  # the built-in lower(text), its varchar argument cast

@@ -1,8 +1,10 @@
 """SQL rendered from structured changes. The only place DDL text is made.
 
 Identifiers are quoted by sqlglot, never by string formatting. Expressions and partial-index predicates are parsed
-before they are used: exactly one expression, no subquery, no function sqlglot does not know (an unknown function
-could be a user function that writes, declared IMMUTABLE). The expression text itself is kept as written, because
+before they are used: exactly one expression, no subquery, no function outside an allow-list of built-ins and no
+type outside one (a function or a domain's CHECK could be a user's code that writes, declared IMMUTABLE; being known
+to sqlglot says nothing about PostgreSQL), and the DDL runs with only ``pg_catalog`` on the search path (a user's
+exact-type overload of a built-in is never picked). The expression text itself is kept as written, because
 PostgreSQL matches an index expression with the query's by its parse tree, and re-rendering could change it.
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.tokenizer_core import TokenType
 
 from optischema.api.index import MAX_IDENTIFIER_BYTES, IndexColumn, IndexDefinition
 from optischema.api.indexchange import IndexChangeSpec
@@ -29,6 +32,13 @@ from .quoting import quote_literal as literal
 __all__ = ["literal", "qualified", "quote"]  # re-exported: callers of the renderer quote with the same functions
 
 DIALECT = "postgres"
+
+
+#: The search path every statement rendered here runs under (apply, the ownership probe, the captured definition):
+#: the built-ins only. With a schema others may create in on the path, a function of theirs taking the column's exact
+#: type (``public.lower(varchar)``) is preferred to ``pg_catalog.lower(text)``, and the index would call it on every
+#: write. ``pg_temp`` comes last so that a temporary object never shadows a built-in.
+BUILT_INS_ONLY = "pg_catalog, pg_temp"
 
 
 class UnsafeDefinition(ValueError):
@@ -55,13 +65,72 @@ def check_expression(text: str, field: str) -> exp.Expr:
     tree = statements[0]
     if isinstance(tree, exp.Query | exp.Command | exp.DDL | exp.DML) or tree.find(exp.Query):
         raise UnsafeDefinition(f"{field}: must not contain a query or a statement")
-    unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)})
+    calls, types = _outside_allow_lists(text)
+    unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)} | set(calls))
     if unknown:
         raise UnsafeDefinition(
             f"{field}: function {', '.join(unknown)} is not known to be free of side effects; "
             "only built-in functions are accepted"
         )
+    if types:
+        raise UnsafeDefinition(f"{field}: type {', '.join(types)} is not a built-in type an index may cast to")
+    if tree.find(exp.Operator) or any(t.this == exp.DataType.Type.USERDEFINED for t in tree.find_all(exp.DataType)):
+        raise UnsafeDefinition(f"{field}: must not name an operator or a type of its own (only built-in ones)")
     return tree
+
+
+#: Functions an index expression or predicate may call, by the name PostgreSQL resolves: ``pg_catalog`` built-ins
+#: with an IMMUTABLE overload and none VOLATILE or SECURITY DEFINER (``tests/postgres/test_apply_attacks.py``
+#: checks each against ``pg_proc``). Being known to sqlglot is not enough: it maps hundreds of other dialects'
+#: names (``ifnull``, ``nvl``, ``xor``, ``sha2``…) to classes of its own, which PostgreSQL resolves through the
+#: search path to whatever function someone created under that name.
+INDEX_FUNCTIONS = frozenset(
+    {
+        *("lower", "upper", "btrim", "ltrim", "rtrim", "substr", "left", "right", "length", "char_length"),
+        *("octet_length", "md5", "replace", "split_part", "reverse", "initcap", "lpad", "rpad", "strpos"),
+        *("starts_with", "regexp_replace", "translate", "abs", "round", "trunc", "floor", "ceil", "ceiling"),
+        *("sign", "mod", "div", "power", "sqrt", "date_trunc", "date_part", "jsonb_extract_path_text"),
+        *("json_extract_path_text", "jsonb_extract_path", "jsonb_array_length", "array_length", "cardinality"),
+    }
+)
+#: Words PostgreSQL's grammar itself reads before a parenthesis (no ``pg_proc`` lookup by that name), and the type
+#: names that take a modifier (``varchar(20)``).
+INDEX_SYNTAX = frozenset(
+    {"coalesce", "nullif", "greatest", "least", "cast", "extract", "trim", "substring", "position", "overlay"}
+    | {"in", "any", "all", "some", "and", "or", "not", "is", "when", "then", "else", "case", "between", "like"}
+    | {"ilike", "similar", "escape", "row", "array"}
+    | {"varchar", "char", "character", "varying", "numeric", "decimal", "timestamp", "time", "interval", "bit"}
+)
+
+#: Types an expression may cast to: built-ins by the first word of their name. sqlglot reads other dialects' type
+#: names (``int64``, ``string``) as its own; PostgreSQL resolves them, like a quoted ``"Int4"``, to someone's domain.
+INDEX_TYPES = frozenset(
+    {"int", "int2", "int4", "int8", "integer", "smallint", "bigint", "numeric", "decimal", "real", "float4"}
+    | {"float8", "double", "text", "varchar", "char", "character", "bpchar", "boolean", "bool", "date", "time"}
+    | {"timestamp", "timestamptz", "timetz", "interval", "json", "jsonb", "uuid", "bytea", "name"}
+)
+
+
+def _outside_allow_lists(text: str) -> tuple[list[str], list[str]]:
+    """Every word directly followed by ``(`` (a call, as PostgreSQL reads it) that is not on the allow-lists, and
+    every type cast to (after ``::`` or ``AS``) that is not a built-in of :data:`INDEX_TYPES`, read
+    from the tokens rather than sqlglot's tree, whose classes do not say which name the text calls; a quoted name
+    (``"ABS"(a)``: case kept, someone's function) or a qualified one (``public.abs(a)``) is always refused."""
+    tokens = sqlglot.Dialect.get_or_raise(DIALECT).tokenize(text)
+    refused: list[str] = []
+    types: list[str] = []
+    for before, token, after in zip([None, *tokens], tokens, [*tokens[1:], None], strict=False):
+        cast_to = before is not None and before.token_type in (TokenType.DCOLON, TokenType.ALIAS)
+        type_name = token.text.lower().split()[0] if token.text.strip() else ""
+        if cast_to and (token.token_type == TokenType.IDENTIFIER or type_name not in INDEX_TYPES):
+            types.append(token.text)  # a domain of that name could CHECK with any function
+        if after is None or after.token_type != TokenType.L_PAREN or not re.fullmatch(r"\w+", token.text):
+            continue
+        qualified_call = before is not None and before.token_type == TokenType.DOT
+        name = token.text if token.token_type == TokenType.IDENTIFIER else token.text.lower()
+        if qualified_call or name not in INDEX_FUNCTIONS | INDEX_SYNTAX:
+            refused.append(name)
+    return refused, types
 
 
 def _first_line(error: BaseException) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from optischema.api.index import IndexDefinition
-from optischema.changes.ddl import qualified, quote, render_create
+from optischema.changes.ddl import BUILT_INS_ONLY, qualified, quote, render_create
 
 #: Per-entry overhead of a B-tree leaf tuple (header + line pointer) and the default fill factor.
 BTREE_TUPLE_OVERHEAD = 12
@@ -163,7 +163,9 @@ def _info(row: asyncpg.Record) -> IndexInfo:
 
 async def index_info(conn: asyncpg.Connection, schema: str, name: str) -> IndexInfo | None:
     """The index called ``schema.name``, or ``None``."""
-    row = await conn.fetchrow(_INDEX_INFO + " WHERE n.nspname = $1 AND i.relname = $2", schema, name)
+    async with conn.transaction():  # pg_get_indexdef qualifies names as the probe's path would (and the recreate)
+        await conn.execute(f"SET LOCAL search_path = {BUILT_INS_ONLY}")
+        row = await conn.fetchrow(_INDEX_INFO + " WHERE n.nspname = $1 AND i.relname = $2", schema, name)
     return None if row is None else _info(row)
 
 
@@ -194,6 +196,7 @@ async def rendered_shape(conn: asyncpg.Connection, index: IndexDefinition) -> st
     probe = "optischema_shape_probe"
     await conn.execute("BEGIN READ WRITE")
     try:
+        await conn.execute(f"SET LOCAL search_path = {BUILT_INS_ONLY}")
         await conn.execute(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {qualified(index.schema_, index.table)})")
         temporary = index.model_copy(update={"schema_": "pg_temp", "table": probe})
         await conn.execute(render_create(temporary, concurrently=False, name=probe + "_idx"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from optischema.changes.ddl import BUILT_INS_ONLY
 from optischema.changes.verdict import Counters
 
 APPLICATION_NAME = "optischema-apply"
@@ -108,6 +109,7 @@ async def execute(
         try:
             await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
             await conn.execute(f"SET statement_timeout = {int(max(timeout_ms, 1))}")
+            await conn.execute(f"SET search_path = {BUILT_INS_ONLY}")  # names resolve to built-ins only
             await conn.execute(sql)
         except asyncpg.LockNotAvailableError as error:
             if retry_until is None or time.monotonic() + delay >= retry_until:
@@ -135,7 +137,7 @@ def _first_line(error: BaseException) -> str:
 async def _reset(conn: asyncpg.Connection) -> None:
     if not conn.is_closed():
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.execute("RESET lock_timeout; RESET statement_timeout")
+            await conn.execute("RESET lock_timeout; RESET statement_timeout; RESET search_path")
 
 
 async def counters(conn: asyncpg.Connection, query_ids: Iterable[str]) -> dict[str, Counters]:
