@@ -258,6 +258,16 @@ def test_rewrites_must_be_one_read_only_select_over_known_tables(sql: str, reaso
         ("SELECT public.lower(email) FROM orders WHERE customer_id = $1", "public.lower"),
         ("SELECT * FROM orders WHERE id IN (SELECT pg_read_file('/x')::int)", "pg_read_file"),
         ("SELECT * INTO copied FROM orders WHERE customer_id = $1", "read-only SELECT"),
+        # names sqlglot reads as its own classes (rendered as built-ins), which PostgreSQL resolves by the text
+        ("SELECT ifnull(status, 'x') FROM orders WHERE id = $1", "function ifnull"),
+        ("SELECT nvl(status, 'x') FROM orders WHERE id = $1", "function nvl"),
+        ("SELECT len(email) FROM orders WHERE id = $1", "function len"),
+        ("SELECT id FROM orders WHERE xor(id > 1, id < 5)", "function xor"),
+        ("SELECT id FROM orders WHERE regexp_like(email, 'x')", "function regexp_like"),
+        ('SELECT "LOWER"(email) FROM orders WHERE id = $1', "function LOWER"),
+        ("SELECT id::int64 FROM orders WHERE id = $1", "type int64"),
+        ("SELECT CAST(id AS string) FROM orders WHERE id = $1", "type string"),
+        ("SELECT id OPERATOR(public.+) 1 FROM orders WHERE id = $1", "function operator"),
         ("SELECT * FROM orders WHERE customer_id = $1 FOR UPDATE", "read-only SELECT"),
     ],
 )

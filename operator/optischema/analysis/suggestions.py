@@ -25,7 +25,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from optischema.api.index import IndexDefinition
-from optischema.changes.ddl import SETTINGS_ALLOWED, UnsafeDefinition, render_create
+from optischema.changes.ddl import INDEX_TYPES, SETTINGS_ALLOWED, UnsafeDefinition, outside_allow_lists, render_create
 
 from .statements import DIALECT, TableKey
 
@@ -305,6 +305,13 @@ REWRITE_SYNTAX = frozenset(
     | {"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"}
 )
 _CALLED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Words a SELECT's own grammar puts before a parenthesis (a subquery, a list, a window), which call nothing.
+REWRITE_GRAMMAR = frozenset(
+    {"from", "join", "in", "any", "all", "some", "over", "filter", "group", "as", "using", "on", "where", "and"}
+    | {"or", "not", "select", "having", "by", "lateral", "union", "intersect", "except", "values", "when", "then"}
+    | {"else", "is", "between", "like", "ilike", "distinct", "varchar", "char", "character", "varying", "numeric"}
+    | {"decimal", "timestamp", "time", "interval", "bit"}
+)
 
 
 def _function_name(node: exp.Func) -> str:
@@ -355,7 +362,13 @@ def check_rewrite(
         exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Into, exp.Lock
     ):
         return Rejection("rewrite", what, "must be a read-only SELECT")
-    refused = _refused_function(tree)
+    # sqlglot's tree says what it understood (``ifnull`` is a Coalesce); PostgreSQL resolves the text as written.
+    calls, types = outside_allow_lists(
+        suggestion.sql, REWRITE_FUNCTIONS | REWRITE_SYNTAX | REWRITE_GRAMMAR, INDEX_TYPES
+    )
+    if types:
+        return Rejection("rewrite", what, f"type {types[0]} is not a built-in type a rewrite may cast to")
+    refused = _refused_function(tree) or (calls[0] if calls else None)
     if refused is not None:
         return Rejection(
             "rewrite", what, f"function {refused} is not on the allow-list of side-effect-free built-in functions"

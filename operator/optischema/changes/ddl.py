@@ -65,7 +65,7 @@ def check_expression(text: str, field: str) -> exp.Expr:
     tree = statements[0]
     if isinstance(tree, exp.Query | exp.Command | exp.DDL | exp.DML) or tree.find(exp.Query):
         raise UnsafeDefinition(f"{field}: must not contain a query or a statement")
-    calls, types = _outside_allow_lists(text)
+    calls, types = outside_allow_lists(text)
     unknown = sorted({f.name for f in tree.find_all(exp.Anonymous)} | set(calls))
     if unknown:
         raise UnsafeDefinition(
@@ -111,26 +111,37 @@ INDEX_TYPES = frozenset(
 )
 
 
-def _outside_allow_lists(text: str) -> tuple[list[str], list[str]]:
-    """Every word directly followed by ``(`` (a call, as PostgreSQL reads it) that is not on the allow-lists, and
-    every type cast to (after ``::`` or ``AS``) that is not a built-in of :data:`INDEX_TYPES`, read
-    from the tokens rather than sqlglot's tree, whose classes do not say which name the text calls; a quoted name
-    (``"ABS"(a)``: case kept, someone's function) or a qualified one (``public.abs(a)``) is always refused."""
+def outside_allow_lists(
+    text: str, functions: frozenset[str] = INDEX_FUNCTIONS | INDEX_SYNTAX, types: frozenset[str] = INDEX_TYPES
+) -> tuple[list[str], list[str]]:
+    """Every word directly followed by ``(`` (a call, as PostgreSQL reads it) that is not in ``functions``, and
+    every type cast to (after ``::``, or ``AS`` inside ``CAST(``) whose first word is not in ``types``; read from
+    the tokens rather than sqlglot's tree, whose classes do not say which name the text calls (``ifnull`` is a
+    Coalesce to it, ``xor`` an operator). A quoted name (``"ABS"(a)``: case kept, someone's function or type) or
+    one qualified by a schema other than ``pg_catalog`` (``public.abs(a)``) is always refused."""
     tokens = sqlglot.Dialect.get_or_raise(DIALECT).tokenize(text)
     refused: list[str] = []
-    types: list[str] = []
-    for before, token, after in zip([None, *tokens], tokens, [*tokens[1:], None], strict=False):
-        cast_to = before is not None and before.token_type in (TokenType.DCOLON, TokenType.ALIAS)
+    cast_to_types: list[str] = []
+    opened: list[str] = []  # the word before each open parenthesis
+    for position, token in enumerate(tokens):
+        before = tokens[position - 1] if position > 0 else None
+        after = tokens[position + 1] if position + 1 < len(tokens) else None
+        kind = before.token_type if before is not None else None
+        if token.token_type == TokenType.L_PAREN:
+            opened.append(before.text.lower() if before is not None else "")
+        elif token.token_type == TokenType.R_PAREN and opened:
+            opened.pop()
+        cast_to = kind == TokenType.DCOLON or (kind == TokenType.ALIAS and opened[-1:] == ["cast"])
         type_name = token.text.lower().split()[0] if token.text.strip() else ""
-        if cast_to and (token.token_type == TokenType.IDENTIFIER or type_name not in INDEX_TYPES):
-            types.append(token.text)  # a domain of that name could CHECK with any function
+        if cast_to and (token.token_type == TokenType.IDENTIFIER or type_name not in types):
+            cast_to_types.append(token.text)  # a domain of that name could CHECK with any function
         if after is None or after.token_type != TokenType.L_PAREN or not re.fullmatch(r"\w+", token.text):
             continue
-        qualified_call = before is not None and before.token_type == TokenType.DOT
         name = token.text if token.token_type == TokenType.IDENTIFIER else token.text.lower()
-        if qualified_call or name not in INDEX_FUNCTIONS | INDEX_SYNTAX:
-            refused.append(name)
-    return refused, types
+        schema = tokens[position - 2].text.lower() if kind == TokenType.DOT and position > 1 else None
+        if schema not in (None, "pg_catalog") or name not in functions:
+            refused.append(name if schema is None else f"{schema}.{name}")
+    return refused, cast_to_types
 
 
 def _first_line(error: BaseException) -> str:
