@@ -762,3 +762,52 @@ async def test_a_users_overload_of_a_built_in_never_becomes_the_index_s_function
     assert users_functions == []
     indexdef = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE tablename = 'v'")
     assert "lower((e)::text)" in indexdef  # the built-in lower(text), its varchar argument cast
+
+
+async def test_a_predicate_read_as_a_string_by_sqlglot_is_read_the_same_by_postgresql(
+    conn: asyncpg.Connection, pg_database: str, api: Api, events: Recorder
+) -> None:
+    """With ``standard_conforming_strings = off`` (``ALTER DATABASE … SET``, the database owner's to choose), a
+    backslash escapes a quote in an ordinary string: ``'\\' || ' || ifnull(1, 0)::text IS NOT NULL -- '`` is two
+    strings to sqlglot, but a call of ``ifnull`` to PostgreSQL. The operator's sessions lex as sqlglot does."""
+    await conn.execute(  # runs even in a read-only session, and says so in whatever error reaches the status
+        "CREATE FUNCTION public.ifnull(a int, b int) RETURNS int IMMUTABLE LANGUAGE plpgsql "
+        "AS $$ BEGIN RAISE EXCEPTION 'ifnull ran as %', current_user; END $$"
+    )
+    await conn.execute("CREATE TABLE t (a int); INSERT INTO t SELECT generate_series(1, 10)")
+    await conn.execute(f"ALTER DATABASE {urlsplit(pg_database).path.lstrip('/')} SET standard_conforming_strings = off")
+    where = "'\\' || ' || ifnull(1, 0)::text IS NOT NULL -- '"
+    api.put("postgrestargets", target_doc(pg_database))
+    api.put(
+        "indexchanges",
+        change_doc("strings", operation="create", index={"table": "t", "columns": [{"name": "a"}], "where": where}),
+    )
+    status = await admit(api, "strings")
+    if status.get("phase") not in ("Failed",):
+        status = await drive(context(api, events), api, "strings", "Applied", "Failed", "RolledBack")
+    assert "ifnull ran" not in str(status), status  # neither the size estimate, the probe nor the build called it
+    assert "ifnull ran" not in str(events.events)
+    predicate = await conn.fetchval(
+        "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indrelid = 't'::regclass"
+    )
+    assert predicate is None or "ifnull" not in predicate, predicate
+
+
+async def test_a_users_overload_never_runs_while_admission_estimates_or_probes(
+    conn: asyncpg.Connection, pg_database: str, api: Api, events: Recorder
+) -> None:
+    """A constant call (``lower('X'::varchar)``) is folded while PostgreSQL (or HypoPG, for the size estimate)
+    reads the definition: with public on the path, a user's ``public.lower(varchar)`` would run then, as the
+    operator's role, its error (anything it read) written to the change's status."""
+    await conn.execute(
+        "CREATE FUNCTION public.lower(x varchar) RETURNS text IMMUTABLE LANGUAGE plpgsql "
+        "AS $$ BEGIN RAISE EXCEPTION 'public.lower ran as %', current_user; END $$"
+    )
+    await conn.execute("CREATE TABLE v (e varchar(20)); INSERT INTO v VALUES ('A'), ('B')")
+    index = {"table": "v", "columns": [{"name": "e"}], "where": "e <> lower('X'::varchar)"}
+    api.put("postgrestargets", target_doc(pg_database))
+    api.put("indexchanges", change_doc("folded", operation="create", index=index))
+    status = await admit(api, "folded")
+    status = await drive(context(api, events), api, "folded", "Applied", "Failed", "RolledBack")
+    assert "public.lower ran" not in str(status), status
+    assert status["phase"] == "Applied", status

@@ -11,6 +11,11 @@ import asyncpg
 from optischema.api.index import IndexDefinition
 from optischema.changes.ddl import BUILT_INS_ONLY, qualified, quote, render_create
 
+#: Run first in a transaction that parses rendered DDL: names resolve to built-ins only, and strings are read as
+#: sqlglot read them when the expression was checked (``standard_conforming_strings = off``, a database's
+#: choice, makes ``'\\' || ' || f(1) -- '`` a call of ``f`` where sqlglot saw two strings).
+LEX_AS_RENDERED = f"SET LOCAL search_path = {BUILT_INS_ONLY}; SET LOCAL standard_conforming_strings = on"
+
 #: Per-entry overhead of a B-tree leaf tuple (header + line pointer) and the default fill factor.
 BTREE_TUPLE_OVERHEAD = 12
 BTREE_FILL = 0.9
@@ -64,12 +69,17 @@ async def estimate_index_bytes(conn: asyncpg.Connection, index: IndexDefinition,
     budget. Raises ``asyncpg.PostgresError`` when the table or a column does not exist."""
     if hypopg:
         sql = render_create(index, concurrently=False, name="optischema_estimate")
+        schema = await conn.fetchval(  # its functions are called qualified: the search path has built-ins only
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'hypopg'"
+        )
         async with conn.transaction():
-            oid = await conn.fetchval("SELECT indexrelid FROM hypopg_create_index($1)", sql)
+            await conn.execute(LEX_AS_RENDERED)  # HypoPG parses the text, and folds constant calls, as we would
+            oid = await conn.fetchval(f"SELECT indexrelid FROM {quote(schema)}.hypopg_create_index($1)", sql)
             try:
-                return int(await conn.fetchval("SELECT hypopg_relation_size($1)", oid))
+                return int(await conn.fetchval(f"SELECT {quote(schema)}.hypopg_relation_size($1)", oid))
             finally:
-                await conn.execute("SELECT hypopg_drop_index($1)", oid)
+                await conn.execute(f"SELECT {quote(schema)}.hypopg_drop_index($1)", oid)
     columns = [c.name for c in index.columns if c.name] + list(index.include)
     row = await conn.fetchrow(
         "SELECT greatest(c.reltuples, 0)::bigint AS rows, "
@@ -164,7 +174,7 @@ def _info(row: asyncpg.Record) -> IndexInfo:
 async def index_info(conn: asyncpg.Connection, schema: str, name: str) -> IndexInfo | None:
     """The index called ``schema.name``, or ``None``."""
     async with conn.transaction():  # pg_get_indexdef qualifies names as the probe's path would (and the recreate)
-        await conn.execute(f"SET LOCAL search_path = {BUILT_INS_ONLY}")
+        await conn.execute(LEX_AS_RENDERED)
         row = await conn.fetchrow(_INDEX_INFO + " WHERE n.nspname = $1 AND i.relname = $2", schema, name)
     return None if row is None else _info(row)
 
@@ -196,7 +206,7 @@ async def rendered_shape(conn: asyncpg.Connection, index: IndexDefinition) -> st
     probe = "optischema_shape_probe"
     await conn.execute("BEGIN READ WRITE")
     try:
-        await conn.execute(f"SET LOCAL search_path = {BUILT_INS_ONLY}")
+        await conn.execute(LEX_AS_RENDERED)
         await conn.execute(f"CREATE TEMPORARY TABLE {quote(probe)} (LIKE {qualified(index.schema_, index.table)})")
         temporary = index.model_copy(update={"schema_": "pg_temp", "table": probe})
         await conn.execute(render_create(temporary, concurrently=False, name=probe + "_idx"))

@@ -109,7 +109,8 @@ async def execute(
         try:
             await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
             await conn.execute(f"SET statement_timeout = {int(max(timeout_ms, 1))}")
-            await conn.execute(f"SET search_path = {BUILT_INS_ONLY}")  # names resolve to built-ins only
+            # Names resolve to built-ins only, and strings are read as sqlglot read them (see catalog.LEX_AS_RENDERED).
+            await conn.execute(f"SET search_path = {BUILT_INS_ONLY}; SET standard_conforming_strings = on")
             await conn.execute(sql)
         except asyncpg.LockNotAvailableError as error:
             if retry_until is None or time.monotonic() + delay >= retry_until:
@@ -137,7 +138,9 @@ def _first_line(error: BaseException) -> str:
 async def _reset(conn: asyncpg.Connection) -> None:
     if not conn.is_closed():
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await conn.execute("RESET lock_timeout; RESET statement_timeout; RESET search_path")
+            await conn.execute(
+                "RESET lock_timeout; RESET statement_timeout; RESET search_path; RESET standard_conforming_strings"
+            )
 
 
 async def counters(conn: asyncpg.Connection, query_ids: Iterable[str]) -> dict[str, Counters]:
