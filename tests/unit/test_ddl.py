@@ -84,6 +84,24 @@ def test_recreate_a_captured_definition_concurrently() -> None:
         recreate("DROP TABLE t")
 
 
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        "CREATE INDEX x ON public.t USING btree (a); DROP TABLE public.t",
+        "CREATE INDEX x ON public.t USING btree (a);COPY (SELECT 1) TO PROGRAM 'touch /tmp/owned'",
+        "CREATE INDEX x ON public.t USING btree (a) WHERE (a <> 'x); DROP TABLE t; --",  # a quote left open
+    ],
+)
+def test_a_tampered_captured_definition_never_carries_a_second_statement(tampered: str) -> None:
+    """The rollback runs ``status.droppedDefinition``; whoever can write the status must not append SQL to it (the
+    simple query protocol runs every statement of a string). A ';' inside a string literal is not a separator."""
+    with pytest.raises(UnsafeDefinition, match=r"status\.droppedDefinition: (must be one statement|cannot be read)"):
+        recreate(tampered)
+    assert recreate("CREATE INDEX x ON public.t USING btree (a) WHERE (b <> 'a;b'::text)").startswith(
+        "CREATE INDEX CONCURRENTLY x ON"
+    )
+
+
 def test_definition_key_ignores_the_name_only() -> None:
     a = IndexDefinition.model_validate({"table": "t", "name": "x", "columns": [{"name": "a"}]})
     b = IndexDefinition.model_validate({"table": "t", "name": "y", "columns": [{"name": "a"}]})

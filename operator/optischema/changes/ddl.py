@@ -331,6 +331,12 @@ def undo_for(spec: IndexChangeSpec, name: str | None) -> list[str] | None:
 def recreate(definition: str) -> str:
     """The statement re-creating a dropped index from its captured ``pg_get_indexdef`` (PostgreSQL's own text, so
     it is exactly what was dropped, options included), built ``CONCURRENTLY`` so the rollback blocks no writes."""
+    try:  # the status is data someone with status rights could write: one statement, nothing appended
+        tokens = sqlglot.Dialect.get_or_raise(DIALECT).tokenize(definition)
+    except PARSE_ERRORS as error:
+        raise UnsafeDefinition(f"status.droppedDefinition: cannot be read ({_first_line(error)})") from error
+    if any(token.token_type == TokenType.SEMICOLON for token in tokens):
+        raise UnsafeDefinition("status.droppedDefinition: must be one statement")
     for head in ("CREATE UNIQUE INDEX ", "CREATE INDEX "):
         if definition.startswith(head):
             return f"{head}CONCURRENTLY {definition.removeprefix(head)}"
