@@ -811,3 +811,31 @@ async def test_a_users_overload_never_runs_while_admission_estimates_or_probes(
     status = await drive(context(api, events), api, "folded", "Applied", "Failed", "RolledBack")
     assert "public.lower ran" not in str(status), status
     assert status["phase"] == "Applied", status
+
+
+async def test_a_settings_rollback_restores_what_the_server_had_not_what_the_change_claims(
+    conn: asyncpg.Connection, pg_database: str, api: Api, events: Recorder
+) -> None:
+    """A Git change's author writes ``currentValue``: claiming ``1TB`` from ``ALTER SYSTEM`` would make a forced
+    regression's rollback pin ``work_mem = 1TB`` past every cap. The rollback restores what the server had right
+    before our ``ALTER SYSTEM`` (captured in the status), here the default: ``ALTER SYSTEM RESET``."""
+    before = await conn.fetchval("SELECT current_setting('work_mem')")
+    claim = {"name": "work_mem", "value": "64MB", "currentValue": "1TB", "currentSource": "ALTER SYSTEM"}
+    api.put("postgrestargets", target_doc(pg_database))
+    api.put("indexchanges", change_doc("mem", operation="setting", setting=claim, schedule="immediate"))
+    ctx = context(api, events)
+    try:
+        assert (await admit(api, "mem"))["phase"] == "WaitingForWindow"
+        status = await drive(ctx, api, "mem", "Verifying", "Failed")
+        assert status["phase"] == "Verifying", status
+        assert status["replacedSetting"]["value"] == before
+        await force_regression(api, conn, "mem")
+        status = await drive(ctx, api, "mem", "RolledBack", "Applied", "Failed")
+        assert status["phase"] == "RolledBack", status
+        assert "1TB" not in status["rollbackSql"]
+        assert await ran(conn, r"1TB") == []
+        auto = await conn.fetch("SELECT setting FROM pg_file_settings WHERE name = 'work_mem' AND sourcefile ~ 'auto'")
+        assert auto == [], "postgresql.auto.conf keeps no work_mem"
+    finally:
+        await conn.execute("ALTER SYSTEM RESET work_mem")
+        await conn.execute("SELECT pg_reload_conf()")

@@ -196,6 +196,16 @@ class Execution(ApiModel):
     """The index the statements create or drop."""
 
 
+class ReplacedSetting(ApiModel):
+    """A setting as the server had it right before the change's ``ALTER SYSTEM``: what the rollback restores (never
+    ``spec.setting.currentValue``, which whoever wrote the change chose)."""
+
+    value: str = Field(max_length=256)
+    """``current_setting(name)`` then."""
+    source: str = Field(max_length=64)
+    """Where it came from (``pg_settings.source``; ``ALTER SYSTEM`` for ``postgresql.auto.conf``)."""
+
+
 class IndexChangeStatus(ApiModel):
     """Observed state of an ``IndexChange``, written by the operator only."""
 
@@ -230,6 +240,9 @@ class IndexChangeStatus(ApiModel):
     dropped_definition: str | None = Field(default=None, max_length=65536)
     """For a drop: ``pg_get_indexdef`` of the index, captured just before it was dropped; the rollback re-creates
     exactly this."""
+    replaced_setting: ReplacedSetting | None = None
+    """For a setting: its value and source captured just before ``ALTER SYSTEM``; the rollback restores exactly
+    this (``ALTER SYSTEM RESET`` when it came from the default or ``postgresql.conf``)."""
     completed_at: datetime | None = None
     """When the change reached a final phase."""
     duration_seconds: float | None = Field(default=None, ge=0)

@@ -48,11 +48,21 @@ from optischema.api.indexchange import (
     Execution,
     IndexChangeSpec,
     IndexChangeStatus,
+    ReplacedSetting,
     StatementCounters,
     TimeWindow,
 )
+from optischema.api.operations import SettingChange
 from optischema.api.target import PostgresTargetSpec
-from optischema.changes.ddl import index_name, recreate, render_drop, statements_for, table_of, undo_for
+from optischema.changes.ddl import (
+    index_name,
+    recreate,
+    render_drop,
+    render_setting_rollback,
+    statements_for,
+    table_of,
+    undo_for,
+)
 from optischema.changes.verdict import Counters, build_estimate, discontinuity, fits, inconclusive, judge
 from optischema.changes.windows import CLOCK_SKEW_TOLERANCE, current_or_next, time_left
 from optischema.flows.changes import committed_bytes, drop_problem, policy_problem, resume_problem
@@ -509,6 +519,12 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
                 return await _executed(ctx, change, target, None, None)
             if spec.operation == "drop" and found is not None and not change.status.get("droppedDefinition"):
                 change.patch |= {"droppedDefinition": found.definition, "rollbackSql": recreate(found.definition)}
+            if spec.setting is not None and not change.status.get("replacedSetting"):
+                now_set = await catalog.setting(conn, spec.setting.name)
+                if now_set is not None:
+                    replaced = ReplacedSetting(value=now_set[0], source=now_set[1])
+                    undo = _setting_undo(spec.setting, replaced)
+                    change.patch |= {"replacedSetting": replaced.to_wire(), "rollbackSql": ";\n".join(undo)}
             if marker is None:
                 execution = Execution(started_at=ctx.now(), sql=sql, index_name=name)
                 change.patch |= lifecycle.executing(change.typed, execution)
@@ -698,7 +714,17 @@ def _undo(change: Change, name: str | None) -> list[str] | None:
     captured = change.status.get("droppedDefinition")
     if change.spec.operation == "drop" and captured:
         return [recreate(captured)]
+    replaced = change.status.get("replacedSetting")
+    if change.spec.setting is not None and replaced:
+        return _setting_undo(change.spec.setting, ReplacedSetting.model_validate(replaced))
     return undo_for(change.spec, name)
+
+
+def _setting_undo(setting: SettingChange, replaced: ReplacedSetting) -> list[str]:
+    """Back to what the server had just before our ``ALTER SYSTEM`` — not to the spec's ``currentValue``, which a
+    Git change's author wrote (a value above the settings' caps would pass unchecked through a rollback)."""
+    restored = setting.model_copy(update={"current_value": replaced.value, "current_source": replaced.source})
+    return render_setting_rollback(restored).split(";\n")
 
 
 async def _rollback(ctx: Context, change: Change, conn: Any, undo: list[str], summary: str) -> float | None:

@@ -36,6 +36,16 @@ async def system_identifier(conn: asyncpg.Connection) -> str:
     return str(await conn.fetchval("SELECT system_identifier FROM pg_control_system()"))
 
 
+async def setting(conn: asyncpg.Connection, name: str) -> tuple[str, str] | None:
+    """``(value, source)`` of a server setting now (source as :func:`collect.setting_source` tells it)."""
+    from optischema.postgres.collect import setting_source
+
+    row = await conn.fetchrow(
+        "SELECT current_setting(name) AS value, source, sourcefile FROM pg_settings WHERE name = $1", name
+    )
+    return None if row is None else (row["value"], setting_source(row["source"], row["sourcefile"]))
+
+
 async def table_bytes(conn: asyncpg.Connection, schema: str, table: str) -> int | None:
     """The table's size (heap only), or ``None`` when it does not exist."""
     value = await conn.fetchval(
