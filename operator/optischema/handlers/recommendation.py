@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from optischema.api.resources import GROUP, VERSION, owner_reference
+from optischema.flows.policy import forged_policy_decision
 from optischema.handlers.benchmark import wake
 from optischema.lifecycle import recommendation as lifecycle
 from optischema.telemetry import INDEX_CHANGES_CREATED
@@ -44,14 +45,18 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # Superseded (analysis no longer finds it) or already finished: the approval changes nothing.
         kopf.warn(body, reason="NotApplied", message=f"approved in phase {phase}: no IndexChange is made")
         return
+    try:
+        target = await memo.kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
+    except LookupError:
+        target = {}
+    refused = forged_policy_decision(spec, status, target.get("spec") or {})
+    if refused is not None:
+        kopf.warn(body, reason="NotApplied", message=refused)
+        return
     mapping = OPERATIONS.get(spec["kind"])
     index_change: str | None = None
     if mapping is not None:
         operation, member, field = mapping
-        try:
-            target = await memo.kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
-        except LookupError:
-            target = {}
         identity = spec.get("systemIdentifier")  # the database the analysis saw, not the target's current one
         verification = ((target.get("spec") or {}).get("policy") or {}).get("verification")
         change = {
