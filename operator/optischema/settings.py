@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     """Image of analysis Jobs (the operator's own)."""
     job_service_account: str = "optischema-analysis"
     """Service account of analysis Jobs, in the target's namespace (role: manifests/rbac/analysis-job.yaml)."""
+    runner_service_account: str = ""
+    """ServiceAccount, in each watched namespace, the operator impersonates to create sandbox pods, their Secrets and
+    NetworkPolicies, and analysis Jobs (the chart's ``<release>-runner``; the operator holds no create right on
+    these itself). Empty: they are created with the operator's own identity (development, tests running the
+    operator as a local process with admin credentials)."""
+    sandbox_service_account: str = ""
+    """ServiceAccount sandbox pods run as (the chart's ``<release>-sandbox``: no rights, no token mounted). Empty:
+    the namespace's default, with automountServiceAccountToken off."""
     log_format: Literal["json", "console"] = "json"
     """Structured logs as JSON lines (for log pipelines) or readable console lines."""
     worker_limit: int = Field(default=100, ge=1, le=1000)

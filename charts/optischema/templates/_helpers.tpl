@@ -24,6 +24,33 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* Name of both the Validating- and the MutatingWebhookConfiguration the chart owns (the operator may patch
+these two only: RBAC resourceNames). */}}
+{{- define "optischema.webhookConfiguration" -}}
+{{- include "optischema.name" . -}}.optischema.io
+{{- end -}}
+
+{{/* Secret in the release namespace holding the shared webhook CA and certificate (written by the operator). */}}
+{{- define "optischema.webhookSecret" -}}
+{{- include "optischema.name" . -}}-webhook-ca
+{{- end -}}
+
+{{/* In each watched namespace: the identity the operator impersonates to create sandbox pods, their Secrets and
+NetworkPolicies, and analysis Jobs (the operator itself may create none of these). */}}
+{{- define "optischema.runnerServiceAccount" -}}
+{{- include "optischema.name" . -}}-runner
+{{- end -}}
+
+{{/* In each watched namespace: what sandbox pods run as (no rights, no token mounted). */}}
+{{- define "optischema.sandboxServiceAccount" -}}
+{{- include "optischema.name" . -}}-sandbox
+{{- end -}}
+
+{{/* In each watched namespace: what analysis Jobs run as (role: the analysis rules). */}}
+{{- define "optischema.analysisServiceAccount" -}}
+{{- include "optischema.name" . -}}-analysis
+{{- end -}}
+
 {{- define "optischema.webhookHost" -}}
 {{- default (printf "%s-webhook.%s.svc" (include "optischema.name" .) .Release.Namespace) .Values.webhook.host -}}
 {{- end -}}
