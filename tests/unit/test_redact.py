@@ -1,0 +1,71 @@
+"""Redaction with PostgreSQL's own scanner, table-driven from fixtures/redact.yaml: every form of constant and
+comment goes, names and ``$n`` parameters stay, unreadable text is hidden whole; and an error message quoting one
+of those statements keeps none of its values either."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from optischema.analysis.redact import HIDDEN, redact, redact_error
+
+CASES: list[dict[str, Any]] = yaml.safe_load((Path(__file__).parent / "fixtures" / "redact.yaml").read_text())["cases"]
+IDS = [c["title"] for c in CASES]
+
+#: The shapes in which a statement or its values reach an error message.
+MESSAGES = [
+    "{sql}",
+    'syntax error at or near "{sql}"',
+    "statement failed: {sql}",
+    'invalid input syntax for type integer: "{sql}"',
+    'duplicate key value violates unique constraint "k" Key (email)=({sql}) already exists.',
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_redact(case: dict[str, Any]) -> None:
+    redacted = redact(case["sql"])
+    assert redacted == case["redacted"]
+    leaked = [s for s in case["secrets"] if s in redacted]
+    assert not leaked, f"{leaked} passed through"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("shape", MESSAGES)
+def test_an_error_quoting_a_hostile_statement_keeps_none_of_its_values(case: dict[str, Any], shape: str) -> None:
+    redacted = redact_error(shape.format(sql=case["sql"]))
+    leaked = [s for s in case["secrets"] if s in redacted]
+    assert not leaked, f"{leaked} passed through: {redacted}"
+
+
+def test_every_case_holds_a_secret_and_the_fixture_covers_each_form() -> None:
+    assert all(c["secrets"] for c in CASES)
+    text = "\n".join(c["sql"] for c in CASES)
+    for form in ("$$", "$outer$", "E'", "e'", "--", "/*", "/*user=", "U&'", "B'", "X'", "$1", "@example.com"):
+        assert form in text, form
+
+
+@pytest.mark.parametrize(
+    ("message", "redacted"),
+    [
+        ("speed-up 3.9x in the sandbox", "speed-up … in the sandbox"),
+        ('value "99999999999" is out of range for type integer', 'value "…" is out of range for type integer'),
+        (
+            'new row for relation "t" violates check constraint "c" Failing row contains (1, alice, 4111).',
+            'new row for relation "t" violates check constraint "c" Failing row contains (…).',
+        ),
+        ('relation "orders" does not exist', 'relation "orders" does not exist'),
+        ("unterminated 'alice@example.com", "unterminated …"),
+    ],
+)
+def test_messages_keep_names_and_lose_values(message: str, redacted: str) -> None:
+    assert redact_error(message) == redacted
+
+
+def test_nothing_the_scanner_cannot_read_passes_through() -> None:
+    assert redact("SELECT 'never closed") == HIDDEN
+    assert "never" not in HIDDEN
+    assert "unreadable" in HIDDEN
