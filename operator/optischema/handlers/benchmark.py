@@ -12,6 +12,7 @@ from optischema.api.resources import GROUP, VERSION
 from optischema.flows import target as target_flow
 from optischema.flows.benchmarking import Queue
 from optischema.flows.sandbox import PodProvider
+from optischema.handlers.lifetime import alive, owned, without_finalizer
 from optischema.kube.client import current_namespace
 from optischema.kube.sandboxes import Pods
 from optischema.telemetry import log_for
@@ -37,8 +38,18 @@ def wake(memo: kopf.Memo, namespace: str, target: str) -> None:
         event.set()
 
 
-@kopf.daemon(GROUP, VERSION, "postgrestargets", id="benchmarks", cancellation_timeout=30)
+#: Seconds a stopped benchmark daemon has to exit before it is cancelled (its sandbox pod is removed on the way).
+CANCELLATION_SECONDS = 30
+
+
+@without_finalizer  # deleting a target never waits for the operator (handlers.lifetime)
+@kopf.daemon(GROUP, VERSION, "postgrestargets", id="benchmarks", cancellation_timeout=CANCELLATION_SECONDS, when=alive)
 async def benchmarks(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    with owned(memo, body, CANCELLATION_SECONDS):
+        await _benchmarks(stopped, body, memo)
+
+
+async def _benchmarks(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     event = memo.benchmark_wakeups.setdefault((namespace, name), asyncio.Event())
 

@@ -14,6 +14,7 @@ from optischema.flows import notifications
 from optischema.flows.apply import FINAL, Context, step
 from optischema.flows.changes import admit, gather
 from optischema.flows.target import utc_now
+from optischema.handlers.lifetime import alive, owned, without_finalizer
 from optischema.lifecycle import indexchange as lifecycle
 from optischema.telemetry import CHANGES_FINISHED, CHANGES_WAITING, ROLLBACKS, STATEMENTS_EXECUTED, log_for
 
@@ -41,14 +42,24 @@ async def accept(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         CHANGES_FINISHED.labels(namespace, (spec.get("targetRef") or {}).get("name", ""), "Failed").inc()
 
 
-def unfinished(status: kopf.Status, **_: Any) -> bool:
-    """Daemons hold a finalizer; a final change must not, or it would block its namespace's deletion forever."""
-    return status.get("phase") not in FINAL
+#: Seconds a stopped change daemon has to exit before it is cancelled (a build in flight is then cancelled too).
+CANCELLATION_SECONDS = 30
 
 
-@kopf.daemon(GROUP, VERSION, "indexchanges", cancellation_timeout=30, when=unfinished)
+def unfinished(status: kopf.Status, body: kopf.Body, memo: kopf.Memo, **_: Any) -> bool:
+    """A daemon drives a change until it is final, and not once its object is deleted (handlers.lifetime)."""
+    return status.get("phase") not in FINAL and alive(body, memo)
+
+
+@without_finalizer  # deleting a change, or its namespace, never waits for the operator (handlers.lifetime)
+@kopf.daemon(GROUP, VERSION, "indexchanges", cancellation_timeout=CANCELLATION_SECONDS, when=unfinished)
 async def drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Steps the change until it is final; a restarted operator starts here again and resumes from the status."""
+    with owned(memo, body, CANCELLATION_SECONDS):
+        await _drive(stopped, body, memo)
+
+
+async def _drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     target = body["spec"]["targetRef"]["name"]
     settings = memo.settings

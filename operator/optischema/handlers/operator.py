@@ -47,6 +47,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.changes_waiting = {}  # (namespace, target) -> names of IndexChanges asleep until their window
     memo.benchmark_wakeups = {}  # (namespace, target) -> asyncio.Event, set when a recommendation arrives
     memo.background = set()  # tasks that must outlive the handler that started them (notifications)
+    memo.gone = {}  # uid -> when its DELETED event was seen: its daemons stop (handlers.lifetime)
+    memo.daemon_tasks = {}  # uid -> {daemon task: cancellation timeout}, cancelled if their object is deleted
     memo.notifier = Notifier(
         per_target_per_hour=operator_settings.notifications_per_target_per_hour,
         default_sinks=operator_settings.notification_sinks,

@@ -13,23 +13,28 @@ from optischema.api.resources import GROUP, VERSION
 from optischema.api.target import LastAnalysis, PostgresTargetSpec
 from optischema.flows import notifications, reports
 from optischema.flows import target as flow
+from optischema.handlers.lifetime import alive, owned, without_finalizer
 from optischema.kube.client import current_namespace
 from optischema.kube.jobs import analysis_job
 from optischema.lifecycle import target as lifecycle
 from optischema.telemetry import ANALYSIS_FAILURES, ANALYSIS_SECONDS, TARGET_READY, log_for
 
 ANALYZE_ANNOTATION = "optischema.io/analyze-requested"
+#: Seconds a stopped target daemon has to exit before it is cancelled.
+CANCELLATION_SECONDS = 10
 
 
-@kopf.daemon(GROUP, VERSION, "postgrestargets", cancellation_timeout=10)
+@without_finalizer  # deleting a target never waits for the operator (handlers.lifetime)
+@kopf.daemon(GROUP, VERSION, "postgrestargets", cancellation_timeout=CANCELLATION_SECONDS, when=alive)
 async def run_target(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    while not stopped:
-        try:
-            await reconcile(body, memo)
-        except Exception as error:
-            log_for(body["metadata"]["namespace"], body["metadata"]["name"]).exception("reconcile failed")
-            kopf.exception(body, reason="ReconcileError", message=f"{type(error).__name__}: {error}")
-        await stopped.wait(memo.settings.check_seconds)
+    with owned(memo, body, CANCELLATION_SECONDS):
+        while not stopped:
+            try:
+                await reconcile(body, memo)
+            except Exception as error:
+                log_for(body["metadata"]["namespace"], body["metadata"]["name"]).exception("reconcile failed")
+                kopf.exception(body, reason="ReconcileError", message=f"{type(error).__name__}: {error}")
+            await stopped.wait(memo.settings.check_seconds)
 
 
 async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:

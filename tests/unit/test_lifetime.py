@@ -1,0 +1,95 @@
+"""Daemons without finalizers (handlers.lifetime): none is registered needing one, and a DELETED event stops and,
+past its cancellation timeout, cancels the daemon of the object that went."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+
+import optischema.handlers  # noqa: F401 - registers the handlers
+from optischema.handlers import lifetime
+
+
+def test_no_daemon_requires_a_finalizer() -> None:
+    """The attack: with the operator gone, a daemon's finalizer keeps a deleted namespace Terminating forever."""
+    daemons = {str(h.id) for h in kopf.get_default_registry()._spawning.get_all_handlers()}
+    assert {"run_target", "benchmarks", "drive"} <= daemons
+    assert lifetime.requiring_finalizer() == []
+
+
+def test_nothing_else_requires_a_finalizer() -> None:
+    """No on.delete handler (which would need one unless optional) is registered either."""
+    changing = kopf.get_default_registry()._changing.get_all_handlers()
+    assert [str(h.id) for h in changing if h.requires_finalizer] == []
+
+
+def test_without_finalizer_refuses_a_function_that_is_no_daemon() -> None:
+    async def not_registered(**_: Any) -> None: ...
+
+    with pytest.raises(RuntimeError, match="not a registered kopf daemon"):
+        lifetime.without_finalizer(not_registered)
+
+
+def _memo() -> kopf.Memo:
+    memo = kopf.Memo()
+    memo.gone = {}
+    memo.daemon_tasks = {}
+    memo.background = set()
+    return memo
+
+
+def _body(uid: str) -> kopf.Body:
+    return kopf.Body({"metadata": {"uid": uid, "name": "x", "namespace": "n"}})
+
+
+def _gone_handler() -> Any:
+    return next(h.fn for h in kopf.get_default_registry()._watching.get_all_handlers() if h.id == "gone-indexchanges")
+
+
+@pytest.mark.parametrize(
+    ("event", "obeys_flag", "cancelled", "alive_after"),
+    [
+        ("MODIFIED", False, False, True),  # not a deletion: nothing happens
+        ("DELETED", True, False, False),  # exits on its stopped flag (kopf sets it when `alive` stops matching)
+        ("DELETED", False, True, False),  # ignores it (e.g. mid-build): cancelled after its timeout
+    ],
+)
+def test_a_deleted_objects_daemon_is_cancelled_after_its_timeout(
+    event: str, obeys_flag: bool, cancelled: bool, alive_after: bool
+) -> None:
+    async def scenario() -> tuple[bool, bool]:
+        memo, body = _memo(), _body("u1")
+        flag = asyncio.Event()
+        was_cancelled = False
+
+        async def daemon() -> None:
+            nonlocal was_cancelled
+            with lifetime.owned(memo, body, 0.3):
+                try:
+                    if obeys_flag:
+                        await flag.wait()
+                    else:
+                        await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    was_cancelled = True
+                    raise
+
+        task = asyncio.create_task(daemon())
+        await asyncio.sleep(0.05)
+        assert memo.daemon_tasks["u1"]
+        await _gone_handler()(type=event, body=body, memo=memo)
+        alive = lifetime.alive(body, memo)
+        if not alive:
+            flag.set()  # what kopf does when the daemon's filter stops matching
+        await asyncio.sleep(0.6)
+        cancelled_by_lifetime = task.done() and was_cancelled
+        if not task.done():
+            task.cancel()  # the test's own clean-up
+        await asyncio.gather(task, return_exceptions=True)
+        assert "u1" not in memo.daemon_tasks  # nothing of it is kept
+        return cancelled_by_lifetime, alive
+
+    assert asyncio.run(scenario()) == (cancelled, alive_after)
