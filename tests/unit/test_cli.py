@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from optischema import __version__
-from optischema.api.crdgen import file_name, render
-from optischema.api.resources import RESOURCES
+from optischema.api.crdgen import KINDS, file_name, render
 from optischema.cli.main import main
 
 
@@ -21,7 +20,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_crds_writes_what_the_models_generate(tmp_path: Path) -> None:
     assert main(["crds", str(tmp_path)]) == 0
-    for info in RESOURCES:
+    for info in KINDS:
         assert (tmp_path / file_name(info)).read_text() == render(info)
 
 

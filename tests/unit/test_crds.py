@@ -8,11 +8,15 @@ from typing import Any
 import pytest
 import yaml
 
+from optischema.api.crdgen import KINDS as ALL_KINDS
 from optischema.api.crdgen import crd_for, file_name, render
+from optischema.api.reports import RECORDS
 from optischema.api.resources import RESOURCES, ResourceInfo
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
-KINDS = [pytest.param(info, id=info.kind) for info in RESOURCES]
+KINDS = [pytest.param(info, id=info.kind) for info in ALL_KINDS]
+RECONCILED = [pytest.param(info, id=info.kind) for info in RESOURCES]
+WRITTEN = [pytest.param(info, id=info.kind) for info in RECORDS]
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -40,7 +44,7 @@ def test_checked_in_crd_matches_the_models(info: ResourceInfo) -> None:
 
 
 def test_no_other_files_in_crds() -> None:
-    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(file_name(info) for info in RESOURCES)
+    assert sorted(p.name for p in CRDS.glob("*.yaml")) == sorted(file_name(info) for info in ALL_KINDS)
 
 
 @pytest.mark.parametrize("info", KINDS)
@@ -61,14 +65,14 @@ def test_schema_is_structural(info: ResourceInfo) -> None:
 @pytest.mark.parametrize("info", KINDS)
 def test_every_spec_and_status_field_is_documented(info: ResourceInfo) -> None:
     schema = _schema(info)
-    for root in ("spec", "status"):
+    for root in set(schema["properties"]) - {"apiVersion", "kind", "metadata"}:  # a record's own field too
         for path, node in _walk(schema["properties"][root], root):
             if path.endswith(("[]", "{}")):
                 continue  # list items and map values are described by their field
             assert node.get("description"), f"{info.kind} {path} has no description"
 
 
-@pytest.mark.parametrize("info", KINDS)
+@pytest.mark.parametrize("info", RECONCILED)
 def test_crd_declares_status_subresource_columns_and_names(info: ResourceInfo) -> None:
     crd = yaml.safe_load(render(info))
     version = crd["spec"]["versions"][0]
@@ -79,6 +83,22 @@ def test_crd_declares_status_subresource_columns_and_names(info: ResourceInfo) -
     assert crd["spec"]["names"]["categories"] == ["optischema"]
     assert crd["spec"]["names"]["shortNames"]
     assert crd["spec"]["scope"] == "Namespaced"
+
+
+@pytest.mark.parametrize("info", WRITTEN)
+def test_records_have_no_status_subresource_and_show_target_and_size(info: ResourceInfo) -> None:
+    """StatementHistory and TuningReport are written whole by the operator: nothing to reconcile, no status."""
+    crd = yaml.safe_load(render(info))
+    version = crd["spec"]["versions"][0]
+    assert "subresources" not in version
+    names = [column["name"] for column in version["additionalPrinterColumns"]]
+    assert names[0] == "Target"
+    assert {"Size", "Age"} <= set(names)
+    assert {"Day", "Generated"} & set(names)
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["plural"] in ("statementhistories", "tuningreports")
+    assert crd["spec"]["group"] == "optischema.io"
+    assert [v["name"] for v in crd["spec"]["versions"]] == ["v1alpha1"]
 
 
 def test_proposal_is_immutable_and_approval_decided_once() -> None:

@@ -9,12 +9,14 @@ from .errors import describe
 from .index import IndexColumn, IndexDefinition
 from .indexchange import IndexChangeSpec, IndexChangeStatus
 from .recommendation import Approval, TuningRecommendationSpec, TuningRecommendationStatus
+from .reports import RECORDS, StatementHistory, TuningReport
 from .resources import API_VERSION, GROUP, RESOURCES, VERSION, IndexChange, PostgresTarget, TuningRecommendation
 from .target import MaintenanceWindow, PostgresTargetSpec, PostgresTargetStatus
 
 __all__ = [
     "API_VERSION",
     "GROUP",
+    "RECORDS",
     "RESOURCES",
     "VERSION",
     "ApiModel",
@@ -33,9 +35,11 @@ __all__ = [
     "PostgresTargetStatus",
     "Reason",
     "SecretKeySelector",
+    "StatementHistory",
     "TuningRecommendation",
     "TuningRecommendationSpec",
     "TuningRecommendationStatus",
+    "TuningReport",
     "describe",
     "set_condition",
 ]

@@ -18,21 +18,31 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from .reports import RECORDS
 from .resources import CATEGORY, GROUP, RESOURCES, VERSION, ResourceInfo
 
 _DROP = {"title", "examples", "$defs", "discriminator"}
+#: The fields every object has, described by the API server rather than by our models.
+_ENVELOPE = {"api_version", "kind", "metadata"}
+#: Every kind we define a CRD for: those the operator reconciles, and the records it only writes.
+KINDS: tuple[ResourceInfo, ...] = RESOURCES + RECORDS
 
 
 def crd_for(info: ResourceInfo) -> dict[str, Any]:
     """The CRD of one resource kind, as a plain dict ready to dump as YAML."""
-    fields = info.model.model_fields
     properties: dict[str, Any] = {
         "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this object."},
         "kind": {"type": "string", "description": "Kind is the REST resource this object represents."},
         "metadata": {"type": "object"},
-        "spec": _model_schema(_annotation(fields["spec"].annotation)),
-        "status": _model_schema(_annotation(fields["status"].annotation)),
     }
+    required = []
+    for name, declared in info.model.model_fields.items():  # spec and status, or a record's own field
+        if name in _ENVELOPE:
+            continue
+        wire = declared.alias or name
+        properties[wire] = _model_schema(_annotation(declared.annotation))
+        if declared.is_required():
+            required.append(wire)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -53,14 +63,14 @@ def crd_for(info: ResourceInfo) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if info.status else {}),
                     "additionalPrinterColumns": [column.to_crd() for column in info.columns],
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": _text(info.model.__doc__ or info.kind),
                             "properties": properties,
-                            "required": ["spec"],
+                            "required": required,
                         }
                     },
                 }
@@ -166,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "crds")
     out.mkdir(parents=True, exist_ok=True)
-    for info in RESOURCES:
+    for info in KINDS:
         (out / file_name(info)).write_text(render(info))
         print(f"wrote {out / file_name(info)}")
     return 0

@@ -105,6 +105,8 @@ class ResourceInfo:
     singular: str
     short_names: tuple[str, ...]
     columns: tuple[PrinterColumn, ...] = field(default=())
+    status: bool = True
+    """Whether the kind has a status subresource (records such as ``TuningReport`` have none)."""
 
     @property
     def crd_name(self) -> str:

@@ -326,16 +326,16 @@ class Reports(ApiModel):
     """What tuning bought, as a report: on demand (``kubectl optischema report``) or on a schedule."""
 
     schedule: Annotated[str, AfterValidator(_cron), Field(min_length=9, max_length=100)] | None = None
-    """A cron expression (five fields, in ``timeZone``); at each time the operator writes the report to the ConfigMap
-    ``<target>-report`` and sends a summary (no attachment) to the sinks subscribed to ``reportReady``. Unset: no
-    scheduled report."""
+    """A cron expression (five fields, in ``timeZone``); at each time the operator writes the report to the
+    ``TuningReport`` ``<target>-report`` and sends a summary (no attachment) to the sinks subscribed to
+    ``reportReady``. Unset: no scheduled report."""
     time_zone: Annotated[str, AfterValidator(_time_zone), Field(min_length=1, max_length=64)] = "UTC"
     """IANA time zone of ``schedule``."""
     period: Annotated[Duration, duration_between(timedelta(hours=1), timedelta(days=400))] = "7d"
     """How far back a scheduled report looks."""
     history_retention: Annotated[Duration, duration_between(timedelta(days=1), timedelta(days=400))] = "35d"
-    """How long statement snapshots are kept for reports (one ConfigMap per target and day, the older ones deleted);
-    a report cannot look back further than this."""
+    """How long statement snapshots are kept for reports (one ``StatementHistory`` per target and day, the older ones
+    deleted); a report cannot look back further than this."""
     history_statements: int = Field(default=100, ge=10, le=500)
     """Statements kept per snapshot: the top ones by total time (plus every one a change or recommendation names)."""
     pii_safe: bool = True
@@ -489,7 +489,8 @@ class LastReport(ApiModel):
     time: datetime
     """When it was written."""
     config_map: str = Field(max_length=253)
-    """The ConfigMap holding it (``report.html``, ``report.md``, ``report.json``)."""
+    """The name of the ``TuningReport`` holding it (``report.html``, ``report.md``, ``report.json``); the field keeps
+    the name it had when earlier versions wrote the report to a ConfigMap."""
     size_bytes: int = Field(ge=0)
     """Size of the HTML report."""
     time_saved_per_day_seconds: float | None = None

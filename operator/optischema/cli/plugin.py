@@ -3,8 +3,9 @@
 RBAC each command needs (roles in manifests/rbac/): ``list``, ``show``, ``export`` and ``status`` read —
 ``optischema-viewer``; ``approve`` and ``reject`` patch a recommendation's spec — ``optischema-approver`` (the
 operator's admission webhook records who decided); ``analyze`` annotates the target — ``patch`` on
-postgrestargets (platform administrators); ``report`` reads the resources and the statement history's ConfigMaps
-(``optischema-viewer`` includes ``configmaps`` get/list for it).
+postgrestargets (platform administrators); ``report`` reads the resources and the statement history
+(``statementhistories``), ``report --scheduled`` the last scheduled report (``tuningreports``): both are in
+``optischema-viewer``, which needs no right on ConfigMaps.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", default="30d", type=_since, help="how far back, e.g. 7d, 12h (default 30d)")
     report.add_argument("--format", choices=FORMATS, default="md", help="md (default), html or json")
     report.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    report.add_argument(
+        "--scheduled", action="store_true", help="the last scheduled report as stored (its TuningReport)"
+    )
     return parser
 
 
@@ -291,14 +295,40 @@ async def status(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     report = state.get("lastReport") or {}
     if report:
         lines.append(
-            f"  last scheduled report: {report.get('time')} in ConfigMap {report.get('configMap')} "
+            f"  last scheduled report: {report.get('time')} in TuningReport {report.get('configMap')} "
             f"({report.get('sizeBytes', 0):,} bytes of HTML)"
+        )
+        lines.append(
+            f"    read it: kubectl get tuningreport {report.get('configMap')} -n {namespace} "
+            "-o jsonpath='{.report.html}' (or: kubectl optischema report --scheduled)"
         )
     return "\n".join(lines)
 
 
+async def _scheduled(kube: Kube, namespace: str, target: dict[str, Any], fmt: str) -> str:
+    """The target's last scheduled report in ``fmt``, as the operator wrote it."""
+    name = reports.report_name(target["metadata"]["name"])
+    try:
+        found = await kube.get(reports.REPORTS_PLURAL, namespace, name)
+    except LookupError as error:
+        raise PluginError(f"no scheduled report yet: tuningreport {name} not found in {namespace}") from error
+    except ApiException as error:
+        raise _explain(error, "read tuningreports", namespace) from error
+    text = (found.get("report") or {}).get(fmt)
+    if not isinstance(text, str):
+        raise PluginError(f"tuningreport {name} has no {fmt} (left out to fit the object): use --format html")
+    return text
+
+
 async def report(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     target = await _get(kube, "postgrestargets", namespace, args.target)
+    if args.scheduled:
+        text = await _scheduled(kube, namespace, target, args.format)
+        if not args.output:
+            return text
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return f"wrote {args.output} ({len(text.encode()):,} bytes, {args.format}, the last scheduled report)"
     now = datetime.now(UTC)
     started = time.monotonic()
     try:

@@ -1,5 +1,8 @@
 """Statement history and reports, between the cluster and the pure ``reports`` package: record a point after each
-analysis, gather what a report needs, and write the scheduled report (ConfigMap ``<target>-report``)."""
+analysis, gather what a report needs, and write the scheduled report (the ``TuningReport`` ``<target>-report``).
+
+Earlier versions wrote the scheduled report to a ConfigMap of the same name; that ConfigMap is left as it is (owned
+by its target, it is garbage-collected with it) and no longer updated or read."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from pydantic import ValidationError
 
 from optischema.analysis.report import Recommendation
 from optischema.api.durations import parse_duration
-from optischema.api.resources import owner_reference
+from optischema.api.reports import REPORT_MAX_BYTES, TuningReport, stored_size
+from optischema.api.resources import API_VERSION, owner_reference
 from optischema.api.target import PostgresTargetSpec, Reports
 from optischema.kube import history as stored
 from optischema.kube.client import ApiException, Kube
@@ -23,8 +27,6 @@ from optischema.reports.schedule import due
 from optischema.telemetry import REPORTS, log_for
 
 from . import notifications
-
-MAX_CONFIG_MAP_BYTES = 900 * 1024
 
 
 def _reports_of(target: dict[str, Any]) -> Reports:
@@ -70,8 +72,53 @@ async def gather(kube: Kube, target: dict[str, Any], since: datetime, now: datet
     return build(target, recommendations, changes, days, since=since, now=now, pii_safe=_reports_of(target).pii_safe)
 
 
+REPORTS_PLURAL = "tuningreports"
+
+
 def report_name(target: str) -> str:
     return f"{target[:240]}-report"
+
+
+def report_body(target: dict[str, Any], report: Report, files: dict[str, str], now: datetime) -> dict[str, Any]:
+    """The ``TuningReport`` of ``target`` holding ``files`` (format → text), the formats that do not fit left out
+    (JSON first, then Markdown; the HTML is the one to keep). ``ValueError`` when even the HTML does not fit."""
+    kept = dict(files)
+    for extra in ("json", "md"):
+        if stored_size(kept) > REPORT_MAX_BYTES:
+            del kept[extra]
+    if stored_size(kept) > REPORT_MAX_BYTES:
+        raise ValueError(
+            f"report.html: {stored_size(kept)} bytes as stored, more than a TuningReport holds ({REPORT_MAX_BYTES}); "
+            "shorten spec.reports.period or lower spec.reports.historyStatements"
+        )
+    meta = target["metadata"]
+    record = TuningReport.model_validate(
+        {
+            "apiVersion": API_VERSION,
+            "metadata": {"name": report_name(meta["name"]), "namespace": meta["namespace"]},
+            "report": {
+                "targetRef": {"name": meta["name"]},
+                "generatedAt": now,
+                "since": report.since,
+                "sizeBytes": len(kept["html"].encode()),
+                "timeSavedPerDaySeconds": report.time_saved_per_day_seconds,
+                **kept,
+            },
+        }
+    )
+    body = record.to_wire()
+    body["metadata"].update(
+        {
+            "labels": {
+                "app.kubernetes.io/name": "optischema",
+                "app.kubernetes.io/component": "report",
+                "optischema.io/target-uid": meta["uid"],
+            },
+            "annotations": {"optischema.io/target": meta["name"]},
+            "ownerReferences": [owner_reference(target)],
+        }
+    )
+    return body
 
 
 async def scheduled(kube: Kube, notifier: Notifier, target: dict[str, Any], now: datetime) -> bool:
@@ -84,31 +131,23 @@ async def scheduled(kube: Kube, notifier: Notifier, target: dict[str, Any], now:
     if not due(spec.schedule, spec.time_zone, _parse(last) if last else None, now):
         return False
     report = await gather(kube, target, now - parse_duration(spec.period), now)
-    files = {f"report.{fmt}": render(report, fmt) for fmt in FORMATS}
-    for extra in ("report.json", "report.md"):  # a ConfigMap holds 1 MiB: the HTML is the one to keep
-        if sum(len(t.encode()) for t in files.values()) > MAX_CONFIG_MAP_BYTES:
-            del files[extra]
-    name = report_name(meta["name"])
-    body = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {"app.kubernetes.io/name": "optischema", "app.kubernetes.io/component": "report"},
-            "annotations": {"optischema.io/generated-at": now.isoformat()},
-            "ownerReferences": [owner_reference(target)],
-        },
-        "data": files,
-    }
-    found = await kube.read_config_map(meta["namespace"], name)
+    body = report_body(target, report, {fmt: render(report, fmt) for fmt in FORMATS}, now)
+    name = body["metadata"]["name"]
     try:
-        await kube.write_config_map(meta["namespace"], body, found.metadata.resource_version if found else None)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        return False  # written by another replica in between: the next check sees its lastReport
-    size = len(files["report.html"].encode())
+        found: dict[str, Any] | None = await kube.get(REPORTS_PLURAL, meta["namespace"], name)
+    except LookupError:
+        found = None
+    if found is None:
+        if await kube.create(REPORTS_PLURAL, meta["namespace"], body) is None:
+            return False  # created by another replica in between: the next check sees its lastReport
+    else:
+        try:
+            await kube.replace(REPORTS_PLURAL, meta["namespace"], body, found["metadata"]["resourceVersion"])
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            return False  # written by another replica in between: likewise
+    size = body["report"]["sizeBytes"]
     REPORTS.labels(meta["namespace"], meta["name"]).inc()
     await kube.patch_status(
         "postgrestargets",
@@ -129,11 +168,11 @@ async def scheduled(kube: Kube, notifier: Notifier, target: dict[str, Any], now:
         f"and {len(report.pending)} waiting since {report.since:%Y-%m-%d}; estimated time saved: "
         + (f"{saved:.1f} s/day" if saved is not None else "not measured yet")
         + f". Read it with: kubectl optischema report {meta['name']} -n {meta['namespace']} --format html -o "
-        f"report.html (or ConfigMap {name})"
+        f"report.html (or: kubectl get tuningreport {name} -n {meta['namespace']} -o jsonpath='{{.report.html}}')"
     )
     await notifications.announce(
         notifier, kube, target, "reportReady", target, summary, episode=now.strftime("%Y%m%dT%H%M"),
-        details={"configMap": name, "timeSavedPerDaySeconds": saved, "applied": len(report.applied),
+        details={"tuningReport": name, "timeSavedPerDaySeconds": saved, "applied": len(report.applied),
                  "rolledBack": len(report.rolled_back), "pending": len(report.pending)},
     )  # fmt: skip
     return True

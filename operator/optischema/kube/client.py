@@ -106,6 +106,30 @@ class Kube:
             self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural, name, body
         )
 
+    async def replace(self, plural: str, namespace: str, body: dict[str, Any], resource_version: str) -> None:
+        """Replace the object if ``resource_version`` (of what was read) is still current: a conflict raises
+        ``ApiException`` 409 for the caller to read again (optimistic concurrency)."""
+        body["metadata"]["resourceVersion"] = resource_version
+        await asyncio.to_thread(
+            self.custom.replace_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            body["metadata"]["name"],
+            body,
+        )
+
+    async def delete(self, plural: str, namespace: str, name: str) -> None:
+        """Delete the object; one already gone is fine."""
+        try:
+            await asyncio.to_thread(
+                self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge ``status``; LookupError when the object is gone."""
         try:
