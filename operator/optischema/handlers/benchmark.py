@@ -14,13 +14,17 @@ from optischema.flows.benchmarking import Queue
 from optischema.flows.sandbox import PodProvider
 from optischema.handlers.lifetime import alive, owned, without_finalizer
 from optischema.kube.client import current_namespace
+from optischema.kube.runner import Runner
 from optischema.kube.sandboxes import Pods
 from optischema.telemetry import log_for
 
 
 def make_queue(memo: kopf.Memo) -> Queue:
     settings = memo.settings
-    pods = Pods(settings.operator_namespace or current_namespace(), settings.operator_pod_labels)
+    # Sandbox pods (and analysis Jobs, handlers.target) are created as the runner ServiceAccount, impersonated: the
+    # operator's own may not create pods.
+    memo.runner = Runner(settings.runner_service_account)
+    pods = Pods(settings.operator_namespace or current_namespace(), settings.operator_pod_labels, memo.runner)
     provider = PodProvider(pods, settings.sandbox_ready_timeout_seconds)
     return Queue(
         memo.kube,

@@ -87,7 +87,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             token=requested or now.isoformat(),
             operator_namespace=settings.operator_namespace or current_namespace(),
         )
-        await memo.kube.create_job(namespace, job)
+        await memo.runner.create_job(namespace, job)  # as the runner: the operator may not create Jobs
         begun = lifecycle.started(last, now, job=job["metadata"]["name"], requested=requested)
         await memo.kube.patch_status("postgrestargets", namespace, name, lifecycle.status_patch(begun))
         kopf.info(body, reason="AnalysisJobCreated", message=f"analysis runs in Job {job['metadata']['name']}")
@@ -124,7 +124,7 @@ async def tell(body: kopf.Body, memo: kopf.Memo, spec: PostgresTargetSpec, now: 
 async def watch_job(body: kopf.Body, last: LastAnalysis, memo: kopf.Memo) -> None:
     """Record a failed (or vanished) analysis Job, which cannot record itself."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    failed = await memo.kube.job_failed(namespace, last.job or "")
+    failed = await memo.runner.job_failed(namespace, last.job or "")
     if failed is False:
         return
     message = f"analysis Job {last.job} " + ("failed: see its Pod's log" if failed else "disappeared")

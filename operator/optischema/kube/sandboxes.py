@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from optischema.api.resources import owner_reference
+from optischema.kube.runner import Runner
 
 COMPONENT = "sandbox"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -160,12 +160,11 @@ def network_policy_manifest(
 
 
 class Pods:
-    """Creates, waits for and removes sandbox pods (the official client, each call in a worker thread)."""
+    """Creates, waits for and removes sandbox pods (the official client, each call in a worker thread), as the
+    namespace's runner (:mod:`optischema.kube.runner`): the operator itself may not create pods."""
 
-    def __init__(self, operator_namespace: str, operator_labels: dict[str, str]) -> None:
-        # Untyped on purpose: the client takes plain dicts as bodies, which its stubs do not say.
-        self.core: Any = client.CoreV1Api()
-        self.networking: Any = client.NetworkingV1Api()
+    def __init__(self, operator_namespace: str, operator_labels: dict[str, str], runner: Runner | None = None) -> None:
+        self.runner = runner or Runner()
         self.operator_namespace = operator_namespace
         self.operator_labels = operator_labels
 
@@ -185,14 +184,15 @@ class Pods:
             deadline_seconds=deadline_seconds,
         )
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        core, networking = self.runner.core(namespace), self.runner.networking(namespace)
         await self.remove(namespace, name)  # a leftover of a previous attempt (the operator restarted)
-        created = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, pod)
+        created = await asyncio.to_thread(core.create_namespaced_pod, namespace, pod)
         pod["metadata"]["uid"] = created.metadata.uid
         password = secrets.token_urlsafe(24)
         try:
-            await asyncio.to_thread(self.core.create_namespaced_secret, namespace, secret_manifest(pod, password))
+            await asyncio.to_thread(core.create_namespaced_secret, namespace, secret_manifest(pod, password))
             await asyncio.to_thread(
-                self.networking.create_namespaced_network_policy,
+                networking.create_namespaced_network_policy,
                 namespace,
                 network_policy_manifest(pod, self.operator_namespace, self.operator_labels),
             )
@@ -204,11 +204,12 @@ class Pods:
         return PodSandbox(namespace, name, dsn)
 
     async def _ready(self, namespace: str, name: str, timeout: float) -> str:
+        core = self.runner.core(namespace)
         deadline = time.monotonic() + timeout
         last = "not scheduled yet"
         while time.monotonic() < deadline:
             try:
-                pod = await asyncio.to_thread(self.core.read_namespaced_pod, name, namespace)
+                pod = await asyncio.to_thread(core.read_namespaced_pod, name, namespace)
             except ApiException as error:
                 if error.status == 404:  # deleted under us: its recommendation went, or someone removed it
                     raise SandboxError(
@@ -232,10 +233,11 @@ class Pods:
     async def remove(self, namespace: str, name: str) -> None:
         """Delete the pod now (its Secret and NetworkPolicy follow by owner reference, and are deleted too in
         case the garbage collector is slow)."""
+        core, networking = self.runner.core(namespace), self.runner.networking(namespace)
         for call in (
-            lambda: self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0),
-            lambda: self.core.delete_namespaced_secret(name, namespace),
-            lambda: self.networking.delete_namespaced_network_policy(name, namespace),
+            lambda: core.delete_namespaced_pod(name, namespace, grace_period_seconds=0),
+            lambda: core.delete_namespaced_secret(name, namespace),
+            lambda: networking.delete_namespaced_network_policy(name, namespace),
         ):
             try:
                 await asyncio.to_thread(call)
