@@ -143,3 +143,48 @@ def test_the_cluster_default_sinks_are_read_from_the_environment_and_checked(mon
     monkeypatch.setenv("OPTISCHEMA_NOTIFICATION_SINKS", '[{"type": "pager", "urlSecret": {"name": "t", "key": "u"}}]')
     with pytest.raises(ValidationError, match=r"notification_sinks\.0\.type"):
         Settings()
+
+
+HOSTILE_SQL = (
+    'CREATE INDEX "orders_vip_idx" ON orders (created_at) WHERE note = $$vip-dollar@example.com$$ '
+    "AND memo = E'it\\'s escaped@example.com' /*user='commenter@example.com'*/"
+)
+HOSTILE_SUMMARY = (
+    'orders-vip: Stalled — CREATE INDEX failed: could not create unique index "orders_vip_idx" '
+    "Key (email)=(summary-key@example.com) is duplicated; while running "
+    "SELECT 1 FROM orders WHERE note = $t$summary-dollar@example.com$t$ -- by summary-comment@example.com"
+)
+SECRETS = [
+    "vip-dollar@example.com",
+    "escaped@example.com",
+    "commenter@example.com",
+    "summary-key@example.com",
+    "summary-dollar@example.com",
+    "summary-comment@example.com",
+    "details@example.com",
+]
+
+
+async def test_pii_safe_sends_no_literal_in_the_summary_the_details_or_the_sql_to_any_sink() -> None:
+    """The attack: a value of the database reaches a sink through a field other than ``sql`` (a stalled change's
+    condition message in the summary, a reason in the details) or in a literal form the old regular expressions did
+    not know (dollar quotes, E-strings, sqlcommenter comments)."""
+    details = {"stalled": True, "reason": "value 'details@example.com' refused"}
+    hostile = Event("changeFailed", "shop", "orders-db", "IndexChange", "orders-vip", "uid-h", HOSTILE_SUMMARY,
+                    sql=HOSTILE_SQL, details=details)  # fmt: skip
+    for pii_safe in (True, False):
+        with receiver() as sink:
+            sinks = [
+                Sink("webhook", sink.url("/hook")),
+                Sink("slack", sink.url("/slack")),
+                Sink("alertmanager", sink.url("/api/v2/alerts")),
+            ]
+            results = await Notifier(backoff=0.01).send(hostile, sinks, pii_safe=pii_safe)
+            assert [r.ok for r in results] == [True, True, True]
+            everything = b"".join(r["body"] for r in sink.received).decode()
+        leaked = [s for s in SECRETS if s in everything]
+        if pii_safe:
+            assert not leaked, f"{leaked} reached a sink with PII-safe on"
+            assert "orders_vip_idx" in everything, "names stay"
+        else:
+            assert leaked == SECRETS, "without PII-safe the text goes as it is (the attack above is real)"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from optischema.analysis.redact import HIDDEN, redact, redact_error
+from optischema.analysis.redact import HIDDEN, redact, redact_error, redact_value
 
 CASES: list[dict[str, Any]] = yaml.safe_load((Path(__file__).parent / "fixtures" / "redact.yaml").read_text())["cases"]
 IDS = [c["title"] for c in CASES]
@@ -69,3 +69,12 @@ def test_nothing_the_scanner_cannot_read_passes_through() -> None:
     assert redact("SELECT 'never closed") == HIDDEN
     assert "never" not in HIDDEN
     assert "unreadable" in HIDDEN
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("O'Brien", "'…'"), ('say "alice@example.com"', "'…'"), (4111, "…"), (2.5, "…"), (None, "NULL"), (True, "true")],
+)
+def test_a_bound_parameter_is_shown_without_its_value(value: object, shown: str) -> None:
+    # redact(repr("O'Brien")) would read '"O'Brien"' as a quoted identifier and keep it
+    assert redact_value(value) == shown

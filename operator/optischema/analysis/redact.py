@@ -135,3 +135,18 @@ def _drop_comment(out: list[str], text: str, start: int, after: int) -> None:
             out[-1] = out[-1].rstrip(" \t")  # one blank, not two, where the comment was
     elif start > 0 and not text[start - 1].isspace() and not following.isspace():
         out.append(" ")
+
+
+def redact_value(value: object) -> str:
+    """A bound parameter shown without its value: ``'…'`` for text, ``…`` for a number, ``NULL``, ``true``/``false``,
+    else the type's name (``date(…)``). Never ``redact(repr(value))``: the repr of ``"O'Brien"`` reads as a quoted
+    identifier, which redaction keeps."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str | bytes):
+        return "'…'"
+    if isinstance(value, int | float):
+        return "…"
+    return f"{type(value).__name__}(…)"

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from optischema.analysis.redact import redact
+from optischema.analysis.redact import redact_error
 from optischema.api.target import NotificationSink, PostgresTargetSpec
 from optischema.notify.deliver import Delivery, Notifier, Sink
 from optischema.notify.messages import Event, EventType
@@ -129,7 +129,7 @@ async def from_status(notifier: Notifier, kube: Any, target: dict[str, Any], spe
     failures = int(last.get("consecutiveFailures") or 0)
     if failures >= spec.notifications.analysis_failures and last.get("failingSince"):
         # a database error may quote a value (a violated key's, say)
-        message = redact(str(last.get("message"))) if spec.notifications.pii_safe else last.get("message")
+        message = redact_error(str(last.get("message"))) if spec.notifications.pii_safe else last.get("message")
         await announce(
             notifier, kube, target, "analysisFailing", target,
             f"{failures} analyses in a row failed (since {last['failingSince']}); the last: {message}",

@@ -4,8 +4,11 @@ An :class:`Event` is one thing that happened to one object (a recommendation awa
 rolled back, failed; an analysis keeps failing; the LLM budget is spent). Its ``key`` (object uid + event) is what
 delivery deduplicates on, so a re-analysis that finds the same recommendation again does not notify twice.
 
-With PII-safe on, SQL is shown with its string and number literals replaced by ``…`` (a partial index's predicate
-may hold a real value such as a customer's status or e-mail domain); names of tables, columns and indexes stay.
+With PII-safe on, SQL is shown with its string and number literals replaced by ``…`` and its comments removed (a
+partial index's predicate may hold a real value such as a customer's status or e-mail domain; an ORM's comment a
+user's e-mail); names of tables, columns and indexes stay. The summary and the string values of ``details`` are
+redacted as a database's error message is (they quote one: a stalled change's condition, the last analysis's
+failure), so their numbers go too; the measured gain travels in its own field (``measuredGainPercent``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from optischema.analysis.redact import redact
+from optischema.analysis.redact import redact, redact_error
 from optischema.api.target import NotificationEvent
 
 EventType = NotificationEvent  # one list, the API's: a sink's `events` and what is sent cannot drift apart
@@ -62,6 +65,16 @@ def _sql(event: Event, pii_safe: bool) -> str | None:
     return redact(event.sql) if pii_safe else event.sql
 
 
+def _summary(event: Event, pii_safe: bool) -> str:
+    return redact_error(event.summary) if pii_safe else event.summary
+
+
+def _details(event: Event, pii_safe: bool) -> dict[str, Any]:
+    if not pii_safe:
+        return event.details
+    return {k: redact_error(v) if isinstance(v, str) else v for k, v in event.details.items()}
+
+
 def webhook_body(event: Event, *, pii_safe: bool) -> dict[str, Any]:
     """The generic webhook's JSON (schema version 1, documented in the README)."""
     return {
@@ -72,10 +85,10 @@ def webhook_body(event: Event, *, pii_safe: bool) -> dict[str, Any]:
         "namespace": event.namespace,
         "target": event.target,
         "object": {"kind": event.object_kind, "name": event.object_name, "uid": event.object_uid},
-        "summary": event.summary,
+        "summary": _summary(event, pii_safe),
         "sql": _sql(event, pii_safe),
         "measuredGainPercent": event.measured_gain_percent,
-        "details": event.details,
+        "details": _details(event, pii_safe),
     }
 
 
@@ -88,7 +101,7 @@ def slack_body(event: Event, *, pii_safe: bool) -> dict[str, Any]:
     """A Slack incoming-webhook message in Block Kit: what, the SQL, the measured gain, the command to run."""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _title(event)[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": event.summary[:2900]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _summary(event, pii_safe)[:2900]}},
     ]
     sql = _sql(event, pii_safe)
     if sql:
@@ -115,7 +128,10 @@ def alertmanager_body(event: Event, *, pii_safe: bool, generator_url: str = "") 
                 "target": event.target,
                 "object": event.object_name,
             },
-            "annotations": {"summary": event.summary, **({"sql": _sql(event, pii_safe) or ""} if event.sql else {})},
+            "annotations": {
+                "summary": _summary(event, pii_safe),
+                **({"sql": _sql(event, pii_safe) or ""} if event.sql else {}),
+            },
             "startsAt": event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             **({"generatorURL": generator_url} if generator_url else {}),
         }

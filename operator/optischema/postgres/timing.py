@@ -28,7 +28,7 @@ from optischema.analysis.parameters import (
     plan_parameters,
     runnable,
 )
-from optischema.analysis.redact import redact, redact_error
+from optischema.analysis.redact import redact_error, redact_value
 from optischema.analysis.statements import Catalog, typed_parameters
 from optischema.changes.quoting import qualified, quote_ident
 
@@ -262,8 +262,9 @@ async def compare_rows(
             return f"different rows: the rewrite failed ({_first_line(error)})"
         same = want == got if ordered else sorted(map(repr, want)) == sorted(map(repr, got))
         if not same:
+            shown = ", ".join(redact_value(a) for a in arguments)
             return (
-                f"different rows: for parameters {[redact(repr(a))[:40] for a in arguments]} the original returned "
+                f"different rows: for parameters [{shown}] the original returned "
                 f"{len(want)} row(s), the rewrite {len(got)}" + ("" if len(want) != len(got) else " with other values")
             )
     return None
