@@ -55,7 +55,25 @@ class Settings(BaseSettings):
     """Address the API server calls the webhook at (URL mode). In a cluster, the chart uses the Service form."""
     webhook_cert_dir: str | None = None
     """A directory with ``tls.crt``, ``tls.key`` and ``ca.crt`` (e.g. a cert-manager Secret) for the webhook, instead
-    of a certificate the operator makes itself at start-up."""
+    of a certificate the operator makes itself. Re-read every ``webhook_check_seconds``: a renewed certificate
+    (cert-manager renews the Secret, the kubelet updates the mount) is served without a restart."""
+    webhook_secret: str | None = None
+    """Secret in the operator's namespace holding the webhook's CA and certificate (``ca.crt``, ``ca.key``,
+    ``tls.crt``, ``tls.key``, ``ca-bundle.crt``), shared by all replicas: the first creates it, every replica serves
+    what it holds, and whoever finds it due renews it (optimistic concurrency). Unset: one CA kept in memory,
+    enough for a single replica (development); the chart sets ``<release>-webhook-ca``."""
+    webhook_configuration: str | None = None
+    """Name of the Validating- and MutatingWebhookConfiguration the chart owns: the operator only keeps their
+    ``caBundle`` equal to its CA bundle. Unset: kopf creates and rewrites ``optischema.io`` itself (development)."""
+    webhook_ca_lifetime_seconds: int = Field(default=3 * 365 * 86400, ge=30)
+    """Lifetime of the webhook's CA; replaced at 2/3 of it, the old one trusted until it expires."""
+    webhook_cert_lifetime_seconds: int = Field(default=90 * 86400, ge=15)
+    """Lifetime of the webhook's serving certificate (at most the CA's); renewed at 2/3 of it."""
+    webhook_check_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """How often each replica re-reads its certificate (the Secret, or ``webhook_cert_dir``) and the caBundle."""
+    webhook_ca_grace_seconds: float = Field(default=5.0, ge=0, le=300)
+    """After a new CA is published in the caBundle, how long before a certificate it signed is served: the API
+    server's view of the webhook configuration catches up meanwhile."""
     operator_identity: str = "system:serviceaccount:optischema-system:optischema"
     """The operator's own user name: the only one allowed to set approval.decidedBy itself (auto-approval)."""
     image: str = "ghcr.io/optischema/optischema-operator:0.1.0"

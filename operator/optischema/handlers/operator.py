@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import kopf
 
 from optischema.handlers.benchmark import make_queue
-from optischema.kube import certs
+from optischema.handlers.webhookserver import (
+    DirectorySource,
+    RotatingWebhookServer,
+    SharedSource,
+    is_ip,
+    make_server,
+)
 from optischema.kube.client import Kube, current_namespace, load_config
+from optischema.kube.webhookbundle import Lifetimes
+from optischema.kube.webhookcerts import Configurations, MemoryStore, SecretStore, Store
 from optischema.notify.deliver import Notifier
 from optischema.settings import Settings
+
+#: The configuration kopf creates and rewrites itself when the operator is not told the chart's (development).
+MANAGED_CONFIGURATION = "optischema.io"
 
 
 @kopf.on.startup()
@@ -36,10 +47,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.lifetime = operator_settings.peering_lifetime_seconds
     load_config()
     memo.settings = operator_settings
-    memo.kube = Kube()
+    memo.kube = Kube(allowed_secrets=operator_settings.allowed_secrets)
     if operator_settings.webhook_port:
         settings.admission.server = _webhook_server(operator_settings)
-        settings.admission.managed = "optischema.io"
+        # The chart owns its configurations (helm uninstall removes them); kopf manages one only in development.
+        settings.admission.managed = None if operator_settings.webhook_configuration else MANAGED_CONFIGURATION
     else:
         logging.getLogger("optischema").warning(INSECURE)
     memo.analyses = asyncio.Semaphore(operator_settings.analysis_concurrency)
@@ -57,31 +69,37 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.benchmarks = make_queue(memo)
 
 
-def _webhook_server(operator_settings: Settings) -> kopf.WebhookServer:
-    """kopf's server with our own certificate (kopf's self-signed path needs oscrypto, broken on OpenSSL 3), or with
-    the one in ``webhook_cert_dir``."""
+def _webhook_server(operator_settings: Settings) -> RotatingWebhookServer:
+    """kopf's server with a certificate renewed while it runs (``handlers.webhookserver``): the one in
+    ``webhook_cert_dir`` (cert-manager renews it; its CA injector keeps the chart's caBundle), else the bundle in
+    the shared Secret ``webhook_secret`` (in memory without one: a single replica). With ``webhook_configuration``
+    the operator keeps only the caBundle of the chart's configurations; without it kopf manages its own."""
     host = operator_settings.webhook_host
-    is_ip = host.replace(".", "").isdigit() or ":" in host
-    if operator_settings.webhook_cert_dir:  # issued elsewhere (cert-manager); kopf publishes its CA in the config
-        given = Path(operator_settings.webhook_cert_dir)
-        cert, key, ca_file = given / "tls.crt", given / "tls.key", given / "ca.crt"
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="optischema-webhook-"))
-        ca = certs.make_ca(directory, "optischema-webhook-ca")
-        cert, key = certs.make_serving_cert(
-            directory, "webhook", ca, hosts=[] if is_ip else [host], ips=[host] if is_ip else []
-        )
-        ca_file = ca[0]
-    # An IP (URL mode, e.g. 127.0.0.1 in the embedded cluster) is also where we listen; a Service's DNS name is only
-    # what the API server calls, and we listen on every interface of the Pod behind it.
-    return kopf.WebhookServer(
-        addr=host if is_ip else "0.0.0.0",
-        host=host,
-        port=operator_settings.webhook_port,
-        certfile=str(cert),
-        pkeyfile=str(key),
-        cafile=str(ca_file),
+    configurations = (
+        Configurations(operator_settings.webhook_configuration) if operator_settings.webhook_configuration else None
     )
+    common: dict[str, Any] = {
+        "check_seconds": operator_settings.webhook_check_seconds,
+        "grace_seconds": operator_settings.webhook_ca_grace_seconds,
+        "host": host,
+        "port": operator_settings.webhook_port,
+    }
+    if operator_settings.webhook_cert_dir:
+        given = Path(operator_settings.webhook_cert_dir)
+        files = (given / "tls.crt", given / "tls.key", given / "ca.crt")
+        return make_server(source=DirectorySource(given), configurations=None, files=files, **common)
+    store: Store = (
+        SecretStore(operator_settings.operator_namespace or current_namespace(), operator_settings.webhook_secret)
+        if operator_settings.webhook_secret
+        else MemoryStore()
+    )
+    lifetimes = Lifetimes(
+        ca=datetime.timedelta(seconds=operator_settings.webhook_ca_lifetime_seconds),
+        cert=datetime.timedelta(seconds=operator_settings.webhook_cert_lifetime_seconds),
+    )
+    ip = is_ip(host)
+    source = SharedSource(store, lifetimes=lifetimes, hosts=[] if ip else [host], ips=[host] if ip else [])
+    return make_server(source=source, configurations=configurations, **common)
 
 
 def webhook_required(operator_settings: Settings) -> str | None:
