@@ -22,6 +22,7 @@ from optischema.changes.parsing import nesting_problem
 
 from .candidates import Candidate
 from .prompt import Prompt, PromptStatement, build
+from .redact import redact
 from .report import Recommendation, make
 from .selection import Selection, WorkloadStatement
 from .snapshot import Snapshot
@@ -67,7 +68,9 @@ def prompt_for(
     used: set[TableKey] = {t for s in workload for t in s.parsed.tables}
     tables = [t for key, t in snapshot.tables.items() if key in used]
     indexes = [i for i in snapshot.indexes if (i.schema, i.table) in used]
-    return build(statements, tables, indexes, [f"{f.kind}: {f.sql}" for f in findings], pii_safe=pii_safe)
+    # a finding's SQL may keep a predicate's literal (a duplicate of a partial index): redacted with PII-safe on
+    shown = [f"{f.kind}: {redact(f.sql) if pii_safe else f.sql}" for f in findings]
+    return build(statements, tables, indexes, shown, pii_safe=pii_safe)
 
 
 def check_reply(text: str) -> str | None:

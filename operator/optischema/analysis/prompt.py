@@ -6,6 +6,11 @@ normalised statements (constants already ``$n`` in pg_stat_statements), the tabl
 existing indexes and the engine's findings — no sample row, literal, most common value or histogram bound. Without
 it, each column's most common values are added, which helps with partial indexes. Statements that still carry a
 literal (a sampled statement from pg_stat_activity) are never sent: only pg_stat_statements' normalised text is.
+
+pg_stat_statements' text is not free of values, though: it keeps comments (an ORM's sqlcommenter tag names the
+user, ``/*user='a@b.c'*/``) and does not normalise utility statements; an existing partial index's definition and
+a finding's SQL keep their predicate's literals (``WHERE email = 'vip@example.com'``). With ``pii_safe`` each of
+them is redacted (:func:`optischema.analysis.redact.redact`) before it is written into the prompt.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from importlib import resources
 
 from optischema.changes.ddl import SETTINGS_ALLOWED
 
+from .redact import redact
 from .snapshot import Index, Table
 
 PROMPT_VERSION = 1
@@ -55,9 +61,11 @@ def build(
     pii_safe: bool = True,
     version: int = PROMPT_VERSION,
 ) -> Prompt:
+    shown = redact if pii_safe else (lambda sql: sql)
     busiest = sorted(statements, key=lambda s: -s.calls * s.mean_ms)[:MAX_STATEMENTS]
+    queries = {s.query_id: " ".join(shown(s.query).split()) for s in busiest}
     statement_lines = [
-        f"- id {s.query_id}: {s.calls} calls, mean {s.mean_ms:.3f} ms\n  {' '.join(s.query.split())[:MAX_QUERY_CHARS]}"
+        f"- id {s.query_id}: {s.calls} calls, mean {s.mean_ms:.3f} ms\n  {queries[s.query_id][:MAX_QUERY_CHARS]}"
         for s in busiest
     ]
     table_lines = []
@@ -80,7 +88,8 @@ def build(
             f"- {table.schema}.{table.name}: {table.rows:.0f} rows, {table.size_bytes / 2**20:.1f} MiB\n  "
             + "\n  ".join(columns)
         )
-    index_lines = [f"- {i.definition}" for i in sorted(indexes, key=lambda i: (i.schema, i.table, i.name))]
+    definitions = [shown(i.definition) for i in sorted(indexes, key=lambda i: (i.schema, i.table, i.name))]
+    index_lines = [f"- {d}" for d in definitions]
     text = (
         template(version)
         .replace("{settings}", ", ".join(sorted(SETTINGS_ALLOWED)))
@@ -96,9 +105,9 @@ def build(
         SYSTEM,
         template(version),
         pii_safe,
-        sorted((s.query_id, " ".join(s.query.split())) for s in busiest),
+        sorted(queries.items()),
         sorted((t.schema, t.name, [(c.name, c.type, c.not_null) for c in t.columns]) for t in tables),
-        sorted(i.definition for i in indexes),
+        sorted(definitions),
         sorted(findings),
     ]
     digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()
