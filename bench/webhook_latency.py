@@ -104,6 +104,7 @@ def bench(statements: int = 10_000, tables: int = 50, rows: int = 5000, baseline
         kubectl("create", "namespace", NAMESPACE)
         kubectl("create", "secret", "generic", "db", "-n", NAMESPACE, "--from-literal=username=postgres",
                 "--from-literal=password=pw")  # fmt: skip
+        kubectl("label", "secret", "-n", NAMESPACE, "db", "optischema.io/allow=true")  # the operator reads no other
         env = {
             **os.environ,
             "KUBECONFIG": str(cluster.plane.kubeconfig()),

@@ -154,6 +154,8 @@ def main() -> int:
                 "create", "secret", "generic", "shop-apply", "-n", NAMESPACE,
                 "--from-literal=username=postgres", "--from-literal=password=demo-apply",
             )  # fmt: skip
+            # The operator reads only Secrets that opt in (whoever writes a target names them).
+            kubectl("label", "secret", "-n", NAMESPACE, "shop-analysis", "shop-apply", "optischema.io/allow=true")
             if model is not None:
                 print(f"    LLM advisor on: {MODEL} at {model.url}")
                 print("    (a stand-in for a local model server: no network here; --no-llm turns the advisor off)")

@@ -21,6 +21,7 @@ docker build -t optischema-operator:e2e "$ROOT"
 kind load docker-image optischema-operator:e2e --name "$NAME"
 kubectl create namespace shop
 kubectl -n shop create secret generic shop-db --from-literal=username=postgres --from-literal=password=e2e
+kubectl -n shop label secret shop-db optischema.io/allow=true  # the operator reads only Secrets that opt in
 kubectl -n shop apply -f - <<'YAML'
 apiVersion: apps/v1
 kind: Deployment

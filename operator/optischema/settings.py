@@ -5,12 +5,15 @@ Read by flows, handlers and the CLI only; the pure layers get values as argument
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from optischema.api.target import NotificationSink
+
+#: ``namespace/name`` of a Secret.
+SECRET_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
 
 
 class Settings(BaseSettings):
@@ -113,6 +116,11 @@ class Settings(BaseSettings):
     """Labels of the operator's pods, which sandbox NetworkPolicies let in (the chart sets them on its pods)."""
     llm_cluster_daily_token_budget: int = Field(default=2_000_000, ge=0)
     """LLM tokens per day (UTC) across all targets; each target also has ``spec.llm.dailyTokenBudget``."""
+    allowed_secrets: list[Annotated[str, Field(pattern=SECRET_REF)]] = Field(default_factory=list, max_length=1000)
+    """Secrets the operator (and its analysis Jobs) may read without the label ``optischema.io/allow: "true"``, as
+    ``namespace/name`` (JSON in ``OPTISCHEMA_ALLOWED_SECRETS``). Any other Secret a spec names is never read: a
+    target naming one is ``Stalled`` (``SecretNotAllowed``), so that whoever may write a target cannot have the
+    operator read, and send to a host of their choosing, a Secret they may not read themselves."""
     notification_sinks: list[NotificationSink] = Field(default_factory=list, max_length=10)
     """The cluster default for targets whose ``spec.notifications.sinks`` is empty: the same form as the spec's
     (JSON in ``OPTISCHEMA_NOTIFICATION_SINKS``), with the URL Secrets in the operator's namespace."""

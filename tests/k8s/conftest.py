@@ -170,13 +170,26 @@ def target(
     }
 
 
-def secret(namespace: str, password: str, name: str = "shop-db") -> dict[str, Any]:
+def secret(namespace: str, password: str, name: str = "shop-db", *, allow: bool = True) -> dict[str, Any]:
+    """The credentials Secret, labelled ``optischema.io/allow: "true"`` (the operator reads no other) unless
+    ``allow`` is false (the opt-in tests)."""
+    labels = {"optischema.io/allow": "true"} if allow else {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "stringData": {"username": "postgres", "password": password},
     }
+
+
+def allow_secrets(cluster: Cluster, namespace: str, *names: str) -> None:
+    """Label Secrets made with ``kubectl create secret`` so that the operator may read them."""
+    cluster.plane.kubectl("label", "secret", "-n", namespace, *names, "optischema.io/allow=true", "--overwrite")
+
+
+def allow_secrets(cluster: Cluster, namespace: str, *names: str) -> None:
+    """Label Secrets made with ``kubectl create secret`` so that the operator may read them."""
+    cluster.plane.kubectl("label", "secret", "-n", namespace, *names, "optischema.io/allow=true", "--overwrite")
 
 
 @contextmanager

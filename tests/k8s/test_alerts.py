@@ -19,7 +19,7 @@ from optischema.postgres.local import free_port
 from tests.promql import ROOT, Held, alert, evaluate, fired, silent, value
 from tests.receiver import receiver
 
-from .conftest import apply, get, operators, secret, target, wait_for
+from .conftest import allow_secrets, apply, get, operators, secret, target, wait_for
 from .test_apply import Traffic, change, sql, wait_phase, writer_target
 from .test_report import analysed
 
@@ -75,6 +75,7 @@ def test_analysis_notification_and_llm_budget_alerts_fire_from_a_real_run(
         cluster.plane.kubectl(
             "create", "secret", "generic", "hook", "-n", namespace, f"--from-literal=url={sink.url('/hook')}"
         )
+        allow_secrets(cluster, namespace, "hook")
         apply(cluster, secret(namespace, "pw"))
         doc = target(namespace, database)
         doc["spec"]["notifications"] = {

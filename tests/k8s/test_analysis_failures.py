@@ -20,7 +20,7 @@ from devcluster.cluster import Cluster
 from tests.llmserver import answer, llm_server
 from tests.receiver import receiver
 
-from .conftest import apply, get, secret, target, wait_for
+from .conftest import allow_secrets, apply, get, secret, target, wait_for
 
 #: Another shape than the workload's ``sum(amount)`` lookup: parentheses leave no trace in PostgreSQL's parse tree, so
 #: the same shape would share that statement's query id (and its text).
@@ -92,6 +92,7 @@ def _unexpected_error(cluster: Cluster, namespace: str, database: str, stack: co
     sink = stack.enter_context(receiver())
     hook = f"--from-literal=url={sink.url('/hook')}"
     cluster.plane.kubectl("create", "secret", "generic", "hook", "-n", namespace, hook)
+    allow_secrets(cluster, namespace, "hook")
     doc = target(namespace, database)
     doc["spec"]["notifications"] = {
         "analysisFailures": 2,

@@ -9,7 +9,7 @@ from typing import Any
 from devcluster.cluster import Cluster
 from tests.llmserver import answer, llm_server
 
-from .conftest import apply, get, operators, secret, target, wait_for
+from .conftest import allow_secrets, apply, get, operators, secret, target, wait_for
 from .test_sandbox import query_ids
 
 
@@ -105,6 +105,7 @@ def test_the_operator_consults_the_llm_caches_it_and_switches_provider_without_r
         # Switching provider and model is an edit of the spec: the next analysis asks Gemini, key from its Secret.
         cluster.plane.kubectl("create", "secret", "generic", "gemini-key", "-n", namespace,
                               "--from-literal=apiKey=g-test-key")  # fmt: skip
+        allow_secrets(cluster, namespace, "gemini-key")
         providers = [{"provider": "gemini", "model": "gemini-test", "baseURL": server.gemini_url,
                       "apiKeySecret": {"name": "gemini-key", "key": "apiKey"}}]  # fmt: skip
         cluster.plane.kubectl("patch", "pgt", "shop", "-n", namespace, "--type=merge",

@@ -1,9 +1,12 @@
 """Reports from a real run (analyse, benchmark, approve, apply, verify, analyse again), in all three formats, the HTML
 opened in headless Chromium; the scheduled report; and the target's own events (analyses failing, the LLM budget
-spent), sent once each across re-analyses and an operator restart, to the cluster's default sink."""
+spent), sent once each across re-analyses and an operator restart, to the cluster's default sink. The statement
+history and the scheduled report are custom resources (StatementHistory, TuningReport) that a user bound only to
+optischema-viewer reads, while reading no ConfigMap."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -14,7 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kubernetes import config
+
 from devcluster.cluster import Cluster
+from optischema.flows import reports
+from optischema.kube import history
+from optischema.kube.client import Kube
+from optischema.notify.deliver import Notifier
+from optischema.reports.history import point_of
 from tests.browser import dom, screenshot
 from tests.png import pixels
 from tests.receiver import receiver
@@ -29,10 +39,10 @@ STATEMENT = "SELECT sum(amount) FROM invoices WHERE customer_id = 42"
 GREY, GREEN, BLUE = (0x9A, 0xA5, 0xB1), (0x1F, 0x9D, 0x55), (0x2F, 0x6F, 0xDE)
 
 
-def plugin(cluster: Cluster, *args: str) -> str:
+def plugin(cluster: Cluster, *args: str, user: str = "admin") -> str:
     result = subprocess.run(
         [sys.executable, "-m", "optischema.cli.plugin", *args],
-        env={**os.environ, "KUBECONFIG": str(cluster.plane.kubeconfig())},
+        env={**os.environ, "KUBECONFIG": str(cluster.plane.kubeconfig(user))},
         capture_output=True,
         text=True,
         check=False,
@@ -139,31 +149,36 @@ def test_a_report_of_a_real_run_in_three_formats_renders_in_a_browser(
         assert colours[GREEN] > 100, "the 'after' bars are drawn"
         assert colours[BLUE] > 500, "the time-saved and storage lines are drawn"
 
-        # The scheduled report: a ConfigMap and one summary to the sink.
+        # The scheduled report: a TuningReport and one summary to the sink.
         last = wait_for(
             lambda: get(cluster, "pgt", "shop", "-n", namespace)["status"].get("lastReport"),
             timeout=120,
             what="the scheduled report",
         )
-        stored = get(cluster, "configmap", last["configMap"], "-n", namespace)["data"]
-        assert stored["report.html"].startswith("<!DOCTYPE html>")
-        assert set(stored) == {"report.html", "report.md", "report.json"}
-        assert last["sizeBytes"] == len(stored["report.html"].encode())
+        scheduled = get(cluster, "tuningreport", last["configMap"], "-n", namespace)
+        assert scheduled["metadata"]["ownerReferences"][0]["kind"] == "PostgresTarget"
+        stored = scheduled["report"]
+        assert stored["html"].startswith("<!DOCTYPE html>")
+        assert {"html", "md", "json"} <= set(stored)
+        assert last["sizeBytes"] == stored["sizeBytes"] == len(stored["html"].encode())
+        legacy = "app.kubernetes.io/component in (report,history)"  # what earlier versions wrote
+        assert not get(cluster, "configmaps", "-n", namespace, "-l", legacy)["items"]
         wait_for(lambda: sink.received, timeout=30, what="the report's notification")
         told = plugin(cluster, "-n", namespace, "status", "shop")
-        assert f"last scheduled report: {last['time']} in ConfigMap {last['configMap']}" in told
+        assert f"last scheduled report: {last['time']} in TuningReport {last['configMap']}" in told
+        assert f"kubectl get tuningreport {last['configMap']} -n {namespace} -o jsonpath='{{.report.html}}'" in told
         assert "notifications: " in told
         sent = json.loads(sink.received[0]["body"])
         assert sent["event"] == "reportReady"
         assert "kubectl optischema report shop" in sent["summary"]
 
-        # The statement history: one ConfigMap for the day, owned by the target, compact.
-        days = get(cluster, "configmaps", "-n", namespace, "-l", "app.kubernetes.io/component=history")["items"]
+        # The statement history: one StatementHistory for the day, owned by the target, compact.
+        days = get(cluster, "statementhistories", "-n", namespace)["items"]
         assert len(days) == 1
         assert days[0]["metadata"]["ownerReferences"][0]["kind"] == "PostgresTarget"
-        data = base64.b64decode(days[0]["binaryData"]["history.json.gz"])
-        assert len(data) < 20_000
-        assert len(json.loads(gzip.decompress(data))["p"]) >= 2
+        data = base64.b64decode(days[0]["history"]["data"])
+        assert len(data) == days[0]["history"]["sizeBytes"] < 20_000
+        assert len(json.loads(gzip.decompress(data))["p"]) == days[0]["history"]["points"] >= 2
 
 
 def test_failing_analyses_and_a_spent_budget_are_announced_once_to_the_default_sink(
@@ -230,3 +245,87 @@ def test_failing_analyses_and_a_spent_budget_are_announced_once_to_the_default_s
             events = [json.loads(r["body"]) for r in sink.received]
             assert [e["event"] for e in events] == ["analysisFailing", "llmBudgetSpent"], events
             assert "budget is spent" in events[1]["summary"]
+
+
+def _written(cluster: Cluster, doc: dict[str, Any], now: datetime) -> None:
+    """What the operator writes after analyses and at a scheduled time, by its own code against the real API
+    server: two history points of the same day written at once (one must read the other's and retry), a third, and
+    the scheduled report."""
+    config.load_kube_config(config_file=str(cluster.plane.kubeconfig()))  # type: ignore[no-untyped-call]
+
+    async def write() -> None:
+        kube = Kube()
+        points = [
+            point_of(now - timedelta(minutes=m), [("q1", STATEMENT, 10 * (5 - m), 3.0 * (5 - m), 5 - m)], keep=10)
+            for m in (3, 2, 1)
+        ]
+        await asyncio.gather(*(history.add(kube, doc, point, texts) for point, texts in points[:2]))
+        await history.add(kube, doc, *points[2])
+        assert await reports.scheduled(kube, Notifier(), doc, now)
+
+    asyncio.run(write())
+
+
+def test_a_viewer_reads_the_report_and_history_but_no_configmap(cluster: Cluster, namespace: str) -> None:
+    """optischema-viewer reads statement history and scheduled reports as custom resources, and nothing of a
+    namespace's ConfigMaps (application configuration included), which RBAC could only grant whole."""
+    now = datetime.now(UTC)
+    doc = target(namespace, "127.0.0.1")
+    doc["spec"]["reports"] = {"schedule": "* * * * *", "period": "1d"}
+    apply(cluster, doc)
+    live = get(cluster, "pgt", "shop", "-n", namespace)
+    live["metadata"]["creationTimestamp"] = (now - timedelta(hours=1)).isoformat()  # a report is due
+    cluster.plane.kubectl(
+        "create", "configmap", "app-config", "-n", namespace, "--from-literal=DATABASE_URL=postgres://app:s3cret@db/app"
+    )
+    cluster.plane.kubectl(  # what earlier versions wrote: left in place, never read
+        "create", "configmap", "shop-report", "-n", namespace, "--from-literal=report.html=<p>old</p>"
+    )
+    _written(cluster, live, now)
+    cluster.plane.kubectl(
+        "create", "rolebinding", "alice-viewer", "-n", namespace, "--clusterrole=optischema-viewer", "--user=alice"
+    )
+
+    # the three points landed in one day's object, the concurrent writers having retried on conflict
+    (day,) = get(cluster, "statementhistories", "-n", namespace)["items"]
+    assert day["metadata"]["name"] == f"shop-history-{now:%Y%m%d}"
+    assert day["history"]["points"] == 3
+    assert day["metadata"]["labels"]["optischema.io/target-uid"] == live["metadata"]["uid"]
+    assert get(cluster, "pgt", "shop", "-n", namespace)["status"]["lastReport"]["configMap"] == "shop-report"
+
+    # the viewer reads both kinds, with kubectl and with the plugin
+    html = cluster.plane.kubectl(
+        "get", "tuningreport", "shop-report", "-n", namespace, "-o", "jsonpath={.report.html}", user="alice"
+    )
+    assert html.startswith("<!DOCTYPE html>")
+    said = plugin(cluster, "-n", namespace, "report", "shop", "--since", "1d", "--format", "json", user="alice")
+    assert json.loads(said)["snapshots"] == 3
+    scheduled = plugin(cluster, "-n", namespace, "report", "shop", "--scheduled", "--format", "html", user="alice")
+    assert scheduled.strip() == html.strip()
+    shown = plugin(cluster, "-n", namespace, "status", "shop", user="alice")
+    assert "in TuningReport shop-report" in shown
+
+    # ...and no ConfigMap: not the application's, not the report an earlier version wrote, not a list of them
+    for args in (("configmap", "app-config"), ("configmap", "shop-report"), ("configmaps",)):
+        said = cluster.plane.kubectl("get", *args, "-n", namespace, user="alice", check=False)
+        assert "Forbidden" in said, said
+        assert "s3cret" not in said
+    for verb in ("get", "list", "watch"):
+        can = cluster.plane.kubectl("auth", "can-i", verb, "configmaps", "-n", namespace, user="alice", check=False)
+        assert can.strip() == "no", f"viewer may {verb} configmaps"
+    # nor may the viewer forge or remove what the operator writes
+    for verb in ("create", "update", "patch", "delete"):
+        for kind in ("tuningreports", "statementhistories"):
+            can = cluster.plane.kubectl(
+                "auth", "can-i", verb, f"{kind}.optischema.io", "-n", namespace, user="alice", check=False
+            )
+            assert can.strip() == "no", f"viewer may {verb} {kind}"
+    assert get(cluster, "tuningreport", "shop-report", "-n", namespace)["report"]["html"] == html
+
+    # deleted with their target (the garbage collector follows the owner references)
+    cluster.plane.kubectl("delete", "pgt", "shop", "-n", namespace)
+    wait_for(
+        lambda: not get(cluster, "statementhistories,tuningreports", "-n", namespace)["items"],
+        timeout=60,
+        what="the history and report garbage-collected with their target",
+    )

@@ -42,6 +42,8 @@ class Reason(StrEnum):
     # PostgresTarget
     CONNECTED = "Connected"
     SECRET_NOT_FOUND = "SecretNotFound"
+    SECRET_NOT_ALLOWED = "SecretNotAllowed"
+    """The Secret does not exist or has not opted in (label ``optischema.io/allow: "true"`` or ``allowedSecrets``)."""
     SECRET_KEY_MISSING = "SecretKeyMissing"
     CONNECTION_FAILED = "ConnectionFailed"
     AUTHENTICATION_FAILED = "AuthenticationFailed"

@@ -23,6 +23,7 @@ from .base import (
     cel_rules,
 )
 from .conditions import CONDITIONS_LIST, Condition
+from .network import ENDPOINT_URL_PATTERN, HOST_PATTERN, check_endpoint_url, check_host
 from .durations import Duration, duration_between
 from .indexchange import Verification
 
@@ -73,7 +74,9 @@ class CredentialsSecret(ApiModel):
     """Where the database credentials live. Passwords never appear in a custom resource."""
 
     name: K8sName
-    """Name of the Secret in the target's namespace."""
+    """Name of the Secret in the target's namespace. The operator reads it only if it carries the label
+    ``optischema.io/allow: "true"`` or is listed in the operator's ``allowedSecrets`` setting (so that whoever may
+    write a target cannot make the operator read any Secret of the namespace)."""
     username_key: SecretKey = "username"
     """Key holding the user name."""
     password_key: SecretKey = "password"
@@ -83,14 +86,24 @@ class CredentialsSecret(ApiModel):
 class Connection(ApiModel):
     """How to reach the database. The operator connects read-only for analysis."""
 
-    host: str = Field(min_length=1, max_length=253)
-    """Host name or IP address of the PostgreSQL server (a Service name in-cluster)."""
+    host: Annotated[str, AfterValidator(check_host)] = Field(
+        min_length=1, max_length=253, json_schema_extra={"pattern": HOST_PATTERN}
+    )
+    """Host name (RFC 1123) or IP address of the PostgreSQL server (a Service name in-cluster), nothing else: no
+    port, user, path or options (the port is ``port``, TLS is ``sslmode``)."""
     port: int = Field(default=5432, ge=1, le=65535)
     """TCP port."""
     database: str = Field(min_length=1, max_length=63)
     """Database to analyse and tune. One target is one database."""
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    """libpq ``sslmode``. Use ``verify-full`` across untrusted networks."""
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "verify-full"
+    """libpq ``sslmode``, by default ``verify-full``: TLS, the server's certificate signed by the CA of
+    ``sslRootCertSecret`` (else the system's trusted CAs) and naming ``host``. ``verify-ca`` skips the name check;
+    ``require``, ``prefer`` and ``allow`` do not authenticate the server and ``disable`` sends the password in clear
+    text: the operator uses them only when written here explicitly."""
+    ssl_root_cert_secret: SecretKeySelector | None = None
+    """Secret key holding the PEM CA certificate(s) that sign the server's certificate (libpq's ``sslrootcert``).
+    The Secret, like every Secret the operator reads, must carry the label ``optischema.io/allow: "true"`` or be
+    listed in the operator's ``allowedSecrets``."""
     credentials_secret: CredentialsSecret
     """Secret with the analysis credentials. The role needs ``pg_read_all_stats`` (to see every user's statements)
     and nothing that writes; the operator also sets ``default_transaction_read_only``."""
@@ -243,8 +256,12 @@ class LlmProvider(ApiModel):
     server speaking OpenAI chat completions at ``baseURL``: vLLM, Ollama, llama.cpp)."""
     model: str = Field(min_length=1, max_length=200)
     """Model name as the provider spells it."""
-    base_url: str | None = Field(default=None, alias="baseURL", pattern=r"^https?://", max_length=2048)
-    """Endpoint; required for ``openaiCompatible``, optional for the others."""
+    base_url: Annotated[str, AfterValidator(check_endpoint_url)] | None = Field(
+        default=None, alias="baseURL", max_length=2048, json_schema_extra={"pattern": ENDPOINT_URL_PATTERN}
+    )
+    """Endpoint; required for ``openaiCompatible``, optional for the others. Must be ``https://`` (prompts and the
+    API key travel there); plain ``http://`` is accepted only for a loopback host (``localhost``, 127.0.0.0/8,
+    ``[::1]``), for development with a model served on the same machine."""
     api_key_secret: SecretKeySelector | None = None
     """Secret key holding the API key; required except for ``openaiCompatible``. Keys never reach logs or status."""
     cost_per_million_tokens: float | None = Field(default=None, ge=0)
@@ -296,7 +313,10 @@ class NotificationSink(ApiModel):
     """``webhook`` (JSON, schema in the README), ``slack`` (incoming webhook, Block Kit) or ``alertmanager``
     (``POST /api/v2/alerts``)."""
     url_secret: SecretKeySelector
-    """Secret key holding the URL."""
+    """Secret key holding the URL. It must be ``https://`` (plain ``http://`` only for a loopback host, for
+    development); any other is refused at delivery, with a log line naming the Secret and the failure counted in
+    ``status.notifications``. The Secret must carry the label ``optischema.io/allow: "true"`` or be listed in the
+    operator's ``allowedSecrets``."""
     hmac_secret: SecretKeySelector | None = None
     """For ``webhook``: a Secret key whose value signs each body (``X-OptiSchema-Signature: sha256=…``)."""
     events: list[NotificationEvent] = Field(default_factory=list, max_length=7)

@@ -23,7 +23,8 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     load_config()
-    return asyncio.run(_run(Kube(), args.namespace, args.target, Settings()))
+    settings = Settings()
+    return asyncio.run(_run(Kube(allowed_secrets=settings.allowed_secrets), args.namespace, args.target, settings))
 
 
 async def _run(kube: Kube, namespace: str, name: str, settings: Settings) -> int:

@@ -23,6 +23,7 @@ from optischema.analysis.consult import check_reply
 from optischema.analysis.prompt import Prompt
 from optischema.api.target import Llm
 from optischema.flows.analyze import Advisor, AdvisorReply
+from optischema.kube.client import secret_refused
 from optischema.kube.llmstore import ConfigMapStore
 from optischema.llm.providers import Failover, Provider, ProviderError
 from optischema.telemetry import (
@@ -189,7 +190,8 @@ async def for_target(
             continue
         secret = await kube.read_secret(namespace, ref.name)
         if secret is None or ref.key not in secret:
-            missing.append(f"{item.provider}/{item.model} (Secret {ref.name} key {ref.key} not found)")
+            why = secret_refused(namespace, ref.name) if secret is None else f"Secret {ref.name} has no key {ref.key}"
+            missing.append(f"{item.provider}/{item.model} ({why})")
         else:
             keys[f"{ref.name}/{ref.key}"] = secret[ref.key]
     usable = [p for p in providers_from(spec, keys) if p.api_key or p.kind == "openaiCompatible"]

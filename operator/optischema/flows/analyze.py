@@ -24,7 +24,7 @@ from optischema.analysis.suggestions import Rejection
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
 from optischema.postgres.collect import collect
-from optischema.postgres.connect import DATABASE_ERRORS, connect
+from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.planner import HypoPGPlanner
 
 # sqlglot logs a warning for every statement it reads as an opaque command (CREATE FUNCTION ... in extension
@@ -94,7 +94,7 @@ class AnalysisResult:
     index_count: int = 0
 
 
-async def analyze_off_loop(dsn: str, options: AnalyzeOptions) -> AnalysisResult:
+async def analyze_off_loop(dsn: ConnectTarget, options: AnalyzeOptions) -> AnalysisResult:
     """:func:`analyze` in a thread of its own, with its own event loop and connection, so that parsing and the
     selection's bookkeeping (seconds of CPU on a large workload) never hold up the caller's loop — in the operator,
     the one that answers admission requests and runs every other target's daemon.
@@ -127,7 +127,7 @@ async def analyze_off_loop(dsn: str, options: AnalyzeOptions) -> AnalysisResult:
     return await future
 
 
-async def analyze(dsn: str, options: AnalyzeOptions, progress: Progress | None = None) -> AnalysisResult:
+async def analyze(dsn: ConnectTarget, options: AnalyzeOptions, progress: Progress | None = None) -> AnalysisResult:
     """Analyse the database at ``dsn``; raises :class:`AnalysisError` when it cannot."""
     started, clock = datetime.now(UTC), time.monotonic()
     say = progress or (lambda *_: None)
@@ -139,7 +139,7 @@ async def analyze(dsn: str, options: AnalyzeOptions, progress: Progress | None =
         ) from error
 
 
-async def _analyze(dsn: str, options: AnalyzeOptions, say: Progress, started: datetime, clock: float) -> AnalysisResult:
+async def _analyze(dsn: ConnectTarget, options: AnalyzeOptions, say: Progress, started: datetime, clock: float) -> AnalysisResult:
     conn = await connect(dsn, timeout=options.connect_timeout)
     try:
         say("collecting statistics and catalogs", 0, 0)

@@ -66,7 +66,8 @@ from optischema.changes.ddl import (
 from optischema.changes.verdict import Counters, build_estimate, discontinuity, fits, inconclusive, judge
 from optischema.changes.windows import CLOCK_SKEW_TOLERANCE, current_or_next, time_left
 from optischema.flows.changes import committed_bytes, drop_problem, policy_problem, resume_problem
-from optischema.flows.target import build_dsn
+from optischema.flows.target import Check, connect_params, read_ca
+from optischema.kube.client import secret_refused
 from optischema.lifecycle import indexchange as lifecycle
 from optischema.lifecycle import recommendation as recommendation_lifecycle
 from optischema.postgres import catalog, execute
@@ -77,6 +78,8 @@ FINAL = lifecycle.FINAL
 #: Longest sleep while waiting: the target's windows may be edited meanwhile.
 MAX_WAIT_SECONDS = 300.0
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *DATABASE_ERRORS)
+#: Also a host the connection refuses (a spec that reached us without the API server's validation).
+WRITER_ERRORS: tuple[type[BaseException], ...] = (ValueError, *CONNECT_ERRORS)
 Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
 
 
@@ -777,19 +780,27 @@ class _writer:
             return None
         secret = await self.ctx.kube.read_secret(self.change.namespace, ref.name)
         if secret is None or ref.username_key not in secret or ref.password_key not in secret:
+            missing = (
+                f"{secret_refused(self.change.namespace, ref.name)}"
+                if secret is None
+                else f"Secret {self.change.namespace}/{ref.name} lacks {ref.username_key}/{ref.password_key}"
+            )
             await _waiting(
                 self.ctx,
                 self.change,
                 Reason.NO_WRITE_CREDENTIALS,
-                f"Secret {self.change.namespace}/{ref.name} (writeCredentialsSecret) is missing or lacks "
-                f"{ref.username_key}/{ref.password_key}",
+                f"writeCredentialsSecret: {missing}",
                 stalled=True,
             )
             return None
-        dsn = build_dsn(self.spec, secret[ref.username_key], secret[ref.password_key])
+        ca = await read_ca(self.change.namespace, self.spec, self.ctx.kube.read_secret)
+        if isinstance(ca, Check):
+            await _waiting(self.ctx, self.change, ca.reason, ca.message, stalled=True)
+            return None
         try:
+            dsn = connect_params(self.spec, secret[ref.username_key], secret[ref.password_key], ca)
             self.conn = await execute.connect_writer(dsn, timeout=self.spec.connection.connect_timeout_seconds)
-        except CONNECT_ERRORS as error:
+        except WRITER_ERRORS as error:
             await _waiting(self.ctx, self.change, Reason.CONNECTION_FAILED, f"cannot connect to apply: {error}")
             return None
         return self.conn

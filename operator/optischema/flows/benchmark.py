@@ -35,7 +35,7 @@ from optischema.changes.ddl import render_create, render_drop
 from optischema.changes.quoting import qualified
 from optischema.flows.sandbox import Provider, SandboxError
 from optischema.postgres import clone, timing
-from optischema.postgres.connect import DATABASE_ERRORS, connect
+from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.local import PostgresStartError
 
 Progress = Callable[[str], None]
@@ -121,7 +121,7 @@ def change_statement(spec: TuningRecommendationSpec) -> str:
 
 
 async def measure(
-    source_dsn: str,
+    source_dsn: ConnectTarget,
     sandbox_dsn: str,
     plan: Plan,
     spec: SandboxSpec,
@@ -327,7 +327,7 @@ def _median(values: list[float]) -> float:
 
 async def benchmark(
     provider: Provider,
-    source_dsn: str,
+    source_dsn: ConnectTarget,
     recommendation: dict[str, Any],
     spec: SandboxSpec,
     *,

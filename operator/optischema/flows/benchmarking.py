@@ -27,6 +27,7 @@ from optischema.flows.target import Check
 from optischema.kube.client import Kube
 from optischema.lifecycle import recommendation as lifecycle
 from optischema.notify.deliver import Notifier
+from optischema.postgres.connect import ConnectTarget
 from optischema.telemetry import BENCHMARK_SECONDS, BENCHMARKS, LLM_SUGGESTIONS, SANDBOXES_RUNNING, log_for
 
 PLURAL = "tuningrecommendations"
@@ -120,7 +121,7 @@ class Queue:
         self,
         item: dict[str, Any],
         spec: PostgresTargetSpec,
-        dsn: str,
+        dsn: ConnectTarget,
         own: asyncio.Semaphore,
         announce: Announce,
         target_body: dict[str, Any],

@@ -16,7 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from optischema.analysis.redact import redact_error
+from optischema.api.network import endpoint_url_problem
 from optischema.api.target import NotificationSink, PostgresTargetSpec
+from optischema.kube.client import secret_refused
 from optischema.notify.deliver import Delivery, Notifier, Sink
 from optischema.notify.messages import Event, EventType
 from optischema.telemetry import NOTIFICATIONS, log_for
@@ -32,9 +34,19 @@ async def sinks_of(kube: Any, namespace: str, items: Sequence[NotificationSink])
         url = secret.get(item.url_secret.key)
         if not url:
             log_for(namespace, None).warning(
-                "notification sink skipped: URL Secret missing", secret=item.url_secret.name
+                "notification sink skipped: URL Secret missing or not opted in",
+                secret=item.url_secret.name,
+                why=secret_refused(namespace, item.url_secret.name),
             )
             continue
+        problem = endpoint_url_problem(url)
+        if problem is not None:  # kept: its delivery is refused and counted in status.notifications (never the URL)
+            log_for(namespace, None).warning(
+                "notification sink refused: not https",
+                secret=f"{namespace}/{item.url_secret.name}",
+                key=item.url_secret.key,
+                problem=problem,
+            )
         key = None
         if item.hmac_secret is not None:
             key = (await kube.read_secret(namespace, item.hmac_secret.name) or {}).get(item.hmac_secret.key)

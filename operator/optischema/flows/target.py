@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -32,7 +31,8 @@ from optischema.flows.advisor import DEFAULT_CLUSTER_BUDGET
 from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze_off_loop
 from optischema.lifecycle import target as lifecycle
 from optischema.postgres.collect import read_server
-from optischema.postgres.connect import DATABASE_ERRORS, connect
+from optischema.kube.client import secret_refused
+from optischema.postgres.connect import DATABASE_ERRORS, ConnectParams, connect
 from optischema.telemetry import LLM_SUGGESTIONS, RECOMMENDATIONS
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, str] | None]]
@@ -46,18 +46,42 @@ class Check:
     reason: str
     message: str
     stalled: bool = False
-    dsn: str | None = None
+    dsn: ConnectParams | None = None
+    """How to connect (keyword arguments for asyncpg, never a formatted DSN)."""
     database: DatabaseInfo | None = None
     spec: PostgresTargetSpec | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def build_dsn(spec: PostgresTargetSpec, user: str, password: str) -> str:
+def connect_params(
+    spec: PostgresTargetSpec, user: str, password: str, ca_pem: str | None = None
+) -> ConnectParams:
+    """How to reach the target as ``user``: each part apart, handed to asyncpg as keyword arguments (no DSN is
+    ever formatted, so a crafted host cannot rewrite the database or TLS). ValueError for a host the model should
+    have refused (checked again here: a spec may reach us without the API server's validation)."""
     c = spec.connection
-    return (
-        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{c.host}:{c.port}/"
-        f"{quote(c.database, safe='')}?sslmode={c.sslmode}"
+    return ConnectParams(
+        host=c.host, port=c.port, user=user, password=password, database=c.database, sslmode=c.sslmode, ca_pem=ca_pem
     )
+
+
+async def read_ca(namespace: str, spec: PostgresTargetSpec, read_secret: SecretReader) -> str | Check | None:
+    """The PEM CA of ``spec.connection.sslRootCertSecret`` (None when not set), or the failed Check saying why."""
+    ref = spec.connection.ssl_root_cert_secret
+    if ref is None:
+        return None
+    secret = await read_secret(namespace, ref.name)
+    if secret is None:
+        return Check(False, Reason.SECRET_NOT_ALLOWED, secret_refused(namespace, ref.name), stalled=True, spec=spec)
+    if ref.key not in secret or "BEGIN CERTIFICATE" not in secret[ref.key]:
+        return Check(
+            False,
+            Reason.SECRET_KEY_MISSING,
+            f"spec.connection.sslRootCertSecret: Secret {namespace}/{ref.name} has no PEM certificate in key {ref.key}",
+            stalled=True,
+            spec=spec,
+        )
+    return secret[ref.key]
 
 
 async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: SecretReader) -> Check:
@@ -68,9 +92,7 @@ async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: Se
     ref = spec.connection.credentials_secret
     secret = await read_secret(namespace, ref.name)
     if secret is None:
-        return Check(
-            False, Reason.SECRET_NOT_FOUND, f"Secret {namespace}/{ref.name} does not exist", stalled=True, spec=spec
-        )
+        return Check(False, Reason.SECRET_NOT_ALLOWED, secret_refused(namespace, ref.name), stalled=True, spec=spec)
     missing = [key for key in (ref.username_key, ref.password_key) if key not in secret]
     if missing:
         return Check(
@@ -80,12 +102,18 @@ async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: Se
             stalled=True,
             spec=spec,
         )
-    dsn = build_dsn(spec, secret[ref.username_key], secret[ref.password_key])
+    ca = await read_ca(namespace, spec, read_secret)
+    if isinstance(ca, Check):
+        return ca
+    try:
+        dsn = connect_params(spec, secret[ref.username_key], secret[ref.password_key], ca)
+    except ValueError as error:
+        return Check(False, Reason.INVALID_SPEC, str(error), stalled=True, spec=spec)
     try:
         conn = await connect(dsn, timeout=spec.connection.connect_timeout_seconds)
     except AnalysisError as error:
-        # A wrong password needs a person; a server that is down may come back by itself.
-        needs_person = error.reason == "AuthenticationFailed"
+        # A wrong password or a server that cannot be authenticated needs a person; one that is down may come back.
+        needs_person = error.reason in ("AuthenticationFailed", "TLSVerificationFailed")
         return Check(False, error.reason, error.message, stalled=needs_person, spec=spec)
     try:
         server = await read_server(conn)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+from collections.abc import Iterable
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from optischema.api.base import DNS_SUBDOMAIN
 from optischema.api.resources import GROUP, VERSION
 
 
@@ -37,8 +40,26 @@ def load_config() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
+#: The label a Secret carries to let the operator (and its analysis Jobs) read it.
+ALLOW_LABEL = "optischema.io/allow"
+ALLOW_SELECTOR = f"{ALLOW_LABEL}=true"
+
+
+def secret_refused(namespace: str, name: str) -> str:
+    """What to tell a person whose Secret the operator would not read: it cannot tell "missing" from "not opted
+    in" without reading it, so it says both and what to add."""
+    return (
+        f"Secret {namespace}/{name} does not exist or is not labelled {ALLOW_SELECTOR}: the operator reads only "
+        f"Secrets that opt in (kubectl label secret -n {namespace} {name} {ALLOW_SELECTOR}, or add "
+        f'"{namespace}/{name}" to the operator\'s allowedSecrets setting)'
+    )
+
+
 class Kube:
-    def __init__(self) -> None:
+    def __init__(self, allowed_secrets: Iterable[str] = ()) -> None:
+        """``allowed_secrets``: ``namespace/name`` of Secrets the operator may read without the opt-in label (the
+        ``allowedSecrets`` setting)."""
+        self.allowed_secrets = frozenset(allowed_secrets)
         self.core = client.CoreV1Api()
         self.custom = client.CustomObjectsApi()
         self.batch = client.BatchV1Api()
@@ -62,13 +83,34 @@ class Kube:
         return bool(job.status and job.status.failed)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's data decoded, or None when it does not exist."""
-        try:
-            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
+        """The Secret's data decoded, or None when it does not exist or has not opted in (see
+        :func:`secret_refused`). The only way the operator reads a Secret.
+
+        A spec names Secrets, and whoever writes the spec may not be allowed to read them: the operator would be
+        their deputy. So a Secret is read only when it carries ``optischema.io/allow=true`` — asked of the API
+        server as a list filtered by that label and the name, so that a Secret without it never leaves the server
+        — or when ``namespace/name`` is in ``allowed_secrets`` (then a plain get).
+        """
+        if re.fullmatch(DNS_SUBDOMAIN, name) is None:  # specs are validated; this keeps the selector whole anyway
+            return None
+        if f"{namespace}/{name}" in self.allowed_secrets:
+            try:
+                secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+        else:
+            found = await asyncio.to_thread(
+                self.core.list_namespaced_secret,
+                namespace,
+                label_selector=ALLOW_SELECTOR,
+                field_selector=f"metadata.name={name}",
+            )
+            matching = [item for item in found.items or [] if item.metadata and item.metadata.name == name]
+            if not matching:
                 return None
-            raise
+            secret = matching[0]
         return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
@@ -179,4 +221,12 @@ class Kube:
                 raise
 
 
-__all__ = ["ApiException", "Kube", "current_namespace", "load_config"]
+__all__ = [
+    "ALLOW_LABEL",
+    "ALLOW_SELECTOR",
+    "ApiException",
+    "Kube",
+    "current_namespace",
+    "load_config",
+    "secret_refused",
+]

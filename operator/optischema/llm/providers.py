@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from optischema.api.network import endpoint_url_problem
+
 DEFAULT_BASE = {
     "openai": "https://api.openai.com/v1",
     "deepseek": "https://api.deepseek.com/v1",
@@ -133,7 +135,8 @@ class Provider:
                 int(usage.get("completion_tokens", 0)),
             )
         except (KeyError, IndexError, TypeError, ValueError) as error:
-            raise ProviderError(self.name, f"unexpected answer shape ({error!r})", retryable=False) from error
+            # the error's type only: its text may quote the answer, which is the provider's to write
+            raise ProviderError(self.name, f"unexpected answer shape ({type(error).__name__})", retryable=False) from error
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -151,9 +154,26 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def classify(status: int) -> str:
+    """A short reading of an HTTP status for the status and Events. Never the response body: it is the provider's
+    (or whoever answers at that URL) to write, and would be reflected into objects others read."""
+    if status in (401, 403):
+        return "the API key was refused"
+    if status == 404:
+        return "no such model or endpoint"
+    if status == 413:
+        return "the prompt is too large"
+    if 400 <= status < 500:
+        return "the request was refused"
+    return "the provider failed"
+
+
 async def complete(client: httpx.AsyncClient, provider: Provider, system: str, prompt: str) -> Reply:
     """One provider, with bounded retries (exponential backoff with jitter, or what Retry-After asks)."""
     url, headers, body = provider.request(system, prompt)
+    problem = endpoint_url_problem(url)
+    if problem is not None:  # the model refuses it too; a prompt and a key never go out in clear text
+        raise ProviderError(provider.name, f"baseURL {problem}", retryable=False)
     last = "no attempt"
     for attempt in range(provider.attempts):
         wait = provider.backoff * (2**attempt) * (0.5 + random.random())
@@ -172,7 +192,7 @@ async def complete(client: httpx.AsyncClient, provider: Provider, system: str, p
                 return provider.reply(payload)
             last = f"HTTP {response.status_code}"
             if response.status_code not in RETRYABLE:
-                raise ProviderError(provider.name, f"{last}: {response.text[:200]}", retryable=False)
+                raise ProviderError(provider.name, f"{last} ({classify(response.status_code)})", retryable=False)
             asked = retry_after(response.headers.get("retry-after"))
             if asked is not None:
                 if asked > MAX_RETRY_AFTER:

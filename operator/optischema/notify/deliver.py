@@ -14,6 +14,7 @@ from typing import Literal
 
 import httpx
 
+from optischema.api.network import endpoint_url_problem
 from optischema.api.target import NotificationSink
 
 from .messages import Event, alertmanager_body, encode, signature, slack_body, webhook_body
@@ -121,6 +122,9 @@ class Notifier:
             body = encode(alertmanager_body(event, pii_safe=pii_safe))
         else:
             body = encode(webhook_body(event, pii_safe=pii_safe))
+        problem = endpoint_url_problem(sink.url)
+        if problem is not None:  # never the URL itself: its path is often the credential (Slack)
+            return Delivery(sink.name or sink.kind, event.type, False, 0, f"not sent: the URL in its Secret {problem}")
         headers = {"Content-Type": "application/json", "X-OptiSchema-Event": event.type}
         if sink.hmac_secret:
             headers["X-OptiSchema-Signature"] = signature(body, sink.hmac_secret)

@@ -33,6 +33,7 @@ import asyncpg
 from optischema.analysis.synthetic import CannotGenerate, ColumnStats, Value, rows
 from optischema.changes.quoting import column_list, qualified, quote_ident, quote_literal
 
+from .connect import ConnectParams, ConnectTarget
 from .local import find_bindir
 
 DataMode = str  # "sample" | "full" | "synthetic"
@@ -55,24 +56,28 @@ class Loaded:
         return sum(self.rows.values())
 
 
-def _libpq(dsn: str) -> tuple[str, dict[str, str]]:
-    """The DSN without its password, and the environment carrying it: no password on a command line."""
-    parts = urlsplit(dsn)
+def _libpq(dsn: ConnectTarget, scratch: Path) -> tuple[list[str], dict[str, str]]:
+    """The connection arguments without the password, and the environment carrying it: no password on a command
+    line. Our parameters go whole through libpq's environment (``scratch`` receives the CA file), never as a DSN."""
     env = {**os.environ, "PGCONNECT_TIMEOUT": "15"}
+    if isinstance(dsn, ConnectParams):
+        return [], {**env, **dsn.libpq_env(scratch)}
+    parts = urlsplit(dsn)
     if parts.password is not None:
         env["PGPASSWORD"] = unquote(parts.password)
     host = parts.hostname or ""
     netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, "")), env
+    return [f"--dbname={urlunsplit((parts.scheme, netloc, parts.path, query, ''))}"], env
 
 
-async def _run(*command: str, dsn: str) -> str:
-    target, env = _libpq(dsn)
-    process = await asyncio.create_subprocess_exec(
-        *command, f"--dbname={target}", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    _out, err = await process.communicate()
+async def _run(*command: str, dsn: ConnectTarget) -> str:
+    with tempfile.TemporaryDirectory(prefix="optischema-libpq-") as scratch:
+        target, env = _libpq(dsn, Path(scratch))
+        process = await asyncio.create_subprocess_exec(
+            *command, *target, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _out, err = await process.communicate()
     if process.returncode != 0 and b"errors ignored on restore" not in err:
         raise CloneError(
             f"{Path(command[0]).name} failed ({process.returncode}): {err.decode(errors='replace')[-2000:]}"
@@ -94,7 +99,7 @@ class SchemaDump:
         self.archive = self.directory / "schema.dump"
         self.listing = self.directory / "restore.list"
 
-    async def take(self, source_dsn: str) -> None:
+    async def take(self, source_dsn: ConnectTarget) -> None:
         await _run(
             str(self.bindir / "pg_dump"), "--schema-only", "--format=custom", f"--file={self.archive}", dsn=source_dsn
         )

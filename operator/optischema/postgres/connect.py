@@ -7,11 +7,94 @@ person reading it is deciding whether to fix a Secret, a pg_hba.conf line or a n
 from __future__ import annotations
 
 import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from optischema.analysis.errors import AnalysisError, ExitCode
+from optischema.api.network import host_problem
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectParams:
+    """Where and as whom to connect, each part apart: handed to asyncpg as keyword arguments, never formatted
+    into a DSN, so that no part (a crafted host such as ``db/postgres?sslmode=disable#``) can rewrite another.
+
+    The password and the CA stay out of the repr (logs, tracebacks).
+    """
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    database: str
+    sslmode: SslMode = "verify-full"
+    ca_pem: str | None = field(default=None, repr=False)
+    """PEM CA certificate(s) the server's certificate must chain to (``sslrootcert``); None: the system's CAs."""
+
+    def __post_init__(self) -> None:
+        problem = host_problem(self.host)
+        if problem is not None:
+            raise ValueError(f"spec.connection.host {problem}")
+
+    def describe(self) -> str:
+        """``user@host:port/db``, for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:{self.port}/{self.database}"
+
+    def ssl_context(self) -> ssl.SSLContext | bool | str:
+        """asyncpg's ``ssl=``: False for ``disable``; libpq's own words for ``allow``/``prefer`` (try TLS without
+        authenticating the server); a context for the rest, verifying against ``ca_pem`` (else the system's CAs),
+        the host name too for ``verify-full``. ``require`` with a CA verifies it, as libpq does with a root cert."""
+        if self.sslmode == "disable":
+            return False
+        if self.sslmode in ("allow", "prefer"):
+            return self.sslmode
+        context = ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
+        context.check_hostname = self.sslmode == "verify-full"
+        if self.sslmode == "require" and not self.ca_pem:
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def asyncpg_kwargs(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "ssl": self.ssl_context(),
+        }
+
+    def libpq_env(self, scratch: Path) -> dict[str, str]:
+        """The same parameters as libpq environment variables (for pg_dump): no password on a command line; the CA
+        written to a file in ``scratch``, which the caller removes."""
+        env = {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGPASSWORD": self.password,
+            "PGDATABASE": self.database,
+            "PGSSLMODE": self.sslmode,
+        }
+        if self.ca_pem:
+            root = scratch / "root.crt"
+            root.write_text(self.ca_pem)
+            env["PGSSLROOTCERT"] = str(root)
+        elif self.sslmode in ("verify-ca", "verify-full"):
+            env["PGSSLROOTCERT"] = "system"  # libpq 16+; older ones need the CA from sslRootCertSecret
+        return env
+
+
+#: A connection's target: our parameters, or a DSN a person wrote (``optischema analyze --dsn``) or we built for a
+#: sandbox we started ourselves.
+ConnectTarget = ConnectParams | str
 
 APPLICATION_NAME = "optischema-analyze"
 #: What a lost or broken connection raises mid-work, for callers that must not import asyncpg.
@@ -26,8 +109,10 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def describe_target(dsn: str) -> str:
+def describe_target(dsn: ConnectTarget) -> str:
     """``user@host:port/db`` without the password, for messages."""
+    if isinstance(dsn, ConnectParams):
+        return dsn.describe()
     try:
         parts = urlsplit(dsn)
         port = parts.port or 5432
@@ -38,7 +123,7 @@ def describe_target(dsn: str) -> str:
 
 
 async def connect(
-    dsn: str,
+    dsn: ConnectTarget,
     *,
     timeout: float = 10.0,
     statement_timeout_ms: int = 30_000,
@@ -56,7 +141,21 @@ async def connect(
         settings["default_transaction_read_only"] = "on"
     where = describe_target(dsn)
     try:
+        if isinstance(dsn, ConnectParams):
+            return await asyncpg.connect(timeout=timeout, server_settings=settings, **dsn.asyncpg_kwargs())
         return await asyncpg.connect(dsn, timeout=timeout, server_settings=settings)
+    except ssl.SSLCertVerificationError as error:
+        raise AnalysisError(
+            "TLSVerificationFailed",
+            f"the server at {where} was not authenticated: {error.verify_message} (check "
+            "spec.connection.sslRootCertSecret holds the CA that signed its certificate, and that spec.connection.host "
+            "is a name the certificate carries)",
+            ExitCode.UNREACHABLE,
+        ) from error
+    except ssl.SSLError as error:
+        raise AnalysisError(
+            "TLSFailed", f"TLS with {where} failed: {error.reason or error}", ExitCode.UNREACHABLE
+        ) from error
     except asyncpg.InvalidPasswordError as error:
         raise AnalysisError(
             "AuthenticationFailed",

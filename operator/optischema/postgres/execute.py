@@ -20,6 +20,7 @@ import asyncpg
 
 from optischema.changes.ddl import BUILT_INS_ONLY
 from optischema.changes.verdict import Counters
+from optischema.postgres.connect import ConnectParams, ConnectTarget
 
 APPLICATION_NAME = "optischema-apply"
 
@@ -55,17 +56,18 @@ class Executed:
     attempts: int
 
 
-async def connect_writer(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
-    """A writing session, named in ``pg_stat_activity``; the server notices within a second if we go away."""
-    return await asyncpg.connect(
-        dsn,
-        timeout=timeout,
-        server_settings={
-            "application_name": APPLICATION_NAME,
-            "client_connection_check_interval": "1000",
-            "idle_in_transaction_session_timeout": "60000",
-        },
-    )
+async def connect_writer(dsn: ConnectTarget, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """A writing session, named in ``pg_stat_activity``; the server notices within a second if we go away.
+
+    Parameters go to asyncpg as keyword arguments (see :class:`ConnectParams`), never through a DSN."""
+    server_settings = {
+        "application_name": APPLICATION_NAME,
+        "client_connection_check_interval": "1000",
+        "idle_in_transaction_session_timeout": "60000",
+    }
+    if isinstance(dsn, ConnectParams):
+        return await asyncpg.connect(timeout=timeout, server_settings=server_settings, **dsn.asyncpg_kwargs())
+    return await asyncpg.connect(dsn, timeout=timeout, server_settings=server_settings)
 
 
 def lock_key(change_uid: str) -> int:
