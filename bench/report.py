@@ -1,4 +1,4 @@
-"""Reports at the scale of a busy month: the statement history's size per target (what the ConfigMaps hold), and
+"""Reports at the scale of a busy month: the statement history's size per target (what a StatementHistory holds), and
 the time and size of a 30-day report built from it — pure code, so no cluster is needed to measure it."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def bench() -> dict[str, float]:
     start = datetime(2026, 11, 1, tzinfo=UTC)
     days = month(rng, start)
     sizes = [len(history.encode(d)) for d in days]
-    say(f"  history: {sum(sizes) / len(sizes) / 1024:.1f} KiB per target per day (gzip JSON, one ConfigMap), "
+    say(f"  history: {sum(sizes) / len(sizes) / 1024:.1f} KiB per target per day (gzip JSON, one StatementHistory), "
         f"{sum(sizes) / 1024:.0f} KiB per target per month")  # fmt: skip
     target, recommendations, changes = resources(rng, start, days)
     figures: dict[str, float] = {"history_kib_per_month": sum(sizes) / 1024}

@@ -79,9 +79,10 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         assert (argocd(live), flux(live)) == ("Healthy", "Healthy")  # the GitOps health checks on the real object
         items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=120, what="recommendations")
         assert {(argocd(i), flux(i)) for i in items} == {("Healthy", "Healthy")}  # awaiting a decision is healthy
-        # the chart's role lets the operator keep the statement history (a ConfigMap per day, listed for retention)
-        history = get(cluster, "configmaps", "-n", namespace, "-l", "app.kubernetes.io/component=history")["items"]
-        assert len(history) == 1, "no statement history: see the operator's log for a forbidden ConfigMap call"
+        # the chart's role lets the operator keep the statement history (a StatementHistory per day, listed for
+        # retention)
+        history = get(cluster, "statementhistories", "-n", namespace)["items"]
+        assert len(history) == 1, "no statement history: see the operator's log for a forbidden statementhistories call"
 
         account = f"system:serviceaccount:{namespace}:{release}"
         allowed = [

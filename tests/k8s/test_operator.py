@@ -437,7 +437,7 @@ def test_the_job_runner_analyses_in_a_job_owned_by_the_target(
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "optischema-analysis"
     cluster.plane.kubectl("wait", "-n", namespace, "--for=condition=Complete", f"job/{last['job']}", "--timeout=60s")
     # the Job's role (manifests/rbac/analysis-job.yaml) lets it keep the statement history too
-    history = get(cluster, "configmaps", "-n", namespace, "-l", "app.kubernetes.io/component=history")["items"]
+    history = get(cluster, "statementhistories", "-n", namespace)["items"]
     assert len(history) == 1
     assert "could not be recorded" not in (last.get("message") or "")
 
