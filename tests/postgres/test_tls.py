@@ -1,0 +1,175 @@
+"""TLS to the database, tried on a real PostgreSQL 15 serving a certificate of our own CA (``kube/certs.py``).
+
+``verify-full`` is the default: the connection works with the CA from the target's ``sslRootCertSecret``, and is
+refused, in one line naming what to check, with another CA or a host name the certificate does not carry; no
+session is opened then (``pg_stat_activity`` shows none of ours). A crafted ``host`` that the API server would
+refuse is refused again where the connection is built, before any packet leaves.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from devcluster import LocalPostgres
+from optischema.flows.target import check_target
+from optischema.kube import certs
+from optischema.postgres.connect import ConnectParams, connect
+
+DAY = datetime.timedelta(days=1)
+
+
+class Tls:
+    def __init__(self, server: LocalPostgres, ca: str, other_ca: str) -> None:
+        self.server, self.ca, self.other_ca = server, ca, other_ca
+
+
+@pytest.fixture(scope="module")
+def tls() -> Iterator[Tls]:
+    """A PostgreSQL with ``ssl = on``, its certificate for ``localhost`` only (no IP address), signed by a CA of
+    ours; password authentication over TLS only, so that an unencrypted attempt cannot log in either."""
+    base = Path(tempfile.mkdtemp(prefix="optischema-tls-"))
+    ca_cert, ca_key = certs.new_ca("optischema-test-db-ca", lifetime=DAY)
+    other_ca, _ = certs.new_ca("someone-else", lifetime=DAY)
+    cert, key = certs.new_serving_cert(ca_cert, ca_key, hosts=["localhost"], ips=[], lifetime=DAY)
+    keys = base / "tls"
+    keys.mkdir()
+    (keys / "server.crt").write_bytes(cert)
+    (keys / "server.key").write_bytes(key)
+    for path in (keys, keys / "server.crt", keys / "server.key"):
+        shutil.chown(path, "postgres", "postgres")
+    (keys / "server.key").chmod(0o600)
+    server = LocalPostgres(
+        base_dir=base / "pg",
+        settings={
+            "ssl": "on",
+            "ssl_cert_file": str(keys / "server.crt"),
+            "ssl_key_file": str(keys / "server.key"),
+        },
+        hba=["hostssl all tls 127.0.0.1/32 scram-sha-256", "host all tls 127.0.0.1/32 reject"],
+    )
+    shutil.chown(base, "postgres", "postgres")
+    server.start()
+    server.psql("CREATE ROLE tls LOGIN PASSWORD 'tls-pw'; GRANT pg_read_all_stats TO tls")
+    server.psql("CREATE DATABASE shop")
+    server.psql("CREATE EXTENSION pg_stat_statements", database="shop")
+    try:
+        yield Tls(server, ca_cert.decode(), other_ca.decode())
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def spec(tls: Tls, host: str = "localhost", **connection: Any) -> dict[str, Any]:
+    return {
+        "connection": {
+            "host": host,
+            "port": tls.server.port,
+            "database": "shop",
+            "credentialsSecret": {"name": "db"},
+            "sslRootCertSecret": {"name": "db-ca", "key": "ca.crt"},
+            **connection,
+        }
+    }
+
+
+def reader(ca: str) -> Any:
+    """The Secrets as the operator would read them (opted in): credentials and the CA."""
+    secrets = {"db": {"username": "tls", "password": "tls-pw"}, "db-ca": {"ca.crt": ca}}
+
+    async def read(namespace: str, name: str) -> dict[str, str] | None:
+        return secrets.get(name)
+
+    return read
+
+
+def our_sessions(tls: Tls) -> int:
+    return int(tls.server.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tls'").strip() or 0)
+
+
+async def test_verify_full_with_the_ca_from_the_secret_connects_over_tls(tls: Tls) -> None:
+    check = await check_target("shop", spec(tls), reader(tls.ca))
+    assert check.ready, check.message
+    assert check.dsn is not None and check.dsn.sslmode == "verify-full"  # the default, never written above
+    conn = await connect(check.dsn)
+    try:
+        assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("title", "host", "ca_of", "expected"),
+    [
+        ("a CA that did not sign the server's certificate", "localhost", "other", "unable to get local issuer"),
+        ("a host name the certificate does not carry", "127.0.0.1", "ours", "IP address mismatch"),
+    ],
+    ids=["wrong-ca", "host-mismatch"],
+)
+async def test_verify_full_refuses_a_server_it_cannot_authenticate(
+    tls: Tls, title: str, host: str, ca_of: str, expected: str
+) -> None:
+    before = our_sessions(tls)
+    check = await check_target("shop", spec(tls, host), reader(tls.other_ca if ca_of == "other" else tls.ca))
+    assert not check.ready and check.stalled, title
+    assert check.reason == "TLSVerificationFailed"
+    assert "\n" not in check.message and "Traceback" not in check.message
+    assert expected in check.message
+    assert "spec.connection.sslRootCertSecret" in check.message
+    assert our_sessions(tls) == before  # no session was opened: the password was never sent
+
+
+async def test_a_weaker_mode_is_used_only_when_written(tls: Tls) -> None:
+    """``require`` without a CA encrypts without authenticating the server: it must be asked for by name."""
+    written = spec(tls, "127.0.0.1", sslmode="require")
+    del written["connection"]["sslRootCertSecret"]
+    check = await check_target("shop", written, reader(tls.ca))
+    assert check.ready, check.message
+    unwritten = spec(tls, "127.0.0.1")
+    del unwritten["connection"]["sslRootCertSecret"]
+    refused = await check_target("shop", unwritten, reader(tls.ca))
+    assert not refused.ready and refused.reason == "TLSVerificationFailed"  # the system CAs do not know ours
+
+
+async def test_disable_never_gets_a_password_to_a_server_demanding_tls(tls: Tls) -> None:
+    check = await check_target("shop", spec(tls, "localhost", sslmode="disable"), reader(tls.ca))
+    assert not check.ready
+    assert check.reason == "AuthenticationFailed"  # pg_hba's reject: no cleartext session
+    assert our_sessions(tls) == 0
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["db/postgres?sslmode=disable#", "localhost/postgres?sslmode=disable", "/tmp", "localhost sslmode=disable"],
+)
+async def test_a_crafted_host_is_refused_where_the_connection_is_built(tls: Tls, host: str) -> None:
+    """The API server refuses it (CRD pattern); a spec that reached us anyway is refused again, before connecting:
+    ``/tmp`` would be a Unix socket directory for asyncpg, a query string would override the database and TLS."""
+    check = await check_target("shop", spec(tls, host), reader(tls.ca))
+    assert not check.ready and check.stalled and check.reason == "InvalidSpec"
+    assert "spec.connection.host" in check.message
+    with pytest.raises(ValueError, match="spec.connection.host"):
+        ConnectParams(host=host, port=tls.server.port, user="tls", password="tls-pw", database="shop")
+
+
+async def test_the_connection_goes_to_the_database_named_not_one_a_host_could_smuggle(tls: Tls) -> None:
+    """Keyword arguments: the database is what spec.connection.database says, whatever else the parts hold."""
+    params = ConnectParams(
+        host="localhost", port=tls.server.port, user="tls", password="tls-pw", database="shop", ca_pem=tls.ca
+    )
+    conn = await connect(params)
+    try:
+        assert await conn.fetchval("SELECT current_database()") == "shop"
+    finally:
+        await conn.close()
+    assert "tls-pw" not in repr(params) and "BEGIN CERTIFICATE" not in repr(params)
+    with pytest.raises(asyncpg.InvalidCatalogNameError):  # a database name is only a name, never options
+        await asyncpg.connect(**{**params.asyncpg_kwargs(), "database": "shop?sslmode=disable"})
+
