@@ -189,37 +189,6 @@ class Kube:
                 raise LookupError(f"{plural}/{name} not found in {namespace}") from error
             raise
 
-    async def read_config_map(self, namespace: str, name: str) -> Any | None:
-        """The ConfigMap (the client's object), or None when it does not exist."""
-        try:
-            return await asyncio.to_thread(self.core.read_namespaced_config_map, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
-    async def list_config_maps(self, namespace: str, selector: str) -> Any:
-        """The ConfigMaps (the client's objects) matching ``selector``."""
-        found = await asyncio.to_thread(self.core.list_namespaced_config_map, namespace, label_selector=selector)
-        return list(found.items or [])
-
-    async def write_config_map(self, namespace: str, body: dict[str, Any], resource_version: str | None) -> None:
-        """Create it, or replace it when ``resource_version`` (of what was read) is still current; a conflict raises
-        ``ApiException`` 409 for the caller to read again."""
-        name = body["metadata"]["name"]
-        if resource_version is None:
-            await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body)  # type: ignore[arg-type]
-        else:
-            body["metadata"]["resourceVersion"] = resource_version
-            await asyncio.to_thread(self.core.replace_namespaced_config_map, name, namespace, body)  # type: ignore[arg-type]
-
-    async def delete_config_map(self, namespace: str, name: str) -> None:
-        try:
-            await asyncio.to_thread(self.core.delete_namespaced_config_map, name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
 
 __all__ = [
     "ALLOW_LABEL",

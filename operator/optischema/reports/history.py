@@ -1,7 +1,7 @@
 """Statement history for reports: what the custom resources alone do not keep.
 
 Each analysis adds a *point*: the cumulative ``pg_stat_statements`` counters of the top statements (by total time)
-and the database's index storage. Points are kept per target and UTC day (one ConfigMap each, see
+and the database's index storage. Points are kept per target and UTC day (one StatementHistory each, see
 ``kube/history.py``), gzip-compressed JSON whose statement texts are stored once per day::
 
     {"v": 1, "day": "2026-11-29", "q": {"<queryid>": "<normalised text>"},
@@ -108,7 +108,7 @@ def add(day: Day | None, point: Point, texts: dict[str, str]) -> Day:
 
 
 def thin(day: Day) -> Day:
-    """Every other point of the day, the last one kept: what keeps a day within a ConfigMap when analyses run very
+    """Every other point of the day, the last one kept: what keeps a day within its object when analyses run very
     often (intervals stay correct, only coarser)."""
     kept = day.points[::-1][::2][::-1]
     used = {c.query_id for p in kept for c in p.counters}
@@ -134,7 +134,7 @@ def encode(day: Day) -> bytes:
 
 
 def decode(data: bytes) -> Day:
-    """A day from its stored bytes; ``ValueError`` when they are not one (a hand-edited ConfigMap)."""
+    """A day from its stored bytes; ``ValueError`` when they are not one (a hand-edited StatementHistory)."""
     try:
         body = json.loads(gzip.decompress(data))
         if body.get("v") != VERSION:
