@@ -39,10 +39,10 @@ def host_problem(value: str) -> str | None:
         return f"{HOST_RULE} (non-ASCII characters: write an internationalised name in its xn-- form)"
     if ":" in value:
         try:
-            ipaddress.IPv6Address(value)
+            address = ipaddress.IPv6Address(value)
         except ValueError:
             return f"{HOST_RULE} (':' is only allowed in an IPv6 address; the port is spec.connection.port)"
-        return None
+        return f"{HOST_RULE} (no zone id)" if address.scope_id else None
     if re.fullmatch(HOSTNAME_PATTERN, value) is None:
         return HOST_RULE
     if re.fullmatch(r"[0-9.]+", value):

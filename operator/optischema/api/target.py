@@ -23,9 +23,9 @@ from .base import (
     cel_rules,
 )
 from .conditions import CONDITIONS_LIST, Condition
-from .network import ENDPOINT_URL_PATTERN, HOST_PATTERN, check_endpoint_url, check_host
 from .durations import Duration, duration_between
 from .indexchange import Verification
+from .network import ENDPOINT_URL_PATTERN, HOST_PATTERN, check_endpoint_url, check_host
 
 ChangeKind = Literal["createIndex", "dropIndex", "analyze", "setting"]
 """Kinds of change a policy can allow. ``queryRewrite`` is advice for developers and never applied."""

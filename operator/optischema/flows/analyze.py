@@ -139,7 +139,9 @@ async def analyze(dsn: ConnectTarget, options: AnalyzeOptions, progress: Progres
         ) from error
 
 
-async def _analyze(dsn: ConnectTarget, options: AnalyzeOptions, say: Progress, started: datetime, clock: float) -> AnalysisResult:
+async def _analyze(
+    dsn: ConnectTarget, options: AnalyzeOptions, say: Progress, started: datetime, clock: float
+) -> AnalysisResult:
     conn = await connect(dsn, timeout=options.connect_timeout)
     try:
         say("collecting statistics and catalogs", 0, 0)

@@ -29,9 +29,9 @@ from optischema.changes.windows import current_or_next
 from optischema.flows import advisor as advisors
 from optischema.flows.advisor import DEFAULT_CLUSTER_BUDGET
 from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze_off_loop
+from optischema.kube.client import secret_refused
 from optischema.lifecycle import target as lifecycle
 from optischema.postgres.collect import read_server
-from optischema.kube.client import secret_refused
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectParams, connect
 from optischema.telemetry import LLM_SUGGESTIONS, RECOMMENDATIONS
 
@@ -53,9 +53,7 @@ class Check:
     notes: list[str] = field(default_factory=list)
 
 
-def connect_params(
-    spec: PostgresTargetSpec, user: str, password: str, ca_pem: str | None = None
-) -> ConnectParams:
+def connect_params(spec: PostgresTargetSpec, user: str, password: str, ca_pem: str | None = None) -> ConnectParams:
     """How to reach the target as ``user``: each part apart, handed to asyncpg as keyword arguments (no DSN is
     ever formatted, so a crafted host cannot rewrite the database or TLS). ValueError for a host the model should
     have refused (checked again here: a spec may reach us without the API server's validation)."""

@@ -136,7 +136,9 @@ class Provider:
             )
         except (KeyError, IndexError, TypeError, ValueError) as error:
             # the error's type only: its text may quote the answer, which is the provider's to write
-            raise ProviderError(self.name, f"unexpected answer shape ({type(error).__name__})", retryable=False) from error
+            raise ProviderError(
+                self.name, f"unexpected answer shape ({type(error).__name__})", retryable=False
+            ) from error
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
