@@ -90,14 +90,28 @@ REPORTS = Counter("optischema_reports_total", "Scheduled reports written", ["nam
 TARGET_READY = Gauge("optischema_target_ready", "1 when the target is Ready", ["namespace", "target"])
 
 
+#: A logged exception (``exc_info=True``, ``log.exception``) as JSON: its type, message and frames (file, line,
+#: function), chained causes included — never the frames' local variables (structlog's ``dict_tracebacks`` shows
+#: them by default), which may hold a password, a DSN or a row of the database.
+TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False, use_rich=False)
+)
+
+
 def configure(log_format: str = "json", metrics_port: int = 0, *, verbose: bool = False) -> None:
-    renderer: Any = structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer()
+    # The console renderer prints a logged exception itself; the JSON one needs it turned into data first, or the
+    # traceback is lost (``exc_info`` would be rendered as ``true``).
+    renderers: list[Any] = (
+        [structlog.processors.StackInfoRenderer(), TRACEBACKS, structlog.processors.JSONRenderer()]
+        if log_format == "json"
+        else [structlog.dev.ConsoleRenderer()]
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,

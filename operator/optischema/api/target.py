@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import re2  # type: ignore[import-untyped]
@@ -218,6 +218,11 @@ class Period(ApiModel):
         return self
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    """Keep a field's default out of the CRD: the API server would write it into every stored object."""
+    schema.pop("default", None)
+
+
 class Sandbox(ApiModel):
     """The throwaway PostgreSQL each recommendation is benchmarked on before anyone approves it."""
 
@@ -227,9 +232,11 @@ class Sandbox(ApiModel):
     """PostgreSQL image; by default ``postgres:<major>`` of the target's server version."""
     resources: ResourceRequirements | None = None
     """Resources of the sandbox pod."""
-    data_mode: Literal["sample", "full", "synthetic"] = "sample"
+    data_mode: Literal["sample", "full", "synthetic"] = Field(default="synthetic", json_schema_extra=_no_default)
     """``sample`` copies a repeatable percentage of each table; ``full`` copies everything (only under
-    ``fullMaxSize``); ``synthetic`` generates rows from the target's statistics, copying no real value."""
+    ``fullMaxSize``); ``synthetic`` generates rows from the target's statistics, copying no real value. Unset, it
+    follows ``piiSafe``: ``synthetic`` while ``piiSafe`` is true (the default), ``sample`` when it is false. A mode
+    written here is honoured as written, ``sample`` and ``full`` included (they copy real rows into the sandbox)."""
     sample_percent: float = Field(default=10.0, gt=0, le=100)
     """Percentage of each table copied in ``sample`` mode."""
     max_rows_per_table: int = Field(default=1_000_000, ge=1)
@@ -240,9 +247,21 @@ class Sandbox(ApiModel):
     """Deadline of a sandbox pod (``activeDeadlineSeconds``); a sandbox past it is removed."""
     pii_safe: bool = True
     """In ``synthetic`` mode, copy no value of the target at all: most common values and histogram bounds shape
-    the generated rows but are never written. Turn off only where the target's values may leave it."""
+    the generated rows but are never written. It also makes ``synthetic`` the default ``dataMode``: no real row
+    reaches a sandbox unless ``dataMode`` asks for it. Turn off only where the target's values may leave it."""
     max_concurrent: int = Field(default=2, ge=1, le=20)
     """Sandboxes of this target running at once (the operator also has a cluster-wide limit)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_mode_follows_pii_safe(cls, data: object) -> object:
+        # No default in the CRD (the API server would write it into every object, and it could no longer tell
+        # "unset" from "sample"): the default is decided here, from piiSafe.
+        if isinstance(data, dict) and data.get("dataMode", data.get("data_mode")) is None:
+            pii_safe = data.get("piiSafe", data.get("pii_safe", True))
+            data = {k: v for k, v in data.items() if k not in ("dataMode", "data_mode")}
+            data["dataMode"] = "sample" if pii_safe is False else "synthetic"
+        return data
 
 
 LlmProviderName = Literal["openai", "deepseek", "gemini", "openaiCompatible"]

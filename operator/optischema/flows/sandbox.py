@@ -10,7 +10,7 @@ else runs as (see :func:`optischema.postgres.clone.create_bench_role`).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from optischema.api.target import Sandbox as SandboxSpec
@@ -33,7 +33,7 @@ class Provider(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Local:
-    dsn: str
+    dsn: str = field(repr=False)  # may hold a password: never in a log or a traceback
     server: LocalPostgres
 
 

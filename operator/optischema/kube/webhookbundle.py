@@ -15,7 +15,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from optischema.kube import certs
 
@@ -46,9 +46,9 @@ class Bundle(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     ca_crt: str
-    ca_key: str
+    ca_key: str = Field(repr=False)  # private keys: never in a log or a traceback
     tls_crt: str
-    tls_key: str
+    tls_key: str = Field(repr=False)
     ca_bundle: str
 
     def to_data(self) -> dict[str, str]:
