@@ -155,10 +155,16 @@ def test_the_kustomize_base_is_the_chart_rendered(helm: str, tmp_path: Path) -> 
 
 def test_cert_manager_issues_the_webhook_certificate_when_asked(helm: str) -> None:
     kinds = by_kind(render(helm, "webhook.certManager.enabled=true"))
-    certificate = kinds["Certificate"][0]["spec"]
+    certificates = {c["metadata"]["name"]: c["spec"] for c in kinds["Certificate"]}
+    certificate = certificates["rel-webhook"]
     assert certificate["dnsNames"] == ["rel-webhook.optischema-system.svc"]
-    assert certificate["issuerRef"] == {"kind": "Issuer", "name": "rel-selfsigned"}
+    # the chart's own small CA signs it (self-signed Issuer -> CA Certificate keeping its key -> CA Issuer)
+    assert certificate["issuerRef"] == {"kind": "Issuer", "name": "rel-webhook-ca"}
     assert kinds["Issuer"][0]["spec"] == {"selfSigned": {}}
+    assert certificates["rel-webhook-ca"]["isCA"] is True
+    assert certificates["rel-webhook-ca"]["issuerRef"] == {"kind": "Issuer", "name": "rel-selfsigned"}
+    assert certificates["rel-webhook-ca"]["privateKey"]["rotationPolicy"] == "Never"
+    assert kinds["Issuer"][1]["spec"] == {"ca": {"secretName": "rel-webhook-issuer"}}
     pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
     assert {"name": "webhook-tls", "secret": {"secretName": "rel-webhook-tls"}} in pod["volumes"]
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
