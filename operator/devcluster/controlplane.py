@@ -94,6 +94,9 @@ class ControlPlane:
         self.processes: list[_Process] = []
         self.api_port = api_port
         self.ca: Path = self.dir / "pki" / "ca.crt"
+        self.audit_log: Path = self.dir / "audit.log"
+        """The API server's audit log (JSON lines): every request on Secrets, at ``Metadata`` level (who, verb,
+        object, request URI, response code; never the data), so that tests can show which Secrets were read."""
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -294,11 +297,37 @@ class ControlPlane:
                 "none",  # the `kubernetes` Service would need a non-loopback IP
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
+                "--audit-policy-file",
+                str(self._write_audit_policy()),
+                "--audit-log-path",
+                str(self.audit_log),
+                "--audit-log-maxsize",
+                "0",  # never rotated: the tests read it whole
                 "--v",
                 "1",
             ],
         )
         self._wait(apiserver, self._apiserver_ready, "readiness (/readyz)")
+
+    def _write_audit_policy(self) -> Path:
+        """Secrets at ``Metadata`` level once the response is known; nothing else (a small log)."""
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\n"
+            "kind: Policy\n"
+            "omitStages: [RequestReceived]\n"
+            "rules:\n"
+            "  - level: Metadata\n"
+            '    resources: [{group: "", resources: [secrets]}]\n'
+            "  - level: None\n"
+        )
+        return policy
+
+    def audit_events(self) -> list[dict[str, object]]:
+        """The audit log's events so far (Secrets only, see :attr:`audit_log`)."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
 
     def _apiserver_ready(self) -> bool:
         context = ssl.create_default_context(cafile=str(self.ca))

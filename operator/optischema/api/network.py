@@ -19,8 +19,9 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 #: A host name (RFC 1123, optionally fully qualified with a trailing dot) or an IPv4 address.
 HOSTNAME_PATTERN = rf"^{_LABEL}(\.{_LABEL})*\.?$"
 #: What the CRD schema accepts (the API server's regular expressions): a host name, an IPv4 address, or the
-#: characters of an IPv6 address with at least one ':'. The model checks IPv6 exactly with :mod:`ipaddress`.
-HOST_PATTERN = rf"^({_LABEL}(\.{_LABEL})*\.?|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$"
+#: characters of an IPv6 address with at least two ':' (every IPv6 address has two; ``db:5432`` has one). The model
+#: checks IPv6 exactly with :mod:`ipaddress`.
+HOST_PATTERN = rf"^({_LABEL}(\.{_LABEL})*\.?|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$"
 HOST_RULE = "must be a host name (RFC 1123: letters, digits, '-' and '.') or an IP address, nothing else"
 
 #: What the CRD schema accepts for an endpoint URL: https, or http on a loopback host.
