@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optischema.analysis.redact import HIDDEN, redact, redact_error, redact_value
 
@@ -78,3 +80,13 @@ def test_nothing_the_scanner_cannot_read_passes_through() -> None:
 def test_a_bound_parameter_is_shown_without_its_value(value: object, shown: str) -> None:
     # redact(repr("O'Brien")) would read '"O'Brien"' as a quoted identifier and keep it
     assert redact_value(value) == shown
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab1 '\"$\\/*-eEU&xX(),.:=\n")) | st.characters(), max_size=60))
+def test_redaction_never_raises_and_never_returns_a_secret_it_was_given_in_a_literal(text: str) -> None:
+    assert isinstance(redact(text), str)
+    assert isinstance(redact_error(text), str)
+    secret = f"SELECT $q$zz-secret-{text.replace('$q$', '')}$q$, E'zz-\\'{text.replace(chr(39), '')}'"
+    assert "zz-" not in redact(secret)
+    assert "zz-" not in redact_error(secret)

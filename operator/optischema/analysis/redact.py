@@ -78,7 +78,7 @@ def redact_error(message: str) -> str:
             out.append(_redacted(text))
             break
         except Unreadable as error:
-            out.append(_redacted(text[: error.location]))
+            out.append(_readable_part(text[: error.location]))
             rest = text[error.location :]
             junk = _JUNK.match(rest) if str(error).startswith("trailing junk") else None
             if junk is None or not junk.end():
@@ -87,6 +87,17 @@ def redact_error(message: str) -> str:
             out.append("…")
             text = rest[junk.end() :]
     return "".join(out)
+
+
+def _readable_part(text: str) -> str:
+    """What comes before the place the scanner stopped, read on its own (it may stop earlier there: a backslash
+    is judged only once the whole text scanned); from where it stops again, ``…``."""
+    try:
+        return _redacted(text)
+    except Unreadable as error:
+        if not 0 <= error.location < len(text):
+            return "…"
+        return _readable_part(text[: error.location]) + "…"
 
 
 def _redacted(text: str) -> str:
