@@ -19,6 +19,11 @@ VIEWER = {
     ("delete", "tuningrecommendations"): "no",
     ("create", "indexchanges"): "no",
     ("get", "secrets"): "no",
+    ("list", "statementhistories"): "yes",  # kubectl optischema report
+    ("get", "tuningreports"): "yes",
+    ("delete", "statementhistories"): "no",
+    ("get", "configmaps"): "no",  # no ConfigMap at all: the history and reports are kinds of their own
+    ("list", "configmaps"): "no",
 }
 APPROVER = {
     ("get", "postgrestargets"): "yes",
@@ -29,6 +34,8 @@ APPROVER = {
     ("patch", "postgrestargets"): "no",
     ("create", "indexchanges"): "no",
     ("get", "secrets"): "no",
+    ("list", "tuningreports"): "yes",
+    ("get", "configmaps"): "no",
 }
 
 
@@ -47,7 +54,7 @@ def test_roles_grant_what_they_should_and_nothing_more(
 ) -> None:
     for (verb, resource), answer in expected.items():
         name, _, subresource = resource.partition("/")
-        args = ["auth", "can-i", verb, name if name == "secrets" else f"{name}.optischema.io", "-n", bound]
+        args = ["auth", "can-i", verb, name if name in ("secrets", "configmaps") else f"{name}.optischema.io", "-n", bound]
         if subresource:
             args.append(f"--subresource={subresource}")
         got = cluster.plane.kubectl(*args, user=user, check=False).strip()

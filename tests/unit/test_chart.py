@@ -48,18 +48,38 @@ def test_the_chart_lints(helm: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_defaults_watch_the_cluster_with_a_cluster_role_and_a_hardened_pod(helm: str) -> None:
+def test_the_defaults_watch_the_release_namespace_with_roles_and_a_hardened_pod(helm: str) -> None:
     kinds = by_kind(render(helm))
+    # Cluster-wide: the people roles, and the operator's right on its own two webhook configurations only.
     assert {d["metadata"]["name"] for d in kinds["ClusterRole"]} == {
-        "rel",
-        "rel-cluster",
+        "rel-webhooks",
         "optischema-viewer",
         "optischema-approver",
     }
-    assert "Role" not in kinds
+    (webhooks,) = [d for d in kinds["ClusterRole"] if d["metadata"]["name"] == "rel-webhooks"]
+    assert webhooks["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+            "resourceNames": ["rel.optischema.io"],
+            "verbs": ["get", "patch", "update"],
+        }
+    ]
+    assert {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds["Role"]} == {
+        ("optischema-system", "rel"),  # the operator in the watched namespace
+        ("optischema-system", "rel-release"),  # its webhook CA Secret
+        ("optischema-system", "rel-runner"),
+        ("optischema-system", "rel-analysis"),
+    }
+    assert {a["metadata"]["name"] for a in kinds["ServiceAccount"]} == {
+        "rel",
+        "rel-runner",
+        "rel-sandbox",
+        "rel-analysis",
+    }
     pod = kinds["Deployment"][0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["command"] == ["optischema", "run", "--all-namespaces"]
+    assert container["command"] == ["optischema", "run", "--namespace=optischema-system"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -73,7 +93,12 @@ def test_the_defaults_watch_the_cluster_with_a_cluster_role_and_a_hardened_pod(h
     )
     assert parsed.llm_cluster_daily_token_budget == 2_000_000
     assert parsed.operator_pod_labels["app.kubernetes.io/component"] == "operator"
-    assert set(kinds) == {"ServiceAccount", "Service", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+    assert (parsed.runner_service_account, parsed.sandbox_service_account, parsed.job_service_account) == (
+        "rel-runner",
+        "rel-sandbox",
+        "rel-analysis",
+    )
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= set(kinds)
 
 
 def test_namespaced_mode_replicas_and_monitoring(helm: str) -> None:
@@ -89,14 +114,35 @@ def test_namespaced_mode_replicas_and_monitoring(helm: str) -> None:
         )
     )
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds["Role"]}
-    assert roles == {("shop", "rel"), ("billing", "rel")}
-    assert len(kinds["RoleBinding"]) == 2
+    assert roles == {
+        (namespace, name) for namespace in ("shop", "billing") for name in ("rel", "rel-runner", "rel-analysis")
+    } | {("optischema-system", "rel-release")}  # the webhook CA Secret stays in the release's namespace
+    assert len(kinds["RoleBinding"]) == 7
+    operator = next(r for r in kinds["Role"] if (r["metadata"]["namespace"], r["metadata"]["name"]) == ("shop", "rel"))
+    # Peering between replicas, and the impersonation of this namespace's runner, by name.
+    assert {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]} in (
+        operator["rules"]
+    )
+    assert {
+        "apiGroups": [""],
+        "resources": ["serviceaccounts"],
+        "resourceNames": ["rel-runner"],
+        "verbs": ["impersonate"],
+    } in operator["rules"]
+    # No create on pods, Jobs or NetworkPolicies for the operator itself: its runner has them.
+    granted = {(res, verb) for rule in operator["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    assert not {("pods", "create"), ("jobs", "create"), ("networkpolicies", "create")} & granted
+    policies = {p["metadata"]["name"]: p for p in kinds["ValidatingAdmissionPolicy"]}
+    assert policies["rel-runner-pods.optischema.io"]["spec"]["matchConditions"][0]["expression"] == (
+        "request.userInfo.username in "
+        '["system:serviceaccount:shop:rel-runner","system:serviceaccount:billing:rel-runner"]'
+    )
     assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in kinds["KopfPeering"]} == {
         ("shop", "optischema"),
         ("billing", "optischema"),
     }
     assert {r["metadata"]["name"] for r in kinds["ClusterRole"]} == {
-        "rel-cluster",
+        "rel-webhooks",
         "optischema-viewer",
         "optischema-approver",
     }
@@ -176,10 +222,55 @@ def test_cert_manager_issues_the_webhook_certificate_when_asked(helm: str) -> No
 
 
 def test_replicas_of_a_cluster_wide_operator_peer_cluster_wide(helm: str) -> None:
-    kinds = by_kind(render(helm, "replicaCount=3"))
+    kinds = by_kind(render(helm, "replicaCount=3", "watchAllNamespaces=true"))
     assert [p["metadata"]["name"] for p in kinds["ClusterKopfPeering"]] == ["optischema"]
     command = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command == ["optischema", "run", "--all-namespaces", "--peering"]
+
+
+def test_the_cluster_wide_mode_is_explicit_and_adds_only_what_the_readme_lists(helm: str) -> None:
+    kinds = by_kind(render(helm, "watchAllNamespaces=true"))
+    assert {r["metadata"]["name"] for r in kinds["ClusterRole"]} == {
+        "rel",  # the operator's namespaced rules, in every namespace
+        "rel-cluster",  # kopf's watch of CRDs
+        "rel-runner",  # the one runner, in the release's namespace, creates sandboxes and Jobs anywhere
+        "rel-analysis",  # for people to bind to the analysis ServiceAccount of each namespace with job analyses
+        "rel-webhooks",
+        "optischema-viewer",
+        "optischema-approver",
+    }
+    cluster = next(r for r in kinds["ClusterRole"] if r["metadata"]["name"] == "rel-cluster")
+    assert cluster["rules"] == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    # The operator still impersonates only its runner, by name, in the release's namespace.
+    impersonate = next(r for r in kinds["Role"] if r["metadata"]["name"] == "rel-impersonate")
+    assert impersonate["metadata"]["namespace"] == "optischema-system"
+    assert impersonate["rules"][0]["resourceNames"] == ["rel-runner"]
+    env = {e["name"]: e["value"] for e in kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OPTISCHEMA_RUNNER_SERVICE_ACCOUNT"] == "system:serviceaccount:optischema-system:rel-runner"
+    assert env["OPTISCHEMA_SANDBOX_SERVICE_ACCOUNT"] == ""  # each namespace's default, without a token
+    refused = subprocess.run(
+        [helm, "template", "rel", str(CHART), "--kube-version", "1.36.3", "--set", "watchAllNamespaces=true",
+         "--set", "watchNamespaces={shop}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "watchNamespaces and watchAllNamespaces: set one of them, not both" in refused.stderr
+
+
+def test_the_chart_s_people_roles_are_the_manifests(helm: str) -> None:
+    """manifests/rbac (applied without Helm, and by the embedded cluster) grants what the chart's roles grant."""
+    rendered = {r["metadata"]["name"]: r["rules"] for r in by_kind(render(helm))["ClusterRole"]}
+    for name in ("viewer", "approver"):
+        manifest = yaml.safe_load((ROOT / "manifests/rbac" / f"{name}.yaml").read_text())
+        assert manifest["rules"] == rendered[f"optischema-{name}"], name
+        granted = {res for rule in manifest["rules"] for res in rule["resources"]}
+        assert not {"configmaps", "secrets"} & granted, name  # reports and history are kinds of their own
 
 
 def test_the_cluster_default_sinks_reach_the_operator_as_its_setting(helm: str, tmp_path: Path) -> None:

@@ -55,7 +55,32 @@ NetworkPolicies, and analysis Jobs (the operator itself may create none of these
 {{- default (printf "%s-webhook.%s.svc" (include "optischema.name" .) .Release.Namespace) .Values.webhook.host -}}
 {{- end -}}
 
-{{/* What the operator does in a watched namespace (Role or ClusterRole rules). */}}
+{{/* The namespaces the operator watches, as JSON: watchNamespaces, else the release's own; [] when it watches the
+whole cluster (watchAllNamespaces). */}}
+{{- define "optischema.watchNamespaces" -}}
+{{- if .Values.watchAllNamespaces -}}
+{{- if .Values.watchNamespaces -}}
+{{- fail "watchNamespaces and watchAllNamespaces: set one of them, not both" -}}
+{{- end -}}
+[]
+{{- else -}}
+{{- default (list .Release.Namespace) .Values.watchNamespaces | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The user name the operator impersonates to create sandboxes and analysis Jobs (OPTISCHEMA_RUNNER_SERVICE_ACCOUNT):
+the runner's bare name (the runner of the object's own namespace), or, watching the whole cluster, the one runner in
+the release's namespace. */}}
+{{- define "optischema.runnerSetting" -}}
+{{- if .Values.watchAllNamespaces -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "optischema.runnerServiceAccount" . }}
+{{- else -}}
+{{- include "optischema.runnerServiceAccount" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What the operator does in a watched namespace (Role, or ClusterRole when it watches the whole cluster). It
+creates no pod, Job, NetworkPolicy or Secret itself: the runner does, impersonated (optischema.runnerRules). */}}
 {{- define "optischema.namespacedRules" -}}
 - apiGroups: [optischema.io]
   resources: [postgrestargets, tuningrecommendations, indexchanges]
@@ -63,25 +88,79 @@ NetworkPolicies, and analysis Jobs (the operator itself may create none of these
 - apiGroups: [optischema.io]
   resources: [postgrestargets/status, tuningrecommendations/status, indexchanges/status]
   verbs: [get, patch, update]
+# Statement history (one StatementHistory per target and day, deleted after its retention) and scheduled reports:
+# kinds of their own, so that people may read them without reading ConfigMaps.
+- apiGroups: [optischema.io]
+  resources: [statementhistories, tuningreports]
+  verbs: [get, list, create, update, patch, delete]
+# Database credentials, CA certificates, LLM keys and notification URLs that specs name. RBAC cannot grant by
+# label: the operator reads a Secret only when it is labelled optischema.io/allow: "true", asking for it as a list
+# filtered by that label and its name (so a Secret without the label never leaves the API server), or when it is
+# listed in allowedSecrets (a get). No watch.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create, delete]           # target credentials; sandbox passwords (owned by their pod)
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch, create, delete]   # sandbox pods
+  verbs: [get, list]
+# The LLM advisor's cache and token counts (ConfigMap <target>-llm): no list, no delete.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, update, delete]   # LLM cache and token counts; statement history (deleted after its retention); reports
+  verbs: [get, create, update]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
-- apiGroups: [batch]
-  resources: [jobs]
-  verbs: [get, create]                   # analysis Jobs (spec.analysis.runner: job)
-- apiGroups: [networking.k8s.io]
-  resources: [networkpolicies]
-  verbs: [create, delete]                # each sandbox admits the operator only
+{{- if gt (int .Values.replicaCount) 1 }}
+# kopf peering between replicas (one active).
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
+{{- end }}
+{{- end -}}
+
+{{/* What the runner does in a namespace: the operator's hands for sandboxes and analysis Jobs. The admission policy
+(runner-policy.yaml) further limits what it may create (the sandbox or analysis ServiceAccount, no token, the
+operator's image for Jobs, Opaque Secrets) and delete (objects labelled as sandboxes). */}}
+{{- define "optischema.runnerRules" -}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, create, delete]           # sandbox pods (get: waiting until ready)
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, delete]                # each sandbox's password; never read back
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, delete]                # each sandbox admits the operator only
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, create]                   # analysis Jobs (spec.analysis.runner: job); get: whether one failed
+# Owner references with blockOwnerDeletion (sandbox pod -> recommendation, Secret and NetworkPolicy -> pod, Job ->
+# target) need this where the OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
+- apiGroups: [optischema.io]
+  resources: [tuningrecommendations/finalizers, postgrestargets/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [pods/finalizers]
+  verbs: [update]
+{{- end -}}
+
+{{/* What an analysis Job (spec.analysis.runner: job) does in its target's namespace, as the analysis ServiceAccount:
+read its target and the Secrets it names, record the result, write recommendations and the statement history, keep
+the LLM advisor's cache. */}}
+{{- define "optischema.analysisRules" -}}
+- apiGroups: [optischema.io]
+  resources: [postgrestargets]
+  verbs: [get]
+- apiGroups: [optischema.io]
+  resources: [postgrestargets/status, tuningrecommendations/status]
+  verbs: [patch]
+- apiGroups: [optischema.io]
+  resources: [tuningrecommendations]
+  verbs: [get, list, create, patch]
+- apiGroups: [optischema.io]
+  resources: [statementhistories]
+  verbs: [get, list, create, update, delete]   # a point per analysis; days past retention deleted
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list]                           # read as the operator does: labelled optischema.io/allow only
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, update]                 # the LLM advisor's cache and token counts (<target>-llm)
 {{- end -}}
