@@ -7,13 +7,30 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from optischema.api.quantity import parse_quantity
 from optischema.api.target import NotificationSink
 
 #: ``namespace/name`` of a Secret.
 SECRET_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+
+
+def _image_template(template: str) -> str:
+    """A sandbox image template may hold ``{major}`` and no other placeholder."""
+    try:
+        template.format(major=15)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(
+            f"sandbox_image {template!r} must be an image reference where only {{major}} is replaced ({error!r})"
+        ) from None
+    return template
+
+
+def _quantity(value: str) -> str:
+    parse_quantity(value)
+    return value
 
 
 class Settings(BaseSettings):
@@ -103,6 +120,25 @@ class Settings(BaseSettings):
     """First wait before retrying after a lock timeout (doubled each time, at most 60 s)."""
     max_sandboxes: int = Field(default=4, ge=1, le=200)
     """Sandbox pods running at once across all targets (each target also has ``spec.sandbox.maxConcurrent``)."""
+    sandbox_image: Annotated[str, AfterValidator(_image_template)] = Field(
+        default="postgres:{major}", min_length=1, max_length=512
+    )
+    """Sandbox image when a target's ``spec.sandbox.image`` is empty (``OPTISCHEMA_SANDBOX_IMAGE``): a template in
+    which ``{major}`` is the target's major version, e.g. ``registry.example/mirror/postgres:{major}`` for a private
+    registry. The image must start PostgreSQL as the official image's entrypoint does (``POSTGRES_*`` variables,
+    ``PGDATA``) and run as ``sandbox_run_as_user``."""
+    sandbox_images: dict[Annotated[str, Field(pattern=r"^[0-9]{1,2}$")], Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict, max_length=20
+    )
+    """Per major version, the image to use instead of ``sandbox_image`` (JSON in ``OPTISCHEMA_SANDBOX_IMAGES``), for
+    digest pins: ``{"15": "registry.example/postgres@sha256:…"}``."""
+    sandbox_run_as_user: int = Field(default=999, ge=1, le=2_147_483_647)
+    """uid and gid sandbox pods run as: the image's ``postgres`` user (999 in the official Debian-based images, 70 in
+    the Alpine ones). Pod Security "restricted" needs a non-root user the kubelet can check by number."""
+    sandbox_storage_limit: Annotated[str, AfterValidator(_quantity)] = "4Gi"
+    """``sizeLimit`` of a sandbox's data ``emptyDir`` when the target's ``spec.sandbox.storageLimit`` is empty (a
+    ``full`` copy gets at least twice its ``fullMaxSize``). Sized for the default sample: 10 % of each table, at
+    most a million rows each. A pod that writes more is evicted, and its benchmark fails."""
     sandbox_ready_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
     """How long a sandbox pod may take to become ready before it is removed and the benchmark recorded as
     failed (``SandboxNotReady``)."""

@@ -4,11 +4,13 @@ the pod it asks for. Table-driven where the cases are data."""
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from optischema.analysis.latency import Timing, percentile, summarise
 from optischema.analysis.parameters import Parameter, ParameterError, Source, plan_parameters, runnable
@@ -16,10 +18,22 @@ from optischema.analysis.redact import redact_error
 from optischema.analysis.statements import Catalog, prepare_text
 from optischema.analysis.synthetic import CannotGenerate, ColumnStats, rows
 from optischema.api.recommendation import Benchmark, TuningRecommendationSpec
+from optischema.api.target import Sandbox as SandboxSpec
 from optischema.changes.ddl import render_create
 from optischema.flows.benchmark import Outcome, plan_for
 from optischema.flows.benchmarking import needs_benchmark, recorded
-from optischema.kube.sandboxes import network_policy_manifest, pod_manifest, pod_name, secret_manifest
+from optischema.flows.sandbox import PodDefaults
+from optischema.kube.jobs import analysis_job
+from optischema.kube.podsecurity import with_default_resources
+from optischema.kube.sandboxes import (
+    DEFAULT_RESOURCES,
+    image_for,
+    network_policy_manifest,
+    pod_manifest,
+    pod_name,
+    secret_manifest,
+)
+from optischema.settings import Settings
 
 CATALOG = Catalog(
     {
@@ -315,3 +329,181 @@ def test_the_sandbox_runs_the_change_rendered_from_the_structure_never_the_sql_t
     assert plan.change_sql == render_create(spec.change.index)
     assert "DROP TABLE" not in plan.change_sql
     assert "PROGRAM" not in plan.change_sql
+
+
+# -- Pod Security "restricted" (the API server's check is tried in tests/k8s/test_restricted.py) -------------------
+
+TARGET = {
+    "apiVersion": "optischema.io/v1alpha1",
+    "kind": "PostgresTarget",
+    "metadata": {"name": "shop", "namespace": "team", "uid": "t-1"},
+    "spec": {"analysis": {"runner": "job"}},
+}
+
+
+def restricted_violations(spec: dict[str, Any]) -> list[str]:
+    """What Pod Security "restricted" (and our own bar: read-only root, limits, bounded emptyDirs) finds wrong."""
+    found = []
+    pod = spec.get("securityContext") or {}
+    if (pod.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        found.append("pod seccompProfile")
+    for container in spec["containers"]:
+        ctx = {**pod, **(container.get("securityContext") or {})}
+        name = container["name"]
+        if ctx.get("runAsNonRoot") is not True or not isinstance(ctx.get("runAsUser"), int) or ctx["runAsUser"] == 0:
+            found.append(f"{name}: runAsNonRoot with a numeric non-zero runAsUser")
+        if container["securityContext"].get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation")
+        if container["securityContext"].get("capabilities") != {"drop": ["ALL"]}:
+            found.append(f"{name}: capabilities")
+        if container["securityContext"].get("readOnlyRootFilesystem") is not True:
+            found.append(f"{name}: readOnlyRootFilesystem")
+        resources = container.get("resources") or {}
+        if not {"cpu", "memory"} <= set(resources.get("requests") or {}) or "memory" not in (
+            resources.get("limits") or {}
+        ):
+            found.append(f"{name}: requests and limits")
+    for volume in spec.get("volumes") or []:
+        if set(volume) - {"name"} != {"emptyDir"} or "sizeLimit" not in volume["emptyDir"]:
+            found.append(f"volume {volume['name']}: only bounded emptyDirs")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("what", "spec"),
+    [
+        ("sandbox, defaults", pod_manifest(REC, image="postgres:15", resources=None, deadline_seconds=600)["spec"]),
+        (
+            "sandbox, the spec's resources and a service account",
+            pod_manifest(
+                REC,
+                image="registry.example/postgres@sha256:" + "a" * 64,
+                resources={"requests": {"memory": "4Gi"}},
+                deadline_seconds=600,
+                storage_limit="20Gi",
+                run_as_user=70,
+                service_account="optischema-sandbox",
+            )["spec"],
+        ),
+        (
+            "analysis job",
+            analysis_job(TARGET, image="optischema:dev", service_account="sa", sample_seconds=0, token="t")["spec"][
+                "template"
+            ]["spec"],
+        ),
+    ],
+)
+def test_our_pods_carry_every_restricted_field(what: str, spec: dict[str, Any]) -> None:
+    assert restricted_violations(spec) == [], what
+
+
+def test_the_check_itself_sees_the_former_sandbox_pod() -> None:
+    """The control: the pod as it was (root-capable defaults, no seccomp, an unbounded emptyDir) fails the check."""
+    former = {
+        "containers": [{"name": "postgres", "securityContext": {"allowPrivilegeEscalation": False, "runAsUser": 999}}],
+        "volumes": [{"name": "data", "emptyDir": {}}],
+    }
+    assert restricted_violations(former) == [
+        "pod seccompProfile",
+        "postgres: runAsNonRoot with a numeric non-zero runAsUser",
+        "postgres: capabilities",
+        "postgres: readOnlyRootFilesystem",
+        "postgres: requests and limits",
+        "volume data: only bounded emptyDirs",
+    ]
+
+
+def test_the_sandbox_writes_only_to_bounded_emptydirs_and_has_no_token() -> None:
+    pod = pod_manifest(
+        REC, image="postgres:15", resources=None, deadline_seconds=600, storage_limit="7Gi", service_account="sbx"
+    )
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == "sbx"
+    assert {v["name"]: v["emptyDir"]["sizeLimit"] for v in spec["volumes"]} == {
+        "data": "7Gi",
+        "run": "16Mi",
+        "tmp": "1Gi",
+    }
+    mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts == {"/var/lib/postgresql/data", "/var/run/postgresql", "/tmp"}
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["PGDATA"].startswith("/var/lib/postgresql/data/")  # inside the writable volume
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsUser"] == 999
+    assert "serviceAccountName" not in pod_manifest(REC, image="p", resources=None, deadline_seconds=60)["spec"]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, DEFAULT_RESOURCES),
+        (
+            {"limits": {"memory": "8Gi"}},
+            {"requests": DEFAULT_RESOURCES["requests"], "limits": {**DEFAULT_RESOURCES["limits"], "memory": "8Gi"}},
+        ),
+        # A request above the default limit raises that limit; a limit under the default request lowers it.
+        (
+            {"requests": {"memory": "4Gi"}},
+            {"requests": {"cpu": "250m", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        ),
+        (
+            {"limits": {"cpu": "100m"}},
+            {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "100m", "memory": "2Gi"}},
+        ),
+    ],
+    ids=["none", "a limit", "a large request", "a small limit"],
+)
+def test_default_resources_fill_what_the_spec_leaves_out(given: Any, expected: dict[str, Any]) -> None:
+    assert with_default_resources(given, DEFAULT_RESOURCES) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec_image", "template", "per_major", "expected"),
+    [
+        (None, "postgres:{major}", {}, "postgres:16"),
+        (None, "registry.example/mirror/postgres:{major}-bookworm", {}, "registry.example/mirror/postgres:16-bookworm"),
+        (
+            None,
+            "postgres:{major}",
+            {"16": "registry.example/pg@sha256:" + "b" * 64},
+            "registry.example/pg@sha256:" + "b" * 64,
+        ),
+        (None, "postgres:{major}", {"15": "pinned@sha256:" + "c" * 64}, "postgres:16"),  # another major's pin
+        ("mine/postgres:16", "registry.example/postgres:{major}", {"16": "x"}, "mine/postgres:16"),  # the target's own
+    ],
+)
+def test_the_sandbox_image_is_overridable_cluster_wide(
+    spec_image: str | None, template: str, per_major: dict[str, str], expected: str
+) -> None:
+    assert image_for(16, spec_image=spec_image, template=template, per_major=per_major) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OPTISCHEMA_SANDBOX_IMAGE": "postgres:{version}"}, "only {major} is replaced"),
+        ({"OPTISCHEMA_SANDBOX_IMAGE": "postgres:{0}"}, "only {major} is replaced"),
+        ({"OPTISCHEMA_SANDBOX_IMAGES": '{"latest": "postgres"}'}, "sandbox_images"),
+        ({"OPTISCHEMA_SANDBOX_STORAGE_LIMIT": "lots"}, "is not a quantity"),
+    ],
+)
+def test_sandbox_settings_are_checked_at_start(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "expected"),
+    [
+        ({}, "4Gi"),
+        ({"storageLimit": "12Gi"}, "12Gi"),
+        ({"dataMode": "full", "fullMaxSize": "10Gi"}, str(20 * 2**30)),  # twice the copy
+        ({"dataMode": "full", "fullMaxSize": "1Gi"}, "4Gi"),  # the setting is larger
+    ],
+)
+def test_the_data_volume_is_sized_for_the_copy(sandbox: dict[str, Any], expected: str) -> None:
+    assert PodDefaults().storage_for(SandboxSpec.model_validate(sandbox)) == expected

@@ -231,7 +231,11 @@ class Sandbox(ApiModel):
     image: str | None = Field(default=None, min_length=1, max_length=512)
     """PostgreSQL image; by default ``postgres:<major>`` of the target's server version."""
     resources: ResourceRequirements | None = None
-    """Resources of the sandbox pod."""
+    """Resources of the sandbox pod; what it leaves out comes from the operator's defaults (requests 250m CPU and
+    256Mi memory, limits 2 CPUs and 2Gi)."""
+    storage_limit: Quantity | None = None
+    """``sizeLimit`` of the sandbox's data volume (an ``emptyDir``); by default the operator's
+    ``sandbox_storage_limit`` (4Gi), or twice ``fullMaxSize`` in ``full`` mode. A pod that writes more is evicted."""
     data_mode: Literal["sample", "full", "synthetic"] = Field(default="synthetic", json_schema_extra=_no_default)
     """``sample`` copies a repeatable percentage of each table; ``full`` copies everything (only under
     ``fullMaxSize``); ``synthetic`` generates rows from the target's statistics, copying no real value. Unset, it

@@ -11,7 +11,7 @@ import kopf
 from optischema.api.resources import GROUP, VERSION
 from optischema.flows import target as target_flow
 from optischema.flows.benchmarking import Queue
-from optischema.flows.sandbox import PodProvider
+from optischema.flows.sandbox import PodDefaults, PodProvider
 from optischema.handlers.lifetime import alive, owned, without_finalizer
 from optischema.kube.client import current_namespace
 from optischema.kube.runner import Runner
@@ -25,7 +25,7 @@ def make_queue(memo: kopf.Memo) -> Queue:
     # operator's own may not create pods.
     memo.runner = Runner(settings.runner_service_account)
     pods = Pods(settings.operator_namespace or current_namespace(), settings.operator_pod_labels, memo.runner)
-    provider = PodProvider(pods, settings.sandbox_ready_timeout_seconds)
+    provider = PodProvider(pods, settings.sandbox_ready_timeout_seconds, PodDefaults.from_settings(settings))
     return Queue(
         memo.kube,
         provider,

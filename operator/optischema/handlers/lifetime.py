@@ -106,9 +106,7 @@ def _forget_old(gone: dict[str, float], now: float) -> None:
 
 
 def _on_event(plural: str) -> Callable[..., Any]:
-    async def gone_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        if type != "DELETED":
-            return
+    async def gone_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         uid = body.get("metadata", {}).get("uid")
         if not uid:
             return
@@ -122,7 +120,12 @@ def _on_event(plural: str) -> Callable[..., Any]:
             task.add_done_callback(memo.background.discard)
 
     gone_event.__qualname__ = gone_event.__name__ = f"gone_{plural}"
-    return kopf.on.event(GROUP, VERSION, plural, id=f"gone-{plural}")(gone_event)
+    return kopf.on.event(GROUP, VERSION, plural, id=f"gone-{plural}", when=_deleted)(gone_event)
+
+
+def _deleted(type: str, **_: Any) -> bool:
+    """Only DELETED events reach the handler (kopf would log every other one it handled, at info)."""
+    return type == "DELETED"
 
 
 for _plural in DAEMON_KINDS:

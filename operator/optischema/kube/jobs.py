@@ -1,4 +1,7 @@
-"""Analysis Jobs: the same image's ``optischema analyze-target``, owned by the target, cleaned up after a while."""
+"""Analysis Jobs: the same image's ``optischema analyze-target``, owned by the target, cleaned up after a while.
+
+Its Pod passes Pod Security "restricted" (as the sandbox pods do, :mod:`optischema.kube.sandboxes`); unlike them it
+keeps its ServiceAccount token, which is how it reads its target and records the analysis."""
 
 from __future__ import annotations
 
@@ -6,7 +9,18 @@ import hashlib
 from typing import Any
 
 from optischema.api.resources import owner_reference
+from optischema.kube.podsecurity import restricted_security_context, with_default_resources
 
+#: uid and gid of the operator's image (its Dockerfile's ``USER 10001:10001``), given by number so that Pod Security
+#: "restricted" can check that it is not root.
+RUN_AS_USER = 10001
+#: Resources when ``spec.analysis.jobResources`` gives none (an analysis holds one workload snapshot in memory).
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
+#: ``sizeLimit`` of the Job's only writable place, ``/tmp`` (the root filesystem is read-only).
+TMP_LIMIT = "256Mi"
 #: Finished Jobs (and their Pods) are kept this long for inspection.
 TTL_SECONDS = 3600
 DEADLINE_SECONDS = 3600
@@ -25,17 +39,18 @@ def analysis_job(
     meta = target["metadata"]
     suffix = hashlib.sha256(f"{meta['uid']}/{token}".encode()).hexdigest()[:8]
     name = f"{meta['name'][:52]}-analysis-{suffix}"
-    resources = (target["spec"].get("analysis") or {}).get("jobResources") or {}
+    resources = (target["spec"].get("analysis") or {}).get("jobResources") or None
+    pod_security, container_security = restricted_security_context(RUN_AS_USER)
     container: dict[str, Any] = {
         "name": "analyze",
         "image": image,
         "command": ["optischema", "analyze-target", "--namespace", meta["namespace"], "--target", meta["name"]],
         "env": [{"name": "OPTISCHEMA_SAMPLE_SECONDS", "value": str(sample_seconds)}]
         + ([{"name": "OPTISCHEMA_OPERATOR_NAMESPACE", "value": operator_namespace}] if operator_namespace else []),
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True},
+        "securityContext": container_security,
+        "resources": with_default_resources(resources, DEFAULT_RESOURCES),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    if resources:
-        container["resources"] = resources
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -51,7 +66,13 @@ def analysis_job(
             "activeDeadlineSeconds": DEADLINE_SECONDS,
             "template": {
                 "metadata": {"labels": {"optischema.io/target": meta["name"]}},
-                "spec": {"restartPolicy": "Never", "serviceAccountName": service_account, "containers": [container]},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": service_account,
+                    "securityContext": pod_security,
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_LIMIT}}],
+                },
             },
         },
     }

@@ -17,13 +17,14 @@ import asyncio
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from kubernetes.client.exceptions import ApiException
 
 from optischema.api.resources import owner_reference
+from optischema.kube.podsecurity import restricted_security_context, with_default_resources
 from optischema.kube.runner import Runner
 
 COMPONENT = "sandbox"
@@ -45,12 +46,37 @@ class SandboxError(RuntimeError):
 class PodSandbox:
     namespace: str
     name: str
-    dsn: str = field(repr=False)  # holds the sandbox's generated password: never in a log or a traceback
+    dsn: str
 
 
 def pod_name(recommendation: str) -> str:
     digest = hashlib.sha256(recommendation.encode()).hexdigest()[:6]
     return f"{recommendation[:48]}-sbx-{digest}"
+
+
+#: uid (and gid) of the ``postgres`` user in the official Debian-based images (the Alpine ones use 70): the
+#: entrypoint runs as it, with no root step, when PGDATA and the socket directory are writable.
+POSTGRES_UID = 999
+#: Where the image's server writes: its data (``PGDATA`` below it), its socket, temporary files. Everything else
+#: of the root filesystem is read-only.
+DATA_DIR = "/var/lib/postgresql/data"
+WRITABLE = {"data": DATA_DIR, "run": "/var/run/postgresql", "tmp": "/tmp"}
+#: ``sizeLimit`` of the socket and temporary-file emptyDirs (the data's comes from the spec or the setting).
+SMALL_VOLUME_LIMIT = {"run": "16Mi", "tmp": "1Gi"}
+#: Resources when the spec gives none: enough for a sample-mode copy and the timed runs, bounded so that a runaway
+#: benchmark cannot starve the node.
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+
+
+def image_for(major: int, *, spec_image: str | None, template: str, per_major: dict[str, str]) -> str:
+    """The sandbox image: the target's own (``spec.sandbox.image``), else the cluster's pin for this major version
+    (``per_major``, e.g. a digest), else ``template`` with ``{major}`` filled in (a private registry's path)."""
+    if spec_image:
+        return spec_image
+    return per_major.get(str(major)) or template.format(major=major)
 
 
 def pod_manifest(
@@ -59,7 +85,13 @@ def pod_manifest(
     image: str,
     resources: dict[str, Any] | None,
     deadline_seconds: int,
+    storage_limit: str = "4Gi",
+    run_as_user: int = POSTGRES_UID,
+    service_account: str | None = None,
 ) -> dict[str, Any]:
+    """The sandbox Pod: passes Pod Security "restricted" with a read-only root filesystem (PostgreSQL writes only
+    to its emptyDirs, each with a ``sizeLimit``), no ServiceAccount token, default requests and limits, and the
+    ServiceAccount ``service_account`` (one with no rights) when given."""
     meta = recommendation["metadata"]
     name = pod_name(meta["name"])
     labels = {
@@ -68,6 +100,7 @@ def pod_manifest(
         LABEL_RECOMMENDATION: meta["name"],
         LABEL_TARGET: recommendation["spec"]["targetRef"]["name"],
     }
+    pod_security, container_security = restricted_security_context(run_as_user)
     container: dict[str, Any] = {
         "name": "postgres",
         "image": image,
@@ -76,17 +109,28 @@ def pod_manifest(
             {"name": "POSTGRES_USER", "value": USER},
             {"name": "POSTGRES_DB", "value": DATABASE},
             {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
-            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+            {"name": "PGDATA", "value": f"{DATA_DIR}/pgdata"},
         ],
         "readinessProbe": {
             "exec": {"command": ["pg_isready", "-U", USER, "-d", DATABASE, "-h", "127.0.0.1"]},
             "periodSeconds": 2,
         },
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsUser": 999, "runAsNonRoot": True},
-        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+        "securityContext": container_security,
+        "resources": with_default_resources(resources, DEFAULT_RESOURCES),
+        "volumeMounts": [{"name": volume, "mountPath": path} for volume, path in WRITABLE.items()],
     }
-    if resources:
-        container["resources"] = resources
+    limits = {"data": storage_limit, **SMALL_VOLUME_LIMIT}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": deadline_seconds,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security,
+        "containers": [container],
+        "volumes": [{"name": volume, "emptyDir": {"sizeLimit": limits[volume]}} for volume in WRITABLE],
+    }
+    if service_account:
+        spec["serviceAccountName"] = service_account
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -96,14 +140,7 @@ def pod_manifest(
             "labels": labels,
             "ownerReferences": [owner_reference(recommendation)],
         },
-        "spec": {
-            "restartPolicy": "Never",
-            "activeDeadlineSeconds": deadline_seconds,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "containers": [container],
-            "volumes": [{"name": "data", "emptyDir": {}}],
-        },
+        "spec": spec,
     }
 
 
@@ -176,12 +213,18 @@ class Pods:
         resources: dict[str, Any] | None,
         deadline_seconds: int,
         ready_timeout: float,
+        storage_limit: str = "4Gi",
+        run_as_user: int = POSTGRES_UID,
+        service_account: str | None = None,
     ) -> PodSandbox:
         pod = pod_manifest(
             recommendation,
             image=image,
             resources=resources,
             deadline_seconds=deadline_seconds,
+            storage_limit=storage_limit,
+            run_as_user=run_as_user,
+            service_account=service_account,
         )
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         core, networking = self.runner.core(namespace), self.runner.networking(namespace)
