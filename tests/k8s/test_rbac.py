@@ -54,7 +54,8 @@ def test_roles_grant_what_they_should_and_nothing_more(
 ) -> None:
     for (verb, resource), answer in expected.items():
         name, _, subresource = resource.partition("/")
-        args = ["auth", "can-i", verb, name if name in ("secrets", "configmaps") else f"{name}.optischema.io", "-n", bound]
+        kind = name if name in ("secrets", "configmaps") else f"{name}.optischema.io"
+        args = ["auth", "can-i", verb, kind, "-n", bound]
         if subresource:
             args.append(f"--subresource={subresource}")
         got = cluster.plane.kubectl(*args, user=user, check=False).strip()

@@ -82,7 +82,8 @@ def release(cluster: Cluster, namespace: str) -> Iterator[Release]:
 
 def can_i(release: Release, subject: str, verb: str, resource: str, where: str) -> str:
     """``kubectl auth can-i`` for ``subject``: alice and bob with their own tokens, ServiceAccounts impersonated by the
-    administrator. ``resource``: ``kind``, ``kind/name`` or ``kind#subresource``; ``where``: a namespace, ``*`` for every namespace, empty for a cluster-scoped resource."""
+    administrator. ``resource``: ``kind``, ``kind/name`` or ``kind#subresource``; ``where``: a namespace, ``*``
+    for every namespace, empty for a cluster-scoped resource."""
     scope = ["--all-namespaces"] if where == "*" else (["-n", where] if where else [])
     resource, _, subresource = resource.partition("#")  # kind/name is a name: a subresource needs its flag
     scope += [f"--subresource={subresource}"] if subresource else []
