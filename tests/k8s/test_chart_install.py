@@ -79,6 +79,12 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         assert (argocd(live), flux(live)) == ("Healthy", "Healthy")  # the GitOps health checks on the real object
         items = wait_for(lambda: get(cluster, "trec", "-n", namespace)["items"], timeout=120, what="recommendations")
         assert {(argocd(i), flux(i)) for i in items} == {("Healthy", "Healthy")}  # awaiting a decision is healthy
+        # the chart's webhook configurations carry the CA the operator keeps in its Secret (and none of kopf's own)
+        held = get(cluster, "secret", f"{release}-webhook-ca", "-n", namespace)["data"]
+        hooks = get(cluster, "mutatingwebhookconfiguration", f"{release}.optischema.io")["webhooks"]
+        assert {w["clientConfig"]["caBundle"] for w in hooks} == {held["ca-bundle.crt"]}
+        kopfs = cluster.plane.kubectl("get", "mutatingwebhookconfiguration", "optischema.io", check=False)
+        assert "NotFound" in kopfs, kopfs  # kopf's managed mode is off: nothing left behind by it
         # the chart's role lets the operator keep the statement history (a StatementHistory per day, listed for
         # retention)
         history = get(cluster, "statementhistories", "-n", namespace)["items"]
@@ -114,7 +120,11 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
                               check=False)  # fmt: skip
         subprocess.run([helm, "uninstall", release, "-n", namespace, "--wait"], env=env, capture_output=True,
                        timeout=120)  # fmt: skip
-        cluster.plane.kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found")
+    # Uninstalling removes the webhook configurations (kopf's managed one stayed behind, refusing every later edit)
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        left = [c["metadata"]["name"] for c in get(cluster, kind)["items"]]
+        assert f"{release}.optischema.io" not in left, (kind, left)
+        assert "optischema.io" not in left, (kind, left)
     # Uninstalling leaves the CRDs (Helm never deletes them) and so every custom resource of every other team.
     crds = json.loads(cluster.plane.kubectl("get", "crd", "-o", "json"))["items"]
     assert {"postgrestargets.optischema.io", "tuningrecommendations.optischema.io"} <= {
