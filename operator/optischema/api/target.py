@@ -309,7 +309,8 @@ class Llm(ApiModel):
     daily_token_budget: int = Field(default=200_000, ge=0)
     """Tokens per day for this target, counted from the providers' usage reports; then the engine goes on alone."""
     pii_safe: bool = True
-    """Send only normalised statements and schema: no sample rows, literal values or value statistics."""
+    """Send only normalised statements and schema: no sample rows, literal values or value statistics (most common
+    values); the statements' comments, existing indexes' predicates and the findings' SQL are sent redacted."""
 
     @model_validator(mode="after")
     def _providers_when_enabled(self) -> Llm:
@@ -354,7 +355,8 @@ class Notifications(ApiModel):
     min_measured_gain_percent: float = Field(default=0.0, ge=0, le=100)
     """A recommendation is announced only when its sandbox benchmark measured at least this improvement."""
     pii_safe: bool = True
-    """Show SQL with its literals replaced by ``…`` (a partial index's predicate may hold a real value)."""
+    """Show SQL with its literals replaced by ``…`` and its comments removed (a partial index's predicate may hold a
+    real value, an ORM's comment a user's e-mail), and the summary and details without the values they quote."""
     analysis_failures: int = Field(default=3, ge=1, le=100)
     """``analysisFailing`` is sent when this many analyses in a row have failed (once per run of failures)."""
 
@@ -382,7 +384,7 @@ class Reports(ApiModel):
     history_statements: int = Field(default=100, ge=10, le=500)
     """Statements kept per snapshot: the top ones by total time (plus every one a change or recommendation names)."""
     pii_safe: bool = True
-    """Store and show statements with their literals replaced by ``…``."""
+    """Store and show statements with their literals replaced by ``…`` and their comments removed."""
 
 
 class PostgresTargetSpec(ApiModel):
