@@ -45,9 +45,10 @@ def helm_binary() -> str:
 class Webhook:
     """The chart's configurations applied for one release, and the replicas serving them."""
 
-    def __init__(self, cluster: Cluster, namespace: str, port: int, release: str) -> None:
+    def __init__(self, cluster: Cluster, namespace: str, port: int, release: str | None) -> None:
+        """``release`` None: no chart, kopf manages its own configuration (development)."""
         self.cluster, self.namespace, self.port, self.release = cluster, namespace, port, release
-        self.name = f"{release}.optischema.io"
+        self.name = f"{release}.optischema.io" if release else "optischema.io"
         self.replicas: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
 
@@ -72,7 +73,7 @@ class Webhook:
                 OPTISCHEMA_WEBHOOK_PORT=str(self.port),  # both replicas: the kernel spreads connections (reuse_port)
                 OPTISCHEMA_WEBHOOK_HOST="127.0.0.1",
                 OPTISCHEMA_WEBHOOK_SECRET="webhook-ca",
-                OPTISCHEMA_WEBHOOK_CONFIGURATION=self.name,
+                **({"OPTISCHEMA_WEBHOOK_CONFIGURATION": self.name} if self.release else {}),
                 OPTISCHEMA_OPERATOR_NAMESPACE=self.namespace,
                 OPTISCHEMA_OPERATOR_IDENTITY="admin",
                 OPTISCHEMA_STANDALONE="false",  # peering: one replica active, both serving the webhook
@@ -101,9 +102,18 @@ class Webhook:
 
 @pytest.fixture
 def webhook(cluster: Cluster, namespace: str) -> Iterator[Webhook]:
+    yield from serving(cluster, namespace, chart=True)
+
+
+@pytest.fixture
+def managed(cluster: Cluster, namespace: str) -> Iterator[Webhook]:
+    yield from serving(cluster, namespace, chart=False)
+
+
+def serving(cluster: Cluster, namespace: str, *, chart: bool) -> Iterator[Webhook]:
     release = f"rot-{namespace}"
     port = free_port()
-    rendered = subprocess.run(
+    rendered = "" if not chart else subprocess.run(
         [helm_binary(), "template", release, str(ROOT / "charts/optischema"), "-n", namespace, "--kube-version",
          "1.36.3", "--show-only", "templates/webhook-configuration.yaml", "--set", "webhook.host=127.0.0.1",
          "--set", f"webhook.port={port}"],
@@ -118,7 +128,7 @@ def webhook(cluster: Cluster, namespace: str) -> Iterator[Webhook]:
     cluster.plane.kubectl(
         "create", "rolebinding", "bob-approver", "-n", namespace, "--clusterrole=optischema-approver", "--user=bob"
     )
-    served = Webhook(cluster, namespace, port, release)
+    served = Webhook(cluster, namespace, port, release if chart else None)
     try:
         yield served
     finally:
@@ -126,7 +136,8 @@ def webhook(cluster: Cluster, namespace: str) -> Iterator[Webhook]:
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=30)
-        # with no server left the configuration would refuse every later edit: the chart's uninstall removes it
+        # with no server left the configuration would refuse every later edit: the chart's uninstall removes it (and
+        # kopf's own, in development, is left behind by kopf)
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
             cluster.plane.kubectl("delete", kind, served.name, "--ignore-not-found")
 
@@ -266,3 +277,34 @@ def test_a_replica_restarting_with_a_stale_temp_dir_writes_no_ca_of_its_own(
     with pytest.raises(ssl.SSLCertVerificationError):
         presented(webhook.port, stale_ca.encode())
     assert json.dumps(after["data"]) == json.dumps(secret["data"])
+
+
+def test_in_development_kopfs_own_configuration_follows_the_rotation(
+    cluster: Cluster, namespace: str, managed: Webhook
+) -> None:
+    # No chart: kopf writes the configuration optischema.io itself; the server tells it each new CA bundle.
+    managed.start(
+        "a",
+        OPTISCHEMA_WEBHOOK_CERT_LIFETIME_SECONDS="15",
+        OPTISCHEMA_WEBHOOK_CA_LIFETIME_SECONDS="30",  # rotated when 10 s are left
+        OPTISCHEMA_WEBHOOK_CHECK_SECONDS="1",
+        OPTISCHEMA_WEBHOOK_CA_GRACE_SECONDS="2",
+    )
+    wait_for(lambda: managed.serving("a"), timeout=90, what="the replica serving")
+    wait_for(lambda: "creator" in json.dumps(get(cluster, "mutatingwebhookconfiguration", "optischema.io")),
+             what="kopf's configuration")  # fmt: skip
+    first_ca = serial_of(managed.secret()["ca.crt"])
+    failures, index = [], 0
+    deadline = time.monotonic() + 35
+    while time.monotonic() < deadline:
+        index += 1
+        failure = approve_one(cluster, namespace, index)
+        if failure:
+            failures.append(failure)
+    assert not failures, f"{len(failures)} of {index} approvals failed: {failures[:3]}"
+    held = managed.secret()
+    assert serial_of(held["ca.crt"]) != first_ca, "the CA was not rotated"
+    wait_for(lambda: managed.ca_bundles() == {managed.secret()["ca-bundle.crt"].encode()}, timeout=10,
+             what="kopf's configuration carrying the rotated bundle")  # fmt: skip
+    (ca_bundle,) = managed.ca_bundles()
+    presented(managed.port, ca_bundle)
