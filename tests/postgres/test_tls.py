@@ -179,3 +179,29 @@ async def test_the_connection_goes_to_the_database_named_not_one_a_host_could_sm
     assert "BEGIN CERTIFICATE" not in repr(params)
     with pytest.raises(asyncpg.InvalidCatalogNameError):  # a database name is only a name, never options
         await asyncpg.connect(**{**params.asyncpg_kwargs(), "database": "shop?sslmode=disable"})
+
+
+async def test_the_schema_dump_reaches_the_target_with_the_same_tls_and_no_password_on_its_command_line(
+    tls: Tls,
+) -> None:
+    """pg_dump (the sandbox's schema copy) gets the parameters through libpq's environment, the CA as a file it
+    removes afterwards: verify-full holds there too."""
+    from optischema.postgres.clone import CloneError, SchemaDump
+
+    tls.server.psql("CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY); GRANT SELECT ON orders TO tls", "shop")
+    params = ConnectParams(
+        host="localhost", port=tls.server.port, user="tls", password="tls-pw", database="shop", ca_pem=tls.ca
+    )
+    dump = SchemaDump(15)
+    try:
+        await dump.take(params)
+        assert "TABLE public orders" in dump.listing.read_text()
+        with pytest.raises(CloneError, match="certificate verify failed"):
+            await SchemaDump(15).take(
+                ConnectParams(
+                    host="localhost", port=tls.server.port, user="tls", password="tls-pw", database="shop",
+                    ca_pem=tls.other_ca,
+                )
+            )  # fmt: skip
+    finally:
+        dump.remove()
