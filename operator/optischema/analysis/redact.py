@@ -67,7 +67,8 @@ def redact_error(message: str) -> str:
     A message is prose, not SQL: where the scanner stops (an apostrophe opens a string it never closes), the rest
     of the message is replaced by ``…``; a number with letters after it (``3x``) becomes ``…`` and reading goes on.
     """
-    text = _TRAILING_VALUE.sub(': "…"', message)
+    text = message.encode("utf-8", "replace").decode()  # a lone surrogate becomes "?"; the rest is read
+    text = _TRAILING_VALUE.sub(': "…"', text)
     text = _VALUE_OUT_OF_RANGE.sub('value "…"', text)
     text = _KEY_VALUE.sub(")=(…)", text)
     text = _FAILING_ROW.sub(r"\1(…)", text)
@@ -103,6 +104,8 @@ def _readable_part(text: str) -> str:
 def _redacted(text: str) -> str:
     try:
         tokens = scan(text)
+    except UnicodeEncodeError as error:  # a lone surrogate: not text PostgreSQL could have sent
+        raise Unreadable("not UTF-8", error.start) from None
     except ParseError as error:
         why, location = (*error.args, 0, 0)[:2]
         raise Unreadable(str(why).split(" at or near ")[0], int(location)) from None
