@@ -75,8 +75,9 @@ def test_the_kustomize_base_builds_and_the_server_accepts_it(cluster: Cluster) -
     """kubectl's own kustomize renders manifests/base, and a server-side dry run accepts every object."""
     rendered = cluster.plane.kubectl("kustomize", str(ROOT / "manifests/base"))
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
-    assert kinds.count("CustomResourceDefinition") == 5
+    assert kinds.count("CustomResourceDefinition") == 7  # our five kinds (two of them records) and kopf's two
     assert "Deployment" in kinds
+    assert kinds.count("ValidatingAdmissionPolicy") == 4  # the runner's: pods, Secrets, NetworkPolicies, Jobs
     cluster.plane.kubectl("create", "namespace", "optischema-system", check=False)  # a dry run needs it to exist
     try:
         done = cluster.plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)

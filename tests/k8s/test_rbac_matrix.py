@@ -343,7 +343,14 @@ def test_a_sandbox_is_created_through_the_runner_with_the_operator_s_own_token(r
         pods = Pods(namespace, {"app.kubernetes.io/component": "operator"}, Runner(f"{release.name}-runner"))
         try:
             sandbox = asyncio.run(
-                pods.start(recommendation, image="postgres:15", resources=None, deadline_seconds=300, ready_timeout=90)
+                pods.start(
+                    recommendation,
+                    image="postgres:15",
+                    resources=None,
+                    deadline_seconds=300,
+                    ready_timeout=90,
+                    service_account=f"{release.name}-sandbox",
+                )
             )
         except SandboxError as error:
             raise AssertionError(f"the sandbox did not start through the runner: {error}") from error
