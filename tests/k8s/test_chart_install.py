@@ -94,22 +94,27 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         allowed = [
             ("create", "tuningrecommendations.optischema.io", namespace),
             ("patch", "postgrestargets.optischema.io/status", namespace),
-            ("create", "pods", namespace),
-            ("delete", "pods", namespace),
-            ("create", "networkpolicies.networking.k8s.io", namespace),
             ("get", "secrets", namespace),
-            ("create", "jobs.batch", namespace),
-            ("update", "configmaps", namespace),
-            ("delete", "configmaps", namespace),  # statement history past its retention
-            ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io", ""),
+            ("list", "secrets", namespace),  # opted-in Secrets are read as a list filtered by label and name
+            ("update", "configmaps", namespace),  # the LLM cache
+            ("delete", "statementhistories.optischema.io", namespace),  # statement history past its retention
+            ("patch", f"mutatingwebhookconfigurations.admissionregistration.k8s.io/{release}.optischema.io", ""),
+            ("impersonate", f"serviceaccounts/{release}-runner", namespace),  # sandboxes and Jobs, as the runner
         ]
         denied = [
             ("delete", "postgrestargets.optischema.io", namespace),
-            ("list", "secrets", namespace),
+            ("create", "pods", namespace),  # the runner creates sandbox pods; the operator cannot
+            ("delete", "pods", namespace),
+            ("create", "networkpolicies.networking.k8s.io", namespace),
+            ("create", "jobs.batch", namespace),
+            ("delete", "configmaps", namespace),
+            ("list", "configmaps", namespace),
+            ("impersonate", "serviceaccounts/default", namespace),
             ("create", "deployments.apps", namespace),
             ("get", "secrets", "default"),  # namespaced mode: nothing outside the watched namespace
             ("create", "pods", "kube-system"),
             ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+            ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other.example.com", ""),
         ]
         for verb, resource, where in allowed + denied:
             args = ["auth", "can-i", verb, resource, "--as", account] + (["-n", where] if where else [])
