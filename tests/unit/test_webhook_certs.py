@@ -311,3 +311,18 @@ def test_on_loopback_the_operator_makes_its_own_certificate_for_the_address() ->
     cert = x509.load_pem_x509_certificate(material.cert)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_a_mounted_certificate_without_ca_crt_leaves_the_ca_bundle_to_the_api_servers_roots(tmp_path: Path) -> None:
+    ca = certs.make_ca(tmp_path, "public-issuer")
+    cert, key = certs.make_serving_cert(tmp_path, "serving", ca, hosts=["opt-webhook.ops.svc"], ips=[])
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    shutil.copy(cert, mounted / "tls.crt")
+    shutil.copy(key, mounted / "tls.key")  # an ACME issuer's Secret has no ca.crt
+    material = asyncio.run(DirectorySource(mounted).current())
+    assert material.ca_bundle == b""
+    server = make_server(
+        source=DirectorySource(mounted), configurations=None, check_seconds=60, grace_seconds=0, host="h", port=1
+    )
+    assert "caBundle" not in server._client_config(1, material.ca_bundle)

@@ -111,7 +111,8 @@ class RotatingWebhookServer(kopf.WebhookServer):
     def _client_config(self, port: int, ca_bundle: bytes) -> kopf.WebhookClientConfig:
         host = self.host or self._get_accessible_addr(self.addr)
         config = kopf.WebhookClientConfig(url=self._build_url("https", host, port, self.path or ""))
-        config["caBundle"] = base64.b64encode(ca_bundle).decode("ascii")
+        if ca_bundle:  # else the API server trusts its own roots (a public issuer's certificate)
+            config["caBundle"] = base64.b64encode(ca_bundle).decode("ascii")
         return config
 
     async def _publish(self, ca_bundle: bytes) -> bool:

@@ -75,7 +75,7 @@ class SecretStore:
         except ApiException as error:
             if error.status == 404:
                 return None, None
-            raise
+            raise _refused(f"reading Secret {self.namespace}/{self.name}", error) from None
         data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
         return Bundle.from_data(data), secret.metadata.resource_version if secret.metadata else None
 
@@ -101,7 +101,7 @@ class SecretStore:
         except ApiException as error:
             if error.status == 409:  # created or replaced by another replica meanwhile
                 return False
-            raise
+            raise _refused(f"writing Secret {self.namespace}/{self.name}", error) from None
         return True
 
 
@@ -133,10 +133,22 @@ def material(bundle: Bundle) -> Material:
 
 
 def read_directory(directory: Path) -> Material:
-    """A mounted ``kubernetes.io/tls`` Secret (cert-manager): ``tls.crt``, ``tls.key`` and ``ca.crt``."""
+    """A mounted ``kubernetes.io/tls`` Secret (cert-manager): ``tls.crt``, ``tls.key`` and ``ca.crt`` (which some
+    issuers, e.g. ACME ones, leave out: then the API server trusts its own roots)."""
+    ca = directory / "ca.crt"
     return Material(
-        (directory / "tls.crt").read_bytes(), (directory / "tls.key").read_bytes(), (directory / "ca.crt").read_bytes()
+        (directory / "tls.crt").read_bytes(),
+        (directory / "tls.key").read_bytes(),
+        ca.read_bytes() if ca.exists() else b"",
     )
+
+
+class WebhookStoreError(RuntimeError):
+    """The Secret or a configuration could not be read or written: one line naming it and the API server's reason."""
+
+
+def _refused(what: str, error: ApiException) -> WebhookStoreError:
+    return WebhookStoreError(f"{what}: {error.status} {error.reason}")
 
 
 class Configurations:
@@ -156,7 +168,10 @@ class Configurations:
         """The caBundle of each webhook of both configurations (what the API server trusts now)."""
         found: list[bytes] = []
         for read, _ in self._calls():
-            configuration = await asyncio.to_thread(read, self.name)
+            try:
+                configuration = await asyncio.to_thread(read, self.name)
+            except ApiException as error:
+                raise _refused(f"reading webhook configuration {self.name}", error) from None
             found += [base64.b64decode(w.client_config.ca_bundle or "") for w in configuration.webhooks or []]
         return found
 
@@ -173,7 +188,7 @@ class Configurations:
                     if error.status == 404:
                         log.error("webhook configuration %s not found: its caBundle cannot be kept", self.name)
                         break
-                    raise
+                    raise _refused(f"reading webhook configuration {self.name}", error) from None
                 stale = [w for w in configuration.webhooks or [] if w.client_config.ca_bundle != encoded]
                 if not stale:
                     break
@@ -184,7 +199,7 @@ class Configurations:
                 except ApiException as error:
                     if error.status == 409:
                         continue
-                    raise
+                    raise _refused(f"writing webhook configuration {self.name}", error) from None
                 changed = True
                 break
         return changed
