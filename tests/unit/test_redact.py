@@ -69,6 +69,9 @@ def test_messages_keep_names_and_lose_values(message: str, redacted: str) -> Non
 
 def test_nothing_the_scanner_cannot_read_passes_through() -> None:
     assert redact("SELECT 'never closed") == HIDDEN
+    assert redact("SELECT E'never\\0'") == HIDDEN  # an invalid byte sequence: the scanner names no place
+    assert redact("SELECT '\ud800never'") == HIDDEN  # a lone surrogate
+    assert "never" not in redact_error("failed: E'never\\0' and '\ud800never'")
     assert "never" not in HIDDEN
     assert "unreadable" in HIDDEN
 

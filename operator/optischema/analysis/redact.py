@@ -108,7 +108,8 @@ def _redacted(text: str) -> str:
         raise Unreadable("not UTF-8", error.start) from None
     except ParseError as error:
         why, location = (*error.args, 0, 0)[:2]
-        raise Unreadable(str(why).split(" at or near ")[0], int(location)) from None
+        where = location if isinstance(location, int) else 0  # none for an invalid byte sequence (E'\0')
+        raise Unreadable(str(why).split(" at or near ")[0], where) from None
     out: list[str] = []
     position = 0
     first_string: int | None = None
