@@ -110,6 +110,8 @@ def _redacted(text: str) -> str:
         why, location = (*error.args, 0, 0)[:2]
         where = location if isinstance(location, int) else 0  # none for an invalid byte sequence (E'\0')
         raise Unreadable(str(why).split(" at or near ")[0], where) from None
+    except Exception as error:  # whatever else the scanner raises: unread text is hidden, never passed on
+        raise Unreadable(type(error).__name__, 0) from None
     out: list[str] = []
     position = 0
     first_string: int | None = None
