@@ -113,3 +113,14 @@ def test_a_json_log_line_keeps_a_logged_exception_s_traceback(how: str, capsys: 
     assert all(f["filename"] and f["lineno"] for f in error["frames"])
     assert SECRET not in line, "the frames' local variables are not logged"
     assert "exc_info" not in record
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode"),
+    [([], "synthetic"), (["--copy-real-values"], "sample"), (["--data-mode", "sample"], "sample")],
+)
+def test_the_benchmark_cli_defaults_to_synthetic_data_as_a_target_does(argv: list[str], mode: str) -> None:
+    from optischema.cli.main import build_parser
+
+    args = build_parser().parse_args(["benchmark", "--dsn", "postgresql:///shop", *argv])
+    assert Sandbox(data_mode=args.data_mode, pii_safe=not args.copy_real_values).data_mode == mode

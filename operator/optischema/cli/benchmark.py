@@ -34,7 +34,12 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--dsn", required=True, help="postgresql://user[:password]@host:port/database")
     parser.add_argument("--recommendation", metavar="ID", help="only this recommendation (its id from analyze)")
-    parser.add_argument("--data-mode", choices=("sample", "full", "synthetic"), default="sample")
+    parser.add_argument(
+        "--data-mode",
+        choices=("sample", "full", "synthetic"),
+        default=None,
+        help="default: synthetic (no real row copied), or sample with --copy-real-values, as a target's spec",
+    )
     parser.add_argument("--sample-percent", type=_percent, default=10.0, metavar="P", help="percent of each table")
     parser.add_argument("--max-rows", type=_positive, default=1_000_000, metavar="N", help="rows per table at most")
     parser.add_argument("--copy-real-values", action="store_true", help="synthetic mode may use real common values")
