@@ -19,8 +19,9 @@ import pytest
 
 from devcluster.cluster import Cluster
 from devcluster.controlplane import ControlPlaneError
+from tests.receiver import receiver
 
-from .conftest import apply, get, operators, secret, target, wait_for
+from .conftest import allow_secrets, apply, get, operators, secret, target, wait_for
 
 ALLOW = "optischema.io/allow=true"
 CLEAR = "http://llm.example.com/v1"
@@ -134,3 +135,47 @@ def test_the_api_server_refuses_a_crafted_host_or_a_clear_text_llm_url_naming_th
         apply(cluster, doc)
     assert field in str(caught.value), title
     assert cluster.plane.kubectl("get", "pgt", "-n", namespace, "-o", "name") == ""  # nothing was created
+
+
+def test_a_notification_url_in_clear_text_to_a_remote_host_is_never_called_and_loopback_is(
+    cluster: Cluster, namespace: str, database: str
+) -> None:
+    """Two sinks of one target, both in plain http: the loopback one (development) is called; the remote one is
+    refused at delivery, counted in ``status.notifications`` naming its Secret, never its URL. To see that nothing
+    left for the remote host while staying on loopback, the operator's HTTP proxy is the receiver itself: a request
+    for ``hooks.example.com`` would arrive there."""
+    with receiver() as sink:
+        for name, url in (("hook", sink.url("/local")), ("remote", "http://hooks.example.com/T0/B0/SECRETPATH")):
+            cluster.plane.kubectl("create", "secret", "generic", name, "-n", namespace, f"--from-literal=url={url}")
+            allow_secrets(cluster, namespace, name)
+        apply(cluster, secret(namespace, "wrong"))  # analyses fail: analysisFailing is sent
+        doc = target(namespace, database)
+        doc["spec"]["notifications"] = {
+            "analysisFailures": 1,
+            "sinks": [
+                {"type": "webhook", "urlSecret": {"name": "remote", "key": "url"}},
+                {"type": "webhook", "urlSecret": {"name": "hook", "key": "url"}},
+            ],
+        }
+        proxy = {"HTTP_PROXY": sink.url(""), "HTTPS_PROXY": sink.url(""), "NO_PROXY": "127.0.0.1,localhost"}
+        with operators(cluster, namespace, "notify-https", **proxy) as start:
+            start()
+            apply(cluster, doc)
+            wait_for(lambda: any(r["path"] == "/local" for r in sink.received), timeout=90, what="the loopback sink")
+            state = wait_for(
+                lambda: (
+                    ((get(cluster, "pgt", "shop", "-n", namespace).get("status") or {}).get("notifications") or {})
+                    if "webhook:remote" in str(get(cluster, "pgt", "shop", "-n", namespace).get("status") or {})
+                    else None
+                ),
+                what="the refused delivery in the status",
+            )
+            log = start.log.read_text()  # type: ignore[attr-defined]
+    assert "SECRETPATH" not in str(state)
+    assert "hooks.example.com" not in str(state)
+    assert "not loopback" in state["lastError"]
+    assert state["failed"] >= 1
+    assert all("SECRETPATH" not in r["path"] for r in sink.received)  # nothing went out for the remote host
+    assert f"{namespace}/remote" in log
+    assert "notification sink refused: not https" in log
+    assert "SECRETPATH" not in log
