@@ -116,6 +116,8 @@ URLS = [
     ("http://localhost.evil.com/v1", "plain http to a host that is not loopback"),
     ("http://127.0.0.1.evil.com/v1", "plain http to a host that is not loopback"),
     ("http://evil.com#@127.0.0.1/", "plain http to a host that is not loopback"),
+    ("http://localhost:80@evil.com/", "plain http to a host that is not loopback"),
+    ("http://127.0.0.1@evil.com/", "plain http to a host that is not loopback"),
     ("ftp://files.example/x", "has scheme 'ftp'"),
     ("file:///etc/passwd", "has no host"),
     ("//example.com/v1", "has scheme '(none)'"),
