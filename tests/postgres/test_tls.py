@@ -205,3 +205,14 @@ async def test_the_schema_dump_reaches_the_target_with_the_same_tls_and_no_passw
             )  # fmt: skip
     finally:
         dump.remove()
+
+
+async def test_verify_full_to_a_server_without_tls_says_so_and_never_falls_back(pg_server: LocalPostgres) -> None:
+    """The session's server has no TLS: the default mode refuses it (no silent clear text), saying what to change."""
+    spec = {"connection": {"host": "127.0.0.1", "port": pg_server.port, "database": "postgres",
+                           "credentialsSecret": {"name": "db"}}}  # fmt: skip
+    check = await check_target("shop", spec, reader(""))
+    assert check.reason == "TLSUnavailable"
+    assert check.stalled
+    assert "sslmode is verify-full" in check.message
+    assert "sslmode: disable" in check.message

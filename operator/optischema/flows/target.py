@@ -111,7 +111,7 @@ async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: Se
         conn = await connect(dsn, timeout=spec.connection.connect_timeout_seconds)
     except AnalysisError as error:
         # A wrong password or a server that cannot be authenticated needs a person; one that is down may come back.
-        needs_person = error.reason in ("AuthenticationFailed", "TLSVerificationFailed")
+        needs_person = error.reason in ("AuthenticationFailed", "TLSVerificationFailed", "TLSUnavailable")
         return Check(False, error.reason, error.message, stalled=needs_person, spec=spec)
     try:
         server = await read_server(conn)

@@ -152,6 +152,16 @@ async def connect(
             "is a name the certificate carries)",
             ExitCode.UNREACHABLE,
         ) from error
+    except ConnectionError as error:
+        if "rejected SSL upgrade" not in str(error):
+            raise _unreachable(where, error) from error
+        mode = dsn.sslmode if isinstance(dsn, ConnectParams) else "require or stricter"
+        raise AnalysisError(
+            "TLSUnavailable",
+            f"the server at {where} does not offer TLS and spec.connection.sslmode is {mode}: turn ssl on in the "
+            "server, or write sslmode: disable (the password then crosses the network in clear text)",
+            ExitCode.UNREACHABLE,
+        ) from error
     except ssl.SSLError as error:
         raise AnalysisError(
             "TLSFailed", f"TLS with {where} failed: {error.reason or error}", ExitCode.UNREACHABLE
@@ -179,8 +189,12 @@ async def connect(
             "ConnectionFailed", f"cannot reach {where}: no answer within {timeout:g}s", ExitCode.UNREACHABLE
         ) from error
     except (OSError, socket.gaierror) as error:
-        raise AnalysisError(
-            "ConnectionFailed",
-            f"cannot reach {where}: {error.strerror or error} (is the server running and listening there?)",
-            ExitCode.UNREACHABLE,
-        ) from error
+        raise _unreachable(where, error) from error
+
+
+def _unreachable(where: str, error: OSError) -> AnalysisError:
+    return AnalysisError(
+        "ConnectionFailed",
+        f"cannot reach {where}: {error.strerror or error} (is the server running and listening there?)",
+        ExitCode.UNREACHABLE,
+    )
