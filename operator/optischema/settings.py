@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from optischema.api.quantity import parse_quantity
 from optischema.api.target import NotificationSink
 
+#: A ServiceAccount's name (the runner of each namespace), or a full ``system:serviceaccount:<namespace>:<name>``.
+_NAME = r"[a-z0-9]([-.a-z0-9]*[a-z0-9])?"
+RUNNER = rf"^$|^{_NAME}$|^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:{_NAME}$"
 #: ``namespace/name`` of a Secret.
 SECRET_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
 
@@ -100,11 +103,12 @@ class Settings(BaseSettings):
     """Image of analysis Jobs (the operator's own)."""
     job_service_account: str = "optischema-analysis"
     """Service account of analysis Jobs, in the target's namespace (role: manifests/rbac/analysis-job.yaml)."""
-    runner_service_account: str = ""
+    runner_service_account: str = Field(default="", pattern=RUNNER)
     """ServiceAccount, in each watched namespace, the operator impersonates to create sandbox pods, their Secrets and
     NetworkPolicies, and analysis Jobs (the chart's ``<release>-runner``; the operator holds no create right on
-    these itself). Empty: they are created with the operator's own identity (development, tests running the
-    operator as a local process with admin credentials)."""
+    these itself; watching the whole cluster, the one runner ``system:serviceaccount:<namespace>:<name>``). Empty:
+    they are created with the operator's own identity (development, tests running the operator as a local process
+    with admin credentials)."""
     sandbox_service_account: str = ""
     """ServiceAccount sandbox pods run as (the chart's ``<release>-sandbox``: no rights, no token mounted). Empty:
     the namespace's default, with automountServiceAccountToken off."""
