@@ -326,3 +326,33 @@ def test_a_mounted_certificate_without_ca_crt_leaves_the_ca_bundle_to_the_api_se
         source=DirectorySource(mounted), configurations=None, check_seconds=60, grace_seconds=0, host="h", port=1
     )
     assert "caBundle" not in server._client_config(1, material.ca_bundle)
+
+
+def test_a_mounted_key_that_does_not_match_its_certificate_leaves_the_previous_one_served(tmp_path: Path) -> None:
+    mounted, port = tmp_path / "mounted", free_port()
+    mounted.mkdir()
+    ca = certs.make_ca(tmp_path, "issuer")
+    first, first_key = certs.make_serving_cert(tmp_path, "first", ca, hosts=[], ips=["127.0.0.1"])
+    second, second_key = certs.make_serving_cert(tmp_path, "second", ca, hosts=[], ips=["127.0.0.1"])
+    for source, name in ((first, "tls.crt"), (first_key, "tls.key"), (ca[0], "ca.crt")):
+        shutil.copy(source, mounted / name)
+    server = make_server(
+        source=DirectorySource(mounted), configurations=None, check_seconds=0.2, grace_seconds=0, host="127.0.0.1",
+        port=port,
+    )  # fmt: skip
+    serial_of = lambda path: x509.load_pem_x509_certificate(path.read_bytes()).serial_number  # noqa: E731
+
+    async def scenario() -> list[int]:
+        seen = []
+        async with Running(server) as running:
+            await running.next_config()
+            seen.append((await asyncio.to_thread(presented, port, ca[0].read_bytes())).serial_number)
+            shutil.copy(second, mounted / "tls.crt")  # read mid-update: the new certificate with the old key
+            await asyncio.sleep(1)
+            seen.append((await asyncio.to_thread(presented, port, ca[0].read_bytes())).serial_number)
+            shutil.copy(second_key, mounted / "tls.key")  # the update completes
+            await asyncio.sleep(1)
+            seen.append((await asyncio.to_thread(presented, port, ca[0].read_bytes())).serial_number)
+        return seen
+
+    assert asyncio.run(scenario()) == [serial_of(first), serial_of(first), serial_of(second)]

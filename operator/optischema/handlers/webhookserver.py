@@ -93,20 +93,30 @@ class RotatingWebhookServer(kopf.WebhookServer):
         self.check_seconds, self.grace_seconds = check_seconds, grace_seconds
         self.workdir = Path(tempfile.mkdtemp(prefix="optischema-webhook-"))  # 0700; rewritten, never read back
 
-    def _load(self, context: ssl.SSLContext, served: Material) -> None:
-        """Load the certificate into the live context: handshakes from now on present it."""
+    def _load(self, context: ssl.SSLContext, served: Material) -> bool:
+        """Load the certificate into the live context: handshakes from now on present it. The pair is tried in a
+        scratch context first: a key that does not match (files read mid-update) would leave the live context with
+        the new certificate and the old key, and no handshake would succeed. False, said in one line, then."""
         cert, key = self.workdir / "tls.crt", self.workdir / "tls.key"
         key.touch(mode=0o600)
-        cert.write_bytes(served.cert)
-        key.write_bytes(served.key)
-        context.load_cert_chain(str(cert), str(key))
-        cert.unlink()
-        key.unlink()
+        try:
+            cert.write_bytes(served.cert)
+            key.write_bytes(served.key)
+            try:
+                ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+            except (ssl.SSLError, ValueError) as error:
+                log.error("webhook certificate not loaded, the previous one is still served: %s", error)
+                return False
+            context.load_cert_chain(str(cert), str(key))
+        finally:
+            cert.unlink(missing_ok=True)
+            key.unlink(missing_ok=True)
         log.info(
             "webhook serving certificate %s, trusted CAs %s",
             webhookbundle.serial(served.cert.decode()),
             ",".join(webhookbundle.cas(served.ca_bundle.decode())),
         )
+        return True
 
     def _client_config(self, port: int, ca_bundle: bytes) -> kopf.WebhookClientConfig:
         host = self.host or self._get_accessible_addr(self.addr)
@@ -126,7 +136,8 @@ class RotatingWebhookServer(kopf.WebhookServer):
         if await self._publish(served.ca_bundle):
             await asyncio.sleep(self.grace_seconds)  # e.g. a CA we just rotated at start-up
         context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
-        self._load(context, served)
+        if not self._load(context, served):
+            raise RuntimeError("webhook certificate: the certificate and key do not match, nothing to serve")
         self.context = context
         path = self.path.rstrip("/") if self.path else ""
         app = aiohttp.web.Application()
@@ -149,9 +160,10 @@ class RotatingWebhookServer(kopf.WebhookServer):
                 if latest.ca_bundle != served.ca_bundle:
                     yield self._client_config(port, latest.ca_bundle)  # kopf's managed configuration follows
                     await asyncio.sleep(self.grace_seconds)
-                    await self._publish(latest.ca_bundle)  # again: a slower replica may have written its older view
-                self._load(context, latest)
-                served = latest
+                    if await self._refresh() != latest:  # again: a slower replica may have written its older view
+                        continue  # changed meanwhile (or unreadable): start over at the next check
+                if self._load(context, latest):
+                    served = latest
         finally:
             await runner.cleanup()
 
