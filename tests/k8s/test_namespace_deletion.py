@@ -21,7 +21,7 @@ import yaml
 
 from devcluster.cluster import Cluster
 
-from .conftest import LOGS, apply, get, operator_env, secret, wait_for
+from .conftest import LOGS, apply, get, operator_env, operators, secret, wait_for
 from .test_apply import change, generated, indexes, phase, sql, writer_target
 
 #: kopf's finalizer, as versions that held one left it on targets and unfinished changes.
@@ -118,9 +118,7 @@ def test_deleting_a_namespace_with_the_operator_gone_completes_and_leaves_a_find
     cluster.plane.kubectl("create", "namespace", app)
     sql(database, "CREATE TABLE held (a bigint, b bigint)")
     sql(database, "INSERT INTO held SELECT g, g FROM generate_series(1, 1000) g")
-    credentials = secret(app, "pw")
-    credentials["metadata"].setdefault("labels", {})["optischema.io/allow"] = "true"  # the opt-in (item 3)
-    apply(cluster, credentials)
+    apply(cluster, secret(app, "pw"))
     # A target as a version that held finalizers left it: the operator must take kopf's finalizer off.
     shop = writer_target(app, database)
     shop["metadata"]["finalizers"] = [KOPF_FINALIZER]
@@ -184,3 +182,37 @@ def test_deleting_a_namespace_with_the_operator_gone_completes_and_leaves_a_find
     sql(database, f'DROP INDEX CONCURRENTLY IF EXISTS "public"."{name}"')
     assert sql(database, LEFTOVERS_SQL) == []
     assert indexes(database, name) == []
+
+
+def test_the_control_a_kopf_finalizer_keeps_a_namespace_terminating_until_an_operator_starts(
+    cluster: Cluster, namespace: str
+) -> None:
+    """What the test above would meet if an object still carried kopf's finalizer (every target and unfinished
+    change did, before): with no operator the namespace stays Terminating. An operator of this version, started,
+    takes the finalizer off (it needs none) and the deletion completes."""
+    app = f"{namespace}-stuck"
+    cluster.plane.kubectl("create", "namespace", app)
+    try:
+        shop = writer_target(app, "db.example")
+        shop["metadata"]["finalizers"] = [KOPF_FINALIZER]
+        apply(cluster, shop)
+        cluster.plane.kubectl("delete", "namespace", app, "--wait=false")
+        time.sleep(20)  # the namespace controller deleted everything else long ago (≈ 6 s above)
+        assert not namespace_gone(cluster, app)
+        assert get(cluster, "namespace", app)["status"]["phase"] == "Terminating"
+        assert get(cluster, "postgrestarget", "shop", "-n", app)["metadata"]["finalizers"] == [KOPF_FINALIZER]
+        with operators(cluster, app, "namespace-unstuck") as start:
+            start()
+            wait_for(lambda: namespace_gone(cluster, app), timeout=GONE_WITHIN_SECONDS, what=f"namespace {app} gone")
+    finally:  # only needed if the test failed before the operator took the finalizer off
+        cluster.plane.kubectl(
+            "patch",
+            "postgrestarget",
+            "shop",
+            "-n",
+            app,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )

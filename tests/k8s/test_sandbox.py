@@ -22,7 +22,7 @@ import pytest
 from devcluster.cluster import Cluster
 from tests.receiver import receiver
 
-from .conftest import apply, get, operators, secret, target, wait_for
+from .conftest import allow_secrets, apply, get, operators, secret, target, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -240,6 +240,7 @@ def test_a_measured_recommendation_waiting_for_a_person_is_announced_once(
         apply(cluster, secret(namespace, "pw"))
         cluster.plane.kubectl("create", "secret", "generic", "chat", "-n", namespace,
                               f"--from-literal=url={chat.url('/slack')}")  # fmt: skip
+        allow_secrets(cluster, namespace, "chat")  # the operator reads only Secrets that opt in
         doc = target(namespace, database, sandbox={"dataMode": "sample", "samplePercent": 20})
         doc["spec"]["notifications"] = {
             "minMeasuredGainPercent": 50,

@@ -11,6 +11,7 @@ import pytest
 
 import optischema.handlers  # noqa: F401 - registers the handlers
 from optischema.handlers import lifetime
+from optischema.kube import finalizers
 
 
 def test_no_daemon_requires_a_finalizer() -> None:
@@ -94,3 +95,31 @@ def test_a_deleted_objects_daemon_is_cancelled_after_its_timeout(
         return cancelled_by_lifetime, alive
 
     assert asyncio.run(scenario()) == (cancelled, alive_after)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, None),
+        ([], None),
+        (["foregroundDeletion"], None),
+        ([finalizers.KOPF_FINALIZER], []),
+        (["foregroundDeletion", finalizers.KOPF_FINALIZER], ["foregroundDeletion"]),  # others' stay
+    ],
+)
+def test_only_kopfs_finalizer_is_taken_off(given: list[str] | None, expected: list[str] | None) -> None:
+    assert finalizers.remaining(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("namespace", "patterns", "clusterwide", "expected"),
+    [
+        ("shop", ["shop"], False, True),
+        ("other", ["shop"], False, False),
+        ("shop-eu", ["shop-*"], False, True),
+        ("shop-test", ["shop-*", "!shop-test"], False, False),
+        ("anything", [], True, True),
+    ],
+)
+def test_which_namespaces_are_released(namespace: str, patterns: list[str], clusterwide: bool, expected: bool) -> None:
+    assert finalizers.watched(namespace, patterns, clusterwide) is expected

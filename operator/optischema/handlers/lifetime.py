@@ -17,7 +17,9 @@ What the finalizer bought, done otherwise:
   not come back to cancel a daemon that does not exit on its flag, so :func:`gone_event` cancels it itself after
   the handler's ``cancellation_timeout``, as kopf does for a deleted object.
 * **Objects made by a version that held finalizers.** kopf itself removes its finalizer from an object when no
-  handler requires one any more, on the first event it handles for it (the listing at start-up).
+  handler requires one any more, on the first event it handles for it (the listing at start-up) — but it does not
+  watch a namespace that is already Terminating, the very one such a finalizer wedged. :func:`release_finalizers`
+  (at start-up) takes it off every object of ours in the watched namespaces (:mod:`optischema.kube.finalizers`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,42 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import kopf
 
 from optischema.api.resources import GROUP, VERSION
+from optischema.kube import finalizers
+from optischema.kube.client import load_config
+
+#: The namespaces the operator watches (kopf's patterns) and whether it watches them all, as ``run_operator`` was
+#: told; None when kopf was started some other way (the start-up release of old finalizers is then skipped).
+_WATCHED: tuple[tuple[str, ...], bool] | None = None
+
+
+def watching(namespaces: Sequence[str], clusterwide: bool) -> None:
+    """Record what the operator is about to watch (called by ``run_operator`` before kopf starts)."""
+    global _WATCHED
+    _WATCHED = (tuple(namespaces), clusterwide)
+
+
+@kopf.on.startup()
+async def release_finalizers(logger: kopf.Logger, **_: Any) -> None:
+    """Take off the finalizer earlier versions left on our objects (see the module's docstring). A failure (e.g. no
+    right to list cluster-wide) is logged and does not stop the operator: kopf still releases the objects it sees."""
+    if _WATCHED is None:
+        return
+    patterns, clusterwide = _WATCHED
+    try:
+        load_config()
+        released = await finalizers.release(patterns, clusterwide)
+    except Exception as error:  # see the docstring
+        logger.warning(f"could not release the finalizers earlier versions left: {type(error).__name__}: {error}")
+        return
+    if released:
+        logger.info(f"released the finalizer earlier versions left on {len(released)} object(s): {released[:20]}")
+
 
 #: How long a deleted object's uid is remembered (a late event for it must not start its daemons again).
 GONE_MEMORY_SECONDS = 3600.0

@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from optischema.handlers import lifetime
 from optischema.handlers.benchmark import make_queue
 from optischema.handlers.webhookserver import (
     DirectorySource,
@@ -147,6 +148,7 @@ def run_operator(
     else:
         _warn_insecure()
 
+    lifetime.watching(namespaces, clusterwide)  # its start-up release of old finalizers lists these
     # An explicit peering name makes kopf require the peering CRD, even standalone: pass it only when peering.
     kopf.run(
         standalone=standalone,
