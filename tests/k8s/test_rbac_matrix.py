@@ -14,6 +14,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,29 +56,46 @@ class Release:
         return self.cluster.plane.kubectl(*args, user=user, check=check)
 
 
-@pytest.fixture
-def release(cluster: Cluster, namespace: str) -> Iterator[Release]:
+@contextmanager
+def applied(cluster: Cluster, namespace: str, *sets: str) -> Iterator[Release]:
+    """The chart's identities rendered with ``sets`` and applied; the cluster-scoped ones deleted afterwards."""
     chart = Release(cluster, namespace)
-    rendered = subprocess.run(
-        [helm_binary(), "template", chart.name, str(ROOT / "charts/optischema"), "-n", namespace,
-         "--kube-version", "1.36.3", "--set", "rbac.userRoles=false"],  # the cluster has them (manifests/rbac)
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    command = [
+        helm_binary(),
+        "template",
+        chart.name,
+        str(ROOT / "charts/optischema"),
+        "-n",
+        namespace,
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "rbac.userRoles=false",
+    ]  # the cluster has them (manifests/rbac)
+    for value in sets:
+        command += ["--set", value]
+    rendered = subprocess.run(command, capture_output=True, text=True, check=True).stdout  # fmt: skip
     documents = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in IDENTITY_KINDS]
     assert {d["kind"] for d in documents} == IDENTITY_KINDS
-    cluster.plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                                  "items": documents}))  # fmt: skip
-    for user, role in (("alice", "optischema-viewer"), ("bob", "optischema-approver")):
-        cluster.plane.kubectl("create", "rolebinding", f"{user}-{role}", "-n", namespace, f"--clusterrole={role}",
-                              f"--user={user}")  # fmt: skip
-    # A Secret and a ConfigMap of the application's, which nobody of ours may read or delete.
-    cluster.plane.kubectl("create", "secret", "generic", "precious", "-n", namespace, "--from-literal=k=v")
-    cluster.plane.kubectl("create", "configmap", "app-config", "-n", namespace, "--from-literal=k=v")
     try:
+        cluster.plane.kubectl("apply", "--server-side", "-f", "-",
+                              input=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))  # fmt: skip
         yield chart
     finally:
         cluster.plane.kubectl("delete", CLUSTER_KINDS, "-l", f"app.kubernetes.io/instance={chart.name}",
                               "--ignore-not-found")  # fmt: skip
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str) -> Iterator[Release]:
+    with applied(cluster, namespace) as chart:
+        for user, role in (("alice", "optischema-viewer"), ("bob", "optischema-approver")):
+            cluster.plane.kubectl("create", "rolebinding", f"{user}-{role}", "-n", namespace,
+                                  f"--clusterrole={role}", f"--user={user}")  # fmt: skip
+        # A Secret and a ConfigMap of the application's, which nobody of ours may read or delete.
+        cluster.plane.kubectl("create", "secret", "generic", "precious", "-n", namespace, "--from-literal=k=v")
+        cluster.plane.kubectl("create", "configmap", "app-config", "-n", namespace, "--from-literal=k=v")
+        yield chart
 
 
 def can_i(release: Release, subject: str, verb: str, resource: str, where: str) -> str:
@@ -271,6 +289,9 @@ ATTACKS = [
     ("pod on the host's network", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox",
                                                         hostNetwork=True),
      "only without host namespaces"),
+    ("privileged pod", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox", containers=[
+         {"name": "main", "image": "postgres:15", "securityContext": {"privileged": True}}]),
+     "only without privileged containers"),
     ("pod not labelled as a sandbox",
      lambda r: {**sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox"),
                 "metadata": {"name": "attack", "namespace": r.namespace}},
@@ -363,3 +384,71 @@ def test_a_sandbox_is_created_through_the_runner_with_the_operator_s_own_token(r
     wait_for(lambda: not get(release.cluster, "pods,secrets,networkpolicies", "-n", namespace,
                              "-l", "app.kubernetes.io/component=sandbox")["items"],
              timeout=60, what="the sandbox removed")  # fmt: skip
+
+
+# -- watchAllNamespaces: what the cluster-wide mode adds, and what it still refuses ---------------------------------
+
+CLUSTER_WIDE: list[tuple[str, str, str, set[str]]] = [
+    # Added: the operator's namespaced rules in every namespace, the one runner's in every namespace, CRDs read.
+    ("list", "secrets", "{apps}", {"operator"}),
+    ("get", "secrets", "*", {"operator"}),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", "", {"operator"}),
+    ("create", "jobs.batch", "{apps}", {"runner"}),
+    ("impersonate", "serviceaccounts/{release}-runner", "{ns}", {"operator"}),
+    # Still refused: the operator creating pods, impersonating anyone else, namespaces, other webhooks, bindings.
+    ("create", "pods", "{apps}", {"runner"}),  # the runner only (within the admission policy)
+    ("create", "pods", "kube-system", {"runner"}),  # RBAC says yes; the admission policy says which pods
+    ("impersonate", "serviceaccounts/{release}-runner", "{apps}", set()),
+    ("impersonate", "serviceaccounts/default", "{ns}", set()),
+    ("list", "namespaces", "", set()),
+    ("patch", "validatingwebhookconfigurations/other.example.com", "", set()),
+    ("create", "rolebindings.rbac.authorization.k8s.io", "{apps}", set()),
+    ("get", "secrets", "{apps}", {"operator"}),
+    ("watch", "secrets", "{apps}", set()),
+    ("delete", "secrets", "{apps}", {"runner"}),
+    ("list", "configmaps", "{apps}", set()),
+]
+
+
+def test_the_cluster_wide_mode_adds_what_the_readme_lists_and_the_policy_still_holds(
+    cluster: Cluster, namespace: str
+) -> None:
+    apps = f"{namespace}-apps"
+    cluster.plane.kubectl("create", "namespace", apps)
+    try:
+        with applied(cluster, namespace, "watchAllNamespaces=true") as chart:
+            subjects = {"operator": chart.sa(), "runner": chart.sa("-runner")}
+            wrong = []
+            print(f"\nkubectl auth can-i, release {chart.name} watching every namespace ({apps}: an application's)")
+            for verb, resource, where, allowed in CLUSTER_WIDE:
+                resource = resource.format(release=chart.name)
+                where = where.format(ns=namespace, apps=apps)
+                answers = {s: can_i(chart, u, verb, resource, where) for s, u in subjects.items()}
+                print(
+                    f"{verb + ' ' + resource:70} {where or '(cluster)':20}"
+                    + "".join(f"{a:>6}" for a in answers.values())
+                )
+                wrong += [
+                    (s, verb, resource, where, a) for s, a in answers.items() if a != ("yes" if s in allowed else "no")
+                ]
+            assert not wrong, wrong
+            runner = chart.sa("-runner")
+            create = ("create", "--dry-run=server", "-f", "-")
+            # Sandboxes run as each namespace's default ServiceAccount, still without a token.
+            bad = sandbox_pod(apps, serviceAccountName="default", automountServiceAccountToken=True)
+            wait_for(lambda: "denied request" in as_operator(chart, *create, impersonate=runner, body=bad),
+                     timeout=30, what="the admission policy in force")  # fmt: skip
+            refused = as_operator(chart, *create, impersonate=runner, body=bad)
+            assert "only without a ServiceAccount token" in refused, refused
+            # An application's ServiceAccount (with whatever rights it has there) stays out of reach.
+            cluster.plane.kubectl("create", "serviceaccount", "app-admin", "-n", apps)
+            app_admin = sandbox_pod(apps, serviceAccountName="app-admin")
+            refused = as_operator(chart, *create, impersonate=runner, body=app_admin)
+            assert "creates pods only as ServiceAccount default" in refused, refused
+            accepted = as_operator(chart, *create, impersonate=runner, body=sandbox_pod(apps))
+            assert "created (server dry run)" in accepted, accepted
+            refused = as_operator(chart, *create, impersonate=runner, body=analysis_job(apps, "default"))
+            assert f"creates Jobs only as ServiceAccount {chart.name}-analysis" in refused, refused
+            assert not get(cluster, "pods,jobs", "-n", apps)["items"]  # nothing was created
+    finally:
+        cluster.plane.kubectl("delete", "namespace", apps, "--wait=false")
