@@ -216,3 +216,18 @@ async def test_verify_full_to_a_server_without_tls_says_so_and_never_falls_back(
     assert check.stalled
     assert "sslmode is verify-full" in check.message
     assert "sslmode: disable" in check.message
+
+
+async def test_a_ca_secret_that_has_not_opted_in_stalls_the_target_naming_it(tls: Tls) -> None:
+    """The CA Secret is read like every other: one the reader does not return (not labelled, not listed) stalls."""
+    secrets = {"db": {"username": "tls", "password": "tls-pw"}}
+
+    async def read(namespace: str, name: str) -> dict[str, str] | None:
+        return secrets.get(name)
+
+    before = our_sessions(tls)
+    check = await check_target("shop", spec(tls), read)
+    assert check.reason == "SecretNotAllowed"
+    assert check.stalled
+    assert "Secret shop/db-ca does not exist or is not labelled optischema.io/allow=true" in check.message
+    assert our_sessions(tls) == before  # nothing was attempted without the CA
