@@ -187,11 +187,6 @@ def allow_secrets(cluster: Cluster, namespace: str, *names: str) -> None:
     cluster.plane.kubectl("label", "secret", "-n", namespace, *names, "optischema.io/allow=true", "--overwrite")
 
 
-def allow_secrets(cluster: Cluster, namespace: str, *names: str) -> None:
-    """Label Secrets made with ``kubectl create secret`` so that the operator may read them."""
-    cluster.plane.kubectl("label", "secret", "-n", namespace, *names, "optischema.io/allow=true", "--overwrite")
-
-
 @contextmanager
 def operators(cluster: Cluster, namespace: str, log_name: str, **env: str) -> Iterator[Callable[[], Any]]:
     """A way to start operator processes one after another (killing them is the test's business), all logging to
