@@ -25,7 +25,9 @@ HOST_PATTERN = rf"^({_LABEL}(\.{_LABEL})*\.?|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-F
 HOST_RULE = "must be a host name (RFC 1123: letters, digits, '-' and '.') or an IP address, nothing else"
 
 #: What the CRD schema accepts for an endpoint URL: https, or http on a loopback host.
-ENDPOINT_URL_PATTERN = r"^(https://[^\s]+|http://(localhost|127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\])(:[0-9]+)?([/?#][^\s]*)?)$"
+ENDPOINT_URL_PATTERN = (
+    r"^(https://[^\s]+|http://(localhost|127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\])(:[0-9]+)?([/?#][^\s]*)?)$"
+)
 ENDPOINT_URL_RULE = (
     "must be an https:// URL; plain http:// is accepted only for a loopback host (localhost, 127.0.0.0/8, [::1]), "
     "for development"
