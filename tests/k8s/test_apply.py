@@ -22,7 +22,7 @@ from optischema.changes.ddl import index_name
 from tests.gitops import argocd, flux
 from tests.receiver import receiver
 
-from .conftest import apply, get, operators, secret, target, wait_for
+from .conftest import allow_secrets, apply, get, operators, secret, target, wait_for
 
 
 def sql(host: str, statement: str, *args: Any) -> list[asyncpg.Record]:
@@ -184,6 +184,7 @@ def test_a_change_that_makes_a_query_slower_is_rolled_back(
     with receiver() as sink:
         cluster.plane.kubectl("create", "secret", "generic", "hook", "-n", namespace,
                               f"--from-literal=url={sink.url('/hook')}", "--from-literal=key=k3y")  # fmt: skip
+        allow_secrets(cluster, namespace, "hook")  # the operator reads only Secrets that opt in
         doc = writer_target(namespace, database)
         doc["spec"]["notifications"] = {
             "sinks": [{"type": "webhook", "urlSecret": {"name": "hook", "key": "url"},
@@ -235,6 +236,7 @@ def test_without_write_credentials_the_change_waits_stalled(
     with receiver() as sink:
         cluster.plane.kubectl("create", "secret", "generic", "hook", "-n", namespace,
                               f"--from-literal=url={sink.url('/hook')}")  # fmt: skip
+        allow_secrets(cluster, namespace, "hook")  # the operator reads only Secrets that opt in
         doc["spec"]["notifications"] = {"sinks": [{"type": "slack", "urlSecret": {"name": "hook", "key": "url"}}]}
         apply(cluster, doc)
         apply(
