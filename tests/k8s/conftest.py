@@ -138,7 +138,7 @@ def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[byte
         stderr=subprocess.STDOUT,
     )
     yield process
-    # Targets and changes carry the operator's finalizer (it stops their daemons first): delete them while it runs.
+    # Delete targets and changes while it runs, so that their daemons stop cleanly (no finalizer needs it).
     cluster.plane.kubectl("delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s")
     process.terminate()
     process.wait(timeout=30)
@@ -190,7 +190,7 @@ def allow_secrets(cluster: Cluster, namespace: str, *names: str) -> None:
 @contextmanager
 def operators(cluster: Cluster, namespace: str, log_name: str, **env: str) -> Iterator[Callable[[], Any]]:
     """A way to start operator processes one after another (killing them is the test's business), all logging to
-    one file; at the end changes and targets are deleted while one still runs (their finalizers), then all stop."""
+    one file; at the end changes and targets are deleted while one still runs (their daemons stop), then all stop."""
     LOGS.mkdir(exist_ok=True)
     log = LOGS / f"{log_name}-{namespace}.log"
     started: list[subprocess.Popen[bytes]] = []
@@ -209,7 +209,7 @@ def operators(cluster: Cluster, namespace: str, log_name: str, **env: str) -> It
     try:
         yield start
     finally:
-        # Unfinished IndexChanges and targets carry the operator's finalizer: delete them while one still runs.
+        # Delete IndexChanges and targets while one still runs, so that their daemons stop cleanly.
         cluster.plane.kubectl(
             "delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False
         )

@@ -398,7 +398,7 @@ def test_two_replicas_do_the_work_once_and_the_second_takes_over(
         mark = len(logs[1].read_text())
         wait_for(lambda: "checked" in logs[1].read_text()[mark:], timeout=60, what="the second replica to take over")
     finally:
-        # Targets carry the operator's finalizer: delete them while a replica still runs.
+        # Delete targets while a replica still runs, so that their daemons stop cleanly.
         cluster.plane.kubectl("delete", "postgrestargets", "--all", "-n", namespace, "--timeout=60s", check=False)
         for replica in replicas:
             replica.terminate()
