@@ -29,7 +29,7 @@ from tests.browser import dom, screenshot
 from tests.png import pixels
 from tests.receiver import receiver
 
-from .conftest import apply, get, operators, secret, target, wait_for
+from .conftest import allow_secrets, apply, get, operators, secret, target, wait_for
 from .test_apply import Traffic
 from .test_sandbox import benchmarked
 
@@ -77,6 +77,7 @@ def test_a_report_of_a_real_run_in_three_formats_renders_in_a_browser(
         cluster.plane.kubectl(
             "create", "secret", "generic", "hook", "-n", namespace, f"--from-literal=url={sink.url('/hook')}"
         )
+        allow_secrets(cluster, namespace, "hook")
         doc = target(namespace, database, sandbox={"dataMode": "sample", "samplePercent": 20})
         doc["spec"]["connection"]["writeCredentialsSecret"] = {"name": "shop-db"}
         doc["spec"]["analysis"]["interval"] = "168h"
@@ -188,6 +189,7 @@ def test_failing_analyses_and_a_spent_budget_are_announced_once_to_the_default_s
         cluster.plane.kubectl(
             "create", "secret", "generic", "default-hook", "-n", namespace, f"--from-literal=url={sink.url('/d')}"
         )
+        allow_secrets(cluster, namespace, "default-hook")
         default = [{"type": "webhook", "urlSecret": {"name": "default-hook", "key": "url"}}]
         env = {"OPTISCHEMA_NOTIFICATION_SINKS": json.dumps(default), "OPTISCHEMA_OPERATOR_NAMESPACE": namespace}
         with operators(cluster, namespace, "events", **env) as start:

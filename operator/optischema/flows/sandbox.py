@@ -35,7 +35,7 @@ class Provider(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Local:
-    dsn: str
+    dsn: str = field(repr=False)  # may hold a password: never in a log or a traceback
     server: LocalPostgres
 
 
