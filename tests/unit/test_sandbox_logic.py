@@ -3,6 +3,7 @@ the pod it asks for. Table-driven where the cases are data."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
@@ -507,3 +508,22 @@ def test_sandbox_settings_are_checked_at_start(
 )
 def test_the_data_volume_is_sized_for_the_copy(sandbox: dict[str, Any], expected: str) -> None:
     assert PodDefaults().storage_for(SandboxSpec.model_validate(sandbox)) == expected
+
+
+def test_an_analysis_job_learns_only_its_own_namespaces_allowed_secrets() -> None:
+    """The Job reads Secrets by the operator's opt-in rule: the allow-listed names of its target's namespace reach it,
+    and no other namespace's entry does (the Job would have no use for them, and they say what else is trusted)."""
+    job = analysis_job(
+        TARGET,
+        image="optischema:dev",
+        service_account="sa",
+        sample_seconds=0,
+        token="t",
+        allowed_secrets=["team/shop-db", "other/payroll-db", "team/llm-key"],
+    )
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["OPTISCHEMA_ALLOWED_SECRETS"]) == ["team/shop-db", "team/llm-key"]
+    bare = analysis_job(TARGET, image="optischema:dev", service_account="sa", sample_seconds=0, token="t")
+    assert "OPTISCHEMA_ALLOWED_SECRETS" not in {
+        e["name"] for e in bare["spec"]["template"]["spec"]["containers"][0]["env"]
+    }

@@ -86,6 +86,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             sample_seconds=settings.sample_seconds,
             token=requested or now.isoformat(),
             operator_namespace=settings.operator_namespace or current_namespace(),
+            allowed_secrets=settings.allowed_secrets,
         )
         await memo.runner.create_job(namespace, job)  # as the runner: the operator may not create Jobs
         begun = lifecycle.started(last, now, job=job["metadata"]["name"], requested=requested)
