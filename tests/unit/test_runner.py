@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from optischema.handlers.operator import needs_scanning
 from optischema.kube.runner import IMPERSONATE_USER, Runner, runner_user
 from optischema.settings import Settings
 
@@ -41,3 +42,19 @@ def test_clients_impersonate_the_runner_of_their_namespace_and_are_kept() -> Non
 def test_a_setting_that_names_no_service_account_is_refused(setting: str) -> None:
     with pytest.raises(ValidationError, match="runner_service_account"):
         Settings(runner_service_account=setting)
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "clusterwide", "needed"),
+    [
+        (["shop"], False, False),  # the chart's namespaced mode: no right on namespaces or CRDs, none needed
+        (["shop", "billing"], False, False),
+        (["shop-*"], False, True),  # a pattern: kopf lists namespaces to match it
+        (["shop", "!shop-tmp"], False, True),
+        ([], True, True),  # the whole cluster: kopf watches CRDs (the cluster-wide mode grants it)
+    ],
+)
+def test_kopf_scans_the_cluster_only_when_the_namespaces_are_not_given_by_name(
+    namespaces: list[str], clusterwide: bool, needed: bool
+) -> None:
+    assert needs_scanning(namespaces, clusterwide) is needed

@@ -127,6 +127,15 @@ def _warn_insecure() -> None:
     logging.getLogger("optischema").warning(INSECURE)
 
 
+def needs_scanning(namespaces: list[str], clusterwide: bool) -> bool:
+    """Whether kopf must list and watch namespaces and CRDs cluster-wide. Given exact namespaces it need not: it
+    serves those, and finds our kinds in the API's discovery documents (kopf's "restricted mode"), so the chart's
+    namespaced mode grants no right on namespaces or CRDs. Left on, kopf would try anyway: nine refused requests
+    each, logged as errors, for over a minute before it falls back. Patterns (``shop-*``) need the namespaces
+    listed; the whole cluster keeps watching CRDs (the chart's cluster-wide mode grants that)."""
+    return clusterwide or any(set(n) & set("*?[]!,") for n in namespaces)
+
+
 def run_operator(
     *,
     namespaces: list[str],
@@ -149,8 +158,11 @@ def run_operator(
         _warn_insecure()
 
     lifetime.watching(namespaces, clusterwide)  # its start-up release of old finalizers lists these
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.scanning.disabled = not needs_scanning(namespaces, clusterwide)
     # An explicit peering name makes kopf require the peering CRD, even standalone: pass it only when peering.
     kopf.run(
+        settings=kopf_settings,
         standalone=standalone,
         peering_name=None if standalone else peering_name,
         clusterwide=clusterwide,
