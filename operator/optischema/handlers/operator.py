@@ -51,6 +51,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kube = Kube(allowed_secrets=operator_settings.allowed_secrets)
     if operator_settings.webhook_port:
         settings.admission.server = _webhook_server(operator_settings)
+        memo.webhook_serving = settings.admission.server.serving  # what creates recommendations waits for it
         # The chart owns its configurations (helm uninstall removes them); kopf manages one only in development.
         settings.admission.managed = None if operator_settings.webhook_configuration else MANAGED_CONFIGURATION
     else:

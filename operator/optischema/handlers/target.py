@@ -13,6 +13,7 @@ from optischema.api.resources import GROUP, VERSION
 from optischema.api.target import LastAnalysis, PostgresTargetSpec
 from optischema.flows import notifications, reports
 from optischema.flows import target as flow
+from optischema.handlers import webhookserver
 from optischema.handlers.lifetime import alive, owned, without_finalizer
 from optischema.kube.client import current_namespace
 from optischema.kube.jobs import analysis_job
@@ -88,11 +89,13 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             operator_namespace=settings.operator_namespace or current_namespace(),
             allowed_secrets=settings.allowed_secrets,
         )
+        await webhookserver.serving(memo)  # the Job's recommendations pass the webhook too
         await memo.runner.create_job(namespace, job)  # as the runner: the operator may not create Jobs
         begun = lifecycle.started(last, now, job=job["metadata"]["name"], requested=requested)
         await memo.kube.patch_status("postgrestargets", namespace, name, lifecycle.status_patch(begun))
         kopf.info(body, reason="AnalysisJobCreated", message=f"analysis runs in Job {job['metadata']['name']}")
         return
+    await webhookserver.serving(memo)  # every recommendation the analysis creates passes the webhook
     clock = time.monotonic()
     ok, message = await flow.analyse_and_record(
         memo.kube,

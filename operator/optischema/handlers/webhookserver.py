@@ -92,6 +92,9 @@ class RotatingWebhookServer(kopf.WebhookServer):
         self.source, self.configurations = source, configurations
         self.check_seconds, self.grace_seconds = check_seconds, grace_seconds
         self.workdir = Path(tempfile.mkdtemp(prefix="optischema-webhook-"))  # 0700; rewritten, never read back
+        #: Set once the server listens. With ``failurePolicy: Fail`` every create of a recommendation is refused
+        #: until then; the work that creates them waits for it (:func:`serving`).
+        self.serving = asyncio.Event()
 
     def _load(self, context: ssl.SSLContext, served: Material) -> bool:
         """Load the certificate into the live context: handshakes from now on present it. The pair is tried in a
@@ -151,6 +154,7 @@ class RotatingWebhookServer(kopf.WebhookServer):
                 runner, self.addr, port, ssl_context=context, reuse_port=True, reuse_address=True
             )
             await site.start()
+            self.serving.set()
             yield self._client_config(port, served.ca_bundle)
             while True:
                 await asyncio.sleep(self.check_seconds)
@@ -165,6 +169,7 @@ class RotatingWebhookServer(kopf.WebhookServer):
                 if self._load(context, latest):
                     served = latest
         finally:
+            self.serving.clear()
             await runner.cleanup()
 
     async def _refresh(self) -> Material | None:
@@ -177,6 +182,22 @@ class RotatingWebhookServer(kopf.WebhookServer):
             log.error("webhook certificate not refreshed: %s", str(error).splitlines()[0] if str(error) else error)
             return None
         return latest
+
+
+async def serving(memo: kopf.Memo, *, timeout: float = 120.0) -> None:
+    """Wait until this process's webhook server listens (at once when it runs without one).
+
+    The chart's configurations exist before the operator starts, with ``failurePolicy: Fail``: an analysis that
+    finished before the server listened (it publishes its CA and waits a grace period first) had every
+    recommendation refused and was recorded as failed until the next interval. After ``timeout`` the caller goes on
+    and a refusal is recorded as the failure it is."""
+    event: asyncio.Event | None = getattr(memo, "webhook_serving", None)
+    if event is None or event.is_set():
+        return
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        log.error("the webhook server is not listening after %.0fs: going on without it", timeout)
 
 
 def make_server(
