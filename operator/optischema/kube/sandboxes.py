@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -46,7 +46,7 @@ class SandboxError(RuntimeError):
 class PodSandbox:
     namespace: str
     name: str
-    dsn: str
+    dsn: str = field(repr=False)  # holds the sandbox's generated password: never in a log or a traceback
 
 
 def pod_name(recommendation: str) -> str:
