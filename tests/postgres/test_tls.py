@@ -231,3 +231,43 @@ async def test_a_ca_secret_that_has_not_opted_in_stalls_the_target_naming_it(tls
     assert check.stalled
     assert "Secret shop/db-ca does not exist or is not labelled optischema.io/allow=true" in check.message
     assert our_sessions(tls) == before  # nothing was attempted without the CA
+
+
+async def test_the_schema_dump_ignores_a_libpq_service_or_address_in_the_operators_environment(
+    tls: Tls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad day: the operator's environment holds libpq variables of its own (a base image's ``PGSERVICE``, an
+    admin's ``PGHOSTADDR``). libpq takes a service file's values over the environment's, so they would silently
+    turn the target's verify-full into ``require`` with no CA (or send the password elsewhere): pg_dump gets the
+    target's parameters and no other libpq variable, and another CA is still refused."""
+    from optischema.postgres.clone import CloneError, SchemaDump
+
+    tls.server.psql("CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY); GRANT SELECT ON orders TO tls", "shop")
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[weak]\nsslmode=require\nsslrootcert={tmp_path / 'none.crt'}\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.setenv("PGSERVICE", "weak")
+    monkeypatch.setenv("PGOPTIONS", "-c default_transaction_read_only=off")
+    dump = SchemaDump(15)
+    try:
+        with pytest.raises(CloneError, match="certificate verify failed"):
+            await dump.take(
+                ConnectParams(
+                    host="localhost", port=tls.server.port, user="tls", password="tls-pw", database="shop",
+                    ca_pem=tls.other_ca,
+                )
+            )  # fmt: skip
+        assert not dump.listing.exists()  # nothing was dumped through the weaker service
+    finally:
+        dump.remove()
+    monkeypatch.setenv("PGHOSTADDR", "192.0.2.1")  # TEST-NET-1: nothing answers there
+    dump = SchemaDump(15)
+    try:
+        await dump.take(
+            ConnectParams(
+                host="localhost", port=tls.server.port, user="tls", password="tls-pw", database="shop", ca_pem=tls.ca
+            )
+        )
+        assert "TABLE public orders" in dump.listing.read_text()
+    finally:
+        dump.remove()

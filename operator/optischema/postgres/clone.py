@@ -58,10 +58,15 @@ class Loaded:
 
 def _libpq(dsn: ConnectTarget, scratch: Path) -> tuple[list[str], dict[str, str]]:
     """The connection arguments without the password, and the environment carrying it: no password on a command
-    line. Our parameters go whole through libpq's environment (``scratch`` receives the CA file), never as a DSN."""
+    line. Our parameters go whole through libpq's environment (``scratch`` receives the CA file), never as a DSN.
+
+    A target's parameters go with no other libpq variable of the operator's environment: a service file
+    (``PGSERVICE``) outranks the environment in libpq and would turn verify-full into ``require``, and
+    ``PGHOSTADDR`` or ``PGOPTIONS`` would send the password elsewhere or change the session."""
     env = {**os.environ, "PGCONNECT_TIMEOUT": "15"}
     if isinstance(dsn, ConnectParams):
-        return [], {**env, **dsn.libpq_env(scratch)}
+        own = {key: value for key, value in env.items() if not key.startswith("PG") or key == "PGCONNECT_TIMEOUT"}
+        return [], {**own, **dsn.libpq_env(scratch)}
     parts = urlsplit(dsn)
     if parts.password is not None:
         env["PGPASSWORD"] = unquote(parts.password)
