@@ -114,6 +114,11 @@ URLS = [
     ("http://vllm.ml.svc:8000/v1", "plain http to a host that is not loopback"),
     ("http://10.0.0.5/v1", "plain http to a host that is not loopback"),
     ("http://localhost.evil.com/v1", "plain http to a host that is not loopback"),
+    # names the resolver may send to DNS: a pod's search list makes x.localhost the Service x of a namespace
+    # "localhost" (x.localhost.svc.cluster.local); "localhost." is absolute, past /etc/hosts
+    ("http://evil.localhost/v1", "plain http to a host that is not loopback"),
+    ("http://evil.svc.localhost:8080/v1", "plain http to a host that is not loopback"),
+    ("http://localhost./v1", "plain http to a host that is not loopback"),
     ("http://127.0.0.1.evil.com/v1", "plain http to a host that is not loopback"),
     ("http://evil.com#@127.0.0.1/", "plain http to a host that is not loopback"),
     ("http://localhost:80@evil.com/", "plain http to a host that is not loopback"),

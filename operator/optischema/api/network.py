@@ -65,9 +65,13 @@ def check_host(value: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    """True for ``localhost`` (and its subdomains), 127.0.0.0/8 and ::1."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    """True for ``localhost``, 127.0.0.0/8 and ::1: the names and addresses that never leave the pod.
+
+    Not a subdomain of localhost nor ``localhost.``: /etc/hosts does not hold them, and the resolver asks DNS,
+    where a pod's search list reads ``x.localhost`` as ``x.localhost.svc.cluster.local``, the Service ``x`` of a
+    namespace called ``localhost``."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
