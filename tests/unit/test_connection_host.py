@@ -8,6 +8,7 @@ database and TLS of a formatted DSN, a Unix socket path, a user or port smuggled
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 from typing import Any
@@ -217,6 +218,31 @@ async def test_an_answer_of_the_wrong_shape_is_not_quoted() -> None:
     provider = Provider("openaiCompatible", "m", base_url="https://llm.example/v1", attempts=1)
     async with httpx.AsyncClient(transport=transport) as client:
         with pytest.raises(ProviderError) as caught:
+            await complete(client, provider, "system", "prompt")
+    assert "sk-live" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        ("openaiCompatible", ["sk-live-123"]),
+        ("openaiCompatible", {"choices": [{"message": "sk-live-123"}]}),
+        ("openaiCompatible", {"choices": [{"message": {"content": "x"}}], "usage": "sk-live-123"}),
+        ("openaiCompatible", {"choices": [{"message": {"content": {"sk-live-123": 1}}}]}),
+        ("openaiCompatible", b'{"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": 1e400}}'),
+        ("gemini", {"candidates": [{"content": {"parts": ["sk-live-123"]}}]}),
+        ("gemini", {"candidates": [{"content": {"parts": [{"text": "x"}]}}], "usageMetadata": ["sk-live-123"]}),
+    ],
+)
+async def test_a_hostile_answer_of_any_shape_is_a_provider_error_quoting_nothing(kind: str, payload: object) -> None:
+    """Whoever answers at the URL writes the JSON: an answer that is a list, a string where an object belongs, text
+    that is not a string or a number too large for an integer is one ProviderError naming no part of it (not an
+    AttributeError or OverflowError escaping the failover with the answer's shape in its message)."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()  # bytes: JSON httpx won't write
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    provider = Provider(kind, "m", base_url="https://llm.example/v1", api_key="k", attempts=1)
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(ProviderError, match="unexpected answer shape") as caught:
             await complete(client, provider, "system", "prompt")
     assert "sk-live" not in str(caught.value)
 

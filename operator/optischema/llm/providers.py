@@ -41,6 +41,13 @@ class ProviderError(RuntimeError):
         self.retryable = retryable
 
 
+def _text(value: object) -> str:
+    """An answer's text, which must be a string (an object or a number there is a wrong shape: TypeError)."""
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
@@ -120,7 +127,7 @@ class Provider:
                 parts = payload["candidates"][0]["content"]["parts"]
                 usage = payload.get("usageMetadata") or {}
                 return Reply(
-                    "".join(p.get("text", "") for p in parts),
+                    "".join(_text(p.get("text", "")) for p in parts),
                     self.kind,
                     self.model,
                     int(usage.get("promptTokenCount", 0)),
@@ -128,14 +135,15 @@ class Provider:
                 )
             usage = payload.get("usage") or {}
             return Reply(
-                payload["choices"][0]["message"].get("content") or "",
+                _text(payload["choices"][0]["message"].get("content") or ""),
                 self.kind,
                 self.model,
                 int(usage.get("prompt_tokens", 0)),
                 int(usage.get("completion_tokens", 0)),
             )
-        except (KeyError, IndexError, TypeError, ValueError) as error:
-            # the error's type only: its text may quote the answer, which is the provider's to write
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as error:
+            # the error's type only: its text may quote the answer, which is the provider's to write; a list or a
+            # string where an object belongs (AttributeError), a number too large for an integer (OverflowError)
             raise ProviderError(
                 self.name, f"unexpected answer shape ({type(error).__name__})", retryable=False
             ) from error
