@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from optischema.handlers.operator import _webhook_server
 from optischema.handlers.webhookserver import DirectorySource, RotatingWebhookServer, SharedSource, make_server
 from optischema.kube import certs
 from optischema.kube.webhookbundle import Bundle, Lifetimes, advance, cas, decide, serial, trusted_bundle
-from optischema.kube.webhookcerts import MemoryStore, settle
+from optischema.kube.webhookcerts import MemoryStore, decoded, settle
 from optischema.postgres.local import free_port
 from optischema.settings import Settings
 
@@ -51,6 +52,23 @@ def foreign_ca_key(bundle: Bundle) -> Bundle:
     return bundle.model_copy(update={"ca_key": certs.new_ca("other", lifetime=LIFE.ca, now=T0)[1].decode()})
 
 
+def encrypted_key(bundle: Bundle) -> Bundle:
+    """tls.key as a PEM encrypted with a password (the operator has none): loading it raises TypeError."""
+    key = serialization.load_pem_private_key(bundle.tls_key.encode(), password=None)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    return bundle.model_copy(update={"tls_key": pem.decode()})
+
+
+def serving_as_ca(bundle: Bundle) -> Bundle:
+    """ca.crt/ca.key replaced by the serving pair: a key that matches, a certificate that may sign nothing (the API
+    server would refuse every certificate it signed, and with failurePolicy Fail every approval)."""
+    return bundle.model_copy(update={"ca_crt": bundle.tls_crt, "ca_key": bundle.tls_key})
+
+
 def with_expired_ca(bundle: Bundle) -> Bundle:
     """A bundle still listing a CA that expired on day 90."""
     return bundle.model_copy(update={"ca_bundle": bundle.ca_bundle + made(T0).ca_crt})
@@ -68,6 +86,10 @@ DECISIONS: list[tuple[str, Any, datetime.datetime, dict[str, list[str]], str]] =
     ("tls.crt signed by another CA", lambda: foreign_cert(made()), T0 + DAY, HOSTS, "renew-cert"),
     ("ca.key of another CA", lambda: foreign_ca_key(made()), T0 + DAY, HOSTS, "create"),
     ("unreadable", lambda: made().model_copy(update={"tls_crt": "-----BEGIN nonsense"}), T0, HOSTS, "create"),
+    # Edited by someone else: nothing of it is trusted, a new bundle is made (never an exception that stops the
+    # server from starting or leaves it refreshing nothing until the certificate expires).
+    ("tls.key encrypted", lambda: encrypted_key(made()), T0 + DAY, HOSTS, "create"),
+    ("ca.crt not a CA (the serving pair pasted in)", lambda: serving_as_ca(made()), T0 + DAY, HOSTS, "create"),
     ("bundle holds an expired CA", lambda: with_expired_ca(made(T0 + 100 * DAY)), T0 + 101 * DAY, HOSTS, "prune"),
     ("bundle lacks the current CA", lambda: made().model_copy(update={"ca_bundle": made().ca_crt}), T0, HOSTS, "prune"),
 ]
@@ -126,6 +148,19 @@ def test_a_bundle_unreadable_or_of_a_foreign_key_does_not_keep_trusting_what_it_
     broken = foreign_ca_key(made())
     fresh = advance(broken, decide(broken, now=T0, lifetimes=LIFE, **HOSTS), now=T0, lifetimes=LIFE, **HOSTS)
     assert cas(fresh.ca_bundle) == [serial(fresh.ca_crt)]  # the old CA is not carried over
+
+
+def test_a_secret_holding_bytes_that_are_not_text_reads_as_no_bundle_and_is_made_again() -> None:
+    """Someone wrote binary into the Secret: read as no bundle (a new one is written over it), not a
+    UnicodeDecodeError that stopped the start and, later, every refresh until the certificate expired."""
+    data = {key: base64.b64encode(value.encode()).decode() for key, value in made().to_data().items()}
+    data["tls.key"] = base64.b64encode(b"\xff\xfe\x00garbage").decode()
+    read = decoded(data)
+    assert "tls.key" not in read
+    assert read["tls.crt"].startswith("-----BEGIN CERTIFICATE")
+    assert Bundle.from_data(read) is None
+    assert decide(Bundle.from_data(read), now=T0, lifetimes=LIFE, **HOSTS).action == "create"
+    assert decoded({"ca.crt": "not base64 at all!"}) == {}
 
 
 def test_the_trusted_bundle_lists_each_ca_once_and_drops_expired_ones() -> None:

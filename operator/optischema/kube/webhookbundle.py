@@ -13,7 +13,7 @@ import ipaddress
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,6 +92,13 @@ def _covers(cert: x509.Certificate, hosts: list[str], ips: list[str]) -> bool:
     return set(hosts) <= dns and {ipaddress.ip_address(ip) for ip in ips} <= addresses
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
@@ -125,10 +132,12 @@ def decide(
         ca_key = serialization.load_pem_private_key(bundle.ca_key.encode(), password=None)
         serving_key = serialization.load_pem_private_key(bundle.tls_key.encode(), password=None)
         bundled = _pem_list(bundle.ca_bundle)
-    except ValueError as error:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:  # TypeError: an encrypted key (we have no password)
         return Decision(action="create", reason=f"the bundle cannot be read: {error}")
     if ca_key.public_key() != ca.public_key():
         return Decision(action="create", reason="ca.key does not belong to ca.crt")
+    if not _is_ca(ca):  # e.g. the serving pair pasted in: the API server would refuse every certificate it signed
+        return Decision(action="create", reason="ca.crt is not a CA certificate")
     if _due(ca, lifetimes.ca, now):
         return Decision(action="rotate-ca", reason=f"the CA ends {ca.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
     try:

@@ -76,8 +76,7 @@ class SecretStore:
             if error.status == 404:
                 return None, None
             raise _refused(f"reading Secret {self.namespace}/{self.name}", error) from None
-        data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
-        return Bundle.from_data(data), secret.metadata.resource_version if secret.metadata else None
+        return Bundle.from_data(decoded(secret.data)), secret.metadata.resource_version if secret.metadata else None
 
     async def write(self, bundle: Bundle, version: str | None) -> bool:
         body: dict[str, Any] = {
@@ -103,6 +102,18 @@ class SecretStore:
                 return False
             raise _refused(f"writing Secret {self.namespace}/{self.name}", error) from None
         return True
+
+
+def decoded(data: dict[str, str] | None) -> dict[str, str]:
+    """A Secret's ``data`` as text; a key that is not base64 of UTF-8 (someone else wrote it) is left out, so that the
+    bundle reads as incomplete and a new one is written over it, instead of an error at every read."""
+    text = {}
+    for key, value in (data or {}).items():
+        try:
+            text[key] = base64.b64decode(value, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+            continue
+    return text
 
 
 async def settle(
