@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from optischema.analysis import scaling
-from optischema.analysis.redact import redact
+from optischema.analysis.redact import redact, redact_error
 
 from .history import Day, Interval, intervals, is_workload, points
 from .model import ChangeLine, PendingLine, Report, SeriesPoint, StatementLine
@@ -87,7 +87,8 @@ def build(
             continue
         if when is None or not since <= when <= now:
             continue
-        line = _change(change, by_name.get((spec.get("recommendationRef") or {}).get("name") or ""), rates, show)
+        recommendation = by_name.get((spec.get("recommendationRef") or {}).get("name") or "")
+        line = _change(change, recommendation, rates, show, pii_safe=pii_safe)
         {"Applied": report.applied, "RolledBack": report.rolled_back, "Failed": report.failed}[phase].append(line)
         if phase == "Applied" and line.storage_bytes:
             if line.storage_bytes > 0:
@@ -173,7 +174,12 @@ def _reads(change: dict[str, Any], recommendation: dict[str, Any] | None) -> lis
 
 
 def _change(
-    change: dict[str, Any], recommendation: dict[str, Any] | None, rates: dict[str, float], show: Any
+    change: dict[str, Any],
+    recommendation: dict[str, Any] | None,
+    rates: dict[str, float],
+    show: Any,
+    *,
+    pii_safe: bool = True,
 ) -> ChangeLine:
     spec, status = change.get("spec") or {}, change.get("status") or {}
     verification = status.get("verification") or {}
@@ -195,7 +201,8 @@ def _change(
         entries = status.get("history") or []
         failed = [e for e in entries if e.get("outcome") == "Failed" and e.get("message")]
         undone = [e for e in entries if e.get("action") == "Rollback" and e.get("message")]
-        reason = (failed or undone or [{}])[-1].get("message") or verification.get("verdict")
+        last = (failed or undone or [{}])[-1]
+        reason = _reason(last, pii_safe) or verification.get("verdict")
     index = spec.get("index") or {}
     table = spec.get("table") or {}
     sandbox, sample_percent = benchmark.get("speedup"), benchmark.get("samplePercent")
@@ -264,6 +271,16 @@ def _cumulative(
             total += (before - usage.mean_ms) * usage.calls / 1000
         series.append(SeriesPoint(at=span.end, value=round(total, 3)))
     return series if len(series) > 1 else []
+
+
+def _reason(entry: dict[str, Any], pii_safe: bool) -> str | None:
+    """A history entry's message for the report. A failed statement's is ``"<sql> failed: <the server's words>"``
+    (a partial index's predicate literal, a value the server refused, quoted): with PII-safe on, it is redacted as
+    a database's error message; a verification's is the operator's own measurement and stays as written."""
+    message = entry.get("message")
+    if not message or not pii_safe or entry.get("action") == "Verify":
+        return message
+    return redact_error(str(message))
 
 
 def _pending(recommendations: Sequence[dict[str, Any]], show: Any) -> list[PendingLine]:
