@@ -23,6 +23,7 @@ import yaml
 from kubernetes import client, config
 
 from devcluster.cluster import Cluster
+from optischema.kube import jobs, sandboxes
 from optischema.kube.runner import Runner
 from optischema.kube.sandboxes import Pods, SandboxError
 
@@ -227,7 +228,7 @@ def sandbox_pod(namespace: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def analysis_job(namespace: str, service_account: str, image: str = IMAGE) -> dict[str, Any]:
+def analysis_job(namespace: str, service_account: str, image: str = IMAGE, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -238,6 +239,7 @@ def analysis_job(namespace: str, service_account: str, image: str = IMAGE) -> di
                     "restartPolicy": "Never",
                     "serviceAccountName": service_account,
                     "containers": [{"name": "analyze", "image": image, "command": ["optischema", "analyze-target"]}],
+                    **spec,
                 }
             }
         },
@@ -301,6 +303,34 @@ ATTACKS = [
     ("Job as the analysis ServiceAccount with another image",
      lambda r: analysis_job(r.namespace, f"{r.name}-analysis", "attacker/tools:latest"),
      "creates Jobs only of the operator's image"),
+    # A hostile review's: the host reached through a container the checks above do not look at, a capability, a
+    # volume other than the sandbox's emptyDirs (another Secret, a CSI driver that is handed the pod's identity).
+    ("privileged init container", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox",
+                                                        initContainers=[{"name": "init", "image": "postgres:15",
+                                                                         "securityContext": {"privileged": True}}]),
+     "only without init containers, with emptyDir volumes only"),
+    ("container adding CAP_SYS_ADMIN", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox",
+                                                             containers=[{"name": "main", "image": "postgres:15",
+                                                                          "securityContext": {"capabilities": {
+                                                                              "add": ["SYS_ADMIN"]}}}]),
+     "only without privileged containers or added capabilities"),
+    ("pod mounting another Secret", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox", volumes=[
+         {"name": "s", "secret": {"secretName": "precious"}}]),
+     "only without init containers, with emptyDir volumes only"),
+    ("pod with a CSI volume", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox", volumes=[
+         {"name": "c", "csi": {"driver": "secrets-store.csi.k8s.io"}}]),
+     "only without init containers, with emptyDir volumes only"),
+    ("privileged Job", lambda r: analysis_job(r.namespace, f"{r.name}-analysis", containers=[
+         {"name": "analyze", "image": IMAGE, "securityContext": {"privileged": True}}]),
+     "creates Jobs only without privileged containers, added capabilities or host namespaces"),
+    ("Job adding CAP_SYS_ADMIN", lambda r: analysis_job(r.namespace, f"{r.name}-analysis", containers=[
+         {"name": "analyze", "image": IMAGE, "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]),
+     "creates Jobs only without privileged containers, added capabilities or host namespaces"),
+    ("Job in the host's PID namespace", lambda r: analysis_job(r.namespace, f"{r.name}-analysis", hostPID=True),
+     "creates Jobs only without privileged containers, added capabilities or host namespaces"),
+    ("Job mounting another Secret", lambda r: analysis_job(r.namespace, f"{r.name}-analysis", volumes=[
+         {"name": "s", "secret": {"secretName": "precious"}}]),
+     "with emptyDir volumes only"),
     ("a ServiceAccount token Secret",
      lambda r: {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                 "metadata": {"name": "attack", "namespace": r.namespace,
@@ -328,10 +358,28 @@ def test_the_runner_is_refused_what_the_policy_forbids(release: Release, title: 
 
 def test_the_runner_may_create_what_sandboxes_and_analysis_need(release: Release) -> None:
     runner = release.sa("-runner")
+    uid = "0f1e2d3c-0000-4000-8000-000000000000"
+    target = {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "PostgresTarget",
+        "spec": {},
+        "metadata": {"name": "shop", "namespace": release.namespace, "uid": uid},
+    }
+    recommendation = {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "TuningRecommendation",
+        "spec": {"targetRef": {"name": "shop"}},
+        "metadata": {**target["metadata"], "name": "shop-idx"},
+    }
     for body in (
         sandbox_pod(release.namespace, serviceAccountName=f"{release.name}-sandbox"),
         analysis_job(release.namespace, f"{release.name}-analysis"),
-    ):
+        # what kube/sandboxes.py and kube/jobs.py make, as they make it
+        sandboxes.pod_manifest(recommendation, image="postgres:15", resources=None, deadline_seconds=60,
+                               service_account=f"{release.name}-sandbox"),
+        jobs.analysis_job(target, image=IMAGE, service_account=f"{release.name}-analysis", sample_seconds=1.0,
+                          token="t"),
+    ):  # fmt: skip
         accepted = as_operator(release, "create", "--dry-run=server", "-f", "-", impersonate=runner, body=body)
         assert "created (server dry run)" in accepted, accepted
 
