@@ -8,6 +8,7 @@ database and TLS of a formatted DSN, a Unix socket path, a user or port smuggled
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from optischema.api import describe
 from optischema.api.network import ENDPOINT_URL_PATTERN, HOST_PATTERN, endpoint_url_problem, host_problem
 from optischema.api.target import Connection, LlmProvider
-from optischema.llm.providers import Provider, ProviderError, complete
+from optischema.llm.providers import Provider, ProviderError, complete, http_client
 from optischema.notify.deliver import Notifier, Sink
 from optischema.notify.messages import Event
 from optischema.postgres.connect import ConnectParams
@@ -281,3 +282,59 @@ async def test_a_notification_url_must_be_https_or_loopback(url: str, sent: bool
         assert "loopback" in delivery.error
         assert "SECRETPATH" not in delivery.error
         assert "hooks.example" not in delivery.error
+
+
+class _Listener:
+    """A real HTTP/1.1 listener on the loopback interface that answers 200 and keeps the request lines it got."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> _Listener:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        if length:
+            await reader.readexactly(int(length.group(1)))
+        self.requests.append(head.split(b"\r\n")[0])
+        body = b'{"choices": [{"message": {"content": "ok"}}]}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def test_a_loopback_http_url_never_goes_through_the_environment_s_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain http is accepted only because a loopback URL never leaves the pod; with ``HTTP_PROXY`` in the operator's
+    environment (a corporate cluster) httpx sent it, API key, prompt and webhook path in clear text, to the proxy
+    across the network (which would ask its own loopback). Both the LLM and the notification clients go direct."""
+    async with _Listener() as proxy, _Listener() as model, _Listener() as hook:
+        for variable in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        provider = Provider("openaiCompatible", "m", base_url=f"http://127.0.0.1:{model.port}/v1", api_key="sk-1",
+                            attempts=1)  # fmt: skip
+        async with http_client() as client:
+            reply = await complete(client, provider, "system", "prompt")
+        notifier = Notifier(attempts=1)
+        event = Event("analysisFailing", "ns", "shop", "PostgresTarget", "shop", "uid-1", "summary")
+        sink = Sink("webhook", f"http://127.0.0.1:{hook.port}/T000/SECRETPATH", name="webhook:hook")
+        [delivery] = await notifier.send(event, [sink], pii_safe=True)
+    assert proxy.requests == []  # the proxy saw nothing
+    assert reply.text == "ok"
+    assert model.requests == [b"POST /v1/chat/completions HTTP/1.1"]
+    assert delivery.ok
+    assert hook.requests == [b"POST /T000/SECRETPATH HTTP/1.1"]

@@ -25,7 +25,7 @@ from optischema.api.target import Llm
 from optischema.flows.analyze import Advisor, AdvisorReply
 from optischema.kube.client import secret_refused
 from optischema.kube.llmstore import ConfigMapStore
-from optischema.llm.providers import Failover, Provider, ProviderError
+from optischema.llm.providers import Failover, Provider, ProviderError, http_client
 from optischema.telemetry import (
     LLM_BUDGET_SPENT,
     LLM_CACHE_HITS,
@@ -137,9 +137,7 @@ def make_advisor(
         before = chain.failovers
         try:
             async with contextlib.AsyncExitStack() as stack:  # one client (connection pool) per provider
-                clients = {
-                    p.name: await stack.enter_async_context(httpx.AsyncClient(transport=transport)) for p in providers
-                }
+                clients = {p.name: await stack.enter_async_context(http_client(transport)) for p in providers}
                 reply = await chain.complete(clients, prompt.system, prompt.text)
         except ProviderError as error:
             LLM_CALLS.labels(*labels, "failed").inc()

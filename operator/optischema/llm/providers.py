@@ -178,6 +178,13 @@ def classify(status: int) -> str:
     return "the provider failed"
 
 
+def http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The client a provider is called with. Plain http goes only to a loopback host (:func:`complete` refuses the
+    rest), so it never takes the environment's proxy: ``HTTP_PROXY`` would carry the key and the prompt in clear
+    text to the proxy, across the network. https keeps the environment's proxy settings."""
+    return httpx.AsyncClient(transport=transport, mounts={"http://": transport or httpx.AsyncHTTPTransport()})
+
+
 async def complete(client: httpx.AsyncClient, provider: Provider, system: str, prompt: str) -> Reply:
     """One provider, with bounded retries (exponential backoff with jitter, or what Retry-After asks)."""
     url, headers, body = provider.request(system, prompt)

@@ -106,7 +106,12 @@ class Notifier:
             return [delivery]
         window.append(now)
         results = []
-        async with httpx.AsyncClient(transport=self.transport, timeout=self.timeout) as client:
+        # plain http goes only to a loopback host (refused otherwise), so never through the environment's proxy:
+        # HTTP_PROXY would carry the event and the URL's token in clear text across the network
+        direct = self.transport or httpx.AsyncHTTPTransport()
+        async with httpx.AsyncClient(
+            transport=self.transport, timeout=self.timeout, mounts={"http://": direct}
+        ) as client:
             for sink in sinks:
                 if sink.events is not None and event.type not in sink.events:
                     continue
