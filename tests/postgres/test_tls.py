@@ -271,3 +271,27 @@ async def test_the_schema_dump_ignores_a_libpq_service_or_address_in_the_operato
         assert "TABLE public orders" in dump.listing.read_text()
     finally:
         dump.remove()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n",  # base64, not a certificate
+        "-----BEGIN CERTIFICATE-----\nÉté\n-----END CERTIFICATE-----\n",  # not ASCII: the ssl module raised TypeError
+        "BEGIN CERTIFICATE",
+    ],
+)
+async def test_a_ca_secret_holding_garbage_stalls_the_target_naming_it_and_nothing_is_attempted(
+    tls: Tls, garbage: str
+) -> None:
+    """A CA that cannot be read is the Secret's fault, for a person to fix: Stalled naming the Secret and key, never
+    a crash of the reconciliation (a TypeError) nor a TLS failure retried every interval; no session opens."""
+    before = our_sessions(tls)
+    check = await check_target("shop", spec(tls), reader(garbage))
+    assert not check.ready
+    assert check.stalled
+    assert check.reason == "SecretKeyMissing"
+    assert "spec.connection.sslRootCertSecret" in check.message
+    assert "shop/db-ca" in check.message
+    assert "Z2FyYmFnZQ" not in check.message
+    assert our_sessions(tls) == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ async def read_ca(namespace: str, spec: PostgresTargetSpec, read_secret: SecretR
     secret = await read_secret(namespace, ref.name)
     if secret is None:
         return Check(False, Reason.SECRET_NOT_ALLOWED, secret_refused(namespace, ref.name), stalled=True, spec=spec)
-    if ref.key not in secret or "BEGIN CERTIFICATE" not in secret[ref.key]:
+    if ref.key not in secret or not _readable_ca(secret[ref.key]):
         return Check(
             False,
             Reason.SECRET_KEY_MISSING,
@@ -80,6 +81,16 @@ async def read_ca(namespace: str, spec: PostgresTargetSpec, read_secret: SecretR
             spec=spec,
         )
     return secret[ref.key]
+
+
+def _readable_ca(pem: str) -> bool:
+    """Whether ``pem`` holds certificates TLS can load: garbage in the Secret is for a person to fix (Stalled), not a
+    TLS failure retried every interval, nor a TypeError (non-ASCII) crashing the reconciliation."""
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, TypeError, ValueError):
+        return False
+    return "BEGIN CERTIFICATE" in pem
 
 
 async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: SecretReader) -> Check:
