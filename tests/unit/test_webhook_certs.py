@@ -21,7 +21,7 @@ from optischema.handlers.operator import _webhook_server
 from optischema.handlers.webhookserver import DirectorySource, RotatingWebhookServer, SharedSource, make_server
 from optischema.kube import certs
 from optischema.kube.webhookbundle import Bundle, Lifetimes, advance, cas, decide, serial, trusted_bundle
-from optischema.kube.webhookcerts import MemoryStore, decoded, settle
+from optischema.kube.webhookcerts import MemoryStore, decoded, server_time, settle
 from optischema.postgres.local import free_port
 from optischema.settings import Settings
 
@@ -213,6 +213,48 @@ def test_a_due_bundle_is_renewed_once_by_whoever_notices_first() -> None:
     first, second = asyncio.run(both())
     assert first == second == store.bundle
     assert store.version == 2  # one renewal, not two
+
+
+class ServerClockStore(MemoryStore):
+    """The store as the API server answers it: with the server's time (the ``Date`` of its response)."""
+
+    def __init__(self, server_now: datetime.datetime) -> None:
+        super().__init__()
+        self.server_now_value = server_now
+
+    def server_now(self) -> datetime.datetime | None:
+        return self.server_now_value
+
+
+def test_a_replica_whose_clock_runs_ahead_decides_in_the_api_server_s_time() -> None:
+    """A replica's clock 10 days ahead: it would rotate a CA that is not due and write certificates valid only from
+    its own "now" (past the 5 minutes backdated), which the API server refuses as not yet valid: with
+    failurePolicy Fail, every approval. The API server's clock decides instead."""
+    ahead = lambda: T0 + 70 * DAY  # noqa: E731  (the CA would be past 2/3 of its life)
+    store = ServerClockStore(T0 + DAY)
+    before = made()
+    store.bundle, store.version = before, 1
+    kept = asyncio.run(settle(store, now=ahead, lifetimes=LIFE, **HOSTS))
+    assert kept == before
+    assert store.version == 1  # nothing rotated, nothing written
+    fresh = ServerClockStore(T0)
+    created = asyncio.run(settle(fresh, now=ahead, lifetimes=LIFE, **HOSTS))
+    for pem in (created.ca_crt, created.tls_crt):
+        assert x509.load_pem_x509_certificate(pem.encode()).not_valid_before_utc <= T0  # valid for the API server
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Date": "Thu, 01 Jan 2026 00:00:00 GMT"}, T0),
+        ({"date": "Thu, 01 Jan 2026 00:00:00 GMT"}, T0),
+        ({}, None),
+        (None, None),
+        ({"Date": "not a date"}, None),
+    ],
+)
+def test_the_api_server_s_time_is_read_from_its_date_header(headers: Any, expected: Any) -> None:
+    assert server_time(headers) == expected
 
 
 # -- the server: a renewed certificate presented without a restart -----------------------------------------------

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import email.utils
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -44,6 +46,10 @@ class Store(Protocol):
         """Write the bundle over ``version``; False when someone else wrote first."""
         ...
 
+    def server_now(self) -> datetime.datetime | None:
+        """The API server's time at the last read (None: unknown, the local clock is used)."""
+        ...
+
 
 class MemoryStore:
     """One replica's own bundle (no Secret configured): it still rotates, but other replicas would not share it."""
@@ -61,6 +67,9 @@ class MemoryStore:
         self.bundle, self.version = bundle, self.version + 1
         return True
 
+    def server_now(self) -> datetime.datetime | None:
+        return None
+
 
 class SecretStore:
     """The bundle in a Secret of the operator's namespace, shared by every replica."""
@@ -68,14 +77,29 @@ class SecretStore:
     def __init__(self, namespace: str, name: str) -> None:
         self.namespace, self.name = namespace, name
         self.core = client.CoreV1Api()
+        self._server_now: tuple[datetime.datetime, float] | None = None  # (its Date, our monotonic clock then)
+
+    def server_now(self) -> datetime.datetime | None:
+        if self._server_now is None:
+            return None
+        date, at = self._server_now
+        return date + datetime.timedelta(seconds=time.monotonic() - at)
+
+    def _heard(self, headers: Any) -> None:
+        date = server_time(headers)
+        self._server_now = (date, time.monotonic()) if date else None
 
     async def read(self) -> tuple[Bundle | None, str | None]:
         try:
-            secret = await asyncio.to_thread(self.core.read_namespaced_secret, self.name, self.namespace)
+            secret, _, headers = await asyncio.to_thread(
+                self.core.read_namespaced_secret_with_http_info, self.name, self.namespace
+            )
         except ApiException as error:
+            self._heard(error.headers)
             if error.status == 404:
                 return None, None
             raise _refused(f"reading Secret {self.namespace}/{self.name}", error) from None
+        self._heard(headers)
         return Bundle.from_data(decoded(secret.data)), secret.metadata.resource_version if secret.metadata else None
 
     async def write(self, bundle: Bundle, version: str | None) -> bool:
@@ -104,6 +128,17 @@ class SecretStore:
         return True
 
 
+def server_time(headers: Any) -> datetime.datetime | None:
+    """The ``Date`` of an API server's response (HTTP date, second resolution); None when absent or unreadable."""
+    found = next((value for key, value in (headers or {}).items() if key.lower() == "date"), None)
+    if not found:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(found).astimezone(datetime.UTC)
+    except (TypeError, ValueError):
+        return None
+
+
 def decoded(data: dict[str, str] | None) -> dict[str, str]:
     """A Secret's ``data`` as text; a key that is not base64 of UTF-8 (someone else wrote it) is left out, so that the
     bundle reads as incomplete and a new one is written over it, instead of an error at every read."""
@@ -126,13 +161,19 @@ async def settle(
     attempts: int = 5,
 ) -> Bundle:
     """The bundle every replica is to serve: what the store holds, renewed first when it is due. A lost race is
-    answered by reading the winner's bundle, never by writing ours over it."""
+    answered by reading the winner's bundle, never by writing ours over it.
+
+    Time is the API server's when the store knows it (``now`` otherwise): it is the API server that checks the
+    certificates, and a replica whose clock runs ahead would otherwise rotate early and write certificates valid
+    only from its own "now", refused until the API server's clock caught up (every approval, with failurePolicy
+    Fail)."""
     for _ in range(attempts):
         bundle, version = await store.read()
-        decision = decide(bundle, now=now(), lifetimes=lifetimes, hosts=hosts, ips=ips)
+        at = store.server_now() or now()
+        decision = decide(bundle, now=at, lifetimes=lifetimes, hosts=hosts, ips=ips)
         if decision.action == "keep" and bundle is not None:
             return bundle
-        renewed = advance(bundle, decision, now=now(), lifetimes=lifetimes, hosts=hosts, ips=ips)
+        renewed = advance(bundle, decision, now=at, lifetimes=lifetimes, hosts=hosts, ips=ips)
         if await store.write(renewed, version):
             log.info("webhook certificate: %s (%s)", decision.action, decision.reason)
             return renewed
