@@ -384,6 +384,34 @@ def test_the_runner_may_create_what_sandboxes_and_analysis_need(release: Release
         assert "created (server dry run)" in accepted, accepted
 
 
+def test_the_operator_cannot_mint_a_token_with_its_own_right_to_create_the_webhook_ca_secret(release: Release) -> None:
+    """The operator creates its webhook CA Secret itself (RBAC cannot limit a create by name) and reads Secrets of the
+    namespace it watches (the release's, by default): a ``kubernetes.io/service-account-token`` Secret naming any
+    ServiceAccount of that namespace would be filled with its token by the controller, for the operator to read."""
+    token_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {
+            "name": "attack",
+            "namespace": release.namespace,
+            "annotations": {"kubernetes.io/service-account.name": f"{release.name}-analysis"},
+        },
+    }
+    create = ("create", "--dry-run=server", "--validate=false", "-f", "-")
+    wait_for(lambda: "denied request" in as_operator(release, *create, body=token_secret),
+             timeout=30, what="the admission policy in force")  # fmt: skip
+    refused = as_operator(release, "create", "--validate=false", "-f", "-", body=token_secret)
+    assert "the optischema operator creates only Opaque Secrets" in refused, refused
+    assert "attack" not in [
+        s["metadata"]["name"] for s in get(release.cluster, "secrets", "-n", release.namespace)["items"]
+    ]
+    ca = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+          "metadata": {"name": f"{release.name}-webhook-ca", "namespace": release.namespace}}  # fmt: skip
+    accepted = as_operator(release, *create, body=ca)
+    assert "created (server dry run)" in accepted, accepted
+
+
 def test_the_runner_cannot_delete_what_is_not_a_sandbox(release: Release) -> None:
     runner = release.sa("-runner")
     wait_for(lambda: "denied request" in as_operator(release, "delete", "secret", "precious", "-n", release.namespace,
