@@ -93,3 +93,30 @@ def test_redaction_never_raises_and_never_returns_a_secret_it_was_given_in_a_lit
     secret = f"SELECT $q$zz-secret-{text.replace('$q$', '')}$q$, E'zz-\\'{text.replace(chr(39), '')}'"
     assert "zz-" not in redact(secret)
     assert "zz-" not in redact_error(secret)
+
+
+BOMBS = [
+    # pg_stat_statements keeps a statement's whole text: anyone who may run SQL on the target can leave one there,
+    # and libpg_query's scanner takes quadratic time over nested comments (100,000 deep: about a minute)
+    ("nested comments", lambda: "/*" * 100_000 + " */" * 100_000 + " SELECT 'secret'", redact),
+    ("a long statement", lambda: "SELECT " + "'secret', " * 200_000 + "1", redact),
+    # cut, a statement written for standard_conforming_strings = off ('x\', secret, ' is one string there) would
+    # show the scanner's reading of its head, where the whole text is hidden
+    ("a long statement for backslash escapes", lambda: "SELECT 'x\\', secret, '" + "a" * 9000 + "'", redact),
+    # an error message is read on after each number with letters after it: the rest was scanned again each time
+    ("a message of junk", lambda: "3x " * 40_000 + "'secret'", redact_error),
+    ("a message of junk, quoted", lambda: "failed: " + "1a " * 40_000 + "'secret' and E'secret'", redact_error),
+]
+
+
+@pytest.mark.parametrize(("title", "make", "redactor"), BOMBS, ids=[b[0] for b in BOMBS])
+def test_a_huge_or_pathological_text_is_redacted_in_bounded_time(title: str, make: Any, redactor: Any) -> None:
+    """Redaction runs in the operator's event loop (statement history) and the analysis: a text made to be slow must
+    not stall it (the webhook server, every handler) for minutes. It is hidden or cut, never shown unread."""
+    import time
+
+    text = make()
+    started = time.process_time()
+    shown = redactor(text)
+    assert time.process_time() - started < 3.0, title
+    assert "secret" not in shown

@@ -23,6 +23,13 @@ from pglast.parser import ParseError, scan
 HIDDEN = "(statement hidden: unreadable)"
 """What :func:`redact` returns for text the scanner cannot read; it says why and shows none of the text."""
 
+MAX_CHARS = 8192
+"""Text read at most, for a statement or a message; the rest becomes ``…``. libpg_query's scanner takes quadratic
+time over some input (nested comments, a long run of operator characters: 80 kB of ``+-`` takes half a minute),
+pg_stat_statements keeps a statement's whole text, and anyone who may run SQL on the target can leave one there;
+redaction runs in the operator's event loop. Every place that shows a statement shows fewer characters than this
+(the prompt and the history keep 2,000). A cut literal is unterminated, so it is hidden like any other."""
+
 _STRINGS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST"})
 _NUMBERS = frozenset({"ICONST", "FCONST"})
 _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
@@ -51,7 +58,13 @@ class Unreadable(ValueError):
 
 def redact(sql: str) -> str:
     """``sql`` with every constant replaced by ``'…'`` (numbers by ``…``) and its comments removed; identifiers,
-    keywords, operators and ``$n`` parameters kept as written. Unreadable text gives :data:`HIDDEN`."""
+    keywords, operators and ``$n`` parameters kept as written. Unreadable text gives :data:`HIDDEN`; past
+    :data:`MAX_CHARS`, what can be read of the first ones, then ``…``."""
+    if len(sql) > MAX_CHARS:
+        head = sql[:MAX_CHARS]
+        # a backslash may be a standard_conforming_strings = off escape whose string ends past the cut, where the
+        # whole text would have shown it: the scanner's reading of the head cannot be trusted then
+        return HIDDEN if "\\" in head else _readable_part(head) + " …"
     try:
         return _redacted(sql)
     except Unreadable:
@@ -68,6 +81,8 @@ def redact_error(message: str) -> str:
     of the message is replaced by ``…``; a number with letters after it (``3x``) becomes ``…`` and reading goes on.
     """
     text = message.encode("utf-8", "replace").decode()  # a lone surrogate becomes "?"; the rest is read
+    if len(text) > MAX_CHARS:  # read after each junk token again: bounded, as the scanner's time is
+        text = text[:MAX_CHARS] + " …"
     text = _TRAILING_VALUE.sub(': "…"', text)
     text = _VALUE_OUT_OF_RANGE.sub('value "…"', text)
     text = _KEY_VALUE.sub(")=(…)", text)
