@@ -248,6 +248,19 @@ async def test_a_hostile_answer_of_any_shape_is_a_provider_error_quoting_nothing
     assert "sk-live" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "header", ["Wed, 21 Oct 2015 07:28:00 -0000", "Mon, 01 Jan 0001 00:00:00 +0000", "nan", "-1", "1e400"]
+)
+async def test_a_hostile_retry_after_is_a_provider_error_never_a_crash(header: str) -> None:
+    """``Retry-After`` is the answering host's to write: an HTTP date with ``-0000`` (a naive datetime) raised a
+    TypeError out of the failover, whatever it says the provider fails over with a ProviderError."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(503, headers={"Retry-After": header}))
+    provider = Provider("openaiCompatible", "m", base_url="https://llm.example/v1", attempts=2, backoff=0.0)
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(ProviderError, match="HTTP 503"):
+            await complete(client, provider, "system", "prompt")
+
+
 async def test_a_provider_at_a_plain_http_remote_url_is_never_called() -> None:
     calls: list[httpx.Request] = []
     transport = httpx.MockTransport(lambda request: calls.append(request) or httpx.Response(200, json={}))
