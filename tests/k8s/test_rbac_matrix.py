@@ -331,6 +331,18 @@ ATTACKS = [
     ("Job mounting another Secret", lambda r: analysis_job(r.namespace, f"{r.name}-analysis", volumes=[
          {"name": "s", "secret": {"secretName": "precious"}}]),
      "with emptyDir volumes only"),
+    # What Pod Security "baseline" forbids besides: an SELinux type (spc_t runs unconfined), a port of the node.
+    ("pod of the SELinux type spc_t", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox",
+                                                             securityContext={"seLinuxOptions": {"type": "spc_t"}}),
+     "only without an SELinux type or a host port"),
+    ("pod binding a port of the node", lambda r: sandbox_pod(r.namespace, serviceAccountName=f"{r.name}-sandbox",
+                                                              containers=[{"name": "main", "image": "postgres:15",
+                                                                           "ports": [{"containerPort": 5432,
+                                                                                      "hostPort": 5432}]}]),
+     "only without an SELinux type or a host port"),
+    ("Job of the SELinux type spc_t", lambda r: analysis_job(r.namespace, f"{r.name}-analysis", containers=[
+         {"name": "analyze", "image": IMAGE, "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}]),
+     "creates Jobs only without an SELinux type or a host port"),
     ("a ServiceAccount token Secret",
      lambda r: {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                 "metadata": {"name": "attack", "namespace": r.namespace,
