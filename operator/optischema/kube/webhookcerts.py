@@ -14,7 +14,7 @@ import datetime
 import email.utils
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -139,7 +139,7 @@ def server_time(headers: Any) -> datetime.datetime | None:
         return None
 
 
-def decoded(data: dict[str, str] | None) -> dict[str, str]:
+def decoded(data: Mapping[str, str | bytes] | None) -> dict[str, str]:
     """A Secret's ``data`` as text; a key that is not base64 of UTF-8 (someone else wrote it) is left out, so that the
     bundle reads as incomplete and a new one is written over it, instead of an error at every read."""
     text = {}
