@@ -163,7 +163,23 @@ class Settings(BaseSettings):
     operator read, and send to a host of their choosing, a Secret they may not read themselves."""
     notification_sinks: list[NotificationSink] = Field(default_factory=list, max_length=10)
     """The cluster default for targets whose ``spec.notifications.sinks`` is empty: the same form as the spec's
-    (JSON in ``OPTISCHEMA_NOTIFICATION_SINKS``), with the URL Secrets in the operator's namespace."""
+    (JSON in ``OPTISCHEMA_NOTIFICATION_SINKS``), with the URL Secrets in the operator's namespace. The operator
+    reads them by name (these settings are their opt-in) and never for a spec (see ``reserved_secrets``)."""
+    reserved_secrets: list[Annotated[str, Field(pattern=SECRET_REF)]] = Field(default_factory=list, max_length=1000)
+    """Secrets no spec may name, as ``namespace/name`` (JSON in ``OPTISCHEMA_RESERVED_SECRETS``), besides those
+    the operator keeps for itself (:meth:`own_secrets`). Analysis Jobs get the operator's list this way."""
+
+    def own_secrets(self, namespace: str) -> set[str]:
+        """``namespace/name`` of the Secrets the operator's settings name for its own use — the default sinks' URL
+        and HMAC Secrets and the webhook's CA — in the operator's ``namespace``, plus ``reserved_secrets``. A target
+        author naming one of them (``credentialsSecret: {name: <the team's Slack URL Secret>}`` with their own
+        ``host``) would have the operator send it to them, opted in or not: spec reads refuse them."""
+        names = {sink.url_secret.name for sink in self.notification_sinks}
+        names |= {sink.hmac_secret.name for sink in self.notification_sinks if sink.hmac_secret is not None}
+        if self.webhook_secret:
+            names.add(self.webhook_secret)
+        return {f"{namespace}/{name}" for name in names} | set(self.reserved_secrets)
+
     notifications_per_target_per_hour: int = Field(default=30, ge=1, le=10_000)
     """Notifications sent per target and hour at most (a burst of findings does not flood a channel)."""
     immediate_budget_seconds: int = Field(default=3600, ge=60, le=86400)

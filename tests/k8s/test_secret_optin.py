@@ -179,3 +179,24 @@ def test_a_notification_url_in_clear_text_to_a_remote_host_is_never_called_and_l
     assert f"{namespace}/remote" in log
     assert "notification sink refused: not https" in log
     assert "SECRETPATH" not in log
+
+
+def test_a_secret_the_operator_keeps_for_itself_is_refused_to_a_spec_even_when_opted_in(
+    cluster: Cluster, namespace: str, database: str
+) -> None:
+    """A target author in the operator's namespace names the cluster's default notification sink's Secret (opted in,
+    as the team labelled it) as the database credentials, with their own host: the operator would send the sink's
+    URL to them as a password. Here that Secret even holds the database's real credentials, so reading it would make
+    the target Ready: it stays Stalled, SecretNotAllowed, and the message says why."""
+    apply(cluster, secret(namespace, "pw", name="team-sink"))  # opted in, and it would log in
+    sinks = json.dumps([{"type": "webhook", "urlSecret": {"name": "team-sink", "key": "password"}}])
+    env = {"OPTISCHEMA_NOTIFICATION_SINKS": sinks, "OPTISCHEMA_OPERATOR_NAMESPACE": namespace}
+    with operators(cluster, namespace, "own-secrets", **env) as start:
+        start()
+        apply(cluster, target(namespace, database, secret="team-sink"))
+        stalled = wait_for(lambda: condition(cluster, namespace, "Stalled"), what="Stalled")
+        assert stalled["reason"] == "SecretNotAllowed"
+        assert "never for a spec one its own settings name" in stalled["message"]
+        ready = condition(cluster, namespace, "Ready")
+        assert ready is not None
+        assert ready["status"] == "False"

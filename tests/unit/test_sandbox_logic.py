@@ -527,3 +527,35 @@ def test_an_analysis_job_learns_only_its_own_namespaces_allowed_secrets() -> Non
     assert "OPTISCHEMA_ALLOWED_SECRETS" not in {
         e["name"] for e in bare["spec"]["template"]["spec"]["containers"][0]["env"]
     }
+
+
+def test_the_operators_own_secrets_stay_refused_to_a_spec_in_an_analysis_job() -> None:
+    """The default sinks' Secrets and the webhook's CA are the operator's own: no spec may name them, in the operator
+    (``Kube.reserved_secrets``) nor in an analysis Job of the same namespace, which gets the list by its env."""
+    from optischema.api.target import NotificationSink
+    from optischema.settings import Settings
+
+    settings = Settings(
+        notification_sinks=[
+            NotificationSink.model_validate(
+                {
+                    "type": "slack",
+                    "urlSecret": {"name": "slack-url", "key": "url"},
+                    "hmacSecret": {"name": "hmac", "key": "k"},
+                }
+            )
+        ],
+        webhook_secret="optischema-webhook-ca",
+        reserved_secrets=["other/kept"],
+    )
+    own = settings.own_secrets("team")
+    assert own == {"team/slack-url", "team/hmac", "team/optischema-webhook-ca", "other/kept"}
+    job = analysis_job(
+        TARGET, image="optischema:dev", service_account="sa", sample_seconds=0, token="t", reserved_secrets=own
+    )
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert json.loads(env["OPTISCHEMA_RESERVED_SECRETS"]) == [
+        "team/hmac",
+        "team/optischema-webhook-ca",
+        "team/slack-url",
+    ]

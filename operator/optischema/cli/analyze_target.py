@@ -24,7 +24,8 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     load_config()
     settings = Settings()
-    return asyncio.run(_run(Kube(allowed_secrets=settings.allowed_secrets), args.namespace, args.target, settings))
+    kube = Kube(allowed_secrets=settings.allowed_secrets, reserved_secrets=settings.reserved_secrets)
+    return asyncio.run(_run(kube, args.namespace, args.target, settings))
 
 
 async def _run(kube: Kube, namespace: str, name: str, settings: Settings) -> int:

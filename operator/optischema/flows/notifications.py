@@ -27,10 +27,13 @@ from optischema.telemetry import NOTIFICATIONS, log_for
 REMEMBERED = 500
 
 
-async def sinks_of(kube: Any, namespace: str, items: Sequence[NotificationSink]) -> list[Sink]:
+async def sinks_of(kube: Any, namespace: str, items: Sequence[NotificationSink], *, own: bool = False) -> list[Sink]:
+    """The sinks with their URLs read. ``own``: the cluster default sinks of the operator's settings, whose Secrets
+    are read by name (the settings are their opt-in) and are refused to every spec."""
+    read = kube.read_own_secret if own else kube.read_secret
     found = []
     for item in items:
-        secret = await kube.read_secret(namespace, item.url_secret.name) or {}
+        secret = await read(namespace, item.url_secret.name) or {}
         url = secret.get(item.url_secret.key)
         if not url:
             log_for(namespace, None).warning(
@@ -49,7 +52,7 @@ async def sinks_of(kube: Any, namespace: str, items: Sequence[NotificationSink])
             )
         key = None
         if item.hmac_secret is not None:
-            key = (await kube.read_secret(namespace, item.hmac_secret.name) or {}).get(item.hmac_secret.key)
+            key = (await read(namespace, item.hmac_secret.name) or {}).get(item.hmac_secret.key)
         found.append(
             Sink(item.type, url, key, frozenset(item.events) or None, name=f"{item.type}:{item.url_secret.name}")
         )
@@ -85,7 +88,7 @@ async def announce(
     if spec.notifications.sinks:
         sinks = await sinks_of(kube, namespace, spec.notifications.sinks)
     else:
-        sinks = await sinks_of(kube, notifier.default_namespace, notifier.default_sinks)
+        sinks = await sinks_of(kube, notifier.default_namespace, notifier.default_sinks, own=True)
     if not sinks:
         return False
     log = log_for(namespace, meta["name"], kind="PostgresTarget")

@@ -48,7 +48,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.lifetime = operator_settings.peering_lifetime_seconds
     load_config()
     memo.settings = operator_settings
-    memo.kube = Kube(allowed_secrets=operator_settings.allowed_secrets)
+    memo.kube = Kube(
+        allowed_secrets=operator_settings.allowed_secrets,
+        reserved_secrets=operator_settings.own_secrets(operator_settings.operator_namespace or current_namespace()),
+    )
     if operator_settings.webhook_port:
         settings.admission.server = _webhook_server(operator_settings)
         memo.webhook_serving = settings.admission.server.serving  # what creates recommendations waits for it

@@ -88,6 +88,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             token=requested or now.isoformat(),
             operator_namespace=settings.operator_namespace or current_namespace(),
             allowed_secrets=settings.allowed_secrets,
+            reserved_secrets=memo.kube.reserved_secrets,
         )
         await webhookserver.serving(memo)  # the Job's recommendations pass the webhook too
         await memo.runner.create_job(namespace, job)  # as the runner: the operator may not create Jobs

@@ -51,15 +51,18 @@ def secret_refused(namespace: str, name: str) -> str:
     return (
         f"Secret {namespace}/{name} does not exist or is not labelled {ALLOW_SELECTOR}: the operator reads only "
         f"Secrets that opt in (kubectl label secret -n {namespace} {name} {ALLOW_SELECTOR}, or add "
-        f'"{namespace}/{name}" to the operator\'s allowedSecrets setting)'
+        f'"{namespace}/{name}" to the operator\'s allowedSecrets setting), and never for a spec one its own '
+        f"settings name (a default notification sink's, the webhook's)"
     )
 
 
 class Kube:
-    def __init__(self, allowed_secrets: Iterable[str] = ()) -> None:
+    def __init__(self, allowed_secrets: Iterable[str] = (), reserved_secrets: Iterable[str] = ()) -> None:
         """``allowed_secrets``: ``namespace/name`` of Secrets the operator may read without the opt-in label (the
-        ``allowedSecrets`` setting)."""
+        ``allowedSecrets`` setting). ``reserved_secrets``: those its own settings name (``Settings.own_secrets``),
+        which no spec may name even when they carry the label."""
         self.allowed_secrets = frozenset(allowed_secrets)
+        self.reserved_secrets = frozenset(reserved_secrets)
         self.core = client.CoreV1Api()
         self.custom = client.CustomObjectsApi()
         self.batch = client.BatchV1Api()
@@ -93,6 +96,8 @@ class Kube:
         """
         if re.fullmatch(DNS_SUBDOMAIN, name) is None:  # specs are validated; this keeps the selector whole anyway
             return None
+        if f"{namespace}/{name}" in self.reserved_secrets:  # the operator's own: never read for a spec
+            return None
         if f"{namespace}/{name}" in self.allowed_secrets:
             try:
                 secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
@@ -111,6 +116,20 @@ class Kube:
             if not matching:
                 return None
             secret = matching[0]
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    async def read_own_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret the operator's own settings name (the default notification sinks'): read by name, as the
+        settings are its opt-in; None when it does not exist. Only for names in ``reserved_secrets``, which
+        :meth:`read_secret` refuses to specs."""
+        if f"{namespace}/{name}" not in self.reserved_secrets:
+            raise ValueError(f"Secret {namespace}/{name} is not one of the operator's own")
+        try:
+            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
         return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from optischema.api.resources import owner_reference
@@ -37,12 +37,15 @@ def analysis_job(
     token: str,
     operator_namespace: str | None = None,
     allowed_secrets: Sequence[str] = (),
+    reserved_secrets: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The Job for one analysis of ``target``; ``token`` (the request, or the time) makes its name unique.
     ``allowed_secrets`` (the operator's ``namespace/name`` allow-list) reaches the Job narrowed to the target's
     namespace: the Job reads Secrets by the same opt-in rule as the operator, and learns of no other namespace's."""
     meta = target["metadata"]
     own = [entry for entry in allowed_secrets if entry.partition("/")[0] == meta["namespace"]]
+    # The operator's own Secrets (default sinks', the webhook's) stay refused to the target's spec in the Job too.
+    reserved = sorted(entry for entry in reserved_secrets if entry.partition("/")[0] == meta["namespace"])
     suffix = hashlib.sha256(f"{meta['uid']}/{token}".encode()).hexdigest()[:8]
     name = f"{meta['name'][:52]}-analysis-{suffix}"
     resources = (target["spec"].get("analysis") or {}).get("jobResources") or None
@@ -53,7 +56,8 @@ def analysis_job(
         "command": ["optischema", "analyze-target", "--namespace", meta["namespace"], "--target", meta["name"]],
         "env": [{"name": "OPTISCHEMA_SAMPLE_SECONDS", "value": str(sample_seconds)}]
         + ([{"name": "OPTISCHEMA_OPERATOR_NAMESPACE", "value": operator_namespace}] if operator_namespace else [])
-        + ([{"name": "OPTISCHEMA_ALLOWED_SECRETS", "value": json.dumps(own)}] if own else []),
+        + ([{"name": "OPTISCHEMA_ALLOWED_SECRETS", "value": json.dumps(own)}] if own else [])
+        + ([{"name": "OPTISCHEMA_RESERVED_SECRETS", "value": json.dumps(reserved)}] if reserved else []),
         "securityContext": container_security,
         "resources": with_default_resources(resources, DEFAULT_RESOURCES),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
