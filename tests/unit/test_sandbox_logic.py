@@ -559,3 +559,15 @@ def test_the_operators_own_secrets_stay_refused_to_a_spec_in_an_analysis_job() -
         "team/optischema-webhook-ca",
         "team/slack-url",
     ]
+
+
+def test_a_secret_value_that_is_not_text_is_left_out_not_raised() -> None:
+    """An opted-in Secret with a binary value (a DER key stored by mistake) failed every reconcile with
+    UnicodeDecodeError; now that key reads as missing and the target says which key it lacks."""
+    import base64
+
+    from optischema.kube.client import decoded_text
+
+    data = {"password": base64.b64encode(b"pw").decode(), "ca.der": base64.b64encode(b"\x30\x82\xff\xfe").decode()}
+    assert decoded_text(data) == {"password": "pw"}
+    assert decoded_text(None) == {}

@@ -45,6 +45,18 @@ ALLOW_LABEL = "optischema.io/allow"
 ALLOW_SELECTOR = f"{ALLOW_LABEL}=true"
 
 
+def decoded_text(data: dict[str, str] | None) -> dict[str, str]:
+    """A Secret's values as text. A value that is not UTF-8 (a binary key someone stored) is left out, as if the
+    key were missing — the caller then says which key it lacks — rather than failing every reconcile."""
+    found = {}
+    for key, value in (data or {}).items():
+        try:
+            found[key] = base64.b64decode(value).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return found
+
+
 def secret_refused(namespace: str, name: str) -> str:
     """What to tell a person whose Secret the operator would not read: it cannot tell "missing" from "not opted
     in" without reading it, so it says both and what to add."""
@@ -116,7 +128,7 @@ class Kube:
             if not matching:
                 return None
             secret = matching[0]
-        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+        return decoded_text(secret.data)
 
     async def read_own_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret the operator's own settings name (the default notification sinks'): read by name, as the
@@ -130,7 +142,7 @@ class Kube:
             if error.status == 404:
                 return None
             raise
-        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+        return decoded_text(secret.data)
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         """The object; LookupError when it does not exist."""
