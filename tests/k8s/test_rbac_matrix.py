@@ -343,6 +343,11 @@ ATTACKS = [
     ("Job of the SELinux type spc_t", lambda r: analysis_job(r.namespace, f"{r.name}-analysis", containers=[
          {"name": "analyze", "image": IMAGE, "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}]),
      "creates Jobs only without an SELinux type or a host port"),
+    # A target's spec.sandbox.image: whoever may write a PostgresTarget would run a program of their choosing in the
+    # cluster (with the target's data copied in); the chart's sandbox.image (and sandbox.images pins) only.
+    ("pod of an image the cluster did not choose", lambda r: sandbox_pod(
+         r.namespace, serviceAccountName=f"{r.name}-sandbox", containers=[{"name": "main", "image": "evil/pg:15"}]),
+     "creates pods only of the sandbox image"),
     ("a ServiceAccount token Secret",
      lambda r: {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                 "metadata": {"name": "attack", "namespace": r.namespace,

@@ -309,3 +309,26 @@ def test_running_without_the_webhook_is_explicit_and_creators_reach_the_operator
     given = env("operator.indexChangeCreators={alice,group:dbas}")
     parsed = Settings.model_validate({"index_change_creators": json.loads(given["OPTISCHEMA_INDEX_CHANGE_CREATORS"])})
     assert parsed.index_change_creators == ["alice", "group:dbas"]
+
+
+def test_sandbox_images_pinned_by_the_runner_policy_unless_targets_may_name_theirs(helm: str) -> None:
+    """A target's spec.sandbox.image is refused by the runner's pod policy (tried on the API server by
+    tests/k8s/test_rbac_matrix.py) unless sandbox.allowTargetImages; a template cannot break out of the CEL string."""
+
+    def image_rule(*sets: str) -> str | None:
+        policies = by_kind(render(helm, *sets))["ValidatingAdmissionPolicy"]
+        pods = next(p for p in policies if p["metadata"]["name"] == "rel-runner-pods.optischema.io")
+        found = [v["expression"] for v in pods["spec"]["validations"] if "c.image.matches" in v["expression"]]
+        return found[0] if found else None
+
+    assert "c.image.matches(r'^postgres:[0-9]+$')" in (image_rule() or "")
+    pinned = image_rule(
+        "sandbox.image=reg.example/mirror/postgres:{major}", "sandbox.images.15=reg.example/pg@sha256:ab"
+    )
+    assert r"c.image.matches(r'^reg\.example/mirror/postgres:[0-9]+$')" in (pinned or "")
+    assert 'c.image in ["reg.example/pg@sha256:ab"]' in (pinned or "")
+    assert image_rule("sandbox.allowTargetImages=true") is None
+    args = [helm, "template", "rel", str(CHART), "--set", "sandbox.image=x')||true||('"]
+    refused = subprocess.run(args, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "/sandbox/image" in refused.stderr
