@@ -229,7 +229,10 @@ class Sandbox(ApiModel):
     enabled: bool = True
     """Benchmark recommendations in a sandbox pod. Without it, only estimates are shown."""
     image: str | None = Field(default=None, min_length=1, max_length=512)
-    """PostgreSQL image; by default ``postgres:<major>`` of the target's server version."""
+    """PostgreSQL image; by default the operator's cluster-wide sandbox image for the target's server version
+    (``postgres:<major>`` unless the chart's ``sandbox.image``/``sandbox.images`` say otherwise). Installed with the
+    chart, a target may name its own image only when ``sandbox.allowTargetImages`` is true: otherwise the runner's
+    admission policy refuses the pod (whoever writes a target would choose a program that runs with its data)."""
     resources: ResourceRequirements | None = None
     """Resources of the sandbox pod; what it leaves out comes from the operator's defaults (requests 250m CPU and
     256Mi memory, limits 2 CPUs and 2Gi)."""
