@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -45,7 +45,7 @@ ALLOW_LABEL = "optischema.io/allow"
 ALLOW_SELECTOR = f"{ALLOW_LABEL}=true"
 
 
-def decoded_text(data: dict[str, str] | None) -> dict[str, str]:
+def decoded_text(data: Mapping[str, bytes | str] | None) -> dict[str, str]:
     """A Secret's values as text. A value that is not UTF-8 (a binary key someone stored) is left out, as if the
     key were missing — the caller then says which key it lacks — rather than failing every reconcile."""
     found = {}
@@ -77,25 +77,6 @@ class Kube:
         self.reserved_secrets = frozenset(reserved_secrets)
         self.core = client.CoreV1Api()
         self.custom = client.CustomObjectsApi()
-        self.batch = client.BatchV1Api()
-
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create a Job; an existing one of that name is left as it is."""
-        try:
-            await asyncio.to_thread(self.batch.create_namespaced_job, namespace, body)  # type: ignore[arg-type]
-        except ApiException as error:
-            if error.status != 409:
-                raise
-
-    async def job_failed(self, namespace: str, name: str) -> bool | None:
-        """True when the Job failed, False while running or done, None when it is gone."""
-        try:
-            job = await asyncio.to_thread(self.batch.read_namespaced_job_status, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return bool(job.status and job.status.failed)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data decoded, or None when it does not exist or has not opted in (see
