@@ -50,7 +50,8 @@ def test_a_missing_secret_stalls_the_target_with_its_reason(
     stalled = wait_for(lambda: condition(cluster, namespace, "Stalled"), what="Stalled")
     # The operator cannot tell a missing Secret from one that has not opted in without reading it: it says both.
     assert stalled["reason"] == "SecretNotAllowed"
-    assert f"Secret {namespace}/shop-db does not exist or is not labelled optischema.io/allow=true" in stalled["message"]
+    refused = f"Secret {namespace}/shop-db does not exist or is not labelled optischema.io/allow=true"
+    assert refused in stalled["message"]
     assert condition(cluster, namespace)["status"] == "False"  # type: ignore[index]
     # Creating the Secret is enough: the target recovers without a restart.
     apply(cluster, secret(namespace, "pw"))
