@@ -77,7 +77,8 @@ def test_the_kustomize_base_builds_and_the_server_accepts_it(cluster: Cluster) -
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
     assert kinds.count("CustomResourceDefinition") == 7  # our five kinds (two of them records) and kopf's two
     assert "Deployment" in kinds
-    assert kinds.count("ValidatingAdmissionPolicy") == 4  # the runner's: pods, Secrets, NetworkPolicies, Jobs
+    # the runner's (pods, Secrets, NetworkPolicies, Jobs) and the operator's own Secrets (Opaque only)
+    assert kinds.count("ValidatingAdmissionPolicy") == 5
     cluster.plane.kubectl("create", "namespace", "optischema-system", check=False)  # a dry run needs it to exist
     try:
         done = cluster.plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
