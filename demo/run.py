@@ -230,7 +230,11 @@ def main() -> int:
             print(plugin(cluster, "bob", "approve", name, "--reason", "reviewed in the demo"))
             phase = wait_for(
                 "the IndexChange",
-                lambda: kubectl("get", "ixc", name, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False),
+                lambda: (  # its phase once it exists and has one (kubectl's NotFound text is not a phase)
+                    kubectl("get", "ixc", name, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}")
+                    if f"indexchange.optischema.io/{name}" in kubectl("get", "ixc", "-n", NAMESPACE, "-o", "name")
+                    else None
+                ),
             )
             print(kubectl("get", "ixc", "-n", NAMESPACE))
             print(f"    IndexChange {name}: {phase}")
