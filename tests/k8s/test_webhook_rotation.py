@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,18 +27,13 @@ from cryptography import x509
 from devcluster.cluster import Cluster
 from optischema.kube import certs
 from optischema.postgres.local import free_port
+from tests.tls import presented
 
 from .conftest import LOGS, apply, get, operator_env, wait_for
+from .test_chart_install import helm_binary
 from .test_decisions import create, patch, recommendation
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def helm_binary() -> str:
-    found = subprocess.run([str(ROOT / "hack/helm/build.sh")], capture_output=True, text=True)
-    if found.returncode != 0:
-        pytest.skip(f"SKIPPED LOUDLY: Helm could not be built: {found.stderr[-500:]}")
-    return found.stdout.strip()
 
 
 class Webhook:
@@ -140,18 +134,6 @@ def serving(cluster: Cluster, namespace: str, *, chart: bool) -> Iterator[Webhoo
         # kopf's own, in development, is left behind by kopf)
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
             cluster.plane.kubectl("delete", kind, served.name, "--ignore-not-found")
-
-
-def presented(port: int, ca_bundle: bytes) -> x509.Certificate:
-    """The certificate behind the port, verified against ``ca_bundle`` and for 127.0.0.1 (raises otherwise)."""
-    context = ssl.create_default_context(cadata=ca_bundle.decode())
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der
-    return x509.load_der_x509_certificate(der)
 
 
 def serial_of(pem: str) -> str:

@@ -8,8 +8,6 @@ import asyncio
 import base64
 import datetime
 import shutil
-import socket
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from optischema.kube.webhookbundle import Bundle, Lifetimes, advance, cas, decid
 from optischema.kube.webhookcerts import MemoryStore, decoded, server_time, settle
 from optischema.postgres.local import free_port
 from optischema.settings import Settings
+from tests.tls import presented
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
@@ -258,18 +257,6 @@ def test_the_api_server_s_time_is_read_from_its_date_header(headers: Any, expect
 
 
 # -- the server: a renewed certificate presented without a restart -----------------------------------------------
-
-
-def presented(port: int, ca_bundle: bytes) -> x509.Certificate:
-    """The certificate the server presents, verified against ``ca_bundle`` (the handshake fails otherwise)."""
-    context = ssl.create_default_context(cadata=ca_bundle.decode())
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der
-    return x509.load_der_x509_certificate(der)
 
 
 class Running:
