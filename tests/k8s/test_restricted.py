@@ -150,7 +150,7 @@ def test_a_sandbox_benchmark_runs_in_a_restricted_namespace(
         start()
         found = benchmarked(cluster, restricted)
         bench = found[0]["status"]["benchmark"]
-        assert bench["speedup"] > 3, bench
+        assert bench["speedup"] > 3, json.dumps(bench)
         assert bench["serverVersion"].startswith("15"), bench
         wait_for(lambda: not sandbox_objects(cluster, restricted), timeout=60, what="sandboxes removed")
     assert seen, "a sandbox pod ran"
