@@ -8,7 +8,13 @@ whole workload and the selection keeps what pays for itself. The shapes are the 
 * ``text_pattern_ops`` for LIKE when the database collation is not C (a plain btree cannot serve a prefix then);
 * partial indexes for ``IS NULL`` predicates and for columns dominated by one value that the statements avoid
   (``WHERE state <> 'done'``), which are small and cheap to maintain;
-* INCLUDE of the few narrow columns that turn the scan into an index-only scan.
+* INCLUDE of the few narrow columns that turn the scan into an index-only scan;
+* GIN where only GIN serves: jsonb containment and key existence (``jsonb_path_ops`` when the statement only asks
+  for containment, which it serves with a smaller, faster index; ``jsonb_ops`` otherwise), array containment and
+  overlap, substring, regular-expression and similarity searches (``gin_trgm_ops``, when ``pg_trgm`` is installed),
+  and full-text search on exactly the statement's ``to_tsvector(config, column)``;
+* BRIN for ranges over a large table whose physical order follows the column (an append-only timestamp): a
+  fraction of a btree's size, offered beside the btree so that the pricing can weigh one against the other.
 """
 
 from __future__ import annotations
@@ -41,6 +47,14 @@ DOMINANT_VALUE_FREQUENCY = 0.5
 #: ``IS NULL`` is worth a partial index when at most this fraction of rows is NULL (``IS NOT NULL``: at least).
 PARTIAL_NULL_FRACTION = 0.5
 TEXT_TYPES = ("text", "character varying", "character", "varchar", "citext")
+#: jsonb operators ``jsonb_path_ops`` serves; any other (``?``, ``?|``, ``?&``) needs the default ``jsonb_ops``.
+JSONB_PATH_OPERATORS = frozenset({"@>", "@?", "@@"})
+#: Types whose default GIN operator class serves ``@>``/``<@``/``&&``/``?`` (arrays are recognised by ``[]``).
+GIN_DEFAULT_TYPES = ("jsonb", "tsvector", "hstore")
+#: BRIN is offered for a range column only when the rows' physical order follows it this closely (|correlation|)...
+BRIN_MIN_CORRELATION = 0.9
+#: ... on a table at least this large (below it a btree is small anyway, and a BRIN range of pages is most of it).
+BRIN_MIN_ROWS = 100_000
 
 
 @dataclass(slots=True)
@@ -136,7 +150,7 @@ def _shapes(usage: TableUsage, table: Table, server: Server) -> list[IndexDefini
     keysets = [k[:MAX_KEY_COLUMNS] for k in keysets]
 
     predicates = _partial_predicates(usage, table)
-    shapes: list[IndexDefinition] = []
+    shapes: list[IndexDefinition] = _search_shapes(usage, table, server) + _brin_shapes(usage, table)
     for keys in keysets:
         for where in [None, *predicates]:
             pruned = [k for k in keys if not (where and k.name and _is_null_test(where, k.name))]
@@ -147,6 +161,86 @@ def _shapes(usage: TableUsage, table: Table, server: Server) -> list[IndexDefini
             if include:
                 shapes.append(_index(table, pruned, where, include))
     return shapes
+
+
+def _search_shapes(usage: TableUsage, table: Table, server: Server) -> list[IndexDefinition]:
+    """GIN indexes for the searches a btree cannot serve (containment, substrings, words)."""
+    shapes = []
+    for name, operators in usage.contains.items():
+        column = table.column(name)
+        if column is None:
+            continue
+        if column.type == "jsonb":
+            opclass = "jsonb_path_ops" if set(operators) <= JSONB_PATH_OPERATORS else None
+        elif column.type.endswith("[]") or column.type in GIN_DEFAULT_TYPES:
+            opclass = None
+        else:
+            continue  # json (no GIN operator class), or a type we cannot vouch for
+        shapes.append(_gin(table, IndexColumn(name=name, opclass=opclass)))
+    if "pg_trgm" in server.extensions:
+        schema = server.extension_schemas.get("pg_trgm")
+        for text, is_expression in usage.substrings:
+            if is_expression:
+                key = IndexColumn(expression=text, opclass="gin_trgm_ops", opclass_schema=schema)
+            elif (column := table.column(text)) is not None and column.type.startswith(TEXT_TYPES):
+                key = IndexColumn(name=text, opclass="gin_trgm_ops", opclass_schema=schema)
+            else:
+                continue
+            shapes.append(_gin(table, key))
+    for expression in usage.fulltext:
+        if fixed_configuration(expression):
+            shapes.append(_gin(table, IndexColumn(expression=expression)))
+    return shapes
+
+
+def fixed_configuration(expression: str) -> bool:
+    """Whether a ``to_tsvector`` call names its configuration: without it the function depends on the
+    ``default_text_search_config`` setting, is not IMMUTABLE, and PostgreSQL refuses it in an index."""
+    match = re.match(r"\s*to_tsvector\s*\((.*)\)\s*$", expression, re.IGNORECASE | re.DOTALL)
+    if match is None:
+        return False
+    depth, quoted = 0, False
+    for char in match.group(1):  # a comma at the top level: two arguments
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "([":
+            depth += 1
+        elif not quoted and char in ")]":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            return True
+    return False
+
+
+def _brin_shapes(usage: TableUsage, table: Table) -> list[IndexDefinition]:
+    if table.rows < BRIN_MIN_ROWS:
+        return []
+    shapes = []
+    for name in usage.ranges:
+        column = table.column(name)
+        if column is not None and column.correlation is not None and abs(column.correlation) >= BRIN_MIN_CORRELATION:
+            shapes.append(
+                IndexDefinition(schema_=table.schema, table=table.name, method="brin", columns=[IndexColumn(name=name)])
+            )
+    return shapes
+
+
+def _gin(table: Table, key: IndexColumn) -> IndexDefinition:
+    return IndexDefinition(schema_=table.schema, table=table.name, method="gin", columns=[key])
+
+
+def search_notes(usages: Iterable[tuple[str, TableUsage]], server: Server) -> list[str]:
+    """What the analysis should tell a person about searches it could not propose an index for."""
+    notes = []
+    if "pg_trgm" not in server.extensions:
+        searched = sorted({f"{u.table[1]}.{text}" for _, u in usages for text, _ in u.substrings})
+        if searched:
+            notes.append(
+                f"{', '.join(searched[:5])} {'is' if len(searched) == 1 else 'are'} searched by substring, regular "
+                "expression or similarity, which only a trigram index serves: pg_trgm is not installed in this "
+                "database (CREATE EXTENSION pg_trgm), so no index is proposed for those searches."
+            )
+    return notes
 
 
 def _index(

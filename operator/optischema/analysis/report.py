@@ -21,7 +21,7 @@ from optischema.api.target import Risk
 
 from .snapshot import Index
 
-Source = Literal["heuristic", "whatif", "llm"]
+Source = Literal["heuristic", "whatif", "measured", "llm"]
 
 
 class Recommendation(BaseModel):

@@ -66,7 +66,11 @@ class IndexColumn(ApiModel):
     """An expression over the table's columns, e.g. ``lower(email)``; it must match the queries' expression
     exactly for the planner to use the index."""
     opclass: Identifier | None = None
-    """Operator class, e.g. ``text_pattern_ops`` so that ``LIKE 'abc%'`` can use a btree under a non-C collation."""
+    """Operator class, e.g. ``text_pattern_ops`` so that ``LIKE 'abc%'`` can use a btree under a non-C collation,
+    ``jsonb_path_ops`` for a GIN index serving only ``@>``, ``gin_trgm_ops`` (pg_trgm) for substring searches."""
+    opclass_schema: Identifier | None = None
+    """Schema of ``opclass`` when it is not a built-in one, e.g. where the ``pg_trgm`` extension is installed
+    (usually ``public``): the operator builds indexes with only ``pg_catalog`` on its search path."""
     collation: Identifier | None = None
     """Collation of this key, when it must differ from the column's."""
     order: Literal["asc", "desc"] | None = None

@@ -1,0 +1,139 @@
+"""Pricing candidates HypoPG cannot simulate: what-if costs where HypoPG can, measured ones where it cannot.
+
+HypoPG plans hypothetical btree, hash and BRIN indexes, but refuses GIN and GiST ("access method is not
+supported"), and some servers have no HypoPG at all. Those candidates are built for real on a sandbox copy of the
+tables and the statements they could serve are timed there, with and without them (``Measurer``, implemented over
+a sandbox in ``optischema.postgres.measure``). A measured ratio ``after / before`` then scales the statement's
+what-if cost on the real database, so that measured and hypothetical candidates compete in one workload-wide
+selection, in the same units (``MeasuredPlanner``).
+
+The composition is approximate on purpose: the ratio was measured with only that index added, and is applied on
+top of whatever hypothetical indexes the selection holds at that moment; the smaller of the two costs wins, which
+is how the planner would choose between two indexes serving the same predicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from optischema.api.index import IndexDefinition
+from optischema.changes.ddl import definition_key
+
+from .candidates import Candidate
+from .snapshot import Snapshot
+from .statements import TableKey
+from .whatif import Plan, Planner, PlanRequest
+
+#: Access methods HypoPG (1.3, 1.4) can simulate. Everything else is measured.
+HYPOTHETICAL_METHODS = frozenset({"btree", "hash", "brin"})
+#: A measured ratio above this (the statement did not get at least this much faster) counts as "not used".
+USED_RATIO = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One statement timed on the sandbox copy without and with one index (server-side milliseconds, medians)."""
+
+    before_ms: float
+    after_ms: float
+    used: bool  # the after plan used the index
+    write: bool = False  # an INSERT/UPDATE/DELETE: the index slows it (maintenance), never serves it
+
+    @property
+    def ratio(self) -> float:
+        return self.after_ms / self.before_ms if self.before_ms > 0 else 1.0
+
+
+class Measurer(Protocol):
+    """Real indexes on a sandbox copy: how a statement's time changes with one index, and the index's size."""
+
+    async def measure(self, request: PlanRequest, index: IndexDefinition) -> Measured | None:
+        """The statement timed without and with ``index`` (built once, cached); None when it cannot be timed."""
+
+    async def size(self, index: IndexDefinition) -> int:
+        """The index's size in bytes on the real database (the sandbox's size scaled by the rows copied)."""
+
+
+def needs_measuring(index: IndexDefinition) -> bool:
+    """Whether HypoPG cannot price ``index``."""
+    return index.method not in HYPOTHETICAL_METHODS
+
+
+@dataclass(slots=True)
+class MeasuredPlanner:
+    """A :class:`~optischema.analysis.whatif.Planner` over a what-if planner and a measurer.
+
+    Indexes HypoPG can simulate go to ``whatif``; for the others, each statement's what-if cost (with the
+    simulated part of the configuration) is multiplied by the measured ratio of the best measured index on its
+    tables. ``measured`` keeps every figure used, for the evidence (``source: measured``).
+    """
+
+    whatif: Planner
+    measurer: Measurer
+    measurable: Callable[[IndexDefinition], bool] = needs_measuring
+    measured: dict[tuple[str, str], Measured] = field(default_factory=dict)  # (statement key, definition key)
+
+    async def plan(self, requests: Sequence[PlanRequest], config: Sequence[IndexDefinition]) -> list[Plan]:
+        simulated = [i for i in config if not self.measurable(i)]
+        real = [i for i in config if self.measurable(i)]
+        plans = await self.whatif.plan(requests, simulated)
+        if not real:
+            return plans
+        result = []
+        for request, plan in zip(requests, plans, strict=True):
+            result.append(await self._with_measured(request, plan, real))
+        return result
+
+    async def size(self, index: IndexDefinition) -> int:
+        if self.measurable(index):
+            return await self.measurer.size(index)
+        return await self.whatif.size(index)
+
+    async def _with_measured(self, request: PlanRequest, plan: Plan, real: Sequence[IndexDefinition]) -> Plan:
+        if plan.cost is None:
+            return plan
+        best_cost, uses = plan.cost, set(plan.uses)
+        for index in real:
+            if (index.schema_, index.table) not in request.tables:
+                continue
+            key = definition_key(index)
+            found = self.measured.get((request.key, key))
+            if found is None:
+                found = await self.measurer.measure(request, index)
+                if found is None:
+                    continue
+                self.measured[(request.key, key)] = found
+            if found.write:  # every index on the table is maintained by the write: its cost adds up
+                best_cost *= max(found.ratio, 1.0)
+            elif found.used and found.ratio < USED_RATIO and plan.cost * found.ratio < best_cost:
+                best_cost = plan.cost * found.ratio
+                uses.add(key)
+        return Plan(best_cost, frozenset(uses))
+
+
+def partitions_of(snapshot: Snapshot) -> dict[TableKey, tuple[TableKey, ...]]:
+    """Leaf partitions of each partitioned table, for the what-if planner to simulate a parent's index on."""
+    return {key: table.partitions for key, table in snapshot.tables.items() if table.partitions}
+
+
+def unpriceable(candidates: Sequence[Candidate], *, measuring: bool) -> tuple[list[Candidate], list[Candidate]]:
+    """The candidates that can be priced here, and those that cannot (GIN, GiST without a sandbox to measure in)."""
+    if measuring:
+        return list(candidates), []
+    kept = [c for c in candidates if not needs_measuring(c.index)]
+    return kept, [c for c in candidates if needs_measuring(c.index)]
+
+
+def unpriced_note(unpriced: Sequence[Candidate]) -> list[str]:
+    """Say what was left unpriced, and how to price it."""
+    if not unpriced:
+        return []
+    methods = sorted({c.index.method.upper() for c in unpriced})
+    tables = sorted({f"{c.table[0]}.{c.table[1]}" for c in unpriced})
+    return [
+        f"{len(unpriced)} {'/'.join(methods)} index candidate(s) on {', '.join(tables[:5])} were not priced: HypoPG "
+        "cannot simulate them, and they are measured only on a sandbox copy (optischema analyze --measure; "
+        "the operator measures when the target's sandbox is enabled)."
+    ]
