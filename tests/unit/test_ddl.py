@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from optischema.api.index import IndexDefinition
+from optischema.api.index import MAX_IDENTIFIER_BYTES, IndexDefinition
+from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.operations import SettingChange, TableRef
+from optischema.changes import partitioned
 from optischema.changes.ddl import (
     UnsafeDefinition,
     definition_key,
     index_name,
+    partition_index_name,
     recreate,
     render_analyze,
     render_create,
@@ -128,3 +131,54 @@ def test_setting_and_its_rollback() -> None:
     assert render_setting_rollback(change) == "ALTER SYSTEM SET \"work_mem\" = '4MB';\nSELECT pg_reload_conf()"
     reset = SettingChange(name="work_mem", value="64MB")
     assert render_setting_rollback(reset).startswith('ALTER SYSTEM RESET "work_mem"')
+
+
+# -- indexes on partitioned tables (fixtures/ddl_partitioned.yaml) ---------------------------------------------------
+
+PARTITIONED = yaml.safe_load((Path(__file__).parent / "fixtures" / "ddl_partitioned.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", PARTITIONED["rollout"], ids=lambda c: c["title"])
+def test_partitioned_rollout(case: dict[str, Any]) -> None:
+    spec = IndexChangeSpec.model_validate({"targetRef": {"name": "db"}, **case["change"]})
+    root = partitioned.tree(tuple(row) for row in case["partitions"])
+    assert partitioned.statements(spec, root) == case["statements"]
+    name = spec.index.name if spec.index else None
+    assert partitioned.undo(spec, name, root) == case["rollback"]
+    assert all("CONCURRENTLY" not in s for s in case["statements"] if " ON ONLY " in s or s.startswith("DROP"))
+    if root is not None and spec.operation == "create":
+        assert spec.index is not None
+        steps = partitioned.rollout(spec.index, root)
+        assert [s.sql for s in steps] == case["statements"]
+        assert len({s.key for s in steps}) == len(steps), "every step is recorded under its own key"
+        assert all(len(s.index.encode()) <= MAX_IDENTIFIER_BYTES for s in steps)
+
+
+@pytest.mark.parametrize(
+    ("parent", "table"),
+    [
+        ("x" * 63, "p_" + "y" * 61),  # both at the limit
+        ("posts_author_id_fcef60a4_idx", "posts_2024_01"),
+        ("ünïcode_índex", "pärtition_" + "é" * 25),  # multi-byte characters are never cut in half
+    ],
+    ids=["63-byte names", "short names", "multi-byte names"],
+)
+def test_partition_index_names_fit_and_are_stable(parent: str, table: str) -> None:
+    index = IndexDefinition.model_validate({"table": "p", "columns": [{"name": "c" * 60}]})
+    name = partition_index_name(index, parent, "public", table)
+    assert len(name.encode()) <= MAX_IDENTIFIER_BYTES
+    assert name == partition_index_name(index.model_copy(), parent, "public", table)
+    # Another parent, another partition or another schema: another name (the parent is in the hash).
+    assert name != partition_index_name(index, parent + "2", "public", table)
+    assert name != partition_index_name(index, parent, "archive", table)
+    # Not the name a change on the partition alone would derive for the same definition.
+    assert name != index_name(index.model_copy(update={"table": table}))
+
+
+def test_on_only_is_never_concurrent() -> None:
+    index = IndexDefinition.model_validate({"table": "posts", "columns": [{"name": "a"}]})
+    with pytest.raises(UnsafeDefinition, match=r"ON ONLY cannot be CONCURRENTLY"):
+        render_create(index, only=True)
+    assert render_create(index, only=True, concurrently=False, name="p_a").startswith(
+        'CREATE INDEX "p_a" ON ONLY "public"."posts"'
+    )

@@ -184,10 +184,27 @@ def index_name(index: IndexDefinition, taken: Sequence[str] = ()) -> str:
     """
     if index.name:
         return index.name
+    return _derived_name(index, definition_key(index), taken)
+
+
+def partition_index_name(index: IndexDefinition, parent: str, schema: str, table: str) -> str:
+    """The name of a partitioned index's own index on one partition: ``<partition>_<keys>[_part]_<hash>_idx``,
+    hashed over the parent index's qualified name and the definition on that partition.
+
+    Derived as :func:`index_name` derives one (within 63 bytes, never PostgreSQL's default name), but the parent's
+    name is in the hash: an index the same definition would get from a change on the partition alone is not taken
+    for this rollout's, and two partitioned indexes with one definition (a Git change naming its own) never share a
+    child name. The same parent and partition always give the same name, which is what lets a resumed rollout find
+    what it built before a crash."""
+    child = index.model_copy(update={"schema_": schema, "table": table, "name": None})
+    return _derived_name(child, f"{index.schema_}.{parent}|{definition_key(child)}")
+
+
+def _derived_name(index: IndexDefinition, key: str, taken: Sequence[str] = ()) -> str:
     parts = [index.table, *(_slug(c) for c in index.columns)]
     if index.where:
         parts.append("part")
-    digest = hashlib.sha256(definition_key(index).encode()).hexdigest()
+    digest = hashlib.sha256(key.encode()).hexdigest()
     for width in (8, 16):
         tail = f"_{digest[:width]}_idx"
         head = "_".join(parts).encode()[: MAX_IDENTIFIER_BYTES - len(tail)].decode(errors="ignore").rstrip("_")
@@ -210,13 +227,21 @@ def definition_key(index: IndexDefinition) -> str:
     )
 
 
-def render_create(index: IndexDefinition, *, concurrently: bool = True, name: str | None = None) -> str:
-    """``CREATE [UNIQUE] INDEX [CONCURRENTLY] name ON schema.table USING method (...) [INCLUDE (...)] [WHERE ...]``."""
+def render_create(
+    index: IndexDefinition, *, concurrently: bool = True, name: str | None = None, only: bool = False
+) -> str:
+    """``CREATE [UNIQUE] INDEX [CONCURRENTLY] name ON [ONLY] schema.table USING method (...) [INCLUDE (...)]
+    [WHERE ...]``.
+
+    ``only`` is the first step on a partitioned table (``changes.partitioned``): the index of the parent alone,
+    INVALID until an index of every partition is attached; PostgreSQL refuses ``CONCURRENTLY`` there."""
+    if only and concurrently:
+        raise UnsafeDefinition("index: CREATE INDEX ... ON ONLY cannot be CONCURRENTLY (PostgreSQL refuses it)")
     keys = ", ".join(_column_sql(c, f"index.columns[{i}]") for i, c in enumerate(index.columns))
     sql = "CREATE UNIQUE INDEX" if index.unique else "CREATE INDEX"
     if concurrently:
         sql += " CONCURRENTLY"
-    sql += f" {quote(name or index_name(index))} ON {qualified(index.schema_, index.table)}"
+    sql += f" {quote(name or index_name(index))} ON {'ONLY ' if only else ''}{qualified(index.schema_, index.table)}"
     if index.method != "btree":
         sql += f" USING {index.method}"
     sql += f" ({keys})"
@@ -232,6 +257,20 @@ def render_drop(index: IndexDefinition, *, concurrently: bool = True, name: str 
     """``DROP INDEX [CONCURRENTLY] IF EXISTS schema.name``: idempotent, so a retried rollback is harmless."""
     keyword = "DROP INDEX CONCURRENTLY" if concurrently else "DROP INDEX"
     return f"{keyword} IF EXISTS {qualified(index.schema_, name or index_name(index))}"
+
+
+def render_drop_partitioned(index: IndexDefinition, *, name: str | None = None) -> str:
+    """``DROP INDEX IF EXISTS schema.name`` of a partitioned table's index, which takes its partitions' indexes
+    with it.
+
+    Never ``CONCURRENTLY``: PostgreSQL refuses it on a partitioned index ("cannot drop partitioned index
+    concurrently"), and a partition's attached index cannot be dropped on its own first ("index … requires it"),
+    nor detached. So the drop takes ``ACCESS EXCLUSIVE`` on the parent table and every partition (and their
+    indexes) for the moment it runs: reads and writes of the whole table wait behind it. The tradeoff taken: the
+    drop is catalog work and file unlinks, over in milliseconds once the locks are held, and the apply path runs it
+    under ``lock_timeout`` (retried with backoff while the window lasts) so it never queues behind a long
+    transaction holding everyone else up behind it; the alternative, leaving the index, is not a rollback."""
+    return render_drop(index, concurrently=False, name=name)
 
 
 def render_reindex(index: IndexDefinition) -> str:
