@@ -73,7 +73,7 @@ demo: install ## the operator end to end: control plane, PostgreSQL, approve wit
 demo-engine: install ## the engine alone: local PostgreSQL, the shop workload, analyse, apply, measure
 	$(PY) demo/engine.py
 
-bench: install ## benchmarks, printing their figures (shop and fleet throughput, analysis speed)
+bench: install ## benchmarks, printing their figures (shop, fleet and forum throughput, analysis speed)
 	$(PY) bench/run.py all
 
 lock: ## refresh constraints.txt from a clean resolve of pyproject.toml
