@@ -285,7 +285,19 @@ def main() -> int:
         "which",
         nargs="?",
         default="all",
-        choices=("all", "shop", "fleet", "forum", "speed", "build", "sandbox", "operator", "report", "reverts", "webhook"),
+        choices=(
+            "all",
+            "shop",
+            "fleet",
+            "forum",
+            "speed",
+            "build",
+            "sandbox",
+            "operator",
+            "report",
+            "reverts",
+            "webhook",
+        ),
     )
     parser.add_argument("--seconds", type=float, default=20, help="length of each throughput run")
     parser.add_argument("--repeat", type=int, default=1, help="fleet comparisons to run")

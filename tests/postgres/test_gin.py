@@ -32,7 +32,9 @@ async def test_an_index_on_a_partitioned_table_is_proposed_on_the_parent_and_pri
     assert creates(result, "posts_1") == creates(result, "posts_2") == []
     (proposed,) = [r for r in result.recommendations if r.kind == "createIndex"]
     evidence = proposed.evidence
-    assert evidence.cost_before and evidence.cost_after and evidence.cost_after < evidence.cost_before / 10
+    assert evidence.cost_before
+    assert evidence.cost_after
+    assert evidence.cost_after < evidence.cost_before / 10
     assert (evidence.estimated_size_bytes or 0) > 1_000_000  # the sum over the partitions, not an empty parent
 
 
@@ -46,7 +48,10 @@ async def test_gin_candidates_are_not_proposed_unpriced_and_a_note_says_how_to_p
     result = await analyze(pg_database, NO_SAMPLES)
     assert [r for r in result.recommendations if r.kind == "createIndex"] == []
     (note,) = [n for n in result.notes if "were not priced" in n]
-    assert "GIN" in note and "public.posts" in note and "public.users" in note and "--measure" in note
+    assert "GIN" in note
+    assert "public.posts" in note
+    assert "public.users" in note
+    assert "--measure" in note
 
 
 async def test_without_pg_trgm_a_substring_search_gets_a_note_not_an_index(pg_database: str) -> None:

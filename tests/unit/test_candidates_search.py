@@ -21,7 +21,7 @@ CASES: list[dict[str, Any]] = FIXTURE["cases"]
 
 
 def _table(rows: float) -> Table:
-    (name, spec), = FIXTURE["tables"].items()
+    ((name, spec),) = FIXTURE["tables"].items()
     columns = tuple(
         Column(name=c, type=t, correlation=FIXTURE["correlation"].get(c)) for c, t in spec["columns"].items()
     )
@@ -62,5 +62,7 @@ def test_without_pg_trgm_the_analysis_says_why_substring_searches_get_no_index()
     table = _table(500_000)
     parsed = parse_statement("SELECT id FROM docs WHERE title ILIKE $1", Catalog({table.key: {"title", "id"}}))
     notes = search_notes(parsed.usages.items(), Server("15.18", 150018))
-    assert len(notes) == 1 and "docs.title" in notes[0] and "CREATE EXTENSION pg_trgm" in notes[0]
+    assert len(notes) == 1
+    assert "docs.title" in notes[0]
+    assert "CREATE EXTENSION pg_trgm" in notes[0]
     assert search_notes(parsed.usages.items(), Server("15.18", 150018, extensions={"pg_trgm": "1.6"})) == []
