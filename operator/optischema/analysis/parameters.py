@@ -6,7 +6,8 @@ like the application's. A parameter compared with a column (or an expression of 
 one; ``IN ($1, $2)`` members take values from different rows; ``= ANY($n)`` an array of them; ``BETWEEN`` the
 smaller and larger of two rows' values; ``column > $n`` a value that keeps as many rows as the statement returned
 per call on the target (so that a "recent rows" query stays one); ``INSERT … VALUES`` the column's value; ``LIMIT``
-and ``OFFSET`` a typical page. Anything else is left to the parameter's type.
+and ``OFFSET`` a typical page; containment, overlap and key tests (``doc @> $n``, ``tags && $n``, ``doc ? $n``) a part
+of one row's value (a key and its value, an element, a key). Anything else is left to the parameter's type.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from sqlglot.errors import SqlglotError
 
 from .statements import DIALECT, Catalog, TableKey, prepare_text, source_span, tokens_of
 
-Role = Literal["value", "prefix", "array", "lower", "upper", "above", "below", "limit", "offset", "unknown"]
+Role = Literal["value", "prefix", "array", "lower", "upper", "above", "below", "limit", "offset", "member", "unknown"]
+#: Operators whose other side is a part of the column's value: jsonb/array containment, overlap, key existence.
+_MEMBER_TESTS = (
+    exp.ArrayContainsAll,
+    exp.ArrayContainedBy,
+    exp.ArrayOverlaps,
+    exp.JSONBContainsTopKey,
+    exp.JSONBContainsAnyTopKeys,
+    exp.JSONBContainsAllTopKeys,
+)
 #: Rows a LIMIT is taken to ask for when the statement's own constant is gone.
 TYPICAL_LIMIT = 20
 
@@ -146,6 +156,10 @@ def _classify(node: exp.Expr, number: int, tree: exp.Expr, aliases: dict[str, Ta
         above = isinstance(parent, (exp.GT, exp.GTE)) == on_right
         side: Role = "above" if above else "below"
         return Parameter(number, side if source else "unknown", source)
+    if isinstance(parent, _MEMBER_TESTS):
+        other = parent.expression if child is parent.this else parent.this
+        source = _source(other, aliases, catalog)
+        return Parameter(number, "member" if source else "unknown", source)
     if isinstance(parent, (exp.EQ, exp.NEQ)):
         other = parent.expression if child is parent.this else parent.this
         source = _source(other, aliases, catalog)

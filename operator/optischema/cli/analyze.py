@@ -19,6 +19,7 @@ from optischema.analysis.report import as_json
 from optischema.analysis.workload import compile_pattern
 from optischema.api.quantity import quantity_bytes
 from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
+from optischema.flows.measuring import local_sandbox
 from optischema.postgres.connect import describe_target
 
 JSON_VERSION = 1
@@ -47,6 +48,12 @@ def add_parser(commands: Any) -> None:
         default=5.0,
         metavar="S",
         help="watch pg_stat_activity this long for statements with their constants (0: off)",
+    )
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="price index candidates HypoPG cannot simulate (GIN, GiST) by building them on a copy of the tables "
+        "in a temporary local PostgreSQL of the server's major (real rows are copied there; it is removed after)",
     )
     parser.add_argument("--emit-crs", type=Path, metavar="DIR", help="also write TuningRecommendation YAML files here")
     parser.add_argument("--target", help="PostgresTarget name for --emit-crs (default: the database name)")
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             budget_bytes=_budget(args.budget),
             max_indexes_per_table=args.max_indexes_per_table,
             sample_seconds=max(args.sample_seconds, 0.0),
+            measure=local_sandbox if args.measure else None,
         )
         result = asyncio.run(analyze(args.dsn, options, progress))
     except AnalysisError as error:

@@ -23,6 +23,7 @@ from optischema.analysis.snapshot import Snapshot
 from optischema.analysis.suggestions import Rejection
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
+from optischema.flows.measuring import SandboxOpener, mark_measured, measuring
 from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.planner import HypoPGPlanner
@@ -70,6 +71,9 @@ class AnalyzeOptions:
     connect_timeout: float = 10.0
     advisor: Advisor | None = None
     pii_safe: bool = True
+    measure: SandboxOpener | None = None
+    """Opens a sandbox of the target's major in which candidates HypoPG cannot simulate (GIN, GiST) are built and
+    their statements timed (see :mod:`optischema.flows.measuring`); None leaves them out, with a note."""
 
 
 @dataclass(slots=True)
@@ -160,8 +164,13 @@ async def _analyze(
         consultation: Consultation | None = None
         if "hypopg" in snapshot.server.extensions:
             planner = await HypoPGPlanner(conn).start()
+            measure = contextlib.AsyncExitStack()  # a sandbox, when GIN/GiST candidates are priced by measuring
             try:
-                cache = PlanCache(planner, requests_for(workload.statements))
+                measured = await measure.enter_async_context(
+                    measuring(options.measure, planner, conn, dsn, snapshot, workload.statements, candidates)
+                )
+                candidates = measured.candidates
+                cache = PlanCache(measured.planner, requests_for(workload.statements))
                 limits = Limits(options.budget_bytes, options.max_indexes_per_table)
                 selection = await select_indexes(workload.statements, candidates, cache, snapshot.indexes, limits, say)
                 if options.advisor is not None:
@@ -173,8 +182,13 @@ async def _analyze(
                             limits, say,
                         )  # fmt: skip
             finally:
-                await planner.close()
+                try:
+                    await measure.aclose()
+                finally:
+                    await planner.close()
             recommendations = advice.index_recommendations(selection, workload.statements, snapshot)
+            mark_measured(recommendations, measured)
+            notes += measured.notes
             if consultation is not None:
                 settle(consultation, selection, recommendations)
             used = {name for plan in selection.final.values() for name in plan.uses}

@@ -167,6 +167,8 @@ def _value(parameter: Parameter, samples: dict[Source, list[Any]], run: int, typ
         return prefix + "%"
     if parameter.role == "array":
         return [pool[(run + k) % len(pool)] for k in range(min(5, len(pool)))]
+    if parameter.role == "member":
+        return member_value(pick, run + parameter.slot, type_name)
     if parameter.role in ("lower", "upper"):
         other = pool[(run + 1) % len(pool)]
         try:
@@ -175,6 +177,27 @@ def _value(parameter: Parameter, samples: dict[Source, list[Any]], run: int, typ
             low, high = pick, other
         return low if parameter.role == "lower" else high
     return pick
+
+
+def member_value(value: Any, turn: int, type_name: str) -> Any:
+    """A part of one row's value, for a containment, overlap or key test: a key and its value of a JSON object
+    (a key alone where the parameter is text, a one-key array where it is text[]), one element of an array."""
+    document = value
+    if isinstance(value, str) and type_name in ("jsonb", "json", "text", "_text"):
+        with contextlib.suppress(ValueError):
+            document = json.loads(value)
+    if isinstance(document, dict) and document:
+        keys = sorted(document)
+        key = keys[turn % len(keys)]
+        if type_name == "text":
+            return key
+        if type_name == "_text":
+            return [key]
+        return json.dumps({key: document[key]})
+    if isinstance(document, list) and document:
+        element = document[turn % len(document)]
+        return json.dumps([element]) if type_name in ("jsonb", "json") else [element]
+    return value
 
 
 async def _quantiles(

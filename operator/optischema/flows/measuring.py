@@ -1,0 +1,154 @@
+"""Measured pricing in an analysis: candidates HypoPG cannot simulate (GIN, GiST...) built on a sandbox copy.
+
+An analysis asked to measure (``AnalyzeOptions.measure``, the CLI's ``--measure``) opens a sandbox of the
+target's major only when some candidate needs it, composes the what-if planner with a
+:class:`~optischema.postgres.measure.SandboxMeasurer` (:class:`~optischema.analysis.pricing.MeasuredPlanner`), and
+marks what it chose that way ``source: measured``, with the measured milliseconds in the evidence. An analysis not
+asked leaves those candidates out and says so in a note: an unpriced index is never proposed as if it were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from optischema.analysis.candidates import Candidate
+from optischema.analysis.pricing import Measured, MeasuredPlanner, needs_measuring, unpriceable, unpriced_note
+from optischema.analysis.report import Recommendation
+from optischema.analysis.selection import WorkloadStatement
+from optischema.analysis.snapshot import Snapshot
+from optischema.analysis.whatif import Planner
+from optischema.api.target import Sandbox as SandboxSpec
+from optischema.changes.ddl import definition_key
+from optischema.flows.sandbox import LocalProvider, SandboxError
+from optischema.postgres import clone
+from optischema.postgres.connect import ConnectTarget
+from optischema.postgres.measure import BUDGET_SECONDS, SandboxMeasurer, Statement
+
+#: Given the target's major version, a context that yields the superuser DSN of a fresh, empty sandbox database
+#: of that major and removes the sandbox on exit.
+SandboxOpener = Callable[[int], AbstractAsyncContextManager[str]]
+
+_WRITES = ("insert", "update", "delete")
+
+
+@asynccontextmanager
+async def local_sandbox(major: int) -> AsyncIterator[str]:
+    """A temporary PostgreSQL of ``major`` on loopback (the local provider's), removed afterwards."""
+    provider = LocalProvider()
+    started = await provider.start({}, SandboxSpec(data_mode="sample"), major)
+    try:
+        yield started.dsn
+    finally:
+        await provider.stop(started)
+
+
+@dataclass(slots=True)
+class Measuring:
+    """What one analysis measured: the planner to select with, and afterwards the figures and notes."""
+
+    planner: Planner
+    candidates: list[Candidate]
+    notes: list[str] = field(default_factory=list)
+    measured: dict[tuple[str, str], Measured] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # "schema.table" -> rows in the sandbox copy
+
+
+@asynccontextmanager
+async def measuring(
+    opener: SandboxOpener | None,
+    whatif: Planner,
+    conn: Any,  # the analysis's read-only asyncpg connection (flows never import asyncpg)
+    dsn: ConnectTarget,
+    snapshot: Snapshot,
+    workload: Sequence[WorkloadStatement],
+    candidates: list[Candidate],
+    *,
+    budget_seconds: float = BUDGET_SECONDS,
+) -> AsyncIterator[Measuring]:
+    """The planner and candidates for the selection: ``whatif`` and only what it can price when nothing needs
+    measuring or measuring is off; else a :class:`MeasuredPlanner` over a sandbox opened for the analysis."""
+    measurable = [c for c in candidates if needs_measuring(c.index)]
+    if not measurable:
+        yield Measuring(whatif, candidates)
+        return
+    if opener is None:
+        kept, unpriced = unpriceable(candidates, measuring=False)
+        yield Measuring(whatif, kept, unpriced_note(unpriced))
+        return
+    tables = {c.table for c in measurable}
+    for candidate in measurable:  # the writes it slows are priced with it: its measured cost on them is charged
+        candidate.statements |= {
+            s.key for s in workload if s.parsed.kind in _WRITES and s.parsed.written_table == candidate.table
+        }
+    statements = [
+        Statement(s.request, s.calls, s.parsed.kind in _WRITES)
+        for s in workload
+        if s.request.tables & tables or (s.parsed.kind in _WRITES and s.parsed.written_table in tables)
+    ]
+    real_rows = {(t.schema, t.name): t.rows for t in snapshot.tables.values()}
+    major = await clone.server_major(conn)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            sandbox_dsn = await stack.enter_async_context(opener(major))
+        except SandboxError as error:  # the analysis goes on, what-if only
+            async with measuring(None, whatif, conn, dsn, snapshot, workload, candidates) as found:
+                found.notes.append(f"no sandbox to measure in ({error})")
+                yield found
+            return
+        measurer = SandboxMeasurer(
+            conn,
+            dsn,
+            sandbox_dsn,
+            statements,
+            real_rows,
+            budget_seconds=budget_seconds,
+        )
+        planner = MeasuredPlanner(whatif=whatif, measurer=measurer)
+        result = Measuring(planner, candidates)
+        try:
+            yield result
+        finally:
+            await measurer.close()
+            result.notes += measurer.notes
+            result.measured = dict(planner.measured)
+            result.rows = {f"{t[0]}.{t[1]}": n for t, n in measurer.copied.items()}
+
+
+def mark_measured(recommendations: list[Recommendation], measuring: Measuring) -> None:
+    """Recommendations of measured indexes say so: ``source: measured``, each evidence statement's milliseconds
+    on the sandbox copy without and with the index, and a sentence in the rationale."""
+    by_index: dict[str, dict[str, Measured]] = {}
+    for (statement, key), measured in measuring.measured.items():
+        by_index.setdefault(key, {})[statement] = measured
+    for recommendation in recommendations:
+        index = recommendation.change.index
+        if recommendation.kind != "createIndex" or index is None or not needs_measuring(index):
+            continue
+        figures = by_index.get(definition_key(index.model_copy(update={"name": None})), {})
+        recommendation.source = "measured"
+        for evidence in recommendation.evidence.statements:
+            found = figures.get(evidence.query_id)
+            if found is not None:
+                evidence.measured_before_ms = round(found.before_ms, 4)
+                evidence.measured_after_ms = round(found.after_ms, 4)
+        reads = [f for f in figures.values() if not f.write and f.used]
+        writes = [f for f in figures.values() if f.write]
+        text = (
+            f" Priced by measuring: HypoPG cannot simulate a {index.method} index, so it was built on a sandbox copy "
+            f"of {index.schema_}.{index.table} ({measuring.rows.get(f'{index.schema_}.{index.table}', 0)} rows)"
+        )
+        if reads:
+            text += ", where " + "; ".join(
+                f"a statement went from {f.before_ms:.2f} ms to {f.after_ms:.2f} ms" for f in reads[:3]
+            )
+        if writes:
+            text += ", and the writes it slows took " + "; ".join(
+                f"{f.before_ms:.2f} ms → {f.after_ms:.2f} ms" for f in writes[:3]
+            )
+        recommendation.rationale += (
+            text + " (server-side medians). The planner costs are what-if costs scaled by those ratios."
+        )
