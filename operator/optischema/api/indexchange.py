@@ -184,6 +184,17 @@ class Baseline(ApiModel):
     since makes the verdict ``Inconclusive``, never a rollback."""
 
 
+class RolloutStep(ApiModel):
+    """One step of a partitioned index's rollout, as recorded in ``status.execution.steps``."""
+
+    step: str = Field(max_length=160, pattern=r"^(only|build|attach|reindex):")
+    """``kind:schema.index``: ``only`` (``CREATE INDEX … ON ONLY`` a partitioned table), ``build`` (``CREATE INDEX
+    CONCURRENTLY`` on a partition), ``attach`` (``ALTER INDEX … ATTACH PARTITION``) or ``reindex`` (an attached
+    partition's INVALID index rebuilt)."""
+    state: Literal["Started", "Done"]
+    """``Started`` is written before the statement is sent, ``Done`` after it finished."""
+
+
 class Execution(ApiModel):
     """Written to the status *before* the first statement runs: the proof that an index found later under this
     name was built by this change (with the definition checked against the catalog), not by someone else."""
@@ -194,6 +205,12 @@ class Execution(ApiModel):
     """The statements it sent, as rendered then."""
     index_name: str | None = Field(default=None, max_length=63)
     """The index the statements create or drop."""
+    steps: list[RolloutStep] = Field(
+        default_factory=list, max_length=4096, json_schema_extra={"x-kubernetes-list-type": "atomic"}
+    )
+    """For an index on a partitioned table, its rollout's steps so far (``changes.partitioned``): each is recorded
+    ``Started`` before its statement is sent, which is what proves a partition's index found later under that name
+    to be this change's own, and ``Done`` after. ``sql`` is then the parent's ``CREATE INDEX … ON ONLY``."""
 
 
 class ReplacedSetting(ApiModel):

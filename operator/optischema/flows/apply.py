@@ -43,26 +43,29 @@ from pydantic import ValidationError
 
 from optischema.api import describe
 from optischema.api.conditions import Reason
+from optischema.api.index import IndexDefinition
 from optischema.api.indexchange import (
     Baseline,
     Execution,
     IndexChangeSpec,
     IndexChangeStatus,
     ReplacedSetting,
+    RolloutStep,
     StatementCounters,
     TimeWindow,
 )
 from optischema.api.operations import SettingChange
 from optischema.api.target import PostgresTargetSpec
+from optischema.changes import partitioned
 from optischema.changes.ddl import (
     index_name,
     recreate,
     render_drop,
+    render_drop_partitioned,
     render_setting_rollback,
-    statements_for,
     table_of,
-    undo_for,
 )
+from optischema.changes.quoting import qualified
 from optischema.changes.verdict import Counters, build_estimate, discontinuity, fits, inconclusive, judge
 from optischema.changes.windows import CLOCK_SKEW_TOLERANCE, current_or_next, time_left
 from optischema.flows.changes import committed_bytes, drop_problem, policy_problem, resume_problem
@@ -70,7 +73,7 @@ from optischema.flows.target import Check, connect_params, read_ca
 from optischema.kube.client import secret_refused
 from optischema.lifecycle import indexchange as lifecycle
 from optischema.lifecycle import recommendation as recommendation_lifecycle
-from optischema.postgres import catalog, execute
+from optischema.postgres import catalog, execute, partitions
 from optischema.postgres.connect import DATABASE_ERRORS
 from optischema.telemetry import STATEMENTS_EXECUTED
 
@@ -351,7 +354,11 @@ async def _wait_or_start(
                     f"{closes - now} left in this window; waiting for the next one",
                 )
                 return min(max((closes - now).total_seconds(), 1.0), MAX_WAIT_SECONDS)
-        baseline = await _baseline(ctx, change, conn, guard.server)
+        existing = change.status.get("baseline")
+        if change.status.get("execution") and existing:  # a resumed rollout is judged against its first baseline
+            baseline = Baseline.model_validate(existing)
+        else:
+            baseline = await _baseline(ctx, change, conn, guard.server)
     _audit(ctx, change, "Precheck", "Succeeded", "window open; same database; table present; build fits" + skew)
     message = "applying" + skew
     change.patch |= lifecycle.applying(
@@ -429,11 +436,12 @@ async def _owned(change: Change, conn: Any) -> tuple[str, str] | None:
             if kind is not None:
                 return Reason.INDEX_NAME_TAKEN, f"a {kind} named {index.schema_}.{name} already exists"
             return None
+        root, statements = await _statements(change, conn)
         return resume_problem(
             name,
             found,
             marker_sql=marker.get("sql"),
-            sql="; ".join(statements_for(spec)),
+            sql=_marker_sql(root, statements),
             table=(index.schema_, index.table),
             expected_shape=await catalog.rendered_shape(conn, index),
         )
@@ -441,6 +449,21 @@ async def _owned(change: Change, conn: Any) -> tuple[str, str] | None:
         return None if marker else (Reason.INDEX_NOT_FOUND, f"index {index.schema_}.{name} does not exist")
     kept_by = await catalog.same_uniqueness(conn, found) if found.unique else None
     return drop_problem(index, found, other_unique=kept_by, expected_shape=await catalog.rendered_shape(conn, index))
+
+
+async def _statements(change: Change, conn: Any) -> tuple[partitioned.Partition | None, list[str]]:
+    """The partition tree of the change's table when it is partitioned (read from the catalog now, never from the
+    analysis), and the statements the change runs there."""
+    table = table_of(change.spec)
+    root = await partitions.partition_tree(conn, *table) if change.spec.index is not None and table else None
+    return root, partitioned.statements(change.spec, root)
+
+
+def _marker_sql(root: partitioned.Partition | None, statements: list[str]) -> str:
+    """What ``status.execution.sql`` holds: the statements, or for a partitioned index's rollout the parent's
+    ``CREATE INDEX … ON ONLY`` alone (its partitions are recorded step by step, ``status.execution.steps``, and
+    may change between two attempts)."""
+    return statements[0] if root is not None and statements[0].startswith("CREATE") else "; ".join(statements)
 
 
 async def _superseded(ctx: Context, change: Change) -> bool:
@@ -494,8 +517,6 @@ BUILDS = {"create", "reindex"}
 
 async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_spec: PostgresTargetSpec) -> float | None:
     spec, index, name = change.spec, change.spec.index, _name(change)
-    statements = statements_for(spec)
-    sql = "; ".join(statements)
     async with _writer(ctx, change, target, target_spec) as conn:
         if conn is None:
             return ctx.check_seconds
@@ -508,6 +529,10 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
             problem = await _ownership(change, conn)
             if problem is not None:
                 return await _fail(ctx, change, *problem)
+            root, statements = await _statements(change, conn)
+            sql = "; ".join(statements)
+            if spec.operation == "create" and root is not None and index is not None and name is not None:
+                return await _rollout(ctx, change, target, conn, guard, root, index, name)
             found = await catalog.index_info(conn, index.schema_, name) if index and name else None
             marker = change.status.get("execution")
             if spec.operation == "create" and found is not None and found.valid:
@@ -521,7 +546,8 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
                 _audit(ctx, change, "Execute", "Skipped", f"index {name} is already gone (resumed)")
                 return await _executed(ctx, change, target, None, None)
             if spec.operation == "drop" and found is not None and not change.status.get("droppedDefinition"):
-                change.patch |= {"droppedDefinition": found.definition, "rollbackSql": recreate(found.definition)}
+                undo = partitioned.undo(spec, name, root) if root is not None else [recreate(found.definition)]
+                change.patch |= {"droppedDefinition": found.definition, "rollbackSql": ";\n".join(undo or [])}
             if spec.setting is not None and not change.status.get("replacedSetting"):
                 now_set = await catalog.setting(conn, spec.setting.name)
                 if now_set is not None:
@@ -574,6 +600,254 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
             if not conn.is_closed():
                 with contextlib.suppress(*execute.CONNECTION_LOST):
                     await execute.unlock(conn, key)
+
+
+async def _rollout(
+    ctx: Context,
+    change: Change,
+    target: dict[str, Any],
+    conn: Any,
+    guard: Guard,
+    root: partitioned.Partition,
+    index: IndexDefinition,
+    name: str,
+) -> float | None:
+    """An index on a partitioned table, one step at a time (``changes.partitioned``): the parent's index ``ON
+    ONLY``, then per partition a concurrent build and an attach. Each step is judged against the catalog before
+    it runs, so a resumed rollout (after a crash, a lost connection or a closed window) carries on where it was:
+
+    - a partition whose index is already attached and valid is skipped (whoever built it: PostgreSQL builds one
+      itself for a partition created after the parent's index existed); a partitioned partition so covered is
+      skipped with everything under it;
+    - an index found under a step's name is this change's own only when the step was recorded ``Started``
+      (``status.execution.steps``) before its statement was sent, on that table with the definition rendered;
+      otherwise the change fails and touches nothing. Ours and INVALID (an interrupted concurrent build) is
+      dropped and built again; ours, valid and not attached is attached;
+    - every statement goes through the same re-check as any other (:class:`Guard`: policy, database identity,
+      window, ``lock_timeout``/``statement_timeout``), and a build starts only when its estimate fits in what is
+      left of the window: otherwise the rollout stops between partitions and waits for the next window. A build
+      cut short anyway (the window's ``statement_timeout``) has its INVALID leftover dropped before waiting.
+
+    The parent's index becomes valid by itself when the last partition's index is attached; that is checked
+    before verification starts."""
+    steps = partitioned.rollout(index, root, name)
+    marker = change.status.get("execution")
+    execution = Execution.model_validate(marker) if marker else Execution(started_at=ctx.now(), sql=steps[0].sql,
+                                                                          index_name=name)  # fmt: skip
+    if marker is None:  # the marker, and the rollout as rendered for these partitions, before anything is sent
+        undo = partitioned.undo(change.spec, name, root) or []
+        change.patch |= {"sql": ";\n".join(s.sql for s in steps), "rollbackSql": ";\n".join(undo)}
+        change.patch |= lifecycle.executing(change.typed, execution)
+        await _flush(ctx, change)
+    progress: dict[str, str] = {s.step: s.state for s in execution.steps}
+    expected = await catalog.rendered_shape(conn, index)
+    rate = (target.get("status") or {}).get("indexBuildBytesPerSecond")
+    covered: set[str] = set()  # partitioned partitions whose whole subtree already has its index
+    built_bytes, build_seconds, spent, ran_steps = 0, 0.0, 0.0, 0
+
+    async def record(key: str, state: Literal["Started", "Done"]) -> None:
+        nonlocal execution
+        kept = [s for s in execution.steps if s.step != key]
+        execution = execution.model_copy(update={"steps": [*kept, RolloutStep(step=key, state=state)]})
+        progress[key] = state
+        change.patch |= lifecycle.executing(change.typed, execution)
+        await _flush(ctx, change)
+
+    async def run(step: partitioned.Step, sql: str, key: str) -> execute.Executed:
+        nonlocal spent, ran_steps
+
+        async def retried(attempt: int, error: str, delay: float) -> None:
+            _audit(ctx, change, "Retry", "Failed", f"attempt {attempt}: {error}; retrying in {delay:g}s", sql=sql)
+            await _status(ctx, change, Reason.LOCK_TIMEOUT, f"lock timeout; retry {attempt} in {delay:g}s", True)
+            if step.kind == "build":  # a concurrent build that timed out waiting for old transactions left one
+                await _leftover(
+                    ctx, change, conn, step, "a build that timed out on a lock left an INVALID index", guard
+                )
+
+        await record(key, "Started")
+        done = await _run(ctx, change, conn, sql, guard, on_retry=retried)
+        await record(key, "Done")
+        _audit(ctx, change, "Execute", "Succeeded", f"{done.attempts} attempt(s)", sql=sql, seconds=done.seconds)
+        spent += done.seconds
+        ran_steps += 1
+        return done
+
+    for step in steps[1:]:  # every name the rollout will build under is free or its own, before anything runs
+        found = await catalog.index_info(conn, step.schema, step.index) if step.kind != "attach" else None
+        problem = _step_owned(step, found, progress, expected) if found is not None else None
+        if problem is not None:
+            return await _fail(ctx, change, Reason.INDEX_NAME_TAKEN, problem)
+    try:
+        for step in steps:
+            if covered.intersection(step.under):
+                continue
+            partition = f"{step.schema}.{step.table}"
+            there = None
+            if step.parent_schema is not None and step.parent_index is not None:
+                there = await partitions.attached_on(
+                    conn, step.parent_schema, step.parent_index, step.schema, step.table
+                )
+            if step.kind == "attach":
+                if there is None:
+                    child = await catalog.index_info(conn, step.schema, step.index)
+                    if child is None or not child.valid:
+                        return await _incomplete(ctx, change, conn, step.schema, step.index, "before attaching it")
+                    await run(step, step.sql, step.key)
+                continue
+            if there is not None and (there.valid or there.name != step.index):
+                if step.kind == "only":
+                    covered.add(partition)
+                if not there.valid:
+                    return await _fail(ctx, change, Reason.APPLY_FAILED,
+                                       f"partition {partition} has an INVALID index {there.schema}.{there.name} "
+                                       "attached that this change did not build; nothing was touched")  # fmt: skip
+                continue
+            if there is not None:  # ours, attached, INVALID
+                if step.kind == "build":
+                    await run(step, f"REINDEX INDEX CONCURRENTLY {qualified(step.schema, step.index)}",
+                              f"reindex:{step.schema}.{step.index}")  # fmt: skip
+                continue
+            found = await catalog.index_info(conn, step.schema, step.index)
+            if found is not None and step.parent_index is not None:  # the root's own index was judged already
+                problem = _step_owned(step, found, progress, expected)
+                if problem is not None:
+                    return await _fail(ctx, change, Reason.INDEX_NAME_TAKEN, problem)
+            if step.kind == "only":
+                if found is None:
+                    await run(step, step.sql, step.key)
+                continue
+            if found is not None and found.valid:
+                continue  # built before the interruption; its attach follows
+            if found is not None:
+                await _leftover(ctx, change, conn, step, "an interrupted build left an INVALID index", guard)
+            size = await catalog.table_bytes(conn, step.schema, step.table) or 0
+            estimate = build_estimate(size, rate)
+            left = timedelta(milliseconds=await guard())
+            if not fits(estimate, left):
+                raise Stop(
+                    "wait",
+                    Reason.WINDOW_TOO_SHORT,
+                    f"the build on partition {partition} is estimated at {estimate} for {size} bytes, more than the "
+                    f"{left} left in this window: the rollout stops between partitions and resumes in the next one",
+                )
+            done = await run(step, step.sql, step.key)
+            built_bytes, build_seconds = built_bytes + size, build_seconds + done.seconds
+    except execute.ExecuteError as error:
+        return await _step_failed(ctx, change, conn, steps, progress, error, guard)
+    parent = await catalog.index_info(conn, index.schema_, name)
+    if parent is None or not parent.valid:
+        return await _incomplete(ctx, change, conn, index.schema_, name, "after every step")
+    message = f"rolled out: {ran_steps} step(s) run now, the rest done before or by PostgreSQL"
+    _audit(ctx, change, "Execute", "Succeeded", message, sql=steps[0].sql, seconds=spent)
+    rate_now = built_bytes / build_seconds if build_seconds > 0 and built_bytes else None
+    return await _executed(ctx, change, target, rate_now, spent)
+
+
+def _step_owned(
+    step: partitioned.Step, found: catalog.IndexInfo, progress: dict[str, str], expected: str
+) -> str | None:
+    """An index under a step's name is this change's only when the step was recorded before its statement was
+    sent, and it is that definition on that partition (``flows.changes.resume_problem``, per partition)."""
+    where = f"{step.schema}.{step.index}"
+    if step.key not in progress:
+        return (
+            f"index {where} exists but this change never started building it: it is someone else's; nothing was touched"
+        )
+    if (found.table_schema, found.table) != (step.schema, step.table) or found.shape != expected:
+        return (
+            f"index {where} is {found.definition!r}, not the definition this change builds ({expected!r} on "
+            f"{step.schema}.{step.table}); nothing was touched"
+        )
+    return None
+
+
+async def _leftover(
+    ctx: Context, change: Change, conn: Any, step: partitioned.Step, why: str, guard: Guard, *, valid: bool = False
+) -> None:
+    """Drop the INVALID index a step of this change left (``DROP INDEX CONCURRENTLY``), if it is there (``valid``:
+    a valid one too, never attached, after the rollout failed)."""
+    found = await catalog.index_info(conn, step.schema, step.index)
+    if found is None or (found.valid and not valid) or step.key not in (_steps(change)):
+        return
+    assert change.spec.index is not None
+    sql = render_drop(change.spec.index.model_copy(update={"schema_": step.schema, "name": step.index}))
+    done = await _run(ctx, change, conn, sql, guard)
+    _audit(ctx, change, "Cleanup", "Succeeded", why, sql=sql, seconds=done.seconds)
+    ctx.emit("Warning", "InvalidIndexDropped", f"{why}: {sql}")
+
+
+def _steps(change: Change) -> set[str]:
+    """The rollout steps this change recorded as started (status as last written, the pending patch included)."""
+    execution = change.patch.get("execution") or change.status.get("execution") or {}
+    return {s["step"] for s in execution.get("steps", [])}
+
+
+async def _step_failed(
+    ctx: Context,
+    change: Change,
+    conn: Any,
+    steps: list[partitioned.Step],
+    progress: dict[str, str],
+    error: execute.ExecuteError,
+    guard: Guard,
+) -> float | None:
+    """A rollout statement failed: a lost connection waits (the next attempt resumes), a build cut short by the
+    window's end drops its leftover and waits for the next window; anything else drops the leftover and fails."""
+    _audit(ctx, change, "Execute", "Failed", error.message)
+    if error.reason == "ConnectionLost":
+        message = (
+            f"the connection was lost during the rollout ({error.message}); waiting to try again — the next attempt "
+            "resumes with the partition it was on, dropping what the interrupted statement left behind"
+        )
+        change.patch |= lifecycle.waiting(
+            change.typed, Reason.CONNECTION_LOST, message, now=ctx.now(), generation=change.generation
+        )
+        await _flush(ctx, change)
+        ctx.emit("Warning", Reason.CONNECTION_LOST, message)
+        return ctx.check_seconds
+    started = [s for s in steps if s.kind == "build" and progress.get(s.key) == "Started"]
+    if not conn.is_closed():
+        for step in started:
+            with contextlib.suppress(Stop, execute.ExecuteError):
+                await _leftover(ctx, change, conn, step, "the interrupted build left an INVALID index", guard)
+    if error.reason == "StatementTimeout":
+        message = (
+            f"the window ran out during the rollout ({error.message}); the interrupted partition's INVALID index "
+            "was dropped, and the rollout resumes there in the next window"
+        )
+        change.patch |= lifecycle.waiting(
+            change.typed, Reason.WINDOW_CLOSED, message, now=ctx.now(), generation=change.generation
+        )
+        await _flush(ctx, change)
+        ctx.emit("Warning", Reason.WINDOW_CLOSED, message)
+        return ctx.check_seconds
+    reason = Reason.LOCK_TIMEOUT if error.reason == "LockTimeout" else Reason.APPLY_FAILED
+    message = f"the rollout failed: {error.message}"
+    index, name = change.spec.index, _name(change)
+    if index is not None and name is not None and not conn.is_closed():
+        # Nothing half-built stays: the parent's INVALID index goes, with the partitions' indexes attached to it.
+        sql = render_drop_partitioned(index, name=name)
+        try:
+            done = await _run(ctx, change, conn, sql, guard)
+            _audit(ctx, change, "Cleanup", "Succeeded", "the failed rollout's index", sql=sql, seconds=done.seconds)
+            message += f"; its partial index was dropped ({sql})"
+            for step in steps:  # a partition's index built but not attached yet did not go with it
+                if step.kind == "build":
+                    await _leftover(ctx, change, conn, step, "built by the failed rollout", guard, valid=True)
+        except (Stop, execute.ExecuteError) as cleanup:
+            message += f"; its partial index {index.schema_}.{name} is left INVALID ({cleanup})"
+    return await _fail(ctx, change, reason, message)
+
+
+async def _incomplete(ctx: Context, change: Change, conn: Any, schema: str, name: str, when: str) -> float | None:
+    missing = await partitions.partitions_without(conn, schema, name)
+    return await _fail(
+        ctx,
+        change,
+        Reason.APPLY_FAILED,
+        f"index {schema}.{name} is not valid {when}: partition(s) without a valid index: "
+        f"{', '.join(missing[:20]) or '(none found)'}",
+    )
 
 
 async def _run(
@@ -686,6 +960,7 @@ async def _verify(
                 max_regression_percent=rules.max_write_regression_percent,
                 min_calls=rules.min_calls,
             )
+        root, _ = await _statements(change, conn)
         notes = []
         if change.spec.operation in BUILDS and index is not None and name is not None:
             state = await catalog.index_state(conn, index.schema_, name)
@@ -701,7 +976,7 @@ async def _verify(
         }
         summary = f"reads: {reads.message}; writes: {writes.message}" + (f"; {'; '.join(notes)}" if notes else "")
         regressed = any(j.verdict == "Regressed" for j in (reads, writes))
-        undo = _undo(change, name)
+        undo = _undo(change, name, root)
         if regressed and change.spec.rollback.automatic and undo is not None:
             return await _rollback(ctx, change, conn, undo, summary)
         _audit(ctx, change, "Verify", "Succeeded", summary)
@@ -712,15 +987,17 @@ def _instant(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _undo(change: Change, name: str | None) -> list[str] | None:
-    """The rollback: a dropped index comes back exactly as captured before the drop."""
+def _undo(change: Change, name: str | None, root: partitioned.Partition | None) -> list[str] | None:
+    """The rollback: a dropped index comes back exactly as captured before the drop (a partitioned one is rolled
+    out again from its structured definition, partition by partition: ``CONCURRENTLY`` is refused on the parent).
+    A new partitioned index is dropped with its partitions' indexes (``ddl.render_drop_partitioned``)."""
     captured = change.status.get("droppedDefinition")
-    if change.spec.operation == "drop" and captured:
+    if change.spec.operation == "drop" and captured and root is None:
         return [recreate(captured)]
     replaced = change.status.get("replacedSetting")
     if change.spec.setting is not None and replaced:
         return _setting_undo(change.spec.setting, ReplacedSetting.model_validate(replaced))
-    return undo_for(change.spec, name)
+    return partitioned.undo(change.spec, name, root)
 
 
 def _setting_undo(setting: SettingChange, replaced: ReplacedSetting) -> list[str]:

@@ -24,10 +24,11 @@ from optischema.api.index import IndexDefinition
 from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.quantity import quantity_bytes
 from optischema.api.target import PostgresTargetSpec
-from optischema.changes.ddl import UnsafeDefinition, index_name, statements_for, undo_for
+from optischema.changes import partitioned
+from optischema.changes.ddl import UnsafeDefinition, index_name, statements_for
 from optischema.flows import target as target_flow
 from optischema.lifecycle import indexchange as lifecycle
-from optischema.postgres import catalog
+from optischema.postgres import catalog, partitions
 from optischema.postgres.connect import DATABASE_ERRORS, connect
 
 KIND_OF = {
@@ -57,6 +58,9 @@ class Facts:
     problem: tuple[str, str] | None = None
     """(reason, message) found on the database: a create's name already taken, an index to drop that is not there,
     not the one described, or protected."""
+    partitions: partitioned.Partition | None = None
+    """The partition tree when the index's table is partitioned: the SQL shown is then the whole rollout
+    (``changes.partitioned``); the apply path reads the tree again when it runs."""
 
 
 @dataclass(slots=True)
@@ -110,6 +114,7 @@ async def gather(kube: Any, namespace: str, name: str, spec: dict[str, Any]) -> 
         facts.unreachable = error.message
         return facts
     try:
+        facts.partitions = await partitions.partition_tree(conn, index.schema_, index.table)
         if change.operation == "create":
             facts.estimated_bytes = await catalog.estimate_index_bytes(conn, index, hypopg)
             facts.problem = name_problem(index, await catalog.relation_exists(conn, index.schema_, index_name(index)))
@@ -268,8 +273,8 @@ def admit(
     except ValidationError as error:
         return refuse(Reason.INVALID_SPEC, "; ".join(describe(error, "spec")))
     try:
-        sql = ";\n".join(statements_for(change))
-        undo = undo_for(change, change.index.name if change.index else None)
+        sql = ";\n".join(partitioned.statements(change, facts.partitions))
+        undo = partitioned.undo(change, change.index.name if change.index else None, facts.partitions)
         rollback = ";\n".join(undo) if undo else None
     except UnsafeDefinition as error:
         return refuse(Reason.INVALID_SPEC, str(error))
