@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlencode, urlsplit
 
 import yaml
 
@@ -30,10 +33,20 @@ def add_parser(commands: Any) -> None:
         "analyze",
         help="analyse a database's workload and print recommendations",
         description="Read pg_stat_statements and the catalogs over a read-only connection, choose indexes for the "
-        "whole workload with HypoPG what-if planning, and report them with the other findings.",
+        "whole workload with HypoPG what-if planning, and report them with the other findings. The database is "
+        "named as psql names it: --dsn, or -h/-p/-U/-d, or libpq's PGHOST, PGPORT, PGUSER, PGPASSWORD, "
+        "PGDATABASE, PGSSLMODE (and ~/.pgpass) for whatever is not given.",
+        add_help=False,  # -h is the host, as in psql; --help stays
     )
-    parser.add_argument("--dsn", required=True, help="postgresql://user[:password]@host:port/database")
-    parser.add_argument("--format", choices=("table", "json", "yaml"), default="table", help="output (default: table)")
+    parser.add_argument("--help", action="help", help="show this help message and exit")
+    parser.add_argument("--dsn", help="postgresql://user[:password]@host:port/database (or a libpq key=value string)")
+    parser.add_argument("-h", "--host", help="server host or socket directory (default: PGHOST, then libpq's)")
+    parser.add_argument("-p", "--port", type=_port, help="server port (default: PGPORT, then 5432)")
+    parser.add_argument("-U", "--username", help="role to connect as (default: PGUSER, then the OS user)")
+    parser.add_argument("-d", "--dbname", help="database name, or a whole connection string (default: PGDATABASE)")
+    parser.add_argument(
+        "-o", "--format", choices=("table", "json", "yaml"), default="table", help="output (default: table)"
+    )
     parser.add_argument("--budget", help="storage budget for new indexes, e.g. 1GiB or 500Mi (default: none)")
     parser.add_argument("--max-indexes-per-table", type=_positive, default=10, metavar="N")
     parser.add_argument("--min-calls", type=_positive, default=2, metavar="N", help="ignore rarer statements")
@@ -60,6 +73,60 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--namespace", help="namespace for --emit-crs")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=run)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535")
+    return value
+
+
+def connection_string(args: argparse.Namespace) -> str:
+    """What to connect to, as psql reads its arguments: ``--dsn`` (or a ``-d`` that is a connection string) as it
+    is; otherwise a URL carrying the parts given as query parameters, each encoded (a host such as
+    ``db/x?sslmode=disable`` stays a host), and asyncpg fills what is missing from libpq's ``PG*`` environment and
+    ``~/.pgpass``, as libpq does."""
+    for given in (args.dsn, args.dbname):
+        if given and given.startswith(("postgresql://", "postgres://")):
+            return str(given)
+        if given and "=" in given:
+            return conninfo_url(given)
+    dbname = args.dbname or ""
+    given = {"host": args.host, "port": args.port, "user": args.username, "dbname": dbname or None}
+    return "postgresql://?" + urlencode({key: value for key, value in given.items() if value})
+
+
+_CONNINFO = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)")
+
+
+def conninfo_url(text: str) -> str:
+    """libpq's ``key=value`` form (``host=db port=5433 dbname='my db'``) as the URL asyncpg reads: each value
+    encoded as a query parameter, so that none can reach into another."""
+    pairs, position = [], 0
+    while position < len(text.rstrip()):
+        match = _CONNINFO.match(text, position)
+        if match is None:
+            raise AnalysisError(
+                "InvalidDSN",
+                f"--dsn/-d: cannot read the connection string at {text[position:][:20]!r}",
+                ExitCode.BAD_INPUT,
+            )
+        key, value = match.group(1), match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        pairs.append((key, value))
+        position = match.end()
+    return "postgresql://?" + urlencode(pairs)
+
+
+def _database_name(args: argparse.Namespace) -> str | None:
+    """The database's name for --emit-crs's default target name."""
+    if args.dsn and "://" in args.dsn:
+        return urlsplit(args.dsn).path.lstrip("/") or None
+    if args.dbname and "=" not in args.dbname and "://" not in args.dbname:
+        return str(args.dbname)
+    return os.environ.get("PGDATABASE")
 
 
 def _positive(text: str) -> int:
@@ -106,7 +173,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             sample_seconds=max(args.sample_seconds, 0.0),
             measure=local_sandbox if args.measure else None,
         )
-        result = asyncio.run(analyze(args.dsn, options, progress))
+        result = asyncio.run(analyze(connection_string(args), options, progress))
     except AnalysisError as error:
         if progress:
             progress.done()
@@ -115,7 +182,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if progress:
         progress.done()
     if args.emit_crs:
-        target = args.target or args.dsn.rsplit("/", 1)[-1].split("?")[0] or "database"
+        target = args.target or _database_name(args) or "database"
         written = emit_crs(result, args.emit_crs, target, args.namespace)
         print(f"wrote {written} TuningRecommendation file(s) to {args.emit_crs}", file=err)
     if args.format == "json":
@@ -174,7 +241,9 @@ def table(result: AnalysisResult, where: str) -> str:
         f"{result.duration_seconds:.1f}s",
         "",
     ]
-    if not result.recommendations:
+    if not result.recommendations and not result.statements_analysed:
+        lines.append("No recommendations: no statement needed analysing (see the note below).")
+    elif not result.recommendations:
         lines.append("No recommendations: the workload is served well as it is.")
     for number, rec in enumerate(result.recommendations, 1):
         gain = "" if rec.estimated_improvement_percent is None else f"{rec.estimated_improvement_percent:+.1f}%"

@@ -11,7 +11,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -118,8 +118,11 @@ def describe_target(dsn: ConnectTarget) -> str:
         port = parts.port or 5432
     except ValueError:
         return "the database"
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{user}{parts.hostname or 'localhost'}:{port}{parts.path or ''}"
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}  # libpq's ?host=&port=&dbname=
+    user = parts.username or query.get("user")
+    host = parts.hostname or query.get("host") or "localhost"
+    database = parts.path.lstrip("/") or query.get("dbname") or ""
+    return f"{f'{user}@' if user else ''}{host}:{query.get('port', port)}{'/' + database if database else ''}"
 
 
 async def connect(
