@@ -70,6 +70,8 @@ def bind_from_statistics(
         if span:
             replacements.append((span[0], span[1], literal(prefix + "%")))
     for comparison in tree.find_all(exp.EQ):
+        if isinstance(comparison.parent, exp.Update):  # SET col = $1 assigns: it selects no rows
+            continue
         for side, other in ((comparison.this, comparison.expression), (comparison.expression, comparison.this)):
             if not isinstance(other, exp.Parameter):
                 continue

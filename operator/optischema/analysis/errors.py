@@ -12,7 +12,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # an unexpected error
     BAD_INPUT = 2  # arguments or DSN
     UNREACHABLE = 3  # connection or authentication
-    PREREQUISITE = 4  # pg_stat_statements missing, not loaded, or nothing to analyse
+    PREREQUISITE = 4  # pg_stat_statements missing or not loaded (nothing to analyse is a normal outcome: OK)
 
 
 class AnalysisError(Exception):

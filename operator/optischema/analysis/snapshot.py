@@ -144,6 +144,9 @@ class Snapshot:
     samples: dict[int, list[str]] = field(default_factory=dict)
     #: Statements hidden from this role (``<insufficient privilege>``).
     hidden_statements: int = 0
+    #: Each view's definition (``pg_get_viewdef``), by schema and name: a statement reading a view is analysed
+    #: against the view's base tables, as the planner sees it once the view is flattened.
+    views: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def indexes_on(self, table: tuple[str, str]) -> list[Index]:
         return [i for i in self.indexes if i.table_key == table]

@@ -46,6 +46,9 @@ _TYPED_PARAMETER = re.compile(
     r"interval|inet|cidr|uuid|jsonb?|numeric|money|bool(?:ean)?)\s+\$(\d+)",
     re.IGNORECASE,
 )
+_PREPARE = re.compile(r'^\s*prepare\s+(?:"(?:[^"]|"")+"|[a-z_][\w$]*)\s*', re.IGNORECASE)
+#: ``$n`` outside string literals and quoted names (group 1), and whether a cast already follows it (group 2).
+_PARAMETER_OUTSIDE_QUOTES = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$(\d+)(?!\d)(\s*::)?")
 _RANGE = (exp.GT, exp.GTE, exp.LT, exp.LTE)
 _FLIPPED: dict[type[exp.Expr], type[exp.Expr]] = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE}
 
@@ -91,16 +94,58 @@ class ParsedStatement:
 
 
 class Catalog:
-    """Table and column names, to resolve unqualified names the way PostgreSQL's search path would."""
+    """Table and column names, to resolve unqualified names the way PostgreSQL's search path would.
+
+    ``views`` holds each view's definition (``pg_get_viewdef``): a statement that reads a view is analysed against
+    the view's base tables, as PostgreSQL's rewriter and planner see it."""
 
     def __init__(
-        self, columns: Mapping[TableKey, set[str] | frozenset[str]], search_path: tuple[str, ...] = ("public",)
+        self,
+        columns: Mapping[TableKey, set[str] | frozenset[str]],
+        search_path: tuple[str, ...] = ("public",),
+        views: Mapping[TableKey, str] | None = None,
     ):
         self.columns = dict(columns)
         self.search_path = search_path
+        self.views = {key: text for key, text in (views or {}).items() if key not in self.columns}
         self._by_name: dict[str, list[TableKey]] = {}
         for key in self.columns:
             self._by_name.setdefault(key[1], []).append(key)
+        self._views_by_name: dict[str, list[TableKey]] = {}
+        for key in self.views:
+            self._views_by_name.setdefault(key[1], []).append(key)
+        self._view_trees: dict[TableKey, exp.Query | None] = {}
+
+    def relation(self, schema: str | None, name: str) -> tuple[TableKey, bool] | None:
+        """The table or view a name means (``(key, is_view)``): tables and views share a schema's namespace, so
+        the first schema of the search path holding either wins."""
+        if schema:
+            if (schema, name) in self.columns:
+                return (schema, name), False
+            return ((schema, name), True) if (schema, name) in self.views else None
+        tables, views = self._by_name.get(name, []), self._views_by_name.get(name, [])
+        for path_schema in self.search_path:
+            if (path_schema, name) in tables:
+                return (path_schema, name), False
+            if (path_schema, name) in views:
+                return (path_schema, name), True
+        if len(tables) + len(views) != 1:
+            return None
+        return (tables[0], False) if tables else (views[0], True)
+
+    def view_tree(self, key: TableKey) -> exp.Query | None:
+        """The view's definition, parsed once per catalog (None when sqlglot cannot read it as a query)."""
+        if key not in self._view_trees:
+            tree: exp.Query | None = None
+            text = self.views.get(key, "")
+            if text and len(text) <= MAX_STATEMENT_CHARS and nesting_problem(text) is None:
+                try:
+                    parsed = sqlglot.parse_one(text, dialect=DIALECT)
+                    tree = parsed if isinstance(parsed, exp.Query) else None
+                except Exception:  # see parse_failure: an unreadable view is read as opaque, never raised
+                    tree = None
+            self._view_trees[key] = tree
+        return self._view_trees[key]
 
     def resolve(self, schema: str | None, name: str) -> TableKey | None:
         if schema:
@@ -119,6 +164,48 @@ def typed_parameters(query: str) -> str:
     text that neither PostgreSQL nor sqlglot accepts; a cast says the same and is valid.
     """
     return _TYPED_PARAMETER.sub(lambda m: f"${m.group(2)}::{' '.join(m.group(1).split())}", query)
+
+
+def prepared_statement(query: str) -> str | None:
+    """The statement that ``PREPARE name [(types)] AS statement`` prepares, its declared parameters cast to their
+    types (``$1`` → ``$1::int``, so that the text plans alone); None when ``query`` is no such PREPARE.
+
+    pg_stat_statements records a statement prepared in SQL under the PREPARE's text, and it is the work the
+    EXECUTEs do: it is analysed as the statement it prepares. (``PREPARE TRANSACTION`` has no ``AS``: not matched.)
+    """
+    match = _PREPARE.match(query)
+    if match is None:
+        return None
+    position, types = match.end(), []
+    if query[position : position + 1] == "(":
+        closing = _closing_paren(query, position)
+        if closing is None:
+            return None
+        types = [t.strip() for t in _top_level_split(query[position + 1 : closing - 1]) if t.strip()]
+        position = closing
+    rest = re.match(r"\s*AS\s+", query[position:], re.IGNORECASE)
+    if rest is None:
+        return None
+    body = query[position + rest.end() :]
+
+    def cast(found: re.Match[str]) -> str:
+        number = found.group(1)
+        if number is None or int(number) > len(types) or found.group(2):
+            return found.group(0)
+        return f"${number}::{types[int(number) - 1]}"
+
+    return _PARAMETER_OUTSIDE_QUOTES.sub(cast, body)
+
+
+def _top_level_split(text: str) -> list[str]:
+    """``numeric(10, 2), int`` → ``["numeric(10, 2)", " int"]``: commas outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    return [*parts, text[start:]]
 
 
 def prepare_text(query: str) -> str:
@@ -190,6 +277,11 @@ def parse_statement(query: str, catalog: Catalog) -> ParsedStatement:
     fp = fingerprint(query)
     if len(query) > MAX_STATEMENT_CHARS:
         return ParsedStatement("other", fp, skip_reason=f"longer than {MAX_STATEMENT_CHARS} characters")
+    prepared = prepared_statement(query)
+    if prepared is not None:  # PREPARE name AS statement: the statement it prepares (EXECUTE stays a utility)
+        parsed = parse_statement(prepared, catalog)
+        parsed.fingerprint = fp
+        return parsed
     if _UTILITY.match(query):
         return ParsedStatement("other", fp, skip_reason=f"utility statement ({query.split(None, 1)[0].upper()})")
     too_deep = nesting_problem(query)
@@ -237,84 +329,237 @@ class _Side:
     text: str = ""  # column name, or the expression's source text
 
 
-class _Scope:
-    """The tables visible in one SELECT (or UPDATE/DELETE), by the name the statement uses for them."""
+@dataclass(slots=True)
+class _Derived:
+    """A relation built from a query — a view, a CTE, a subquery in FROM — by what its columns are.
 
-    def __init__(self, aliases: dict[str, TableKey], parent: _Scope | None) -> None:
+    PostgreSQL flattens a simple one into the statement that reads it (a view always, a CTE when 12+ inlines it,
+    a subquery when it is simple), so a predicate or ORDER BY on its column acts on the base table's column: that
+    column is ``columns[name]``. None for a column that is an expression, or for every column of a relation that is
+    not flattened (a MATERIALIZED CTE, one with GROUP BY or LIMIT...); ``opaque`` when even its names are unknown.
+    """
+
+    columns: dict[str, tuple[TableKey, str] | None] = field(default_factory=dict)
+    tables: tuple[TableKey, ...] = ()  # base tables it reads when flattened (for LIMIT)
+    opaque: bool = False
+    flattened: bool = False
+
+
+#: What a name in FROM stands for in a scope: a table, or a relation built from a query.
+_Source = TableKey | _Derived
+
+
+class _Scope:
+    """The tables visible in one SELECT (or UPDATE/DELETE), by the name the statement uses for them; ``derived``
+    holds the views, CTEs and subqueries it reads, by the same kind of name."""
+
+    def __init__(
+        self, aliases: dict[str, TableKey], parent: _Scope | None, derived: dict[str, _Derived] | None = None
+    ) -> None:
         self.aliases = aliases
         self.parent = parent
+        self.derived = derived or {}
 
-    def lookup(self, qualifier: str) -> TableKey | None:
+    def lookup(self, qualifier: str) -> _Source | None:
         scope: _Scope | None = self
         while scope is not None:
             if qualifier in scope.aliases:
                 return scope.aliases[qualifier]
+            if qualifier in scope.derived:
+                return scope.derived[qualifier]
             scope = scope.parent
         return None
 
-    def tables(self) -> Iterator[tuple[TableKey, int]]:
+    def tables(self) -> Iterator[tuple[_Source, int]]:
         depth, scope = 0, self
         while True:
             for key in scope.aliases.values():
                 yield key, depth
+            for derived in scope.derived.values():
+                yield derived, depth
             if scope.parent is None:
                 return
             depth, scope = depth + 1, scope.parent
 
+    def base_tables(self) -> set[TableKey]:
+        """Tables this scope reads, through the relations it flattens."""
+        return {*self.aliases.values(), *(key for derived in self.derived.values() for key in derived.tables)}
+
 
 class _Walker:
-    def __init__(self, catalog: Catalog, text: str, parsed: ParsedStatement) -> None:
+    def __init__(
+        self, catalog: Catalog, text: str, parsed: ParsedStatement, views: dict[TableKey, _Derived] | None = None
+    ) -> None:
         self.catalog = catalog
         self.text = text
         self.parsed = parsed
-        self.ctes: set[str] = set()
+        self.ctes: dict[str, exp.CTE] = {}
         self._tokens: list[tuple[int, int]] | None = None
+        self._tree: exp.Expr | None = None
+        self._cte_relations: dict[int, _Derived] = {}
+        self._relations: dict[int, _Derived] = {}  # by id of the body
+        self._view_root: int | None = None  # id of the definition this walker reads, when the view is flattened
+        self._views = views if views is not None else {}  # shared with the walkers of view definitions
 
     # scopes
 
     def walk(self, tree: exp.Expr) -> None:
-        self.ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+        self._start(tree)
         scopes: dict[int, _Scope] = {}
         for node in tree.walk():  # pre-order: a parent's scope exists before its children's
             if isinstance(node, exp.Select | exp.Update | exp.Delete | exp.Insert):
                 parent = self._enclosing_scope(node, scopes)
-                scope = _Scope(self._sources(node), parent)
+                aliases, derived = self._sources(node)
+                scope = _Scope(aliases, parent, derived)
                 scopes[id(node)] = scope
                 self._analyse(node, scope)
 
     def _enclosing_scope(self, node: exp.Expr, scopes: dict[int, _Scope]) -> _Scope | None:
         parent = node.parent
         while parent is not None:
+            if isinstance(parent, exp.With):  # a CTE sees the CTEs, not the FROM of the query that owns the WITH
+                parent = parent.parent.parent if parent.parent is not None else None
+                continue
             if id(parent) in scopes:
                 return scopes[id(parent)]
             parent = parent.parent
         return None
 
-    def _sources(self, node: exp.Expr) -> dict[str, TableKey]:
-        tables: list[exp.Table] = []
+    def _sources(self, node: exp.Expr) -> tuple[dict[str, TableKey], dict[str, _Derived]]:
+        """The tables a scope reads by name, and the views, CTEs and subqueries in its FROM (see _Derived)."""
+        items: list[exp.Expr] = []
         if isinstance(node, exp.Select):
             from_ = node.args.get("from_") or node.args.get("from")
             if from_ is not None:
-                tables += [t for t in [from_.this] if isinstance(t, exp.Table)]
-                tables += [t for t in from_.expressions if isinstance(t, exp.Table)]
-            tables += [j.this for j in node.args.get("joins") or [] if isinstance(j.this, exp.Table)]
+                items += [from_.this, *from_.expressions]
+            items += [j.this for j in node.args.get("joins") or []]
         elif isinstance(node, exp.Update | exp.Delete | exp.Insert):
             target = node.this.this if isinstance(node.this, exp.Schema) else node.this
             if isinstance(target, exp.Table):
-                tables.append(target)
+                items.append(target)
             from_ = node.args.get("from_") or node.args.get("from")
-            if from_ is not None and isinstance(from_.this, exp.Table):
-                tables.append(from_.this)
-            tables += [t for t in node.args.get("using") or [] if isinstance(t, exp.Table)]
-            tables += [j.this for j in node.args.get("joins") or [] if isinstance(j.this, exp.Table)]
+            if from_ is not None:
+                items.append(from_.this)
+            items += list(node.args.get("using") or [])
+            items += [j.this for j in node.args.get("joins") or []]
         aliases: dict[str, TableKey] = {}
-        for table in tables:
-            if not table.db and table.name in self.ctes:
+        derived: dict[str, _Derived] = {}
+        for item in items:
+            if isinstance(item, exp.Subquery) and item.alias:
+                derived[item.alias] = self._relation_of(item.this, item.args.get("alias"))
+            if not isinstance(item, exp.Table) or not item.name:
                 continue
-            key = self.catalog.resolve(table.db or None, table.name)
-            if key is not None:
-                aliases[table.alias_or_name] = key
-        return aliases
+            if not item.db and item.name in self.ctes:
+                derived[item.alias_or_name] = self._cte_relation(self.ctes[item.name])
+                continue
+            found = self.catalog.relation(item.db or None, item.name)
+            if found is None:
+                continue
+            key, is_view = found
+            if is_view:
+                derived[item.alias_or_name] = self._view_relation(key)
+            else:
+                aliases[item.alias_or_name] = key
+        return aliases, derived
+
+    def _start(self, tree: exp.Expr) -> None:
+        self._tree = tree
+        self.ctes = {cte.alias_or_name: cte for cte in tree.find_all(exp.CTE)}
+
+    # views, CTEs and subqueries in FROM
+
+    def _view_relation(self, key: TableKey) -> _Derived:
+        """A view, analysed once per statement: its own WHERE and joins count on its base tables (walked from the
+        definition's text, by a walker of its own), its columns resolve to theirs."""
+        if key not in self._views:
+            self._views[key] = _Derived(opaque=True)  # while walking it (a view never reads itself; be safe)
+            tree = self.catalog.view_tree(key)
+            if tree is not None and len(self._views) <= _MAX_VIEWS:
+                walker = _Walker(self.catalog, self.catalog.views[key], self.parsed, self._views)
+                walker._start(tree)
+                relation = walker._relation_of(tree, None)
+                walker._view_root = id(tree) if relation.flattened else None
+                walker.walk(tree)
+                self._views[key] = relation
+        return self._views[key]
+
+    def _cte_relation(self, cte: exp.CTE) -> _Derived:
+        """A CTE as PostgreSQL 12+ plans it: inlined (flattened like a subquery) unless it is MATERIALIZED, read
+        twice or more without NOT MATERIALIZED, recursive, not a SELECT, or calls a volatile function."""
+        if id(cte) not in self._cte_relations:
+            self._cte_relations[id(cte)] = _Derived(opaque=True)  # while building it: a self-reference is opaque
+            body, name = cte.this, cte.alias_or_name
+            references = sum(
+                1
+                for table in (self._tree or cte).find_all(exp.Table)
+                if not table.db and table.name == name and not _inside(table, body)
+            )
+            recursive = any(not t.db and t.name == name for t in body.find_all(exp.Table))
+            materialized = cte.args.get("materialized")
+            inlined = (
+                isinstance(body, exp.Select)
+                and not recursive
+                and materialized is not True
+                and (references <= 1 or materialized is False)
+                and not _volatile(body)
+            )
+            relation = self._relation_of(body, cte.args.get("alias"))
+            if not inlined:
+                relation = _Derived(dict.fromkeys(relation.columns), opaque=relation.opaque, flattened=False)
+            self._cte_relations[id(cte)] = relation
+        return self._cte_relations[id(cte)]
+
+    def _relation_of(self, body: exp.Expr, alias: exp.Expr | None) -> _Derived:
+        """What each output column of ``body`` is; base columns only when PostgreSQL flattens ``body`` into the
+        query that reads it (a simple SELECT: no aggregate, GROUP BY, DISTINCT, LIMIT, window or volatile call)."""
+        if id(body) in self._relations:
+            return self._relations[id(body)]
+        if not isinstance(body, exp.Select):
+            return _Derived(opaque=True)
+        aliases, derived = self._sources(body)
+        scope = _Scope(aliases, None, derived)
+        flattened = not _volatile(body) and not any(
+            body.args.get(arg) for arg in ("group", "having", "distinct", "limit", "offset", "qualify", "windows")
+        )
+        flattened = flattened and not any(e.find(exp.AggFunc, exp.Window) for e in body.expressions)
+        relation = _Derived(tables=tuple(sorted(scope.base_tables())) if flattened else (), flattened=flattened)
+        for expression in body.expressions:
+            if isinstance(expression, exp.Star) or (
+                isinstance(expression, exp.Column) and isinstance(expression.this, exp.Star)
+            ):
+                qualifier = expression.table if isinstance(expression, exp.Column) else ""
+                sources = [scope.lookup(qualifier)] if qualifier else [s for s, _ in scope.tables()]
+                for source in sources:
+                    if isinstance(source, _Derived):
+                        relation.opaque = relation.opaque or source.opaque
+                        relation.columns.update(source.columns)
+                    elif source is not None:
+                        for column in sorted(self.catalog.columns.get(source, ())):
+                            relation.columns.setdefault(column, (source, column))
+                    else:
+                        relation.opaque = True
+                continue
+            name = expression.alias_or_name
+            inner = _unparen(expression.this if isinstance(expression, exp.Alias) else expression)
+            relation.columns[name] = self._resolve(inner, scope) if isinstance(inner, exp.Column) else None
+        if not flattened:
+            relation.columns = dict.fromkeys(relation.columns)
+        renamed = [c.name for c in alias.args.get("columns") or []] if alias is not None else []
+        if renamed:  # WITH x (a, b) AS (...) / FROM (...) AS s (a, b): the outputs renamed in order
+            values = list(relation.columns.values())
+            relation.columns = {name: values[n] if n < len(values) else None for n, name in enumerate(renamed)}
+        self._relations[id(body)] = relation
+        return relation
+
+    def _flattened_body(self, node: exp.Expr) -> bool:
+        """Whether ``node`` is the query of a view, CTE or subquery that PostgreSQL flattens into its reader: then
+        the columns it only passes on are read where the reader uses them, not all of them."""
+        parent = node.parent
+        if isinstance(parent, exp.CTE):
+            return self._cte_relation(parent).flattened
+        if isinstance(parent, exp.Subquery) and isinstance(parent.parent, exp.From | exp.Join):
+            return self._relation_of(node, parent.args.get("alias")).flattened
+        return id(node) == self._view_root
 
     # what one scope does
 
@@ -334,13 +579,22 @@ class _Walker:
                 self._predicate(conjunct, scope)
         if isinstance(node, exp.Select):
             self._order_group_limit(node, scope)
+        passed_on: set[int] = set()  # output columns of a flattened body: referenced where the reader uses them
+        if isinstance(node, exp.Select) and self._flattened_body(node):
+            for output in node.expressions:
+                inner = output.this if isinstance(output, exp.Alias) else output
+                passed_on.add(id(inner))
         for column in _own_columns(node):
-            resolved = self._resolve(column, scope)
+            resolved = self._resolve(column, scope) if id(column) not in passed_on else None
             if resolved:
                 self._usage(resolved[0]).referenced.add(resolved[1])
-        if isinstance(node, exp.Select) and any(isinstance(e, exp.Star) for e in node.expressions):
+        if isinstance(node, exp.Select) and not passed_on and any(isinstance(e, exp.Star) for e in node.expressions):
             for key in scope.aliases.values():
                 self._usage(key).referenced.update(self.catalog.columns.get(key, ()))
+            for derived in scope.derived.values():
+                for target in derived.columns.values():
+                    if target is not None:
+                        self._usage(target[0]).referenced.add(target[1])
 
     def _analyse_insert(self, node: exp.Insert, scope: _Scope) -> None:
         target = next(iter(scope.aliases.values()), None)
@@ -437,16 +691,26 @@ class _Walker:
         return side is not None and side.kind == "const"
 
     def _resolve(self, column: exp.Column, scope: _Scope) -> tuple[TableKey, str] | None:
+        """The base table and column a column reference means; through a flattened view, CTE or subquery to the
+        column it reads. None when ambiguous or not a base column."""
         name = column.name
         if column.table:
-            key = scope.lookup(column.table)
-            return (key, name) if key is not None else None
-        matches = [(key, depth) for key, depth in scope.tables() if name in self.catalog.columns.get(key, ())]
+            source = scope.lookup(column.table)
+            if isinstance(source, _Derived):
+                return source.columns.get(name)
+            return (source, name) if source is not None else None
+        matches: list[tuple[tuple[TableKey, str] | None, int]] = []
+        for source, depth in scope.tables():
+            if isinstance(source, _Derived):
+                if name in source.columns or source.opaque:
+                    matches.append((source.columns.get(name), depth))
+            elif name in self.catalog.columns.get(source, ()):
+                matches.append(((source, name), depth))
         if not matches:
             return None
         nearest = min(depth for _, depth in matches)
-        keys = {key for key, depth in matches if depth == nearest}
-        return (keys.pop(), name) if len(keys) == 1 else None
+        found = {target for target, depth in matches if depth == nearest}
+        return found.pop() if len(found) == 1 else None
 
     def _remember_constants(self, key: TableKey, column: str, values: list[exp.Expr]) -> None:
         for value in values:
@@ -463,7 +727,11 @@ class _Walker:
         if order is not None:
             keys: list[tuple[TableKey, str, bool]] = []
             for ordered in order.expressions:
-                side = self._side(ordered.this, scope) if isinstance(ordered, exp.Ordered) else None
+                if not isinstance(ordered, exp.Ordered):
+                    side = None
+                else:  # an output column's name or position first, then an input column (PostgreSQL's order)
+                    output = _output_column(node, ordered.this)
+                    side = self._side(output if output is not None else ordered.this, scope)
                 if side is None or side.kind != "column":
                     keys = []
                     break
@@ -473,11 +741,13 @@ class _Walker:
         group = node.args.get("group")
         if group is not None:
             for expression in group.expressions:
-                side = self._side(expression, scope)
+                side = self._side(expression, scope)  # an input column first, then an output's name or position
+                output = _output_column(node, expression) if side is None or side.kind == "const" else None
+                side = self._side(output, scope) if output is not None else side
                 if side and side.kind == "column":
                     self._add_unique(self._usage(side.table).group_by, side.text)
         if node.args.get("limit") is not None:
-            for key in scope.aliases.values():
+            for key in scope.base_tables():
                 self._usage(key).limit = True
 
     # expression text
@@ -529,11 +799,12 @@ def source_span(
     if core is None:
         return None
     wanted = _unparen(target)
-    first = next((i for i, (s, _) in enumerate(tokens) if s >= core[0]), None)
+    # The token holding the span's start: sqlglot places a parameter's ``$2`` at its number, inside the token.
+    first = next((i for i, (_, e) in enumerate(tokens) if e > core[0]), None)
     last = max((i for i, (_, e) in enumerate(tokens) if e <= core[1]), default=None)
     if first is None or last is None:
         return None
-    spans = [core] + [
+    spans = [core, (tokens[first][0], tokens[max(first, last)][1])] + [
         (tokens[first - left][0], tokens[last + right][1])
         for left in range(4)
         for right in range(13)
@@ -606,6 +877,59 @@ def _closing_paren(text: str, position: int) -> int | None:
                 return index + 1
         index += 1
     return None
+
+
+#: Views walked per statement at most (a view reading views reading views...): the rest are read as opaque.
+_MAX_VIEWS = 32
+#: Built-in functions PostgreSQL marks volatile that queries call: a CTE that calls one is not inlined, a subquery
+#: that does is not flattened. (A user's function may be volatile too; the what-if planner has the last word.)
+_VOLATILE = {
+    "random", "nextval", "setval", "currval", "lastval", "clock_timestamp", "timeofday", "gen_random_uuid",
+    "uuid_generate_v1", "uuid_generate_v4", "setseed", "txid_current", "pg_sleep", "dblink", "random_normal",
+}  # fmt: skip
+
+
+def _volatile(node: exp.Expr) -> bool:
+    """Whether ``node`` calls a function known to be volatile."""
+    for call in node.find_all(exp.Func):
+        name = (call.name if isinstance(call, exp.Anonymous) else call.sql_name()).lower()
+        if isinstance(call, exp.Rand) or name in _VOLATILE:
+            return True
+    return False
+
+
+def _inside(node: exp.Expr, ancestor: exp.Expr) -> bool:
+    parent: exp.Expr | None = node
+    while parent is not None:
+        if parent is ancestor:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _output_column(select: exp.Select, key: exp.Expr) -> exp.Expr | None:
+    """The output column an ORDER BY or GROUP BY key names, if it names one: ``2`` is the second output column, and
+    a bare name that is an output's alias is that output's expression. (PostgreSQL reads a bare name as the output
+    first in ORDER BY, as the input column first in GROUP BY: the caller decides which to try first.)"""
+    key = _unparen(key)
+    outputs: list[exp.Expr] = list(select.expressions)
+    if isinstance(key, exp.Literal) and not key.is_string and key.this.isdigit():
+        position = int(key.this)
+        if 1 <= position <= len(outputs) and not isinstance(outputs[position - 1], exp.Star):
+            chosen = outputs[position - 1]
+            return _aliased(chosen)
+        return None
+    if isinstance(key, exp.Column) and not key.table:
+        aliased = [_aliased(e) for e in outputs if isinstance(e, exp.Alias) and e.alias == key.name]
+        if len(aliased) == 1:
+            return aliased[0]
+    return None
+
+
+def _aliased(output: exp.Expr) -> exp.Expr:
+    """An output column's expression, without its alias."""
+    inner: exp.Expr = output.this if isinstance(output, exp.Alias) else output
+    return inner
 
 
 def _conjuncts(node: exp.Expr) -> Iterator[exp.Expr]:

@@ -16,7 +16,7 @@ import re2  # type: ignore[import-untyped]
 from .binding import bind_from_statistics
 from .selection import WorkloadStatement
 from .snapshot import Snapshot, Statement
-from .statements import Catalog, ParsedStatement, parse_failure, parse_statement
+from .statements import Catalog, ParsedStatement, parse_failure, parse_statement, prepared_statement
 from .whatif import PlanRequest
 
 #: A compiled RE2 pattern (google-re2 ships no type information).
@@ -49,7 +49,9 @@ class Workload:
 
 
 def catalog_of(snapshot: Snapshot) -> Catalog:
-    return Catalog({key: {c.name for c in table.columns} for key, table in snapshot.tables.items()})
+    return Catalog(
+        {key: {c.name for c in table.columns} for key, table in snapshot.tables.items()}, views=snapshot.views
+    )
 
 
 def build_workload(
@@ -107,10 +109,14 @@ def _statement(
     if reason is not None:
         return None, reason
     samples = tuple(snapshot.samples.get(statement.query_id, [])[:SAMPLES_PER_STATEMENT])
+    # A statement prepared in SQL is planned as the statement it prepares (its samples are EXECUTEs: not plannable).
+    prepared = prepared_statement(statement.query)
+    query = prepared if prepared is not None else statement.query
+    samples = () if prepared is not None else samples
     bound = None
     if not samples:
         rows_per_call = statement.rows / statement.calls if statement.calls else 0.0
-        bound = bind_from_statistics(statement.query, catalog, snapshot.tables, rows_per_call)
+        bound = bind_from_statistics(query, catalog, snapshot.tables, rows_per_call)
         if bound is not None:
             rebound = parse_statement(bound, catalog)  # its constants show which partial predicate serves
             parsed = rebound if rebound.skip_reason is None else parsed
@@ -121,7 +127,7 @@ def _statement(
             calls=statement.calls,
             rows=statement.rows,
             parsed=parsed,
-            request=PlanRequest(key, statement.query, samples, frozenset(parsed.tables), bound),
+            request=PlanRequest(key, query, samples, frozenset(parsed.tables), bound),
         ),
         None,
     )

@@ -294,28 +294,34 @@ def _workload(snapshot: Snapshot, options: AnalyzeOptions) -> Workload:
                 f"spec.analysis.ignoreStatements[{number}] ({pattern!r}): {error}",
                 ExitCode.BAD_INPUT,
             ) from error
-    workload = build_workload(
+    return build_workload(
         snapshot, min_calls=options.min_calls, top=options.top_statements, ignore_patterns=options.ignore_statements
     )
-    if not workload.statements:
-        hidden = (
-            f" {snapshot.hidden_statements} statement(s) of other users are hidden from this role: grant it "
-            "pg_read_all_stats."
-            if snapshot.hidden_statements
-            else ""
-        )
-        raise AnalysisError(
-            "EmptyWorkload",
-            f"nothing to analyse: pg_stat_statements holds {len(snapshot.statements)} visible statement(s) for "
-            f"database {snapshot.server.database!r}, none of them an analysable query called at least "
-            f"{options.min_calls} times.{hidden} Let the application run (or lower --min-calls) and try again.",
-            ExitCode.PREREQUISITE,
-        )
-    return workload
+
+
+def nothing_analysed(snapshot: Snapshot, workload: Workload, options: AnalyzeOptions) -> str | None:
+    """Why no statement was analysed, when none was. Not an error: a database whose queries read only catalogs,
+    or whose statements are all skipped, needs no index, and the analysis says so (exit 0, no index proposed)."""
+    if workload.statements:
+        return None
+    hidden = (
+        f" {snapshot.hidden_statements} statement(s) of other users are hidden from this role: grant it "
+        "pg_read_all_stats (GRANT pg_read_all_stats TO <role>) to analyse them."
+        if snapshot.hidden_statements
+        else ""
+    )
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(workload.skip_summary().items()))
+    return (
+        f"nothing to analyse: pg_stat_statements holds {len(snapshot.statements)} visible statement(s) for database "
+        f"{snapshot.server.database!r}, none of them an analysable query on the analysed schemas called at least "
+        f"{options.min_calls} times{f' (skipped: {kinds})' if kinds else ''}, so no index is proposed.{hidden} If "
+        "the application has not run yet, let it run (or lower --min-calls) and analyse again."
+    )
 
 
 def _notes(snapshot: Snapshot, workload: Workload, options: AnalyzeOptions) -> list[str]:
-    notes = []
+    empty = nothing_analysed(snapshot, workload, options)
+    notes = [empty] if empty else []
     outside = sum(1 for s in workload.skipped if s.reason.startswith("outside the top"))
     if len(snapshot.statements) >= statement_limit(options.top_statements):
         notes.append(
@@ -328,7 +334,7 @@ def _notes(snapshot: Snapshot, workload: Workload, options: AnalyzeOptions) -> l
             f"{len(snapshot.statements)} statements in pg_stat_statements: the top {options.top_statements} by total "
             f"time were analysed, {outside} others left out (raise --top to include them)."
         )
-    if snapshot.hidden_statements:
+    if snapshot.hidden_statements and not empty:  # the note on an empty workload says it already
         notes.append(
             f"{snapshot.hidden_statements} statement(s) of other users are hidden from this role: grant it "
             "pg_read_all_stats (GRANT pg_read_all_stats TO <role>) to analyse them."

@@ -55,7 +55,21 @@ async def collect(
     indexes = await read_indexes(conn, skip)
     settings = await read_settings(conn)
     samples = await sample_activity(conn, server, statements, sample_seconds) if sample_seconds > 0 else {}
-    return Snapshot(server, statements, tables, indexes, settings, samples, hidden)
+    snapshot = Snapshot(server, statements, tables, indexes, settings, samples, hidden)
+    snapshot.views = await read_views(conn, skip)
+    return snapshot
+
+
+async def read_views(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict[tuple[str, str], str]:
+    """Each view's definition as PostgreSQL prints it (``pg_get_viewdef``): statements that read a view are analysed
+    against its base tables. Materialized views are tables here (they hold rows and indexes)."""
+    rows = await conn.fetch(
+        f"""SELECT n.nspname AS schema, c.relname AS name, pg_get_viewdef(c.oid) AS definition
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind = 'v' AND {_USER_SCHEMAS}""",
+        skip_schemas,
+    )
+    return {(r["schema"], r["name"]): r["definition"].strip().rstrip(";") for r in rows if r["definition"]}
 
 
 async def read_server(conn: asyncpg.Connection) -> Server:

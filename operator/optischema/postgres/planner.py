@@ -117,13 +117,23 @@ class HypoPGPlanner:
         text = typed_parameters(request.bound or request.query).strip().rstrip(";")
         count = max((int(n) for n in _PARAMETER.findall(text)), default=0)
         attempts = [self._types[request.key]] if request.key in self._types else _type_guesses(text, count)
-        error = "no attempt"
-        for types in attempts:
+        error, tried = "no attempt", list[list[str]]()
+        arithmetic: set[int] | None = None
+        while attempts and len(tried) < len(attempts) + count + _MORE_ATTEMPTS:
+            types = attempts.pop(0)
+            if types in tried:
+                continue
+            tried.append(types)
             try:
                 self.explains += 1
                 raw = await self._prepare_and_explain(text, types)
             except asyncpg.PostgresError as failure:
                 error = str(failure)
+                if arithmetic is None:
+                    arithmetic = _arithmetic_parameters(text)
+                refined = refine_types(types, error, arithmetic)
+                if refined is not None:  # what PostgreSQL said it could not type: typed, the rest left to it
+                    attempts.insert(0, refined)
                 continue
             self._types[request.key] = types
             return self._read(raw)
@@ -159,6 +169,33 @@ def _index_names(node: dict[str, Any]) -> list[str]:
     for child in node.get("Plans", []):
         names += _index_names(child)
     return names
+
+
+#: Attempts allowed beyond one per parameter and the fixed guesses (PostgreSQL names one untyped parameter a time).
+_MORE_ATTEMPTS = 2
+_UNDETERMINED = re.compile(r"could not determine data type of parameter \$(\d+)")
+_UNKNOWN_OPERANDS = re.compile(r"operator (?:is not unique|does not exist): (?:unknown \S+ |\S+ )?unknown\b")
+
+
+def refine_types(types: Sequence[str], error: str, arithmetic: set[int]) -> list[str] | None:
+    """The parameter types to try after ``PREPARE`` refused ``types`` with ``error``, or None when the error is not
+    about a parameter's type.
+
+    Each guess for all parameters at once can fail on one statement: in ``INSERT INTO t (id, meta) VALUES ($1,
+    jsonb_build_object($2, md5($3::text)))`` PostgreSQL types ``$1`` from the column but cannot type ``$2``, and
+    declaring every parameter text breaks ``$1`` (a bigint column). So the parameter PostgreSQL names is typed
+    text, an ambiguous operator over unknowns makes the unknown ones in arithmetic numeric, and every other
+    parameter is still left for PostgreSQL to infer from where it stands (a column, a comparison, a cast)."""
+    undetermined = _UNDETERMINED.search(error)
+    if undetermined:
+        number = int(undetermined.group(1))
+        if 1 <= number <= len(types) and types[number - 1] == "unknown":
+            return [("text" if n == number else t) for n, t in enumerate(types, 1)]
+        return None
+    if _UNKNOWN_OPERANDS.search(error):
+        refined = [("numeric" if n in arithmetic and t == "unknown" else t) for n, t in enumerate(types, 1)]
+        return refined if refined != list(types) else None
+    return None
 
 
 def _type_guesses(text: str, count: int) -> list[list[str]]:

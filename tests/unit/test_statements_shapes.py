@@ -1,0 +1,86 @@
+"""Statement shapes (issue 20, item 4), table-driven from fixtures/shapes.yaml: views resolved to their base tables,
+CTEs that PostgreSQL 12+ inlines, ORDER BY by position and alias, an UPDATE filtering on the column it sets,
+statements prepared in SQL, and the retyping of parameters PostgreSQL cannot infer. Each case names its shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from optischema.analysis.statements import Catalog, parse_statement, prepared_statement
+from optischema.postgres.planner import refine_types
+
+FIXTURES: dict[str, Any] = yaml.safe_load((Path(__file__).parent / "fixtures" / "shapes.yaml").read_text())
+SHAPES = {"view", "cte", "order-by", "update", "untyped-parameters", "prepare"}
+
+
+def _key(name: str) -> tuple[str, str]:
+    schema, table = name.split(".")
+    return (schema, table)
+
+
+CATALOG = Catalog(
+    {_key(name): set(columns) for name, columns in FIXTURES["catalog"].items()},
+    views={_key(name): text for name, text in FIXTURES["views"].items()},
+)
+
+
+def _as_fixture(value: Any) -> Any:
+    if isinstance(value, set):
+        return sorted(value)
+    if isinstance(value, list):
+        return [list(v) if isinstance(v, tuple) else v for v in value]
+    return value
+
+
+def _title(case: dict[str, Any]) -> str:
+    return f"{case['shape']}: {case.get('title') or case['query'][:40]}"
+
+
+def test_every_shape_has_cases() -> None:
+    """The six peer-suite shapes of item 4 each have at least one case."""
+    seen = {c["shape"] for part in ("cases", "skipped", "prepared", "retype") for c in FIXTURES[part]}
+    assert seen == SHAPES
+
+
+@pytest.mark.parametrize("case", FIXTURES["cases"], ids=_title)
+def test_shape(case: dict[str, Any]) -> None:
+    parsed = parse_statement(case["query"], CATALOG)
+
+    assert parsed.skip_reason is None
+    assert parsed.kind == case.get("kind", "select")
+    if "written" in case:
+        assert parsed.written_table == _key(case["written"])
+    if "updated" in case:
+        assert list(parsed.updated_columns) == case["updated"]
+    assert {_key(name) for name in case["expect"]} <= set(parsed.usages)
+    for name, fields in case["expect"].items():
+        usage = parsed.usages[_key(name)]
+        for field, expected in fields.items():
+            assert _as_fixture(getattr(usage, field)) == expected, f"{name}.{field}"
+
+
+@pytest.mark.parametrize("case", FIXTURES["skipped"], ids=_title)
+def test_skipped_with_a_reason(case: dict[str, str]) -> None:
+    parsed = parse_statement(case["query"], CATALOG)
+    assert parsed.skip_reason is not None
+    assert parsed.skip_reason.startswith(case["reason"])
+
+
+@pytest.mark.parametrize("case", FIXTURES["prepared"], ids=_title)
+def test_prepared_statement_text(case: dict[str, str]) -> None:
+    assert prepared_statement(case["query"]) == case["body"]
+
+
+@pytest.mark.parametrize("case", FIXTURES["retype"], ids=_title)
+def test_parameters_retyped_after_a_refusal(case: dict[str, Any]) -> None:
+    assert refine_types(case["types"], case["error"], set(case["arithmetic"])) == case["then"]
+
+
+def test_a_prepared_statement_keeps_the_fingerprint_of_its_prepare() -> None:
+    """pg_stat_statements keys the PREPARE's text: the analysed statement keeps that identity."""
+    text = "PREPARE q(int) AS SELECT id FROM orders WHERE customer_id = $1"
+    assert parse_statement(text, CATALOG).fingerprint != parse_statement(text.split(" AS ", 1)[1], CATALOG).fingerprint
