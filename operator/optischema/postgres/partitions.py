@@ -92,3 +92,39 @@ async def partitions_without(conn: asyncpg.Connection, schema: str, name: str) -
         name,
     )
     return [r["partition"] for r in rows]
+
+
+async def largest_unindexed(conn: asyncpg.Connection, schema: str, table: str, index: str) -> int:
+    """Bytes of the largest leaf partition of ``schema.table`` without a valid index attached (through the tree)
+    to the partitioned index ``schema.index`` (all leaves when that index does not exist yet): the longest build
+    the rest of the rollout has to fit in a window."""
+    value = await conn.fetchval(
+        "WITH RECURSIVE idx AS ("
+        "  SELECT i.oid FROM pg_class i JOIN pg_namespace n ON n.oid = i.relnamespace "
+        "   WHERE n.nspname = $1 AND i.relname = $3 "
+        "  UNION ALL SELECT h.inhrelid FROM pg_inherits h JOIN idx ON h.inhparent = idx.oid) "
+        "SELECT coalesce(max(pg_relation_size(t.relid)), 0) "
+        "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, pg_partition_tree(c.oid) t "
+        " WHERE n.nspname = $1 AND c.relname = $2 AND t.isleaf "
+        "   AND NOT EXISTS (SELECT 1 FROM pg_index x JOIN idx ON x.indexrelid = idx.oid "
+        "                    WHERE x.indrelid = t.relid AND x.indisvalid)",
+        schema,
+        table,
+        index,
+    )
+    return int(value or 0)
+
+
+async def scans_below(conn: asyncpg.Connection, schema: str, index: str) -> int:
+    """Index scans of every partition's index attached (through the tree) to the partitioned index ``schema.index``:
+    the planner scans those, never the parent's own (whose counter stays at 0)."""
+    value = await conn.fetchval(
+        "WITH RECURSIVE idx AS ("
+        "  SELECT i.oid FROM pg_class i JOIN pg_namespace n ON n.oid = i.relnamespace "
+        "   WHERE n.nspname = $1 AND i.relname = $2 "
+        "  UNION ALL SELECT h.inhrelid FROM pg_inherits h JOIN idx ON h.inhparent = idx.oid) "
+        "SELECT coalesce(sum(s.idx_scan), 0) FROM idx JOIN pg_stat_all_indexes s ON s.indexrelid = idx.oid",
+        schema,
+        index,
+    )
+    return int(value or 0)
