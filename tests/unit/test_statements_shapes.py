@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from optischema.analysis.candidates import generate
+from optischema.analysis.selection import Limits, WorkloadStatement, write_penalty
+from optischema.analysis.snapshot import Column, Server, Table
 from optischema.analysis.statements import Catalog, parse_statement, prepared_statement
+from optischema.analysis.whatif import PlanRequest
 from optischema.postgres.planner import refine_types
 
 FIXTURES: dict[str, Any] = yaml.safe_load((Path(__file__).parent / "fixtures" / "shapes.yaml").read_text())
@@ -84,3 +88,20 @@ def test_a_prepared_statement_keeps_the_fingerprint_of_its_prepare() -> None:
     """pg_stat_statements keys the PREPARE's text: the analysed statement keeps that identity."""
     text = "PREPARE q(int) AS SELECT id FROM orders WHERE customer_id = $1"
     assert parse_statement(text, CATALOG).fingerprint != parse_statement(text.split(" AS ", 1)[1], CATALOG).fingerprint
+
+
+def test_an_update_setting_its_filter_column_keeps_its_candidate_and_is_charged_for_it() -> None:
+    """update: the candidate on the column an UPDATE both filters on and sets is generated, and the selection
+    charges its write cost (the update stops being HOT: every index of the table is written) rather than
+    discarding it; whether it is worth it is the planner's call (tests/postgres/test_shapes.py proves it is when
+    the scan dominates)."""
+    catalog = Catalog({("public", "jobs"): {"id", "state", "run_at"}})
+    parsed = parse_statement("UPDATE jobs SET state = $1 WHERE state = $2", catalog)
+    columns = (Column("id", "bigint", True), Column("state", "text", True), Column("run_at", "timestamptz", True))
+    table = Table("public", "jobs", rows=200_000, size_bytes=20_000_000, columns=columns)
+    candidates = generate([("1", u) for u in parsed.usages.values()], {table.key: table}, [], Server("15.18", 150018))
+    [on_state] = [c for c in candidates if [k.name for k in c.index.columns] == ["state"] and c.index.where is None]
+    statement = WorkloadStatement("1", 40, 4000, parsed, PlanRequest("1", "", (), frozenset(parsed.tables)))
+    limits = Limits()
+    penalty = write_penalty(on_state, [statement], [], [], limits)
+    assert penalty == 4000 * limits.index_write_cost  # one index on the table (this one): HOT before, not after
