@@ -182,3 +182,23 @@ def test_on_only_is_never_concurrent() -> None:
     assert render_create(index, only=True, concurrently=False, name="p_a").startswith(
         'CREATE INDEX "p_a" ON ONLY "public"."posts"'
     )
+
+
+@pytest.mark.parametrize(("count", "cut"), [(3, False), (2000, True)], ids=["a few partitions", "two thousand"])
+def test_a_long_rollout_is_shown_within_what_a_recommendation_holds(count: int, cut: bool) -> None:
+    rows = [("root", None, "public", "events", True)]
+    rows += [(f"p{n}", "root", "public", f"events_{n:05d}", False) for n in range(count)]
+    root = partitioned.tree(rows)
+    assert root is not None
+    index = IndexDefinition.model_validate({"table": "events", "columns": [{"name": "kind"}]})
+    steps = [s.sql for s in partitioned.rollout(index, root)]
+    text = partitioned.shown(steps)
+    assert len(text) <= partitioned.MAX_SHOWN_SQL
+    assert text.startswith(steps[0])
+    if cut:
+        assert text.endswith("more steps: CREATE INDEX CONCURRENTLY and ATTACH PARTITION per partition")
+        kept = text.split(";\n")[:-1]
+        assert kept == steps[: len(kept)]
+        assert f"-- and {len(steps) - len(kept)} more steps" in text
+    else:
+        assert text == ";\n".join(steps)

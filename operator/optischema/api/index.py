@@ -129,3 +129,18 @@ class IndexDefinition(ApiModel):
         if self.unique and self.method != "btree":
             raise ValueError("only btree indexes can be unique")
         return self
+
+
+class PartitionRef(ApiModel):
+    """A partition of a partitioned table, as the analysis saw it: where it sits in the partition tree."""
+
+    schema_: Identifier = Field(default="public", alias="schema")
+    """Schema of the partition."""
+    table: Identifier
+    """The partition."""
+    parent_schema: Identifier = "public"
+    """Schema of the partitioned table it is a partition of."""
+    parent_table: Identifier
+    """The partitioned table it is a partition of (the index's table, or a partition partitioned in turn)."""
+    partitioned: bool = False
+    """Whether it is itself partitioned (its index is made ``ON ONLY`` it, then of its own partitions)."""

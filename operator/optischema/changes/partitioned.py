@@ -23,10 +23,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from optischema.api.index import IndexDefinition
+from optischema.api.index import IndexDefinition, PartitionRef
 from optischema.api.indexchange import IndexChangeSpec
 
-from .ddl import index_name, partition_index_name, render_create, render_drop_partitioned, statements_for, undo_for
+from .ddl import (
+    index_name,
+    partition_index_name,
+    render_create,
+    render_drop,
+    render_drop_partitioned,
+    statements_for,
+    undo_for,
+)
 from .quoting import qualified
 
 
@@ -63,6 +71,54 @@ def tree(rows: Iterable[tuple[str, str | None, str, str, bool]]) -> Partition | 
         return Partition(schema, table, partitioned, tuple(build(k) for k in kids))
 
     return None if root is None else build(root)
+
+
+def from_refs(schema: str, table: str, refs: Iterable[PartitionRef]) -> Partition | None:
+    """The tree under ``schema.table`` from the partitions a recommendation carries (``None`` without any)."""
+    refs = list(refs)
+    if not refs:
+        return None
+
+    def key(s: str, t: str) -> str:
+        return f"{s}\x00{t}"  # identifiers never hold a control character (api.index.Identifier)
+
+    rows: list[tuple[str, str | None, str, str, bool]] = [(key(schema, table), None, schema, table, True)]
+    rows += [(key(r.schema_, r.table), key(r.parent_schema, r.parent_table), r.schema_, r.table, r.partitioned)
+             for r in refs]  # fmt: skip
+    return tree(rows)
+
+
+def index_sql(index: IndexDefinition, refs: Iterable[PartitionRef]) -> tuple[str, str]:
+    """A new index's SQL and rollback, as a recommendation shows them: the whole rollout on a partitioned table
+    (``refs``), else ``CREATE INDEX CONCURRENTLY`` and its drop. One statement per line."""
+    root = from_refs(index.schema_, index.table, refs)
+    if root is None:
+        return render_create(index), render_drop(index)
+    return shown(s.sql for s in rollout(index, root)), render_drop_partitioned(index)
+
+
+#: Longest rollout text a recommendation shows (its ``sql`` holds at most 64 KiB): past it, the first steps and a
+#: count of the rest, which are the same two statements per partition.
+MAX_SHOWN_SQL = 60_000
+
+
+def shown(statements: Iterable[str], limit: int = MAX_SHOWN_SQL) -> str:
+    """The statements one per line, cut after the last whole statement within ``limit`` characters and followed by
+    a comment counting the ones left out (the apply path renders and runs every step itself)."""
+    lines = list(statements)
+    kept: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 2 > limit - 200:
+            break
+        kept.append(line)
+        size += len(line) + 2
+    if len(kept) == len(lines):
+        return ";\n".join(lines)
+    rest = len(lines) - len(kept)
+    return (
+        ";\n".join(kept) + f";\n-- and {rest} more steps: CREATE INDEX CONCURRENTLY and ATTACH PARTITION per partition"
+    )
 
 
 StepKind = Literal["only", "build", "attach"]

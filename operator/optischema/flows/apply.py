@@ -641,7 +641,7 @@ async def _rollout(
                                                                           index_name=name)  # fmt: skip
     if marker is None:  # the marker, and the rollout as rendered for these partitions, before anything is sent
         undo = partitioned.undo(change.spec, name, root) or []
-        change.patch |= {"sql": ";\n".join(s.sql for s in steps), "rollbackSql": ";\n".join(undo)}
+        change.patch |= {"sql": partitioned.shown(s.sql for s in steps), "rollbackSql": ";\n".join(undo)}
         change.patch |= lifecycle.executing(change.typed, execution)
         await _flush(ctx, change)
     progress: dict[str, str] = {s.step: s.state for s in execution.steps}
