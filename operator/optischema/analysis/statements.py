@@ -543,13 +543,41 @@ class _Walker:
             inner = _unparen(expression.this if isinstance(expression, exp.Alias) else expression)
             relation.columns[name] = self._resolve(inner, scope) if isinstance(inner, exp.Column) else None
         if not flattened:
-            relation.columns = dict.fromkeys(relation.columns)
+            kept = self._pushed_down(body, scope)
+            relation.columns = {name: (t if t in kept else None) for name, t in relation.columns.items()}
         renamed = [c.name for c in alias.args.get("columns") or []] if alias is not None else []
         if renamed:  # WITH x (a, b) AS (...) / FROM (...) AS s (a, b): the outputs renamed in order
             values = list(relation.columns.values())
             relation.columns = {name: values[n] if n < len(values) else None for n, name in enumerate(renamed)}
         self._relations[id(body)] = relation
         return relation
+
+    def _pushed_down(self, body: exp.Select, scope: _Scope) -> set[tuple[TableKey, str] | None]:
+        """Base columns of a query that is not flattened but whose reader's predicates on them PostgreSQL still
+        pushes into it (a GROUP BY key, a DISTINCT output): then they filter the base table before aggregating.
+        Nothing with LIMIT/OFFSET, window functions or a volatile call, where pushing down changes the result."""
+        if _volatile(body) or any(body.args.get(arg) for arg in ("limit", "offset", "qualify", "windows")):
+            return set()
+        if any(e.find(exp.Window) for e in body.expressions):
+            return set()
+        distinct = body.args.get("distinct")
+        keys: list[exp.Expr] = []
+        if distinct is not None:
+            on = distinct.args.get("on")
+            keys += list(on.expressions) if on is not None else list(body.expressions)
+        group = body.args.get("group")
+        if group is not None:
+            keys = [*group.expressions] if distinct is None else [k for k in keys if k in group.expressions]
+        kept: set[tuple[TableKey, str] | None] = set()
+        for key in keys:
+            inner = _unparen(key.this if isinstance(key, exp.Alias) else key)
+            target = self._resolve(inner, scope) if isinstance(inner, exp.Column) else None
+            if target is None:  # a GROUP BY position or output name
+                output = _output_column(body, inner)
+                target = self._resolve(output, scope) if isinstance(output, exp.Column) else None
+            if target is not None:
+                kept.add(target)
+        return kept
 
     def _flattened_body(self, node: exp.Expr) -> bool:
         """Whether ``node`` is the query of a view, CTE or subquery that PostgreSQL flattens into its reader: then
