@@ -12,8 +12,10 @@ import asyncpg
 import pytest
 
 from optischema.analysis.whatif import PlanRequest
+from optischema.api.target import PostgresTargetSpec
 from optischema.cli.main import main
 from optischema.flows.analyze import AnalyzeOptions, analyze
+from optischema.flows.target import Check, run_analysis
 from optischema.postgres.planner import HypoPGPlanner
 
 from .conftest import run_sql
@@ -162,3 +164,20 @@ def test_a_workload_needing_nothing_exits_0_with_a_note(pg_database: str, capsys
     out = capsys.readouterr().out
     assert "No recommendations: no statement needed analysing (see the note below)." in out
     assert "note: nothing to analyse" in out
+
+
+async def test_the_operator_s_analysis_of_a_database_needing_nothing_succeeds(pg_database: str) -> None:
+    """empty workload, operator path: the analysis a target runs (flows.target.run_analysis) returns a result, not
+    the error that used to mark the target's analysis Failed (EmptyWorkload): the target stays Ready, and its
+    lastAnalysis carries the note."""
+    await run_sql(pg_database, ["SELECT count(*) FROM pg_class"], 5)
+    spec = PostgresTargetSpec.model_validate(
+        {"connection": {"host": "db", "database": "shop", "credentialsSecret": {"name": "db"}}}
+    )
+    check = Check(True, "Ready", "", dsn=pg_database, spec=spec)  # type: ignore[arg-type]  # a DSN string connects too
+    result, error, _ = await run_analysis(check, 0.0, asyncio.Semaphore(1))
+    assert error is None
+    assert result is not None
+    assert result.statements_analysed == 0
+    assert of_kind(result, "createIndex") == []
+    assert any(n.startswith("nothing to analyse") for n in result.notes)
