@@ -406,3 +406,44 @@ async def test_a_drop_of_a_partitioned_index_and_its_rollback_rolled_out_again(
     status = await drive(ctx, api, "drop", "RolledBack", "Applied", "Failed")
     assert status["phase"] == "RolledBack", status
     await assert_rolled_out(conn, "posts_author")
+
+
+# -- a build that times out on its lock ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", ["plain", "posts"], ids=["ordinary table", "partitioned table"])
+async def test_a_concurrent_build_timing_out_on_older_writers_is_retried_without_a_leftover(
+    conn: asyncpg.Connection, pg_database: str, api: CrashingApi, events: Recorder, table: str
+) -> None:
+    # CREATE INDEX CONCURRENTLY times out on lock_timeout also while waiting for older writers, after its catalog
+    # entry exists: an INVALID index is left, and a retry of the same statement would fail ("already exists").
+    await conn.execute(SCHEMA + "CREATE TABLE plain (id int, author_id int); INSERT INTO plain VALUES (1, 1);")
+    api.put("postgrestargets", target_doc(pg_database))
+    index = {"table": table, "columns": [{"name": "author_id"}]}
+    api.put("indexchanges", change_doc("held", operation="create", index=index, schedule="nextWindow"))
+    assert (await admit(api, "held"))["phase"] == "WaitingForWindow"
+    ctx = context(api, events)  # lock_timeout 2 s, backoff from 0.2 s
+    holder = await asyncpg.connect(pg_database)
+    write = {
+        "plain": "INSERT INTO plain VALUES (0, 0)",
+        "posts": "INSERT INTO posts_2024_01 VALUES (0, 0, 'held', '2024-01-02')",  # the first partition built
+    }[table]
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute(write)
+        stepping = asyncio.create_task(drive(ctx, api, "held", "Verifying", "Failed", steps=200))
+        await asyncio.sleep(5)  # two lock timeouts at least
+        assert not stepping.done()
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    status = await asyncio.wait_for(stepping, 120)
+    assert status["phase"] == "Verifying", status
+    assert await invalid_indexes(conn) == []
+    actions = [h["action"] for h in status["history"]]
+    assert "Retry" in actions
+    assert "Cleanup" in actions
+    if table == "posts":
+        await assert_rolled_out(conn, status["sql"].split('"')[1])
+    else:
+        assert len(await conn.fetch("SELECT 1 FROM pg_indexes WHERE tablename = 'plain'")) == 1

@@ -567,6 +567,13 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
             async def retried(attempt: int, error: str, delay: float) -> None:
                 _audit(ctx, change, "Retry", "Failed", f"attempt {attempt}: {error}; retrying in {delay:g}s", sql=sql)
                 await _status(ctx, change, Reason.LOCK_TIMEOUT, f"lock timeout; retry {attempt} in {delay:g}s", True)
+                if spec.operation == "create" and index is not None and name is not None:
+                    # A concurrent build times out on its lock also while waiting for older writers, after its
+                    # catalog entry exists: the retry would find the name taken ("already exists").
+                    leftover = await catalog.index_info(conn, index.schema_, name)
+                    if leftover is not None and not leftover.valid and await _ownership(change, conn) is None:
+                        why = "a build that timed out on a lock left an INVALID index"
+                        await _cleanup(ctx, change, conn, name, why, guard)
 
             started = time.monotonic()
             table = table_of(spec)
