@@ -93,7 +93,11 @@ def _readable_ca(pem: str) -> bool:
     return "BEGIN CERTIFICATE" in pem
 
 
-async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: SecretReader) -> Check:
+async def check_target(
+    namespace: str, raw_spec: dict[str, Any], read_secret: SecretReader, *, connect_timeout: float | None = None
+) -> Check:
+    """The target's spec, Secret and database as they are now; ``connect_timeout`` caps the spec's own (the
+    admission webhook must answer within seconds)."""
     try:
         spec = PostgresTargetSpec.model_validate(raw_spec)
     except ValidationError as error:
@@ -119,7 +123,7 @@ async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: Se
     except ValueError as error:
         return Check(False, Reason.INVALID_SPEC, str(error), stalled=True, spec=spec)
     try:
-        conn = await connect(dsn, timeout=spec.connection.connect_timeout_seconds)
+        conn = await connect(dsn, timeout=_capped(spec.connection.connect_timeout_seconds, connect_timeout))
     except AnalysisError as error:
         # A wrong password or a server that cannot be authenticated needs a person; one that is down may come back.
         needs_person = error.reason in ("AuthenticationFailed", "TLSVerificationFailed", "TLSUnavailable")
@@ -154,6 +158,10 @@ async def check_target(namespace: str, raw_spec: dict[str, Any], read_secret: Se
     )
     message = f"connected to PostgreSQL {server.version}" + (f"; {notes[0]}" if notes else "")
     return Check(True, Reason.CONNECTED, message, dsn=dsn, database=database, spec=spec, notes=notes)
+
+
+def _capped(seconds: float, cap: float | None) -> float:
+    return seconds if cap is None else min(seconds, cap)
 
 
 def conditions_for(
