@@ -117,7 +117,8 @@ def shown(statements: Iterable[str], limit: int = MAX_SHOWN_SQL) -> str:
         return ";\n".join(lines)
     rest = len(lines) - len(kept)
     return (
-        ";\n".join(kept) + f";\n-- and {rest} more steps: CREATE INDEX CONCURRENTLY and ATTACH PARTITION per partition"
+        ";\n".join(kept)
+        + f";\n-- and {int(rest)} more steps: CREATE INDEX CONCURRENTLY and ATTACH PARTITION per partition"
     )
 
 
