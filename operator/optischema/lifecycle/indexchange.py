@@ -194,7 +194,8 @@ def applying(
 
 
 def executing(status: IndexChangeStatus, execution: Execution) -> dict[str, Any]:
-    """The marker written before the first statement is sent (kept across retries of the same change)."""
+    """The marker written before the first statement is sent (kept across retries of the same change); for a
+    partitioned index's rollout, written again around every step (``Execution.steps``)."""
     if status.phase != "Applying":
         raise IllegalTransition(f"status.execution: only written while Applying (phase is {status.phase})")
     return _patch(execution=execution)
