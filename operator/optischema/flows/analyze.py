@@ -23,6 +23,7 @@ from optischema.analysis.snapshot import Snapshot
 from optischema.analysis.suggestions import Rejection
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
+from optischema.api.target import Sandbox as SandboxSpec
 from optischema.flows.measuring import SandboxOpener, mark_measured, measuring
 from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
@@ -74,6 +75,8 @@ class AnalyzeOptions:
     measure: SandboxOpener | None = None
     """Opens a sandbox of the target's major in which candidates HypoPG cannot simulate (GIN, GiST) are built and
     their statements timed (see :mod:`optischema.flows.measuring`); None leaves them out, with a note."""
+    measure_copy: SandboxSpec | None = None
+    """How that sandbox is filled (the target's ``spec.sandbox``); None: a sample of the real rows (the CLI's)."""
 
 
 @dataclass(slots=True)
@@ -166,8 +169,9 @@ async def _analyze(
             planner = await HypoPGPlanner(conn).start()
             measure = contextlib.AsyncExitStack()  # a sandbox, when GIN/GiST candidates are priced by measuring
             try:
+                copy = options.measure_copy
                 measured = await measure.enter_async_context(
-                    measuring(options.measure, planner, conn, dsn, snapshot, workload.statements, candidates)
+                    measuring(options.measure, planner, conn, dsn, snapshot, workload.statements, candidates, copy=copy)
                 )
                 candidates = measured.candidates
                 cache = PlanCache(measured.planner, requests_for(workload.statements))

@@ -23,7 +23,7 @@ from optischema.analysis.snapshot import Snapshot
 from optischema.analysis.whatif import Planner
 from optischema.api.target import Sandbox as SandboxSpec
 from optischema.changes.ddl import definition_key
-from optischema.flows.sandbox import LocalProvider, SandboxError
+from optischema.flows.sandbox import LocalProvider, Provider
 from optischema.postgres import clone
 from optischema.postgres.connect import ConnectTarget
 from optischema.postgres.measure import BUDGET_SECONDS, SandboxMeasurer, Statement
@@ -44,6 +44,28 @@ async def local_sandbox(major: int) -> AsyncIterator[str]:
         yield started.dsn
     finally:
         await provider.stop(started)
+
+
+def provider_sandbox(provider: Provider, target: dict[str, Any], spec: SandboxSpec) -> SandboxOpener:
+    """A sandbox from the operator's provider (a pod, or a local server), owned by the target: deleting the target
+    deletes it, as a recommendation's benchmark sandbox goes with its recommendation."""
+    meta = target["metadata"]
+    owner = {
+        "apiVersion": target["apiVersion"],
+        "kind": target["kind"],
+        "metadata": {"name": f"{meta['name'][:40]}-measure", "namespace": meta["namespace"], "uid": meta["uid"]},
+        "spec": {"targetRef": {"name": meta["name"]}},
+    }
+
+    @asynccontextmanager
+    async def opened(major: int) -> AsyncIterator[str]:
+        started = await provider.start(owner, spec, major)
+        try:
+            yield started.dsn
+        finally:
+            await provider.stop(started)
+
+    return opened
 
 
 @dataclass(slots=True)
@@ -67,10 +89,12 @@ async def measuring(
     workload: Sequence[WorkloadStatement],
     candidates: list[Candidate],
     *,
+    copy: SandboxSpec | None = None,
     budget_seconds: float = BUDGET_SECONDS,
 ) -> AsyncIterator[Measuring]:
     """The planner and candidates for the selection: ``whatif`` and only what it can price when nothing needs
-    measuring or measuring is off; else a :class:`MeasuredPlanner` over a sandbox opened for the analysis."""
+    measuring or measuring is off; else a :class:`MeasuredPlanner` over a sandbox opened for the analysis, filled as
+    ``copy`` says (the target's ``spec.sandbox``; a sample of the real rows when None: the CLI's local copy)."""
     measurable = [c for c in candidates if needs_measuring(c.index)]
     if not measurable:
         yield Measuring(whatif, candidates)
@@ -94,9 +118,9 @@ async def measuring(
     async with contextlib.AsyncExitStack() as stack:
         try:
             sandbox_dsn = await stack.enter_async_context(opener(major))
-        except SandboxError as error:  # the analysis goes on, what-if only
+        except Exception as error:  # a sandbox that cannot start never fails the analysis: it goes on, what-if only
             async with measuring(None, whatif, conn, dsn, snapshot, workload, candidates) as found:
-                found.notes.append(f"no sandbox to measure in ({error})")
+                found.notes.append(f"no sandbox to measure in ({' '.join(str(error).split())[:500]})")
                 yield found
             return
         measurer = SandboxMeasurer(
@@ -106,6 +130,7 @@ async def measuring(
             statements,
             real_rows,
             budget_seconds=budget_seconds,
+            **_copy_settings(copy),
         )
         planner = MeasuredPlanner(whatif=whatif, measurer=measurer)
         result = Measuring(planner, candidates)
@@ -116,6 +141,17 @@ async def measuring(
             result.notes += measurer.notes
             result.measured = dict(planner.measured)
             result.rows = {f"{t[0]}.{t[1]}": n for t, n in measurer.copied.items()}
+
+
+def _copy_settings(copy: SandboxSpec | None) -> dict[str, Any]:
+    if copy is None:
+        return {}
+    return {
+        "mode": copy.data_mode,
+        "sample_percent": 100.0 if copy.data_mode == "full" else copy.sample_percent,
+        "max_rows": copy.max_rows_per_table,
+        "pii_safe": copy.pii_safe,
+    }
 
 
 def mark_measured(recommendations: list[Recommendation], measuring: Measuring) -> None:

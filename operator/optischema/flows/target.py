@@ -30,6 +30,8 @@ from optischema.changes.windows import current_or_next
 from optischema.flows import advisor as advisors
 from optischema.flows.advisor import DEFAULT_CLUSTER_BUDGET
 from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze_off_loop
+from optischema.flows.measuring import SandboxOpener, provider_sandbox
+from optischema.flows.sandbox import Provider
 from optischema.kube.client import secret_refused
 from optischema.lifecycle import target as lifecycle
 from optischema.postgres.collect import read_server
@@ -224,9 +226,14 @@ def analysis_due(
 
 
 async def run_analysis(
-    check: Check, sample_seconds: float, semaphore: asyncio.Semaphore, advisor: Advisor | None = None
+    check: Check,
+    sample_seconds: float,
+    semaphore: asyncio.Semaphore,
+    advisor: Advisor | None = None,
+    measure: SandboxOpener | None = None,
 ) -> tuple[AnalysisResult | None, str | None, float]:
-    """The analysis, bounded across targets by ``semaphore``; (result, error, seconds)."""
+    """The analysis, bounded across targets by ``semaphore``; (result, error, seconds). ``measure`` opens the
+    sandbox in which candidates HypoPG cannot simulate are measured (the target's sandbox is enabled)."""
     spec, dsn = check.spec, check.dsn
     if spec is None or dsn is None:
         return None, "the target is not ready", 0.0
@@ -241,6 +248,8 @@ async def run_analysis(
         connect_timeout=spec.connection.connect_timeout_seconds,
         advisor=advisor,
         pii_safe=spec.llm.pii_safe,
+        measure=measure,
+        measure_copy=spec.sandbox,
     )
     started = time.monotonic()
     async with semaphore:
@@ -309,8 +318,10 @@ async def analyse_and_record(
     semaphore: asyncio.Semaphore,
     operator_namespace: str = "optischema-system",
     llm_cluster_budget: int = DEFAULT_CLUSTER_BUDGET,
+    sandbox_provider: Provider | None = None,
 ) -> tuple[bool, str]:
     """Analyse, sync the recommendations and record ``status.lastAnalysis`` — inline or in an analysis Job.
+    With ``sandbox_provider`` and the target's sandbox enabled, GIN/GiST candidates are measured in a sandbox of it.
 
     ``run`` is the analysis as :func:`optischema.lifecycle.target.started` began it. Whatever goes wrong is
     recorded as a failed analysis, an unexpected error included (with its type): a round that only raised would be
@@ -320,8 +331,9 @@ async def analyse_and_record(
     clock = time.monotonic()
     try:
         return await _analyse_and_record(
-            kube, target, check, run, sample_seconds, semaphore, operator_namespace, llm_cluster_budget
-        )
+            kube, target, check, run, sample_seconds, semaphore, operator_namespace, llm_cluster_budget,
+            sandbox_provider,
+        )  # fmt: skip
     except Exception as error:  # see the docstring; the caller logs and posts it as well
         message = f"unexpected error: {type(error).__name__}: {_one_line(error)}"
         failure = lifecycle.failed(run, utc_now(), message, duration_seconds=time.monotonic() - clock)
@@ -349,6 +361,7 @@ async def _analyse_and_record(
     semaphore: asyncio.Semaphore,
     operator_namespace: str,
     llm_cluster_budget: int,
+    sandbox_provider: Provider | None = None,
 ) -> tuple[bool, str]:
     from optischema.flows import recommendations, reports
 
@@ -359,7 +372,10 @@ async def _analyse_and_record(
         advisor, store, llm_note = await advisors.for_target(
             kube, target, check.spec.llm, operator_namespace=operator_namespace, cluster_budget=llm_cluster_budget
         )
-    result, error, seconds = await run_analysis(check, sample_seconds, semaphore, advisor)
+    measure = None
+    if sandbox_provider is not None and check.spec is not None and check.spec.sandbox.enabled:
+        measure = provider_sandbox(sandbox_provider, target, check.spec.sandbox)
+    result, error, seconds = await run_analysis(check, sample_seconds, semaphore, advisor, measure)
     if result is None:
         failure = lifecycle.failed(run, utc_now(), error or "analysis failed", duration_seconds=seconds)
         await kube.patch_status("postgrestargets", meta["namespace"], meta["name"], lifecycle.status_patch(failure))

@@ -107,6 +107,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         run=lifecycle.started(last, now, job=None, requested=requested),
         operator_namespace=memo.settings.operator_namespace or current_namespace(),
         llm_cluster_budget=memo.settings.llm_cluster_daily_token_budget,
+        sandbox_provider=getattr(getattr(memo, "benchmarks", None), "provider", None),  # the benchmarks' sandboxes
     )
     ANALYSIS_SECONDS.labels(namespace, name).observe(time.monotonic() - clock)
     if not ok:
