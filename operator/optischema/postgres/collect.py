@@ -62,11 +62,14 @@ async def collect(
 
 async def read_views(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict[tuple[str, str], str]:
     """Each view's definition as PostgreSQL prints it (``pg_get_viewdef``): statements that read a view are analysed
-    against its base tables. Materialized views are tables here (they hold rows and indexes)."""
+    against its base tables. Materialized views are tables here (they hold rows and indexes); an extension's views
+    (``pg_stat_statements`` itself) read no table of the application."""
     rows = await conn.fetch(
         f"""SELECT n.nspname AS schema, c.relname AS name, pg_get_viewdef(c.oid) AS definition
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.relkind = 'v' AND {_USER_SCHEMAS}""",
+           WHERE c.relkind = 'v' AND {_USER_SCHEMAS}
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                             WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')""",
         skip_schemas,
     )
     return {(r["schema"], r["name"]): r["definition"].strip().rstrip(";") for r in rows if r["definition"]}
