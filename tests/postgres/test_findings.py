@@ -8,7 +8,12 @@ import re
 
 import asyncpg
 
-from optischema.flows.analyze import AnalyzeOptions, analyze
+from optischema.analysis import findings
+from optischema.analysis.report import Recommendation
+from optischema.api.recommendation import MaintenanceEvidence
+from optischema.cli.plugin import render_show
+from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
+from optischema.postgres.collect import collect
 
 from .conftest import run_sql
 from .test_engine import of_kind, setup
@@ -192,3 +197,113 @@ async def test_a_value_someone_set_with_alter_system_is_set_back_not_reset(conn:
         await conn.execute("ALTER SYSTEM RESET effective_io_concurrency")
         await conn.execute("SELECT pg_reload_conf()")
     assert (await settled("default"))[1] in ("default", "configuration file")
+
+
+# -- bloat, freeze, plans before and after (issue 20, item 5) ----------------------------------------------------
+
+EVENTS = """
+CREATE TABLE events (id bigint PRIMARY KEY, handle text NOT NULL) WITH (autovacuum_enabled = off);
+INSERT INTO events SELECT g, md5(g::text) FROM generate_series(1, 400000) g;
+CREATE INDEX events_handle ON events (handle);
+DELETE FROM events WHERE id % 10 <> 0;
+VACUUM ANALYZE events;
+"""
+LOOKUPS = [f"SELECT id FROM events WHERE handle = md5('{n}')" for n in (10, 20, 30)]
+
+
+def reindex_of(result: AnalysisResult, name: str) -> Recommendation:
+    found = [r for r in of_kind(result, "reindex") if r.change.index and r.change.index.name == name]
+    assert len(found) == 1, [r.sql for r in of_kind(result, "reindex")]
+    return found[0]
+
+
+def figures_of(recommendation: Recommendation) -> MaintenanceEvidence:
+    figures = recommendation.evidence.maintenance
+    assert figures is not None
+    return figures
+
+
+async def test_a_bloated_index_gets_reindex_estimated_then_measured_with_pgstattuple(pg_database: str) -> None:
+    """Nine rows in ten deleted (autovacuum off for the table), then VACUUM: the index keeps its pages. Without
+    pgstattuple the finding is the statistical estimate; with it, pgstatindex's measurement, the estimate beside."""
+    await setup(pg_database, EVENTS, LOOKUPS)
+    first = await analyze(pg_database, NO_SAMPLES)
+    estimated = reindex_of(first, "events_handle")
+    assert estimated.sql == 'REINDEX INDEX CONCURRENTLY "public"."events_handle"'
+    assert estimated.rollback_sql is None
+    figures = figures_of(estimated)
+    assert figures.method == "estimate"
+    assert (figures.wasted_bytes or 0) >= 10 << 20
+    assert (figures.wasted_percent or 0) >= 80
+    assert "estimated from pg_class and pg_stats" in estimated.rationale
+    assert "CREATE EXTENSION pgstattuple" in estimated.rationale
+    assert dropped(first) == []  # it serves the workload: rebuilt, not dropped
+
+    await run_sql(pg_database, ["CREATE EXTENSION pgstattuple"])
+    measured = reindex_of(await analyze(pg_database, NO_SAMPLES), "events_handle")
+    figures = figures_of(measured)
+    assert figures.method == "pgstattuple"
+    assert (figures.estimated_wasted_bytes or 0) >= 10 << 20  # the estimate is kept beside the measurement
+    assert (figures.wasted_bytes or 0) >= 10 << 20
+    assert (figures.wasted_percent or 0) >= 80
+    assert "measured with pgstatindex" in measured.rationale
+    assert measured.id == estimated.id  # the same change found again: the operator updates, never duplicates
+
+
+async def test_a_compact_index_gets_no_reindex(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        EVENTS.replace("DELETE FROM events WHERE id % 10 <> 0;\n", "") + "CREATE EXTENSION pgstattuple;\n",
+        LOOKUPS,
+    )
+    assert of_kind(await analyze(pg_database, NO_SAMPLES), "reindex") == []
+
+
+async def test_transaction_id_age_past_the_threshold_is_a_freeze_finding(conn: asyncpg.Connection) -> None:
+    """The server's autovacuum_freeze_max_age (200M) cannot be reached in a test: the threshold share is the
+    parameter, set low, and the numbers are compared with the server's own age()."""
+    await conn.execute("CREATE TABLE ledger (id bigint PRIMARY KEY, amount numeric)")
+    for _ in range(30):
+        await conn.execute("SELECT txid_current()")  # each call its own transaction: 30 XIDs consumed
+    snapshot = await collect(conn)
+    age = await conn.fetchval("SELECT age(relfrozenxid) FROM pg_class WHERE oid = 'ledger'::regclass")
+    limit = int(await conn.fetchval("SHOW autovacuum_freeze_max_age"))
+    assert findings.freeze_findings(snapshot) == []  # far below 90% of 200M
+
+    found = [r for r in findings.freeze_findings(snapshot, due_share=20 / limit) if r.table == "public.ledger"]
+    assert len(found) == 1
+    advice = found[0]
+    assert advice.kind == "maintenance"
+    assert advice.change.maintenance is not None
+    assert advice.change.maintenance.topic == "freeze"
+    assert advice.sql == 'VACUUM (FREEZE, ANALYZE) "public"."ledger"'
+    figures = figures_of(advice)
+    assert figures.xid_age is not None
+    assert age <= figures.xid_age <= age + 5
+    assert figures.freeze_max_age == limit
+    assert (figures.database_xid_age or 0) >= figures.xid_age
+    assert f"{figures.xid_age:,}" in advice.rationale
+    assert f"{limit:,}" in advice.rationale
+    assert advice.risk == "medium"
+
+
+async def test_an_index_recommendation_carries_its_plans_before_and_after(pg_database: str) -> None:
+    await setup(
+        pg_database, ACCOUNTS, [f"SELECT id, region FROM accounts WHERE email = 'a{n}@example.org'" for n in (1, 2, 3)]
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    create = next(r for r in of_kind(result, "createIndex") if r.table == "public.accounts")
+    assert create.change.index is not None
+    name = create.change.index.name
+    statement = create.evidence.statements[0]
+    before, after = statement.plan_before or "", statement.plan_after or ""
+    assert "Seq Scan on accounts" in before
+    assert f"Index Scan using {name} (hypothetical) on accounts" in after, after
+    assert "$1" in after  # a generic plan: the parameter, never a value
+    for plan in (before, after):
+        assert "example.org" not in plan
+        assert len(plan) <= 2048
+
+    shown = render_show(create.to_custom_resource("db", "default").to_wire())
+    assert f"plan before:\n              {before.splitlines()[0]}" in shown
+    assert f"plan after:\n              Index Scan using {name} (hypothetical)" in shown

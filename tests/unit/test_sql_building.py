@@ -80,6 +80,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("postgres/catalog.py", "qname"): "the server's own quote_ident output, to strip from pg_get_indexdef's; not run",
     ("postgres/collect.py", "total"): "one of two column names, fixed strings chosen the line before",
     ("postgres/collect.py", "view"): "qualified(schema, 'pg_stat_statements'), the line before",
+    ("changes/maintenance.py", "assignments"): "quote_ident'ed allow-listed parameter names = checked plain numbers",
+    ("changes/maintenance.py", "names"): "parameter names from PARAMETERS_ALLOWED, each through quote_ident",
 }
 
 

@@ -1,15 +1,19 @@
-"""Index recommendations with their evidence, from the what-if selection or, without HypoPG, from shapes alone."""
+"""Index recommendations with their evidence, from the what-if selection or, without HypoPG, from shapes alone;
+and the plans before and after each, in compact text, for the reviewer."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from optischema.api.index import IndexDefinition
-from optischema.api.recommendation import Evidence, RecommendedChange, StatementEvidence
+from optischema.api.recommendation import PLAN_CHARS, Evidence, RecommendedChange, StatementEvidence
 from optischema.api.target import Risk
-from optischema.changes.ddl import index_name, render_create, render_drop
+from optischema.changes.ddl import definition_key, index_name, render_create, render_drop
 
 from .candidates import Candidate
+from .redact import redact
 from .report import Recommendation, Source, make
 from .selection import Choice, Selection, WorkloadStatement
 from .snapshot import Snapshot, Statement
@@ -21,6 +25,12 @@ HIGH_RISK_TABLE_BYTES = 100 << 30
 EVIDENCE_STATEMENTS = 10
 #: Without HypoPG, only tables at least this large get an index proposal (small tables are scanned cheaply).
 HEURISTIC_MIN_ROWS = 10_000
+#: Statements of each proposed index whose plans before and after are shown (its largest first).
+PLAN_STATEMENTS = 3
+#: Plan nodes shown at most per plan; deeper or further nodes are cut (the size cap is PLAN_CHARS).
+PLAN_NODES = 25
+#: Conditions shown on a plan line, in this order. Planned from the normalised text, they hold ``$n``, not values.
+_CONDITIONS = ("Index Cond", "Recheck Cond", "Hash Cond", "Merge Cond", "Join Filter", "Filter")
 
 
 def index_recommendations(
@@ -31,15 +41,15 @@ def index_recommendations(
     found = []
     taken = [i.name for i in snapshot.indexes]
     for choice in selection.chosen:
-        users = [k for k, plan in selection.final.items() if choice.candidate.key in plan.uses]
+        users = _users(choice, selection, by_key)
         before = sum(by_key[k].weight * (selection.base[k].cost or 0.0) for k in users)
         after = sum(by_key[k].weight * (selection.final[k].cost or 0.0) for k in users)
         improvement = 100.0 * (before - after - choice.penalty) / before if before > 0 else None
         evidence = Evidence(
             statements=[
                 _statement_evidence(by_key[k], queries, selection.base[k].cost, selection.final[k].cost)
-                for k in sorted(users, key=lambda k: -by_key[k].weight * (selection.base[k].cost or 0.0))
-            ][:EVIDENCE_STATEMENTS],
+                for k in users[:EVIDENCE_STATEMENTS]
+            ],
             cost_before=round(before, 2),
             cost_after=round(after, 2),
             estimated_improvement_percent=None if improvement is None else round(max(min(improvement, 100), -100), 2),
@@ -57,6 +67,105 @@ def index_recommendations(
             )
         )
     return found
+
+
+def _users(choice: Choice, selection: Selection, by_key: Mapping[str, WorkloadStatement]) -> list[str]:
+    """The statements whose final plan uses the chosen index, the largest weighted cost first."""
+    users = [k for k, plan in selection.final.items() if choice.candidate.key in plan.uses and k in by_key]
+    return sorted(users, key=lambda k: -by_key[k].weight * (selection.base[k].cost or 0.0))
+
+
+# -- plans before and after ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPair:
+    """A statement's generic plan (EXPLAIN's JSON top node) without and with the proposed indexes."""
+
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+def plan_targets(selection: Selection, workload: Sequence[WorkloadStatement]) -> dict[str, str]:
+    """Statement key → normalised text, for the top :data:`PLAN_STATEMENTS` statements of every chosen index:
+    those to EXPLAIN before and after. The normalised text (``$n`` parameters), never samples or bound values, so
+    that no plan shows a value from the data."""
+    by_key = {s.key: s for s in workload}
+    return {
+        k: by_key[k].request.query
+        for choice in selection.chosen
+        for k in _users(choice, selection, by_key)[:PLAN_STATEMENTS]
+    }
+
+
+def render_plan(node: Mapping[str, Any], names: Mapping[str, str], *, pii_safe: bool = True) -> str:
+    """A plan in a few lines: one node a line (type, index, relation, estimated rows and cost, its conditions),
+    indented by depth, cut to :data:`PLAN_CHARS`. ``names`` maps a hypothetical index's definition key to the name
+    its recommendation gives it; with ``pii_safe`` every condition is redacted (a generic plan's hold ``$n`` only,
+    but a condition a view or a default put there may hold a literal)."""
+    lines: list[str] = []
+
+    def visit(item: Mapping[str, Any], depth: int) -> None:
+        if len(lines) >= PLAN_NODES:
+            return
+        line = "  " * depth + ("-> " if depth else "") + str(item.get("Node Type", "?"))
+        index = item.get("Index Name")
+        if index:
+            line += f" using {names[index]} (hypothetical)" if index in names else f" using {index}"
+        if item.get("Relation Name"):
+            line += f" on {item['Relation Name']}"
+        line += f"  rows={item.get('Plan Rows', '?')} cost={item.get('Startup Cost', 0)}..{item.get('Total Cost', 0)}"
+        for condition in _CONDITIONS:
+            if item.get(condition):
+                text = str(item[condition])
+                line += f"  {condition.lower()}: {redact(text) if pii_safe else text}"
+        lines.append(line)
+        for child in item.get("Plans", []):
+            visit(child, depth + 1)
+
+    visit(node, 0)
+    text = "\n".join(lines)
+    if len(text) > PLAN_CHARS:
+        text = text[: PLAN_CHARS - 1].rsplit("\n", 1)[0] + "\n…"
+    return text
+
+
+def attach_plans(
+    recommendations: Sequence[Recommendation],
+    pairs: Mapping[str, PlanPair],
+    *,
+    pii_safe: bool = True,
+    measured_after: Mapping[tuple[str, str], str] | None = None,
+) -> None:
+    """Write each createIndex recommendation's plans before and after into its statement evidence (the first
+    :data:`PLAN_STATEMENTS`), hypothetical indexes named as the recommendations name them.
+
+    ``measured_after`` is the hook for indexes HypoPG cannot simulate (GIN, GiST), priced by building them in a
+    sandbox: (index definition key, statement key) → the compact plan measured there. Without one, such an
+    index's statements get no after plan rather than one that does not show it."""
+    creates = [r for r in recommendations if r.kind == "createIndex" and r.change.index is not None]
+    names = {_unnamed_key(r.change.index): r.change.index.name or "" for r in creates if r.change.index}
+    for recommendation in creates:
+        assert recommendation.change.index is not None
+        key = _unnamed_key(recommendation.change.index)
+        simulated = recommendation.change.index.method in HYPOTHETICAL_METHODS
+        for number, statement in enumerate(recommendation.evidence.statements[:PLAN_STATEMENTS]):
+            pair = pairs.get(statement.query_id)
+            before = render_plan(pair.before, names, pii_safe=pii_safe) if pair and pair.before else None
+            after = render_plan(pair.after, names, pii_safe=pii_safe) if pair and pair.after and simulated else None
+            if measured_after and (key, statement.query_id) in measured_after:
+                after = measured_after[(key, statement.query_id)][:PLAN_CHARS]
+            recommendation.evidence.statements[number] = statement.model_copy(
+                update={"plan_before": before, "plan_after": after}
+            )
+
+
+#: Index methods HypoPG (1.3) simulates; the after plans of others come from the sandbox (``measured_after``).
+HYPOTHETICAL_METHODS = frozenset({"btree", "hash", "brin"})
+
+
+def _unnamed_key(index: IndexDefinition) -> str:
+    return definition_key(index.model_copy(update={"name": None}))
 
 
 def _create(

@@ -1,4 +1,5 @@
-"""Findings beyond new indexes: indexes to drop, tables to ANALYZE or VACUUM, settings to change.
+"""Findings beyond new indexes: indexes to drop or rebuild, tables to ANALYZE or VACUUM, bloat, transaction-ID
+age, per-table autovacuum, settings to change.
 
 Each rule is a small function over the snapshot (and, when HypoPG priced the workload, over the final plans), with
 its thresholds named and its evidence and formula written into the recommendation.
@@ -7,19 +8,29 @@ its thresholds named and its evidence and formula written into the recommendatio
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 
 from optischema.api.index import IndexDefinition
-from optischema.api.operations import SettingChange, TableRef
-from optischema.api.recommendation import Evidence, RecommendedChange
-from optischema.changes.ddl import index_name, render_analyze, render_create, render_drop, render_setting
+from optischema.api.operations import MaintenanceAdvice, SettingChange, StorageParameter, TableRef
+from optischema.api.recommendation import Evidence, MaintenanceEvidence, RecommendedChange
+from optischema.api.target import Risk
+from optischema.changes.ddl import (
+    index_name,
+    render_analyze,
+    render_create,
+    render_drop,
+    render_reindex,
+    render_setting,
+)
 from optischema.changes.ddl import render_setting_rollback as setting_rollback
+from optischema.changes.maintenance import render_maintenance, render_maintenance_undo
 
+from . import bloat
 from .candidates import as_index, covers
 from .report import Recommendation, days_since, index_definition, make
 from .selection import WorkloadStatement
-from .snapshot import Index, Setting, Snapshot, Statement, Table
+from .snapshot import Index, Setting, Snapshot, Statement, Table, TableVitals
 
 #: autovacuum's own default: ANALYZE after 50 rows + 10% of the table changed. Twice that and it is overdue.
 ANALYZE_BASE_THRESHOLD = 50
@@ -35,6 +46,26 @@ RANDOM_PAGE_COST_CACHED = "1.1"
 MAX_WORK_MEM_MB = 256
 #: Spilling statements must account for this share of total execution time to matter.
 SPILL_TIME_SHARE = 0.01
+#: A REINDEX of an index this large is medium risk: it needs room for a second copy while it builds.
+REINDEX_MEDIUM_RISK_BYTES = 1 << 30
+#: Freeze risk: a table whose ``age(relfrozenxid)`` reaches this share of ``autovacuum_freeze_max_age`` is due a
+#: forced (anti-wraparound) vacuum, which reads the whole table and does not yield to lock conflicts: better run
+#: VACUUM (FREEZE) at a chosen hour. Past the limit itself autovacuum is late (something holds it back: a long
+#: transaction, a prepared transaction, a replication slot, or too little autovacuum capacity) — high risk, as is
+#: any age past half the wraparound horizon.
+FREEZE_DUE_SHARE = 0.9
+WRAPAROUND_HORIZON = 2**31 - 3_000_000  # XIDs a database can age before PostgreSQL refuses new ones (stop limit)
+WRAPAROUND_DANGER = 2**30
+#: Per-table autovacuum: only tables of at least this many rows, that churn (updated or deleted rows since the
+#: statistics were reset at least this share of their rows, or this share dead now), get thresholds of their own.
+HOT_MIN_ROWS = 1_000_000
+HOT_CHURN_SHARE = 0.5
+HOT_DEAD_SHARE = 0.1
+#: The dead rows a large table may gather before autovacuum starts: scale factor = this / rows, kept between the
+#: bounds below (PostgreSQL's default 0.2 lets a 100M-row table carry 20M dead rows first).
+HOT_DEAD_ROW_TARGET = 50_000
+HOT_MIN_SCALE = 0.005
+HOT_MAX_SCALE = 0.05
 
 
 def index_findings(
@@ -302,3 +333,293 @@ def _bytes(size: int) -> str:
             return f"{size:.0f} {unit}"
         size //= 1024
     return f"{size} TB"
+
+
+def table_health_findings(
+    snapshot: Snapshot, now: datetime, made: Sequence[Recommendation] = ()
+) -> list[Recommendation]:
+    """Bloat (REINDEX for indexes, advice for tables), freeze risk, and autovacuum for hot tables. ``made`` are the
+    findings already made: an index proposed for dropping is not proposed for a rebuild too."""
+    dropped = {(r.change.index.schema_, r.change.index.name) for r in made if r.kind == "dropIndex" and r.change.index}
+    return [*bloat_findings(snapshot, dropped), *freeze_findings(snapshot), *autovacuum_findings(snapshot, now)]
+
+
+def bloat_findings(snapshot: Snapshot, dropped: Collection[tuple[str, str | None]] = ()) -> list[Recommendation]:
+    """``reindex`` for a btree index past :data:`bloat.INDEX_BLOAT_MIN_BYTES` and ``INDEX_BLOAT_MIN_SHARE`` of
+    waste (unless it is in ``dropped``); ``maintenance`` advice (never applied) for a table past the table
+    thresholds."""
+    found = []
+    for index in snapshot.indexes:
+        if not index.valid or (index.schema, index.name) in dropped:
+            continue  # dropped instead (index_findings)
+        measured = bloat.index_bloat(snapshot, index)
+        if measured is None or not _bloated(measured, bloat.INDEX_BLOAT_MIN_BYTES, bloat.INDEX_BLOAT_MIN_SHARE):
+            continue
+        recommendation = _reindex(index, measured, snapshot)
+        if recommendation is not None:
+            found.append(recommendation)
+    for key in snapshot.maintenance.tables:
+        measured = bloat.table_bloat(snapshot, key)
+        if measured is None or not _bloated(measured, bloat.TABLE_BLOAT_MIN_BYTES, bloat.TABLE_BLOAT_MIN_SHARE):
+            continue
+        advice = _safely(lambda: _table_bloat(snapshot, key, measured))  # noqa: B023 (called at once)
+        if advice is not None:
+            found.append(advice)
+    return found
+
+
+def _safely(build: Callable[[], Recommendation]) -> Recommendation | None:
+    """A finding, or None when a name cannot be carried by the API's models (an identifier with a double quote or
+    a semicolon, which :class:`~optischema.api.index.Identifier` refuses): it is skipped, never the analysis."""
+    try:
+        return build()
+    except ValueError:
+        return None
+
+
+def _bloated(found: bloat.Bloat, min_bytes: int, min_share: float) -> bool:
+    return found.wasted_bytes >= min_bytes and found.share >= min_share
+
+
+def _how(found: bloat.Bloat, snapshot: Snapshot) -> str:
+    """The method and its figures, for a rationale."""
+    if found.method == "pgstattuple":
+        text = f"measured with {found.detail}"
+        if found.estimated_wasted_bytes is not None:
+            text += f"; the estimate from statistics says {_bytes(found.estimated_wasted_bytes)}"
+        return text
+    text = "estimated from pg_class and pg_stats (the pgsql-bloat-estimation formulas)"
+    if "pgstattuple" not in snapshot.server.extensions:
+        text += "; install pgstattuple (CREATE EXTENSION pgstattuple) to have it measured"
+    elif snapshot.maintenance.measure_error:
+        text += f"; {snapshot.maintenance.measure_error}"
+    return text
+
+
+def _bloat_evidence(found: bloat.Bloat) -> MaintenanceEvidence:
+    return MaintenanceEvidence(
+        size_bytes=found.size_bytes,
+        wasted_bytes=found.wasted_bytes,
+        wasted_percent=round(min(100.0 * found.share, 100.0), 1),
+        method=found.method,
+        estimated_wasted_bytes=found.estimated_wasted_bytes,
+    )
+
+
+def _reindex(index: Index, found: bloat.Bloat, snapshot: Snapshot) -> Recommendation | None:
+    try:
+        definition = index_definition(index)
+        sql = render_reindex(definition)
+    except ValueError:
+        return None
+    rationale = (
+        f"{index.name} on {index.schema}.{index.table} wastes about {_bytes(found.wasted_bytes)} of its "
+        f"{_bytes(found.size_bytes)} ({found.share:.0%}), {_how(found, snapshot)}. Deleted and updated rows leave "
+        "index pages half empty, and a B-tree never merges them back: every scan reads the extra pages. REINDEX "
+        "INDEX CONCURRENTLY builds a fresh copy without blocking reads or writes and swaps it in; it needs room for "
+        "the second copy while it runs. Threshold: at least "
+        f"{_bytes(bloat.INDEX_BLOAT_MIN_BYTES)} and {bloat.INDEX_BLOAT_MIN_SHARE:.0%} wasted."
+    )
+    return make(
+        "reindex",
+        RecommendedChange(index=definition),
+        sql=sql,
+        rollback_sql=None,
+        table=f"{index.schema}.{index.table}",
+        evidence=Evidence(index_scans=index.scans, maintenance=_bloat_evidence(found)),
+        rationale=rationale,
+        source="heuristic",
+        risk="medium" if found.size_bytes >= REINDEX_MEDIUM_RISK_BYTES else "low",
+    )
+
+
+def _table_bloat(snapshot: Snapshot, key: tuple[str, str], found: bloat.Bloat) -> Recommendation:
+    table = snapshot.tables[key]
+    advice = MaintenanceAdvice(topic="tableBloat", schema_=key[0], table=key[1])
+    rationale = (
+        f"{key[0]}.{key[1]} wastes about {_bytes(found.wasted_bytes)} of its {_bytes(found.size_bytes)} "
+        f"({found.share:.0%}), {_how(found, snapshot)}. VACUUM makes dead rows' space reusable but gives nothing "
+        "back; only a rewrite does. VACUUM (FULL) rewrites it under an ACCESS EXCLUSIVE lock (reads and writes wait "
+        f"for the whole rewrite); pg_repack (pg_repack --table {key[0]}.{key[1]}) rewrites it online. Advice only: "
+        "the operator never runs it. Threshold: at least "
+        f"{_bytes(bloat.TABLE_BLOAT_MIN_BYTES)} and {bloat.TABLE_BLOAT_MIN_SHARE:.0%} wasted."
+    )
+    if table.n_dead_tup > table.n_live_tup:
+        rationale += f" {table.n_dead_tup} of the rows are dead: VACUUM first, then judge again."
+    evidence = _bloat_evidence(found).model_copy(
+        update={"live_tuples": table.n_live_tup, "dead_tuples": table.n_dead_tup}
+    )
+    return _advice(advice, evidence, rationale, "high")
+
+
+def _advice(advice: MaintenanceAdvice, evidence: MaintenanceEvidence, rationale: str, risk: Risk) -> Recommendation:
+    return make(
+        "maintenance",
+        RecommendedChange(maintenance=advice),
+        sql=render_maintenance(advice),
+        rollback_sql=render_maintenance_undo(advice),
+        table=f"{advice.schema_}.{advice.table}" if advice.table else None,
+        evidence=Evidence(maintenance=evidence),
+        rationale=rationale,
+        source="heuristic",
+        risk=risk,
+    )
+
+
+def freeze_findings(snapshot: Snapshot, due_share: float = FREEZE_DUE_SHARE) -> list[Recommendation]:
+    """Tables whose transaction-ID age reached ``due_share`` of their ``autovacuum_freeze_max_age`` (and the
+    database as a whole, when no analysed table explains its age)."""
+    limit = _setting_int(snapshot, "autovacuum_freeze_max_age")
+    if limit is None:
+        return []
+    database_age = snapshot.maintenance.database_xid_age
+    found = []
+    for key, vitals in sorted(snapshot.maintenance.tables.items()):
+        if vitals.xid_age is None:
+            continue
+        own = _int(vitals.options.get("autovacuum_freeze_max_age"))
+        effective = min(limit, own) if own else limit  # a table's own value only counts when lower
+        if vitals.xid_age < due_share * effective:
+            continue
+        age = vitals.xid_age
+        advice = _safely(lambda: _freeze(key, age, effective, database_age))  # noqa: B023 (called at once)
+        if advice is not None:
+            found.append(advice)
+    if not found and database_age is not None and database_age >= due_share * limit:
+        found.append(_freeze(None, database_age, limit, database_age))
+    return found
+
+
+def _freeze(key: tuple[str, str] | None, age: int, limit: int, database_age: int | None) -> Recommendation:
+    what = f"{key[0]}.{key[1]}" if key else "the database (no analysed table explains it: catalogs or TOAST)"
+    late = age > limit
+    risk: Risk = "high" if late or age >= WRAPAROUND_DANGER else "medium"
+    rationale = (
+        f"Transaction-ID age of {what} is {age:,} (age(relfrozenxid)"
+        + (f"; the database's age(datfrozenxid) is {database_age:,}" if database_age is not None else "")
+        + f"), against autovacuum_freeze_max_age = {limit:,} ({age / limit:.0%}). "
+    )
+    if late:
+        rationale += (
+            "Autovacuum should already have frozen it and has not: look for what holds it back (a long-running or "
+            "prepared transaction, a stale replication slot, autovacuum workers all busy). "
+        )
+    else:
+        rationale += (
+            "Past the limit autovacuum forces an aggressive vacuum that reads the whole table and does not yield "
+            "to lock conflicts; running VACUUM (FREEZE) at a quiet hour does the same work when you choose. "
+        )
+    rationale += (
+        f"{WRAPAROUND_HORIZON - age:,} transaction IDs remain before PostgreSQL stops assigning new ones to avoid "
+        "wraparound. Advice only: the operator never runs it."
+    )
+    advice = MaintenanceAdvice(topic="freeze", schema_=key[0] if key else None, table=key[1] if key else None)
+    evidence = MaintenanceEvidence(xid_age=age, database_xid_age=database_age, freeze_max_age=limit)
+    return _advice(advice, evidence, rationale, risk)
+
+
+def autovacuum_findings(snapshot: Snapshot, now: datetime) -> list[Recommendation]:
+    """Per-table autovacuum thresholds for large tables that churn, where the server-wide ones let too many dead
+    rows gather before a vacuum starts."""
+    scale = _setting_float(snapshot, "autovacuum_vacuum_scale_factor")
+    threshold = _setting_int(snapshot, "autovacuum_vacuum_threshold")
+    if scale is None or threshold is None:
+        return []
+    found = []
+    for key, vitals in sorted(snapshot.maintenance.tables.items()):
+        table = snapshot.tables.get(key)
+        if table is None or vitals.partitioned:
+            continue
+        try:
+            recommendation = _autovacuum(table, vitals, scale, threshold, now)
+        except ValueError:
+            continue  # a name the API's models cannot carry (see _safely)
+        if recommendation is not None:
+            found.append(recommendation)
+    return found
+
+
+def hot_scale_factor(rows: float) -> float:
+    """The proposed ``autovacuum_vacuum_scale_factor``: :data:`HOT_DEAD_ROW_TARGET` dead rows, within bounds."""
+    return min(max(HOT_DEAD_ROW_TARGET / max(rows, 1.0), HOT_MIN_SCALE), HOT_MAX_SCALE)
+
+
+def _autovacuum(
+    table: Table, vitals: TableVitals, scale: float, threshold: int, now: datetime
+) -> Recommendation | None:
+    rows = max(table.rows, float(table.n_live_tup))
+    modified = table.n_tup_upd + table.n_tup_del
+    churns = modified >= HOT_CHURN_SHARE * rows or table.n_dead_tup >= HOT_DEAD_SHARE * rows
+    if rows < HOT_MIN_ROWS or not churns:
+        return None
+    own_scale = _float(vitals.options.get("autovacuum_vacuum_scale_factor"))
+    own_threshold = _int(vitals.options.get("autovacuum_vacuum_threshold"))
+    current_scale = own_scale if own_scale is not None else scale
+    current_trigger = (own_threshold if own_threshold is not None else threshold) + current_scale * rows
+    proposed = hot_scale_factor(rows)
+    proposed_trigger = (own_threshold if own_threshold is not None else threshold) + proposed * rows
+    if proposed_trigger > current_trigger / 2:
+        return None  # its thresholds are already about right
+    analyze_scale = vitals.options.get("autovacuum_analyze_scale_factor")
+    parameters = [
+        StorageParameter(
+            name="autovacuum_vacuum_scale_factor",
+            value=_number(proposed),
+            current_value=vitals.options.get("autovacuum_vacuum_scale_factor"),
+        ),
+        StorageParameter(
+            name="autovacuum_analyze_scale_factor", value=_number(proposed / 2), current_value=analyze_scale
+        ),
+    ]
+    advice = MaintenanceAdvice(topic="autovacuum", schema_=table.schema, table=table.name, parameters=parameters)
+    last = days_since(vitals.last_autovacuum, now)
+    rationale = (
+        f"{table.schema}.{table.name} has {rows:,.0f} rows and churns: {modified:,} rows updated or deleted since the "
+        f"statistics were reset, {table.n_dead_tup:,} dead now; autovacuum ran {vitals.autovacuum_count} times "
+        + ("and never since the reset" if last is None else f"(last {last:.1f} days ago)")
+        + f". With autovacuum_vacuum_scale_factor = {current_scale:g} it waits for about {current_trigger:,.0f} dead "
+        f"rows, which every scan reads and the table grows by. Formula: scale factor = {HOT_DEAD_ROW_TARGET:,} / rows "
+        f"within [{HOT_MIN_SCALE:g}, {HOT_MAX_SCALE:g}] = {_number(proposed)} (about {proposed_trigger:,.0f} dead "
+        "rows), ANALYZE at half that. Vacuuming more often costs I/O: check autovacuum_vacuum_cost_limit too. "
+        "Advice only: the operator never runs it."
+    )
+    if vitals.options.get("autovacuum_enabled", "on").lower() in ("off", "false", "0", "no"):
+        rationale += " Autovacuum is switched off for this table (autovacuum_enabled = off): it only runs to freeze."
+    evidence = MaintenanceEvidence(
+        size_bytes=table.size_bytes,
+        live_tuples=table.n_live_tup,
+        dead_tuples=table.n_dead_tup,
+        modifications=modified,
+        autovacuum_count=vitals.autovacuum_count,
+        last_autovacuum=vitals.last_autovacuum,
+    )
+    return _advice(advice, evidence, rationale, "low")
+
+
+def _number(value: float) -> str:
+    """A scale factor as a plain decimal (never exponent notation, which a storage parameter's value refuses)."""
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def _setting_int(snapshot: Snapshot, name: str) -> int | None:
+    setting = snapshot.settings.get(name)
+    return _int(setting.value) if setting else None
+
+
+def _setting_float(snapshot: Snapshot, name: str) -> float | None:
+    setting = snapshot.settings.get(name)
+    return _float(setting.value) if setting else None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -132,6 +132,61 @@ class Server:
         return self.collation in ("C", "POSIX")
 
 
+@dataclass(frozen=True, slots=True)
+class TableVitals:
+    """What vacuum and bloat advice reads about a table besides its statistics (:class:`Table`)."""
+
+    schema: str
+    name: str
+    pages: int = 0  # pg_class.relpages of the heap (as of the last VACUUM or ANALYZE)
+    fillfactor: int = 100
+    xid_age: int | None = None  # greatest age(relfrozenxid) of the heap and its TOAST table; None: no heap
+    options: dict[str, str] = field(default_factory=dict)  # reloptions, e.g. autovacuum_vacuum_scale_factor
+    last_vacuum: datetime | None = None
+    last_autovacuum: datetime | None = None
+    autovacuum_count: int = 0
+    partitioned: bool = False  # a partitioned table holds no rows: its partitions are judged, each on its own
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexVitals:
+    """An index's page and tuple counts (pg_class) and fill factor, for the bloat estimate."""
+
+    schema: str
+    name: str
+    pages: int = 0
+    tuples: float = 0.0
+    fillfactor: int | None = None  # None: the method's default (90 for btree)
+
+
+@dataclass(frozen=True, slots=True)
+class BloatMeasure:
+    """Bloat measured by pgstattuple (``pgstattuple_approx`` for a table, ``pgstatindex`` for a btree index)."""
+
+    schema: str
+    name: str
+    size_bytes: int
+    wasted_bytes: int
+    detail: str  # the figures it came from, for the rationale
+
+
+@dataclass(slots=True)
+class Maintenance:
+    """Vacuum, freeze and bloat facts, keyed by (schema, relation name)."""
+
+    block_size: int = 8192
+    database_xid_age: int | None = None
+    tables: dict[tuple[str, str], TableVitals] = field(default_factory=dict)
+    indexes: dict[tuple[str, str], IndexVitals] = field(default_factory=dict)
+    measured: dict[tuple[str, str], BloatMeasure] = field(default_factory=dict)
+    #: Why pgstattuple measured nothing although installed (no privilege, a timeout); None otherwise.
+    measure_error: str | None = None
+
+
 @dataclass(slots=True)
 class Snapshot:
     server: Server
@@ -144,6 +199,8 @@ class Snapshot:
     samples: dict[int, list[str]] = field(default_factory=dict)
     #: Statements hidden from this role (``<insufficient privilege>``).
     hidden_statements: int = 0
+    #: Vacuum, freeze and bloat facts (read by :mod:`optischema.postgres.collect`, judged by the findings).
+    maintenance: Maintenance = field(default_factory=Maintenance)
     #: Each view's definition (``pg_get_viewdef``), by schema and name: a statement reading a view is analysed
     #: against the view's base tables, as the planner sees it once the view is flattened.
     views: dict[tuple[str, str], str] = field(default_factory=dict)

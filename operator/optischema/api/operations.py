@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import ApiModel
@@ -33,3 +35,34 @@ class SettingChange(ApiModel):
     file``). When it is ``default`` or ``configuration file`` the rollback runs ``ALTER SYSTEM RESET`` (the server
     goes back to its defaults and files, and later edits of ``postgresql.conf`` take effect again) instead of pinning
     the old value with ``ALTER SYSTEM SET``. Absent: the old value is set back."""
+
+
+class StorageParameter(ApiModel):
+    """A table's autovacuum storage parameter (``ALTER TABLE … SET (name = value)``)."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^autovacuum_[a-z_]+$")
+    """Parameter name, e.g. ``autovacuum_vacuum_scale_factor``; only autovacuum parameters are proposed."""
+    value: str = Field(min_length=1, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$")
+    """Proposed value, a plain number."""
+    current_value: str | None = Field(default=None, max_length=32, pattern=r"^-?[0-9]+(\.[0-9]+)?$")
+    """The table's own value when the advice was made; absent when the server-wide setting applied (the undo
+    statement then resets the parameter)."""
+
+
+class MaintenanceAdvice(ApiModel):
+    """Table maintenance a DBA schedules: reclaiming bloat, freezing old transaction IDs, per-table autovacuum.
+
+    Advice only: the operator renders the statement but never runs it. ``VACUUM FULL`` holds an ACCESS EXCLUSIVE
+    lock for the whole rewrite (pg_repack avoids that but is an extension and a client of its own), a manual
+    ``VACUUM (FREEZE)`` of a large table reads all of it, and autovacuum's per-table thresholds trade I/O against
+    dead rows in a way only the people who know the write pattern and the I/O budget can settle."""
+
+    topic: Literal["tableBloat", "freeze", "autovacuum"]
+    """``tableBloat`` (space a rewrite gives back), ``freeze`` (transaction-ID age near the forced-vacuum point or
+    the wraparound horizon) or ``autovacuum`` (per-table thresholds for a large table that churns)."""
+    schema_: Identifier | None = Field(default=None, alias="schema")
+    """Schema of the table."""
+    table: Identifier | None = None
+    """The table; absent for a database-wide ``freeze`` finding."""
+    parameters: list[StorageParameter] = Field(default_factory=list, max_length=10)
+    """For ``autovacuum``: the storage parameters to set."""

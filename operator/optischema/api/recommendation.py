@@ -14,10 +14,10 @@ from pydantic import Field, model_validator
 from .base import ApiModel, LocalObjectReference, cel_rules, immutable
 from .conditions import CONDITIONS_LIST, Condition
 from .index import IndexDefinition
-from .operations import SettingChange, TableRef
+from .operations import MaintenanceAdvice, SettingChange, TableRef
 from .target import Risk
 
-RecommendationKind = Literal["createIndex", "dropIndex", "analyze", "setting", "queryRewrite"]
+RecommendationKind = Literal["createIndex", "dropIndex", "reindex", "analyze", "setting", "queryRewrite", "maintenance"]
 ApprovalState = Literal["Pending", "Approved", "Rejected"]
 #: Where a recommendation is in its life; ``optischema.lifecycle.recommendation`` owns the transitions between them.
 RecommendationPhase = Literal[
@@ -31,6 +31,8 @@ RecommendationPhase = Literal[
     "Superseded",
 ]
 
+#: Longest compact plan kept per statement (``planBefore``/``planAfter``): enough for a dozen nodes.
+PLAN_CHARS = 2048
 IMMUTABLE = immutable("the proposal is what was measured; a new analysis makes a new recommendation")
 
 
@@ -51,14 +53,17 @@ class RecommendedChange(ApiModel):
     """The structured change; exactly the member matching the recommendation's ``kind`` is set."""
 
     index: IndexDefinition | None = None
-    """For ``createIndex`` and ``dropIndex``: the index to create, or the existing one to drop (its full
-    definition, which the rollback re-creates)."""
+    """For ``createIndex``, ``dropIndex`` and ``reindex``: the index to create, or the existing one to drop (its
+    full definition, which the rollback re-creates) or to rebuild with ``REINDEX INDEX CONCURRENTLY``."""
     analyze: TableRef | None = None
     """For ``analyze``: the table whose statistics are stale."""
     setting: SettingChange | None = None
     """For ``setting``: the server setting."""
     query_rewrite: QueryRewrite | None = None
     """For ``queryRewrite``: the statement and its rewrite."""
+    maintenance: MaintenanceAdvice | None = None
+    """For ``maintenance``: table bloat, freeze risk or per-table autovacuum settings, for a DBA to act on; never
+    applied by the operator."""
 
 
 class StatementEvidence(ApiModel):
@@ -80,6 +85,45 @@ class StatementEvidence(ApiModel):
     """Planner cost without the change."""
     cost_after: float | None = Field(default=None, ge=0)
     """Planner cost with the change (hypothetical, from HypoPG)."""
+    plan_before: str | None = Field(default=None, max_length=PLAN_CHARS)
+    """For ``createIndex``: the generic plan of the statement without the change, compact (one node a line: node
+    type, relation, index, estimated rows and cost), cut to 2 KiB. Planned from the normalised text, so it holds
+    ``$n`` parameters and never a value; conditions are redacted when the target is ``piiSafe``."""
+    plan_after: str | None = Field(default=None, max_length=PLAN_CHARS)
+    """The same plan with the proposed index in place (HypoPG's hypothetical index, named as the recommendation
+    names it; for an index HypoPG cannot simulate, the plan measured on the sandbox copy when there is one)."""
+
+
+class MaintenanceEvidence(ApiModel):
+    """The figures behind a ``reindex`` or ``maintenance`` finding, as a DBA would check them."""
+
+    size_bytes: int | None = Field(default=None, ge=0)
+    """Size of the table (heap) or index."""
+    wasted_bytes: int | None = Field(default=None, ge=0)
+    """Bloat: bytes a rebuild would give back, from ``method``."""
+    wasted_percent: float | None = Field(default=None, ge=0, le=100)
+    """``wastedBytes`` as a share of ``sizeBytes``."""
+    method: Literal["estimate", "pgstattuple"] | None = None
+    """How bloat was found: ``estimate`` (from ``pg_class`` and ``pg_stats``, the pgsql-bloat-estimation formulas)
+    or ``pgstattuple`` (measured with ``pgstattuple_approx`` or ``pgstatindex``)."""
+    estimated_wasted_bytes: int | None = Field(default=None, ge=0)
+    """The statistical estimate, also when a measurement was taken."""
+    xid_age: int | None = Field(default=None, ge=0)
+    """``age(relfrozenxid)`` of the table (or of its TOAST table, whichever is older)."""
+    database_xid_age: int | None = Field(default=None, ge=0)
+    """``age(datfrozenxid)`` of the database."""
+    freeze_max_age: int | None = Field(default=None, ge=0)
+    """``autovacuum_freeze_max_age`` in effect for the table: past it, autovacuum forces an aggressive vacuum."""
+    live_tuples: int | None = Field(default=None, ge=0)
+    """``n_live_tup``."""
+    dead_tuples: int | None = Field(default=None, ge=0)
+    """``n_dead_tup``."""
+    modifications: int | None = Field(default=None, ge=0)
+    """Rows updated or deleted since the statistics were reset (``n_tup_upd + n_tup_del``)."""
+    autovacuum_count: int | None = Field(default=None, ge=0)
+    """Autovacuum runs on the table since the statistics were reset."""
+    last_autovacuum: datetime | None = None
+    """When autovacuum last processed the table (absent: never since the statistics were reset)."""
 
 
 class Evidence(ApiModel):
@@ -97,6 +141,8 @@ class Evidence(ApiModel):
     """Estimated size of a new index, or the size freed by a drop."""
     index_scans: int | None = Field(default=None, ge=0)
     """For a drop: scans of the index since the statistics were reset."""
+    maintenance: MaintenanceEvidence | None = None
+    """For ``reindex`` and ``maintenance``: bloat, transaction-ID age and autovacuum figures."""
 
 
 class Approval(ApiModel):
@@ -131,13 +177,17 @@ class Approval(ApiModel):
 
 #: Kinds whose change can be undone, and so must carry rollback SQL. ANALYZE and VACUUM only refresh statistics and
 #: reclaim space; a query rewrite is never applied.
+#: ``reindex`` rebuilds the same definition: nothing to undo. ``maintenance`` is advice, never applied (a per-table
+#: autovacuum setting still shows the statement that undoes it, for the DBA who runs it).
 _REVERSIBLE = {"createIndex", "dropIndex", "setting"}
 _KIND_TO_MEMBER = {
     "createIndex": "index",
     "dropIndex": "index",
+    "reindex": "index",
     "analyze": "analyze",
     "setting": "setting",
     "queryRewrite": "query_rewrite",
+    "maintenance": "maintenance",
 }
 
 
@@ -146,8 +196,8 @@ class TuningRecommendationSpec(ApiModel):
 
     model_config = cel_rules(
         (
-            "(self.kind in ['createIndex', 'dropIndex']) == has(self.change.index)",
-            "change.index is set exactly for kinds createIndex and dropIndex",
+            "(self.kind in ['createIndex', 'dropIndex', 'reindex']) == has(self.change.index)",
+            "change.index is set exactly for kinds createIndex, dropIndex and reindex",
         ),
         ("(self.kind == 'analyze') == has(self.change.analyze)", "change.analyze is set exactly for kind analyze"),
         ("(self.kind == 'setting') == has(self.change.setting)", "change.setting is set exactly for kind setting"),
@@ -156,8 +206,12 @@ class TuningRecommendationSpec(ApiModel):
             "change.queryRewrite is set exactly for kind queryRewrite",
         ),
         (
-            "self.kind != 'dropIndex' || !has(self.change.index) || has(self.change.index.name)",
-            "change.index.name is required to drop an index",
+            "(self.kind == 'maintenance') == has(self.change.maintenance)",
+            "change.maintenance is set exactly for kind maintenance",
+        ),
+        (
+            "!(self.kind in ['dropIndex', 'reindex']) || !has(self.change.index) || has(self.change.index.name)",
+            "change.index.name is required to drop or reindex an index",
         ),
     )
 
@@ -170,7 +224,8 @@ class TuningRecommendationSpec(ApiModel):
     sql: str = Field(min_length=1, max_length=65536, json_schema_extra=IMMUTABLE)
     """The exact SQL the operator will run, rendered from ``change`` (shown for review)."""
     rollback_sql: str | None = Field(default=None, max_length=65536, json_schema_extra=IMMUTABLE)
-    """The SQL that undoes it; absent for ``analyze`` (nothing to undo) and ``queryRewrite`` (never applied)."""
+    """The SQL that undoes it; absent for ``analyze`` and ``reindex`` (nothing to undo) and ``queryRewrite``
+    (never applied). For ``maintenance`` (never applied) it is shown when there is something to undo."""
     evidence: Evidence = Field(default_factory=Evidence)
     """The numbers behind the proposal."""
     rationale: str = Field(default="", max_length=8192)
@@ -196,14 +251,15 @@ class TuningRecommendationSpec(ApiModel):
         expected = _KIND_TO_MEMBER[self.kind]
         present = [
             member
-            for member in ("index", "analyze", "setting", "query_rewrite")
+            for member in ("index", "analyze", "setting", "query_rewrite", "maintenance")
             if getattr(self.change, member) is not None
         ]
         if present != [expected]:
             found = ", ".join(map(_camel, present)) or "none"
             raise ValueError(f"change must set exactly {_camel(expected)} for kind {self.kind} (found: {found})")
-        if self.kind == "dropIndex" and self.change.index is not None and not self.change.index.name:
-            raise ValueError("change.index.name is required to drop an index")
+        if self.kind in ("dropIndex", "reindex") and self.change.index is not None and not self.change.index.name:
+            verb = "drop" if self.kind == "dropIndex" else "reindex"
+            raise ValueError(f"change.index.name is required to {verb} an index")
         if self.kind in _REVERSIBLE and not self.rollback_sql:
             raise ValueError(f"rollbackSql is required for kind {self.kind}")
         return self

@@ -113,7 +113,8 @@ async def list_(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     rows = [("NAME", "TARGET", "KIND", "TABLE", "ESTIMATED", "MEASURED", "APPROVAL", "PHASE")]
     for item in items:
         spec, status = item["spec"], item.get("status") or {}
-        table = (spec["change"].get("index") or spec["change"].get("analyze") or {}).get("table", "")
+        change = spec["change"]
+        table = (change.get("index") or change.get("analyze") or change.get("maintenance") or {}).get("table", "")
         estimated = spec.get("evidence", {}).get("estimatedImprovementPercent")
         measured = (status.get("benchmark") or {}).get("improvementPercent")
         rows.append(
@@ -141,6 +142,12 @@ async def show(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
         except PluginError:
             pass
         raise
+    return render_show(item)
+
+
+def render_show(item: dict[str, Any]) -> str:
+    """One recommendation for a reviewer: decision, SQL and rollback, rationale, the statements helped with their
+    plans before and after, the maintenance figures, and the sandbox benchmark."""
     spec, state = item["spec"], item.get("status") or {}
     approval = spec.get("approval", {})
     lines = [
@@ -162,10 +169,16 @@ async def show(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     evidence = spec.get("evidence", {})
     if evidence.get("statements"):
         lines += ["", "statements helped (calls, cost before → after):"]
-        lines += [
-            f"  {s.get('calls', 0):>8}  {s.get('costBefore')} → {s.get('costAfter')}  {s.get('query', '')[:90]}"
-            for s in evidence["statements"]
-        ]
+        for s in evidence["statements"]:
+            lines.append(
+                f"  {s.get('calls', 0):>8}  {s.get('costBefore')} → {s.get('costAfter')}  {s.get('query', '')[:90]}"
+            )
+            for label, field in (("plan before", "planBefore"), ("plan after", "planAfter")):
+                if s.get(field):
+                    lines += [f"            {label}:", textwrap.indent(s[field], " " * 14)]
+    if evidence.get("maintenance"):
+        lines += ["", "figures:"]
+        lines += [f"  {key}: {value}" for key, value in evidence["maintenance"].items() if value is not None]
     if state.get("benchmark"):
         lines += ["", "benchmark:", textwrap.indent(yaml.safe_dump(state["benchmark"], sort_keys=False), "  ")]
         trust = scaling.describe(state["benchmark"])
@@ -212,7 +225,8 @@ async def analyze(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
 async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     item = await _get(kube, "tuningrecommendations", namespace, args.name)
     spec = item["spec"]
-    if spec["kind"] not in ("createIndex", "dropIndex"):
+    operations = {"createIndex": "create", "dropIndex": "drop", "reindex": "reindex"}
+    if spec["kind"] not in operations:
         raise PluginError(f"only index recommendations become IndexChanges ({args.name} is {spec['kind']})")
     try:
         target = await kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
@@ -225,7 +239,7 @@ async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
         "metadata": {"name": args.name, "namespace": namespace},
         "spec": {
             "targetRef": spec["targetRef"],
-            "operation": "create" if spec["kind"] == "createIndex" else "drop",
+            "operation": operations[spec["kind"]],
             "index": spec["change"]["index"],
             "schedule": "nextWindow",
             **({"systemIdentifier": identity} if identity else {}),

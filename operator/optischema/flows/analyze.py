@@ -28,6 +28,7 @@ from optischema.flows.measuring import SandboxOpener, mark_measured, measuring
 from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.planner import HypoPGPlanner
+from optischema.postgres.plans import before_after
 
 # sqlglot logs a warning for every statement it reads as an opaque command (CREATE FUNCTION ... in extension
 # scripts that pg_stat_statements recorded); we report skipped statements ourselves.
@@ -185,6 +186,8 @@ async def _analyze(
                             workload.statements, candidates + consultation.candidates, cache, snapshot.indexes,
                             limits, say,
                         )  # fmt: skip
+                chosen_indexes = [c.candidate.index for c in selection.chosen]
+                plans = await before_after(planner, advice.plan_targets(selection, workload.statements), chosen_indexes)
             finally:
                 try:
                     await measure.aclose()
@@ -192,6 +195,7 @@ async def _analyze(
                     await planner.close()
             recommendations = advice.index_recommendations(selection, workload.statements, snapshot)
             mark_measured(recommendations, measured)
+            advice.attach_plans(recommendations, plans, pii_safe=options.pii_safe)
             notes += measured.notes
             if consultation is not None:
                 settle(consultation, selection, recommendations)
@@ -215,6 +219,7 @@ async def _analyze(
             used, chosen = None, [r.change.index for r in recommendations if r.change.index is not None]
         recommendations += findings.index_findings(snapshot, chosen, used)
         recommendations += findings.maintenance_findings(snapshot, started)
+        recommendations += findings.table_health_findings(snapshot, started, recommendations)
         recommendations += findings.setting_findings(snapshot, workload.statements)
         if consultation is not None:
             taken = {r.change.setting.name for r in recommendations if r.change.setting is not None}

@@ -28,7 +28,15 @@ from pydantic import ValidationError
 
 from optischema.api import describe
 from optischema.api.recommendation import TuningRecommendationSpec
-from optischema.changes.ddl import UnsafeDefinition, render_analyze, render_create, render_drop, render_setting
+from optischema.changes.ddl import (
+    UnsafeDefinition,
+    render_analyze,
+    render_create,
+    render_drop,
+    render_reindex,
+    render_setting,
+)
+from optischema.changes.maintenance import render_maintenance
 
 #: The annotation recording who created an IndexChange.
 CREATED_BY = "optischema.io/created-by"
@@ -209,6 +217,10 @@ def rendered_sql(spec: TuningRecommendationSpec) -> str:
         return render_setting(change.setting)
     if spec.kind == "queryRewrite" and change.query_rewrite is not None:
         return change.query_rewrite.rewritten
+    if spec.kind == "reindex" and change.index is not None:
+        return render_reindex(change.index)
+    if spec.kind == "maintenance" and change.maintenance is not None:
+        return render_maintenance(change.maintenance)
     raise UnsafeDefinition(f"{spec.kind}: no change of that kind")  # the model's own validator refuses this first
 
 

@@ -20,6 +20,7 @@ from optischema.telemetry import INDEX_CHANGES_CREATED
 OPERATIONS = {
     "createIndex": ("create", "index", "index"),
     "dropIndex": ("drop", "index", "index"),
+    "reindex": ("reindex", "index", "index"),
     "analyze": ("analyze", "analyze", "table"),
     "setting": ("setting", "setting", "setting"),
 }

@@ -13,8 +13,22 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from optischema.analysis import bloat
 from optischema.analysis.errors import AnalysisError, ExitCode
-from optischema.analysis.snapshot import Column, Index, IndexKey, Server, Setting, Snapshot, Statement, Table
+from optischema.analysis.snapshot import (
+    BloatMeasure,
+    Column,
+    Index,
+    IndexKey,
+    IndexVitals,
+    Maintenance,
+    Server,
+    Setting,
+    Snapshot,
+    Statement,
+    Table,
+    TableVitals,
+)
 from optischema.analysis.statements import MAX_STATEMENT_CHARS, fingerprint
 from optischema.changes.quoting import qualified
 
@@ -31,8 +45,15 @@ SETTINGS = (
     "default_statistics_target",
     "track_activity_query_size",
     "compute_query_id",
+    "autovacuum",
+    "autovacuum_freeze_max_age",
+    "autovacuum_vacuum_scale_factor",
+    "autovacuum_vacuum_threshold",
+    "autovacuum_analyze_scale_factor",
 )
 HIDDEN = "<insufficient privilege>"
+#: A relation named by (schema, name) bind parameters, for the pgstattuple functions.
+_RELATION = "format('%I.%I', $1::text, $2::text)::regclass"
 #: Schemas analysed: not the system's, not temporary or TOAST ones, not those the caller ignores ($1).
 _USER_SCHEMAS = "n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_temp%' AND n.nspname NOT LIKE 'pg\\_toast%'"
 
@@ -56,6 +77,9 @@ async def collect(
     settings = await read_settings(conn)
     samples = await sample_activity(conn, server, statements, sample_seconds) if sample_seconds > 0 else {}
     snapshot = Snapshot(server, statements, tables, indexes, settings, samples, hidden)
+    snapshot.maintenance = await read_maintenance(conn, skip)
+    if "pgstattuple" in server.extensions:
+        await measure_bloat(conn, snapshot)
     snapshot.views = await read_views(conn, skip)
     return snapshot
 
@@ -394,3 +418,130 @@ async def sample_activity(
                 bucket.append(text)
         await asyncio.sleep(interval)
     return samples
+
+
+async def read_maintenance(conn: asyncpg.Connection, skip_schemas: list[str]) -> Maintenance:
+    """Pages, fill factors, transaction-ID ages and vacuum history of tables and indexes (catalog reads only)."""
+    database_age = await conn.fetchval(
+        "SELECT age(datfrozenxid)::bigint FROM pg_database WHERE datname = current_database()"
+    )
+    block_size = int(await conn.fetchval("SELECT current_setting('block_size')::int"))
+    table_rows = await conn.fetch(
+        f"""SELECT n.nspname AS schema, c.relname AS name, c.relpages::bigint AS pages,
+                  coalesce(c.reloptions, '{{}}') AS options,
+                  CASE WHEN c.relkind IN ('r', 'm') THEN greatest(age(c.relfrozenxid), age(t.relfrozenxid))::bigint
+                  END AS xid_age,
+                  s.last_vacuum, s.last_autovacuum, coalesce(s.autovacuum_count, 0) AS autovacuum_count,
+                  c.relkind = 'p' AS partitioned
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+           LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+           WHERE c.relkind IN ('r', 'p', 'm') AND {_USER_SCHEMAS}""",
+        skip_schemas,
+    )
+    index_rows = await conn.fetch(
+        f"""SELECT n.nspname AS schema, i.relname AS name, i.relpages::bigint AS pages,
+                  greatest(i.reltuples, 0)::float8 AS tuples, coalesce(i.reloptions, '{{}}') AS options
+           FROM pg_index x
+           JOIN pg_class i ON i.oid = x.indexrelid
+           JOIN pg_class t ON t.oid = x.indrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+           WHERE {_USER_SCHEMAS}""",
+        skip_schemas,
+    )
+    tables = {}
+    for r in table_rows:
+        options = _options(r["options"])
+        tables[(r["schema"], r["name"])] = TableVitals(
+            schema=r["schema"],
+            name=r["name"],
+            pages=int(r["pages"]),
+            fillfactor=_int(options.get("fillfactor")) or 100,
+            xid_age=r["xid_age"],
+            options=options,
+            last_vacuum=r["last_vacuum"],
+            last_autovacuum=r["last_autovacuum"],
+            autovacuum_count=int(r["autovacuum_count"]),
+            partitioned=r["partitioned"],
+        )
+    indexes = {
+        (r["schema"], r["name"]): IndexVitals(
+            schema=r["schema"],
+            name=r["name"],
+            pages=int(r["pages"]),
+            tuples=float(r["tuples"]),
+            fillfactor=_int(_options(r["options"]).get("fillfactor")),
+        )
+        for r in index_rows
+    }
+    return Maintenance(block_size=block_size, database_xid_age=database_age, tables=tables, indexes=indexes)
+
+
+async def measure_bloat(conn: asyncpg.Connection, snapshot: Snapshot) -> None:
+    """Bloat measured with pgstattuple for the relations :func:`bloat.to_measure` picks (it reads them, so few).
+
+    Needs EXECUTE on the functions (``pg_stat_scan_tables``); without it, or past the connection's statement
+    timeout, the estimate stands and ``measure_error`` says why."""
+    facts = snapshot.maintenance
+    tables, indexes = bloat.to_measure(snapshot)
+    schema = await conn.fetchval(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pgstattuple'"
+    )
+    try:
+        for key in tables:
+            row = await conn.fetchrow(
+                "SELECT table_len, dead_tuple_len, approx_free_space, scanned_percent "
+                f"FROM {qualified(schema, 'pgstattuple_approx')}({_RELATION})",
+                *key,
+            )
+            vitals = facts.tables[key]
+            wasted = bloat.measured_table_waste(
+                int(row["table_len"]), int(row["dead_tuple_len"]), int(row["approx_free_space"]), vitals.fillfactor
+            )
+            facts.measured[key] = BloatMeasure(
+                key[0],
+                key[1],
+                int(row["table_len"]),
+                wasted,
+                f"pgstattuple_approx: {row['dead_tuple_len']} bytes of dead rows and {row['approx_free_space']} "
+                f"bytes free of {row['table_len']} ({row['scanned_percent']:.0f}% of the pages scanned)",
+            )
+        for key in indexes:
+            row = await conn.fetchrow(
+                "SELECT index_size, leaf_pages, empty_pages, deleted_pages, avg_leaf_density "
+                f"FROM {qualified(schema, 'pgstatindex')}({_RELATION})",
+                *key,
+            )
+            density = float(row["avg_leaf_density"])
+            wasted = bloat.measured_index_waste(
+                facts.block_size,
+                int(row["leaf_pages"]),
+                int(row["empty_pages"]),
+                int(row["deleted_pages"]),
+                density,
+                facts.indexes[key].fillfactor,
+            )
+            facts.measured[key] = BloatMeasure(
+                key[0],
+                key[1],
+                int(row["index_size"]),
+                wasted,
+                f"pgstatindex: {row['leaf_pages']} leaf pages at {density:.1f}% average density, "
+                f"{row['empty_pages']} empty and {row['deleted_pages']} deleted",
+            )
+    except (asyncpg.InsufficientPrivilegeError, asyncpg.QueryCanceledError, asyncpg.UndefinedFunctionError) as error:
+        facts.measure_error = f"pgstattuple could not measure ({str(error).splitlines()[0]}); the estimate stands"
+
+
+def _options(options: list[str]) -> dict[str, str]:
+    """``{fillfactor=70,autovacuum_enabled=off}`` as a dict."""
+    return dict(option.split("=", 1) for option in options if "=" in option)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

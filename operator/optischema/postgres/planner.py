@@ -53,6 +53,29 @@ class HypoPGPlanner:
     async def close(self) -> None:
         await self.conn.execute("SELECT hypopg_reset()")
 
+    async def explain_generic(self, query: str, config: Sequence[IndexDefinition]) -> dict[str, Any] | None:
+        """For the plans shown before and after a recommendation (``postgres.plans``): the top node of the generic
+        plan of ``query`` as written (its ``$n`` never bound to values, samples never used) with exactly ``config``
+        hypothetical, each hypothetical ``Index Name`` replaced by its definition key. None when it cannot be
+        planned."""
+        await self._sync(config)
+        text = typed_parameters(query).strip().rstrip(";")
+        count = max((int(n) for n in _PARAMETER.findall(text)), default=0)
+
+        def named(node: dict[str, Any]) -> dict[str, Any]:
+            match = _HYPOTHETICAL.match(str(node.get("Index Name", "")))
+            if match and int(match.group(1)) in self._by_oid:
+                node = {**node, "Index Name": self._by_oid[int(match.group(1))]}
+            return {**node, "Plans": [named(child) for child in node.get("Plans", [])]}
+
+        for types in _type_guesses(text, count):
+            try:
+                raw = await self._prepare_and_explain(text, types)
+            except asyncpg.PostgresError:
+                continue
+            return named((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
+        return None
+
     # -- the protocol ------------------------------------------------------------------------------------------
 
     async def plan(self, requests: Sequence[PlanRequest], config: Sequence[IndexDefinition]) -> list[Plan]:
