@@ -9,7 +9,7 @@ DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgres
 STAMP := $(VENV)/.installed
 
 
-.PHONY: help install debs test test-unit test-postgres test-k8s test-image image lint crds manifests demo demo-engine bench lock krew controlplane helm promtool cluster-up cluster-down e2e-kind clean
+.PHONY: help install debs test test-unit test-postgres test-k8s test-image image lint crds manifests demo demo-engine bench lock krew controlplane helm chart-package promtool cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,7 +61,8 @@ lint: $(STAMP) ## ruff, mypy and the import-linter layer contracts
 
 crds: $(STAMP) ## regenerate crds/ from the API models (and the chart's and manifests' copies)
 	$(PY) -m optischema.api.crdgen crds
-	cp crds/*.yaml charts/optischema/crds/
+	mkdir -p charts/optischema/files/crds && rm -f charts/optischema/files/crds/*.yaml
+	cp crds/*.yaml charts/optischema/files/crds/
 	hack/manifests/render.sh
 
 manifests: helm ## render manifests/base (kustomize) from the chart
@@ -90,6 +91,9 @@ controlplane: ## build (or find) etcd, kube-apiserver, kube-controller-manager a
 
 helm: ## build (or find) the pinned Helm in the cache
 	@hack/helm/build.sh >/dev/null
+
+chart-package: helm ## the chart as a versioned archive and a Helm repository index in dist/charts (CHART_REPO_URL: absolute URLs)
+	@hack/helm/package.sh
 
 promtool: ## build (or find) the pinned promtool (Prometheus's rule tester, for tests/k8s/test_alerts.py) in the cache
 	@hack/promtool/build.sh >/dev/null

@@ -9,9 +9,12 @@ mkdir -p "$OUT"
 {
   echo "# Rendered from charts/optischema by hack/manifests/render.sh (make manifests); do not edit."
   "$HELM" template optischema "$ROOT/charts/optischema" -n optischema-system --kube-version 1.36.3 \
-    | grep -v '^# Source: '
+    --set crds.install=false | grep -v '^# Source: '
 } > "$OUT/operator.yaml"
-for crd in "$ROOT"/charts/optischema/crds/*.yaml; do echo "---"; cat "$crd"; done > "$OUT/crds.yaml"
+# kopf's CRD, and ours as generated (the chart templates the same files, with Helm's labels and resource policy).
+for crd in "$ROOT"/charts/optischema/crds/*.yaml "$ROOT"/charts/optischema/files/crds/*.yaml; do
+  echo "---"; cat "$crd"
+done > "$OUT/crds.yaml"
 cat > "$OUT/namespace.yaml" <<'YAML'
 apiVersion: v1
 kind: Namespace

@@ -151,6 +151,8 @@ def test_namespaced_mode_replicas_and_monitoring(helm: str) -> None:
     assert "OPTISCHEMA_WEBHOOK_PORT" not in {e["name"] for e in container["env"]}
     alerts = {r["alert"] for g in kinds["PrometheusRule"][0]["spec"]["groups"] for r in g["rules"]}
     assert alerts == {
+        "OptiSchemaOperatorDown",
+        "OptiSchemaTargetNotReady",
         "OptiSchemaAnalysisFailing",
         "OptiSchemaChangeStuck",
         "OptiSchemaChangeFailed",
@@ -159,6 +161,9 @@ def test_namespaced_mode_replicas_and_monitoring(helm: str) -> None:
         "OptiSchemaNotificationsFailing",
     }
     assert all(r["annotations"]["runbook"] for g in kinds["PrometheusRule"][0]["spec"]["groups"] for r in g["rules"])
+    for rule in (r for g in kinds["PrometheusRule"][0]["spec"]["groups"] for r in g["rules"]):
+        assert rule["annotations"]["description"], rule["alert"]
+        assert rule["annotations"]["runbook_url"].endswith(f"#{rule['alert'].lower()}"), rule["alert"]
     assert kinds["PodDisruptionBudget"][0]["spec"]["minAvailable"] == 1
 
 
@@ -183,10 +188,15 @@ def test_bad_values_are_refused_by_the_schema_naming_the_field(helm: str, settin
 
 
 def test_the_chart_s_crds_are_the_generated_ones() -> None:
-    for generated in sorted((ROOT / "crds").glob("*.yaml")):
-        assert (CHART / "crds" / generated.name).read_text() == generated.read_text(), (
-            f"run make crds ({generated.name})"
+    """The chart templates files/crds/ (so upgrades update them): the files make crds copies from crds/, and no
+    other; Helm's own crds/ holds kopf's KopfPeering CRD only (its kind must exist before Helm renders peerings)."""
+    generated = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    assert sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml")) == generated, "run make crds"
+    for name in generated:
+        assert (CHART / "files" / "crds" / name).read_text() == (ROOT / "crds" / name).read_text(), (
+            f"run make crds ({name})"
         )
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["kopf-peering.yaml"]
     assert (CHART / "crds" / "kopf-peering.yaml").read_text() == (
         ROOT / "manifests/peering/kopf-peering.yaml"
     ).read_text()

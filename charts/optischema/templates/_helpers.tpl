@@ -1,9 +1,57 @@
+{{/* The prefix of every object's name: fullnameOverride; else the release's name, followed by nameOverride when
+that is set and the release's name does not already hold it (as a subchart, where the release is the parent's). At
+most 50 characters: the longest suffix the chart adds (-runner-networkpolicies.optischema.io is a policy's; names of
+cluster-scoped objects must stay under 253, label values and Service names under 63) still fits. */}}
 {{- define "optischema.name" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else if and .Values.nameOverride (not (contains .Values.nameOverride .Release.Name)) -}}
+{{- printf "%s-%s" .Release.Name .Values.nameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* app.kubernetes.io/name: nameOverride, else optischema. */}}
+{{- define "optischema.appName" -}}
+{{- default "optischema" .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The operator's image (also the analysis Jobs' and the helm test pod's): repository@digest when image.digest is
+set (it wins over the tag), else repository:tag (the chart's appVersion when tag is empty). */}}
+{{- define "optischema.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The sandbox image template (OPTISCHEMA_SANDBOX_IMAGE, and what the runner's pod policy allows): sandbox.image,
+behind sandbox.imageRegistry when that is set (a cluster-wide mirror). The per-major pins (sandbox.images) are full
+references and are used as they are. */}}
+{{- define "optischema.sandboxImage" -}}
+{{- if .Values.sandbox.imageRegistry -}}
+{{- printf "%s/%s" (.Values.sandbox.imageRegistry | trimSuffix "/") .Values.sandbox.image -}}
+{{- else -}}
+{{- .Values.sandbox.image -}}
+{{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets and global.imagePullSecrets (a parent chart's), as a list of {name: ...}; strings are accepted
+as names, as many charts accept them. */}}
+{{- define "optischema.imagePullSecrets" -}}
+{{- $found := list -}}
+{{- $global := list -}}
+{{- if .Values.global -}}{{- $global = default list .Values.global.imagePullSecrets -}}{{- end -}}
+{{- range concat $global .Values.imagePullSecrets -}}
+{{- $found = append $found (ternary (dict "name" .) . (kindIs "string" .)) -}}
+{{- end -}}
+{{- $found | uniq | toJson -}}
 {{- end -}}
 
 {{- define "optischema.labels" -}}
-app.kubernetes.io/name: optischema
+app.kubernetes.io/name: {{ include "optischema.appName" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -11,7 +59,7 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 
 {{- define "optischema.selector" -}}
-app.kubernetes.io/name: optischema
+app.kubernetes.io/name: {{ include "optischema.appName" . }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
@@ -64,6 +112,9 @@ whole cluster (watchAllNamespaces). */}}
 {{- end -}}
 []
 {{- else -}}
+{{- if .Values.analysisJobNamespaces -}}
+{{- fail "analysisJobNamespaces is for watchAllNamespaces: every watched namespace has the analysis ServiceAccount already" -}}
+{{- end -}}
 {{- default (list .Release.Namespace) .Values.watchNamespaces | toJson -}}
 {{- end -}}
 {{- end -}}
