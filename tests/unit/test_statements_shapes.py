@@ -15,6 +15,7 @@ from optischema.analysis.selection import Limits, WorkloadStatement, write_penal
 from optischema.analysis.snapshot import Column, Server, Table
 from optischema.analysis.statements import Catalog, parse_statement, prepared_statement
 from optischema.analysis.whatif import PlanRequest
+from optischema.changes.ddl import render_create
 from optischema.postgres.planner import refine_types
 
 FIXTURES: dict[str, Any] = yaml.safe_load((Path(__file__).parent / "fixtures" / "shapes.yaml").read_text())
@@ -65,6 +66,25 @@ def test_shape(case: dict[str, Any]) -> None:
         usage = parsed.usages[_key(name)]
         for field, expected in fields.items():
             assert _as_fixture(getattr(usage, field)) == expected, f"{name}.{field}"
+
+
+#: The fixture's tables as the candidate generator sees them (no statistics: its defaults apply).
+TABLES = {
+    _key(name): Table(*_key(name), rows=200_000, size_bytes=20_000_000, columns=tuple(Column(c, "text") for c in cols))
+    for name, cols in FIXTURES["catalog"].items()
+}
+
+
+@pytest.mark.parametrize("case", [c for c in FIXTURES["cases"] if "candidates" in c], ids=_title)
+def test_shape_candidates(case: dict[str, Any]) -> None:
+    """The index each shape should make possible is among the candidates (the planner then prices them)."""
+    parsed = parse_statement(case["query"], CATALOG)
+    usages = [(str(n), usage) for n, usage in enumerate(parsed.usages.values())]
+    found = [render_create(c.index) for c in generate(usages, TABLES, [], Server("15.18", 150018))]
+    if not case["candidates"]:
+        assert found == []
+    for wanted in case["candidates"]:
+        assert any(wanted in sql for sql in found), f"{wanted!r} not among {found}"
 
 
 @pytest.mark.parametrize("case", FIXTURES["skipped"], ids=_title)
