@@ -249,6 +249,9 @@ async def test_a_bloated_index_gets_reindex_estimated_then_measured_with_pgstatt
     assert "measured with pgstatindex" in measured.rationale
     assert measured.id == estimated.id  # the same change found again: the operator updates, never duplicates
 
+    await run_sql(pg_database, [measured.sql])  # what the apply path runs (outside a transaction)
+    assert [r for r in of_kind(await analyze(pg_database, NO_SAMPLES), "reindex") if r.table == "public.events"] == []
+
 
 async def test_a_compact_index_gets_no_reindex(pg_database: str) -> None:
     await setup(
@@ -307,3 +310,30 @@ async def test_an_index_recommendation_carries_its_plans_before_and_after(pg_dat
     shown = render_show(create.to_custom_resource("db", "default").to_wire())
     assert f"plan before:\n              {before.splitlines()[0]}" in shown
     assert f"plan after:\n              Index Scan using {name} (hypothetical)" in shown
+
+
+async def test_a_large_churning_table_gets_autovacuum_thresholds_of_its_own(pg_database: str) -> None:
+    await setup(
+        pg_database,
+        "CREATE TABLE hot (id int PRIMARY KEY, n int NOT NULL) WITH (autovacuum_enabled = off);\n"
+        "INSERT INTO hot SELECT g, 0 FROM generate_series(1, 1000000) g;\n"
+        "ANALYZE hot;\n"
+        "UPDATE hot SET n = 1 WHERE id % 5 < 3;\n",
+        ["SELECT count(*) FROM hot"],
+    )
+    result = await analyze(pg_database, NO_SAMPLES)
+    found = [r for r in of_kind(result, "maintenance") if r.table == "public.hot"]
+    autovacuum = [r for r in found if r.change.maintenance and r.change.maintenance.topic == "autovacuum"]
+    assert len(autovacuum) == 1, [r.sql for r in found]
+    advice = autovacuum[0]
+    assert advice.sql == (
+        'ALTER TABLE "public"."hot" SET ("autovacuum_vacuum_scale_factor" = 0.05, '
+        '"autovacuum_analyze_scale_factor" = 0.025)'
+    )
+    assert advice.rollback_sql == (
+        'ALTER TABLE "public"."hot" RESET ("autovacuum_vacuum_scale_factor", "autovacuum_analyze_scale_factor")'
+    )
+    figures = figures_of(advice)
+    assert (figures.modifications or 0) >= 600_000
+    assert (figures.dead_tuples or 0) >= 600_000
+    assert "autovacuum_enabled = off" in advice.rationale

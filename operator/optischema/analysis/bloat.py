@@ -45,6 +45,9 @@ TABLE_BLOAT_MIN_SHARE = 0.4
 #: pgstattuple is asked about at most this many relations per analysis, largest first, and only about relations
 #: big enough to matter whose estimate is at least half the threshold share or unknown.
 MEASURE_LIMIT = 20
+#: pgstatindex reads the whole index: above this size (tens of seconds of I/O, against the analysis connection's
+#: 30 s statement timeout) the estimate stands.
+MEASURE_MAX_INDEX_BYTES = 2 << 30
 
 Method = Literal["estimate", "pgstattuple"]
 
@@ -162,7 +165,7 @@ def to_measure(snapshot: Snapshot) -> tuple[list[tuple[str, str]], list[tuple[st
         if index.method != "btree" or not index.valid or ivitals is None:
             continue
         size = ivitals.pages * facts.block_size
-        if size < INDEX_BLOAT_MIN_BYTES:
+        if size < INDEX_BLOAT_MIN_BYTES or size > MEASURE_MAX_INDEX_BYTES:
             continue
         estimate = index_estimate(index, ivitals, snapshot.tables.get(index.table_key), facts.block_size)
         if estimate is None or estimate >= INDEX_BLOAT_MIN_SHARE / 2 * size:
