@@ -1,10 +1,12 @@
 """`helm install` onto the embedded control plane: the operator's Pod (served by the process kubelet with our entry
-points and the service account's token) reconciles a target with exactly the RBAC the chart grants."""
+points and the service account's token) reconciles a target with exactly the RBAC the chart grants; `helm test`
+passes on it; `helm upgrade` updates the CRDs the chart templates, and `helm uninstall` leaves them."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -40,8 +42,25 @@ def kopf_managed_pointing_at(cluster: Cluster, port: int) -> list[str]:
     return found
 
 
+def older_chart(tmp: Path) -> Path:
+    """The chart as an earlier version would have shipped it: IndexChange's CRD without its short name
+    `idxchange`. Upgrading from it must bring the short name back (Helm's crds/ never would)."""
+    chart = tmp / "optischema"
+    shutil.copytree(ROOT / "charts/optischema", chart)
+    crd = chart / "files/crds/optischema.io_indexchanges.yaml"
+    text = crd.read_text()
+    assert "- idxchange\n" in text
+    crd.write_text(text.replace("    - idxchange\n", "", 1))
+    return chart
+
+
+def short_names(cluster: Cluster) -> list[str]:
+    crd = get(cluster, "crd", "indexchanges.optischema.io")
+    return list(crd["spec"]["names"].get("shortNames") or [])
+
+
 def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privilege(
-    cluster: Cluster, namespace: str, database: str
+    cluster: Cluster, namespace: str, database: str, tmp_path: Path
 ) -> None:
     helm = helm_binary()
     env = {**os.environ, "KUBECONFIG": str(cluster.plane.kubeconfig())}
@@ -57,14 +76,27 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         "operator.checkSeconds=2",
         "operator.sampleSeconds=0",
         "operator.logFormat=console",
+        "tests.host=127.0.0.1",  # `helm test` asks the operator there: no Service routes here
     ]
-    install = [helm, "install", release, str(ROOT / "charts/optischema"), "-n", namespace, "--wait=false"]
+    # The chart templates the CRDs. The embedded cluster made them before (kubectl apply -f crds/), as an install of
+    # an earlier chart (Helm's crds/) did: Helm adopts them when asked to, as the README's upgrade note says.
+    install = [helm, "install", release, str(older_chart(tmp_path)), "-n", namespace, "--wait=false",
+               "--take-ownership"]  # fmt: skip
     for value in values:
         install += ["--set", value]
     done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "OptiSchema 0.1.0 is installed" in done.stdout  # NOTES.txt
     try:
+        assert "idxchange" not in short_names(cluster)  # the older chart's CRD, applied by Helm
+        upgrade = [helm, "upgrade", release, str(ROOT / "charts/optischema"), "-n", namespace, "--reuse-values",
+                   "--wait=false"]  # fmt: skip
+        done = subprocess.run(upgrade, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "idxchange" in short_names(cluster)  # helm upgrade updated the CRD
+        crd = get(cluster, "crd", "indexchanges.optischema.io")["metadata"]
+        assert crd["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["annotations"]["meta.helm.sh/release-name"] == release
         pod = wait_for(
             lambda: [
                 p
@@ -153,6 +185,16 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
             args = ["auth", "can-i", verb, resource, "--as", account] + (["-n", where] if where else [])
             answer = cluster.plane.kubectl(*args, check=False).strip().splitlines()[0]  # then maybe a warning
             assert answer == ("yes" if (verb, resource, where) in allowed else "no"), (verb, resource, where, answer)
+
+        # helm test: its pod (the operator's image, run by the process kubelet) finds the operator's metrics
+        tested = subprocess.run([helm, "test", release, "-n", namespace, "--timeout", "150s"], env=env,
+                                capture_output=True, text=True, timeout=200)  # fmt: skip
+        check_log = cluster.plane.dir / "kubelet" / f"{namespace}_{release}-test-metrics" / "container.log"
+        shown = check_log.read_text() if check_log.exists() else "(no log)"
+        assert tested.returncode == 0, tested.stdout + tested.stderr + shown
+        assert f"{release}-test-metrics" in tested.stdout
+        assert "Succeeded" in tested.stdout, tested.stdout
+        assert "the operator serves its metrics" in shown, shown
     finally:
         cluster.plane.kubectl("delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s",
                               check=False)  # fmt: skip
@@ -163,7 +205,7 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         left = [c["metadata"]["name"] for c in get(cluster, kind)["items"]]
         assert f"{release}.optischema.io" not in left, (kind, left)
     assert not kopf_managed_pointing_at(cluster, port)
-    # Uninstalling leaves the CRDs (Helm never deletes them) and so every custom resource of every other team.
+    # Uninstalling leaves the CRDs (helm.sh/resource-policy: keep) and so every custom resource of every other team.
     crds = json.loads(cluster.plane.kubectl("get", "crd", "-o", "json"))["items"]
     assert {"postgrestargets.optischema.io", "tuningrecommendations.optischema.io"} <= {
         c["metadata"]["name"] for c in crds

@@ -3,10 +3,13 @@ where, the values the schema refuses naming the field, and the CRDs templated fr
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import shutil
 import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,3 +440,46 @@ def test_combinations_that_cannot_work_are_refused_with_the_reason(
     helm: str, tmp_path: Path, values: dict[str, Any], message: str
 ) -> None:
     assert message in refused(helm, tmp_path, values)
+
+
+@pytest.mark.parametrize(
+    ("served", "passes"),
+    [
+        ("# HELP optischema_target_ready 1 when the target is Ready\n# TYPE optischema_target_ready gauge\n", True),
+        ("# HELP up whatever\n# TYPE node_load1 gauge\nnode_load1 0.5\n", False),  # something else answers there
+    ],
+)
+def test_the_helm_test_pod_s_check_passes_only_on_the_operator_s_metrics(
+    helm: str, tmp_path: Path, served: str, passes: bool
+) -> None:
+    """The check the helm test pod runs (its command as rendered), against a local HTTP server."""
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = served.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        check = helm_test_pod(render(helm, tmp_path, {"tests": {"host": "127.0.0.1"}, "metrics": {"port": port}}))
+        (container,) = check["spec"]["containers"]
+        url = {e["name"]: e["value"] for e in container["env"]}["METRICS_URL"]
+        done = subprocess.run(
+            [sys.executable, *container["command"][1:]],
+            env={"METRICS_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        server.shutdown()
+    assert (done.returncode == 0) is passes, done.stdout + done.stderr
+    assert ("not the operator" in done.stderr) is not passes, done.stderr
