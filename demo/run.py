@@ -304,7 +304,8 @@ def main() -> int:
             traffic.wait()
             operator.terminate()
             operator.wait(timeout=30)
-            kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found", check=False)
+            for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+                kubectl("delete", kind, "optischema.io", "--ignore-not-found", check=False)
         print(f"\n    operator log: {log}")
     print(f"\n    the report: {report}")
     return 0

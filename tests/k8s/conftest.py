@@ -143,7 +143,8 @@ def operator(cluster: Cluster, namespace: str) -> Iterator[subprocess.Popen[byte
     process.terminate()
     process.wait(timeout=30)
     # kopf leaves its webhook configuration behind; with the server gone it would refuse every later edit.
-    cluster.plane.kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found")
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        cluster.plane.kubectl("delete", kind, "optischema.io", "--ignore-not-found")
 
 
 def target(

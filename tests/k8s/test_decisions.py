@@ -81,7 +81,8 @@ def guarded(cluster: Cluster, namespace: str) -> Iterator[int]:
         cluster.plane.kubectl("delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s")
         process.terminate()
         process.wait(timeout=30)
-        cluster.plane.kubectl("delete", "mutatingwebhookconfiguration", "optischema.io", "--ignore-not-found")
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            cluster.plane.kubectl("delete", kind, "optischema.io", "--ignore-not-found")
 
 
 def recommendation(namespace: str, name: str = "shop-createindex-1", **spec: Any) -> dict[str, Any]:

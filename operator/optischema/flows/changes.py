@@ -2,7 +2,8 @@
 allow the operation in its policy, and have room in its storage budget; the index must be one we can render, a new
 index's name must be free, and an index to drop must be droppable (see ``drop_problem``).
 
-``gather`` collects the facts (API server and a read-only connection); ``admit`` decides on them without I/O. The
+``gather`` collects the facts (API server and a read-only connection); ``judge`` decides on them without I/O, for
+the operator (``admit``, which records the verdict) and for the validating webhook (which refuses the object). The
 pure checks here (``policy_problem``, ``drop_problem``, ``resume_problem``) are asked again by ``flows.apply``
 right before the statements run: admission is days earlier, and the database or the policy may have changed.
 """
@@ -86,7 +87,11 @@ def committed_bytes(others: list[dict[str, Any]], name: str, target: str) -> int
     return total
 
 
-async def gather(kube: Any, namespace: str, name: str, spec: dict[str, Any]) -> Facts:
+async def gather(
+    kube: Any, namespace: str, name: str, spec: dict[str, Any], *, connect_timeout: float | None = None
+) -> Facts:
+    """The facts ``judge`` needs: the target, the budget its other changes hold, and what a read-only connection
+    finds (``connect_timeout`` caps the target's own, for the admission webhook)."""
     try:
         target = await kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
     except LookupError:
@@ -95,7 +100,9 @@ async def gather(kube: Any, namespace: str, name: str, spec: dict[str, Any]) -> 
     if spec.get("operation") not in ("create", "drop"):
         return facts
     facts.committed_bytes = committed_bytes(await kube.list("indexchanges", namespace), name, spec["targetRef"]["name"])
-    check = await target_flow.check_target(namespace, dict(target["spec"]), kube.read_secret)
+    check = await target_flow.check_target(
+        namespace, dict(target["spec"]), kube.read_secret, connect_timeout=connect_timeout
+    )
     if check.dsn is None or check.database is None:
         facts.unreachable = check.message
         return facts
@@ -109,7 +116,8 @@ async def gather(kube: Any, namespace: str, name: str, spec: dict[str, Any]) -> 
         return facts
     hypopg = any(e.name == "hypopg" for e in check.database.extensions)
     try:
-        conn = await connect(check.dsn, timeout=check.spec.connection.connect_timeout_seconds if check.spec else 10)
+        timeout = check.spec.connection.connect_timeout_seconds if check.spec else 10
+        conn = await connect(check.dsn, timeout=min(timeout, connect_timeout or timeout))
     except AnalysisError as error:
         facts.unreachable = error.message
         return facts
@@ -253,6 +261,60 @@ def resume_problem(
     return None
 
 
+@dataclass(slots=True)
+class Admissible:
+    """What ``judge`` found admissible: the change, its rendered SQL and rollback, and the database it is for."""
+
+    change: IndexChangeSpec
+    sql: str
+    rollback: str | None
+    identity: str | None
+
+
+def judge(spec: dict[str, Any], facts: Facts) -> Admissible | tuple[str, str]:
+    """Every check admission makes, without I/O: a valid spec with a definition we can render, a target of this
+    namespace on the database the change was written for, its table there, the target's policy and budget, and
+    what ``gather`` found on the database. A refusal is ``(reason, message)``, the message naming the field.
+
+    Asked by the operator when a change arrives (``admit``, which records the verdict in the status) and by the
+    validating webhook (``handlers.admission``), which refuses the object before it is stored."""
+    try:
+        change = IndexChangeSpec.model_validate(spec)
+    except ValidationError as error:
+        return Reason.INVALID_SPEC, "; ".join(describe(error, "spec"))
+    try:
+        sql = partitioned.shown(partitioned.statements(change, facts.partitions))
+        undo = partitioned.undo(change, change.index.name if change.index else None, facts.partitions)
+        rollback = ";\n".join(undo) if undo else None
+    except UnsafeDefinition as error:
+        return Reason.INVALID_SPEC, str(error)
+    if facts.target is None:
+        return (
+            Reason.TARGET_MISMATCH,
+            f"spec.targetRef.name: PostgresTarget {change.target_ref.name} does not exist in this namespace "
+            "(an IndexChange can only change a target of its own namespace)",
+        )
+    target_spec = PostgresTargetSpec.model_validate(facts.target["spec"])
+    identity = ((facts.target.get("status") or {}).get("database") or {}).get("systemIdentifier")
+    if change.system_identifier and identity and change.system_identifier != identity:
+        return (
+            Reason.DATABASE_MISMATCH,
+            f"spec.systemIdentifier: the change was written for database {change.system_identifier}, but target "
+            f"{change.target_ref.name} now points at database {identity}",
+        )
+    if facts.table_error:
+        return Reason.TABLE_NOT_FOUND, f"spec.index: {facts.table_error}"
+    problem = (
+        policy_problem(
+            change, target_spec, estimated_bytes=facts.estimated_bytes, committed_bytes=facts.committed_bytes
+        )
+        or facts.problem
+    )
+    if problem is not None:
+        return problem
+    return Admissible(change, sql, rollback, identity)
+
+
 def admit(
     spec: dict[str, Any],
     facts: Facts,
@@ -261,57 +323,24 @@ def admit(
     generation: int | None,
     status: dict[str, Any] | None = None,
 ) -> Verdict:
+    """``judge``'s verdict as the status patch that records it."""
     current = lifecycle.parse(status)
-
-    def refuse(reason: str, message: str) -> Verdict:
+    judged = judge(spec, facts)
+    if isinstance(judged, tuple):
+        reason, message = judged
         return Verdict(
             False, reason, message, lifecycle.refused(current, reason, message, now=now, generation=generation)
         )
-
-    try:
-        change = IndexChangeSpec.model_validate(spec)
-    except ValidationError as error:
-        return refuse(Reason.INVALID_SPEC, "; ".join(describe(error, "spec")))
-    try:
-        sql = ";\n".join(partitioned.statements(change, facts.partitions))
-        undo = partitioned.undo(change, change.index.name if change.index else None, facts.partitions)
-        rollback = ";\n".join(undo) if undo else None
-    except UnsafeDefinition as error:
-        return refuse(Reason.INVALID_SPEC, str(error))
-    if facts.target is None:
-        return refuse(
-            Reason.TARGET_MISMATCH,
-            f"spec.targetRef.name: PostgresTarget {change.target_ref.name} does not exist in this namespace "
-            "(an IndexChange can only change a target of its own namespace)",
-        )
-    target_spec = PostgresTargetSpec.model_validate(facts.target["spec"])
-    identity = ((facts.target.get("status") or {}).get("database") or {}).get("systemIdentifier")
-    if change.system_identifier and identity and change.system_identifier != identity:
-        return refuse(
-            Reason.DATABASE_MISMATCH,
-            f"spec.systemIdentifier: the change was written for database {change.system_identifier}, but target "
-            f"{change.target_ref.name} now points at database {identity}",
-        )
-    if facts.table_error:
-        return refuse(Reason.TABLE_NOT_FOUND, f"spec.index: {facts.table_error}")
-    problem = (
-        policy_problem(
-            change, target_spec, estimated_bytes=facts.estimated_bytes, committed_bytes=facts.committed_bytes
-        )
-        or facts.problem
-    )
-    if problem is not None:
-        return refuse(*problem)
     message = "accepted; waiting for the target's next maintenance window"
     patch = lifecycle.admitted(
         current,
-        sql=sql,
-        rollback_sql=rollback,
+        sql=judged.sql,
+        rollback_sql=judged.rollback,
         estimated_bytes=facts.estimated_bytes,
         message=message,
         now=now,
         generation=generation,
-        system_identifier=change.system_identifier or identity,
+        system_identifier=judged.change.system_identifier or judged.identity,
     )
     return Verdict(True, Reason.WAITING_FOR_WINDOW, message, patch)
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import kopf
+from kopf._cogs.structs.references import NamespaceName, match_namespace  # kopf's own glob rules for -n
 
 from optischema.api.resources import GROUP, VERSION
 from optischema.kube import finalizers
@@ -46,6 +47,15 @@ def watching(namespaces: Sequence[str], clusterwide: bool) -> None:
     """Record what the operator is about to watch (called by ``run_operator`` before kopf starts)."""
     global _WATCHED
     _WATCHED = (tuple(namespaces), clusterwide)
+
+
+def serves(namespace: str) -> bool:
+    """Whether this operator watches ``namespace`` (kopf's own pattern matching; all of them when started some other
+    way). Webhooks match every namespace, and another release may serve this one: only it may judge its objects."""
+    if _WATCHED is None:
+        return True
+    patterns, clusterwide = _WATCHED
+    return clusterwide or any(match_namespace(NamespaceName(namespace), pattern) for pattern in patterns)
 
 
 @kopf.on.startup()
