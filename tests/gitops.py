@@ -36,13 +36,25 @@ def _lua(runtime: Any, value: Any) -> Any:
 
 
 def flux(obj: dict[str, Any]) -> str:
-    """Flux's rule: ``failed`` first, then ``current``, else in progress."""
+    """Flux's rule (RFC-0009, kustomize-controller): a ``status.observedGeneration`` other than
+    ``metadata.generation`` is in progress; else ``inProgress``, ``failed``, ``current`` in that order, the first
+    true one wins; else in progress."""
+    status, metadata = obj.get("status") or {}, obj.get("metadata") or {}
+    if "observedGeneration" in status and status["observedGeneration"] != metadata.get("generation"):
+        return "Progressing"
+    return flux_expressions(obj)
+
+
+def flux_expressions(obj: dict[str, Any]) -> str:
+    """The expressions alone, without Flux's own generation rule (what another CEL evaluator would make of them)."""
     rules = yaml.safe_load((GITOPS / "flux-kustomization.yaml").read_text())["healthCheckExprs"]
     rule = next(r for r in rules if r["kind"] == obj["kind"])
     environment = celpy.Environment()
     activation = {key: celpy.json_to_cel(value) for key, value in obj.items()}
     activation.setdefault("status", celpy.json_to_cel({}))
-    for verdict, key in (("Degraded", "failed"), ("Healthy", "current")):
+    for verdict, key in (("Progressing", "inProgress"), ("Degraded", "failed"), ("Healthy", "current")):
+        if key not in rule:
+            continue
         program = environment.program(environment.compile(rule[key]))
         if bool(program.evaluate(activation)):
             return verdict
