@@ -594,6 +594,29 @@ class _Walker:
                 kept.add(target)
         return kept
 
+    def _join_across_names(self, conjunct: exp.Expr, scope: _Scope) -> None:
+        """Join keys that comparing base columns alone cannot see: a table joined with itself under two names
+        (``e.manager_id = m.id``), and a table joined with a relation that is not flattened, such as the
+        recursive CTE of a tree walk (``c.parent_id = tree.id``): the base column is a join key all the same."""
+        conjunct = _unparen(conjunct)
+        if not isinstance(conjunct, exp.EQ):
+            return
+        left, right = _unparen(conjunct.this), _unparen(conjunct.expression)
+        if not (isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.table and right.table):
+            return
+        if left.table == right.table:
+            return
+        sides = [(column, scope.lookup(column.table), self._resolve(column, scope)) for column in (left, right)]
+        (_, left_source, left_base), (_, right_source, right_base) = sides
+        if left_base is not None and right_base is not None:
+            if left_base[0] == right_base[0] and left_base[1] != right_base[1]:  # the same table under two names
+                for table, column in (left_base, right_base):
+                    self._add_unique(self._usage(table).joins, column)
+            return
+        for base, other in ((left_base, right_source), (right_base, left_source)):
+            if base is not None and isinstance(other, _Derived):  # the other side is no base column
+                self._add_unique(self._usage(base[0]).joins, base[1])
+
     def _flattened_body(self, node: exp.Expr) -> bool:
         """Whether ``node`` is the query of a view, CTE or subquery that PostgreSQL flattens into its reader: then
         the columns it only passes on are read where the reader uses them, not all of them."""
@@ -620,6 +643,7 @@ class _Walker:
         for condition in conditions:
             for conjunct in _conjuncts(condition):
                 self._predicate(conjunct, scope)
+                self._join_across_names(conjunct, scope)
         if isinstance(node, exp.Select):
             self._order_group_limit(node, scope)
         passed_on: set[int] = set()  # output columns of a flattened body: referenced where the reader uses them
