@@ -14,6 +14,7 @@ from optischema.api.recommendation import MaintenanceEvidence
 from optischema.cli.plugin import render_show
 from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
 from optischema.postgres.collect import collect
+from optischema.postgres.local import LocalPostgres
 
 from .conftest import run_sql
 from .test_engine import of_kind, setup
@@ -337,3 +338,28 @@ async def test_a_large_churning_table_gets_autovacuum_thresholds_of_its_own(pg_d
     assert (figures.modifications or 0) >= 600_000
     assert (figures.dead_tuples or 0) >= 600_000
     assert "autovacuum_enabled = off" in advice.rationale
+
+
+async def test_without_the_right_to_run_pgstattuple_the_estimate_stands_and_says_why(
+    pg_server: LocalPostgres, pg_database: str
+) -> None:
+    """pgstattuple's functions are granted to pg_stat_scan_tables only: an analysis role without it still gets the
+    finding, from the estimate, and the rationale names the refusal."""
+    await setup(pg_database, EVENTS + "CREATE EXTENSION pgstattuple;\n", LOOKUPS)
+    database = pg_database.rsplit("/", 1)[-1]
+    role = f"advisor_{database}"
+    pg_server.psql(f"CREATE ROLE {role} LOGIN; GRANT pg_read_all_stats TO {role}")
+    pg_server.psql(f"GRANT SELECT ON events TO {role}", database=database)  # pg_stats shows only readable columns
+    try:
+        conn = await asyncpg.connect(pg_server.dsn(database, user=role))
+        try:
+            snapshot = await collect(conn)
+        finally:
+            await conn.close()
+    finally:
+        pg_server.psql(f"DROP OWNED BY {role}; DROP ROLE {role}", database=database)
+    assert "permission denied" in (snapshot.maintenance.measure_error or "")
+    reindex = [r for r in findings.bloat_findings(snapshot) if r.kind == "reindex"]
+    assert [r.table for r in reindex] == ["public.events"]
+    assert figures_of(reindex[0]).method == "estimate"
+    assert "permission denied" in reindex[0].rationale
