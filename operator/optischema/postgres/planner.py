@@ -36,6 +36,9 @@ _STATEMENT = "optischema_whatif"
 class HypoPGPlanner:
     """Implements :class:`optischema.analysis.whatif.Planner` on one connection."""
 
+    #: PostgreSQL keeps the cheapest plan it finds: another index never raises a cost (whatif.Planner).
+    monotone = True
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._live: dict[str, int] = {}  # definition key -> hypothetical index oid
