@@ -11,7 +11,8 @@ time (down, unreachable, credentials refused), the change is **admitted with a w
 database outage must not block every GitOps sync of the cluster, and nothing unsafe follows, because the operator
 judges the change again when it arrives (waiting and retrying while the database is away) and once more right
 before any statement runs. What needs no database (the spec, the rendering, the target, its policy's kinds) is
-decided before the deadline starts, so a forbidden kind is refused even during an outage.
+decided before the deadline starts, so a forbidden kind is refused even during an outage. A target that does not exist
+(yet) is a warning too: a sync may create it after the change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from optischema.api.conditions import Reason
 from optischema.flows.changes import Facts, gather, judge
 
 #: Longest the database facts may take before the change is admitted with a warning; with the API reads before
@@ -58,7 +60,11 @@ async def review(
     except Exception as error:  # an API failure admits with a warning, never a traceback
         return Review(warning=_unchecked(_first_line(error)))
     quick = judge(spec, Facts(target))
-    if isinstance(quick, tuple):  # a missing target is refused here too (TargetMismatch)
+    if target is None and isinstance(quick, tuple) and quick[0] == Reason.TARGET_MISMATCH:
+        # Not refused: a GitOps tool may apply the change before the target of the same sync (Argo CD orders custom
+        # kinds by name), and refusing would fail that whole sync. The operator refuses it on arrival if it is gone.
+        return Review(warning=f"{quick[1]}; if it still does not when the operator handles the change, it fails")
+    if isinstance(quick, tuple):
         return Review(refusal=quick)
     task = asyncio.ensure_future(gather(kube, namespace, name, spec, connect_timeout=connect_seconds))
     done, _ = await asyncio.wait({task}, timeout=check_seconds)
