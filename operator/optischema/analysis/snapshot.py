@@ -23,6 +23,8 @@ class Column:
     most_common_vals: tuple[str, ...] = ()
     most_common_freqs: tuple[float, ...] = ()
     histogram_middle: str | None = None  # the middle histogram bound: a typical value of a column without MCVs
+    #: How closely the rows' physical order follows the column's order (-1..1): near ±1, a BRIN index serves ranges.
+    correlation: float | None = None
 
     def typical_value(self) -> str | None:
         """A value the column really holds, from its statistics (never read from the table)."""
@@ -52,6 +54,11 @@ class Table:
     n_dead_tup: int = 0
     n_mod_since_analyze: int = 0
     last_analyze: datetime | None = None
+    #: For a partitioned table: its leaf partitions. An index proposed on it is priced on them (the planner plans
+    #: partitions, never the parent) and applied to each. ``rows`` and ``size_bytes`` are then their sums.
+    partitions: tuple[tuple[str, str], ...] = ()
+    #: For a partition: the partitioned table it belongs to (indexes are proposed there, not on each partition).
+    partition_of: tuple[str, str] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -125,6 +132,7 @@ class Server:
     database: str = ""
     collation: str = "C"  # the database's LC_COLLATE: prefix LIKE needs text_pattern_ops unless it is C/POSIX
     extensions: dict[str, str] = field(default_factory=dict)
+    extension_schemas: dict[str, str] = field(default_factory=dict)  # where each extension's objects live
     stats_reset: datetime | None = None
 
     @property

@@ -46,6 +46,8 @@ _TYPED_PARAMETER = re.compile(
     r"interval|inet|cidr|uuid|jsonb?|numeric|money|bool(?:ean)?)\s+\$(\d+)",
     re.IGNORECASE,
 )
+#: The name prefix of statements the analysis itself prepares (postgres.planner): never part of the workload.
+_OWN_PREPARE = re.compile(r"^\s*prepare\s+optischema_", re.IGNORECASE)
 _PREPARE = re.compile(r'^\s*prepare\s+(?:"(?:[^"]|"")+"|[a-z_][\w$]*)\s*', re.IGNORECASE)
 #: ``$n`` outside string literals and quoted names (group 1), and whether a cast already follows it (group 2).
 _PARAMETER_OUTSIDE_QUOTES = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$(\d+)(?!\d)(\s*::)?")
@@ -70,11 +72,16 @@ class TableUsage:
     referenced: set[str] = field(default_factory=set)  # every column of this table the statement touches
     constants: dict[str, list[str]] = field(default_factory=dict)  # col -> literal values compared with = / IN
     limit: bool = False
+    # Searches only a GIN (or GiST) index can serve:
+    contains: dict[str, list[str]] = field(default_factory=dict)  # col -> operators: @>, <@, &&, ?, ?|, ?&, @?, @@
+    substrings: list[tuple[str, bool]] = field(default_factory=list)  # (col or expression, is expression): trigram
+    fulltext: list[str] = field(default_factory=list)  # to_tsvector(config, col) as written, matched with @@
 
     def filtered(self) -> list[str]:
         """Columns that restrict rows (in the order met), joins included."""
         seen: dict[str, None] = {}
-        for name in [*self.equality, *self.joins, *self.ranges, *self.likes, *(c for c, _ in self.nulls)]:
+        searched = [*self.contains, *(c for c, expression in self.substrings if not expression)]
+        for name in [*self.equality, *self.joins, *self.ranges, *self.likes, *(c for c, _ in self.nulls), *searched]:
             seen.setdefault(name)
         return list(seen)
 
@@ -277,6 +284,8 @@ def parse_statement(query: str, catalog: Catalog) -> ParsedStatement:
     fp = fingerprint(query)
     if len(query) > MAX_STATEMENT_CHARS:
         return ParsedStatement("other", fp, skip_reason=f"longer than {MAX_STATEMENT_CHARS} characters")
+    if _OWN_PREPARE.match(query):  # pg_stat_statements.track = all records the what-if planner's own PREPAREs
+        return ParsedStatement("other", fp, skip_reason="the analysis's own what-if planning (PREPARE optischema_...)")
     prepared = prepared_statement(query)
     if prepared is not None:  # PREPARE name AS statement: the statement it prepares (EXECUTE stays a utility)
         parsed = parse_statement(prepared, catalog)
@@ -686,7 +695,9 @@ class _Walker:
 
     def _predicate(self, node: exp.Expr, scope: _Scope) -> None:
         node = _unparen(node)
-        if isinstance(node, exp.EQ):
+        if _is_similarity(node):
+            self._similarity(node, scope)
+        elif isinstance(node, exp.EQ):
             self._comparison(node.this, node.expression, scope, "eq")
         elif isinstance(node, _RANGE):
             self._comparison(node.this, node.expression, scope, "range")
@@ -703,10 +714,22 @@ class _Walker:
             side = self._side(node.this, scope)
             if side and side.kind == "column":
                 self._add_unique(self._usage(side.table).ranges, side.text)
-        elif isinstance(node, exp.Like):
+        elif isinstance(node, exp.Like | exp.ILike | exp.RegexpLike | exp.RegexpILike):
+            self._pattern(node, scope)
+        elif isinstance(node, tuple(_CONTAINMENT)):
             side = self._side(node.this, scope)
             if side and side.kind == "column" and self._is_constant(node.expression, scope):
-                self._add_unique(self._usage(side.table).likes, side.text)
+                operators = self._usage(side.table).contains.setdefault(side.text, [])
+                self._add_unique(operators, _CONTAINMENT[type(node)])
+        elif isinstance(node, exp.MatchAgainst) and len(node.expressions) == 1:
+            # sqlglot reads `a @@ b` as MatchAgainst(this=b, expressions=[a]); either side may be the document.
+            left, right = node.expressions[0], node.this
+            if not right.find(exp.Column):
+                self._text_search(left, right, scope)
+            elif not left.find(exp.Column):
+                self._text_search(right, left, scope)
+        elif isinstance(node, exp.Mod):
+            self._similarity(node, scope)
         elif isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
             side = self._side(node.this, scope)
             if side and side.kind == "column":
@@ -716,6 +739,55 @@ class _Walker:
             side = self._side(inner.this, scope)
             if side and side.kind == "column" and isinstance(inner.expression, exp.Null):
                 self._usage(side.table).nulls.append((side.text, bool(inner.args.get("negate"))))
+
+    def _pattern(self, node: exp.Expr, scope: _Scope) -> None:
+        """``LIKE``/``ILIKE``/``~``: a btree (with ``text_pattern_ops`` where needed) serves a case-sensitive prefix; a
+        trigram GIN serves any substring, either case, and regular expressions. A pattern whose start is a
+        parameter could be either, so both are recorded and the pricing decides."""
+        if not self._is_constant(node.expression, scope):
+            return
+        side = self._side(node.this, scope)
+        if side is None or side.kind == "const":
+            return
+        start = _pattern_start(node.expression)
+        prefix = isinstance(node, exp.Like) and start != "wildcard"
+        if prefix and side.kind == "column":
+            self._add_unique(self._usage(side.table).likes, side.text)
+        if not prefix or start == "unknown":
+            usage = self._usage(side.table)
+            entry = (side.text, side.kind == "expr")
+            if entry not in usage.substrings:
+                usage.substrings.append(entry)
+
+    def _similarity(self, node: exp.Expr, scope: _Scope) -> None:
+        """pg_trgm's ``col % 'text'`` and ``similarity(col, 'text') > x``: a trigram index serves both."""
+        if isinstance(node, exp.Mod):
+            column, other = node.this, node.expression
+        else:
+            call = _unparen(node.this) if _is_similarity_call(node.this) else _unparen(node.expression)
+            arguments = [*call.expressions] if isinstance(call, exp.Anonymous) else []
+            if len(arguments) != 2:
+                return
+            column, other = arguments
+        side = self._side(column, scope)
+        if side and side.kind == "column" and self._is_constant(other, scope):
+            usage = self._usage(side.table)
+            if (side.text, False) not in usage.substrings:
+                usage.substrings.append((side.text, False))
+
+    def _text_search(self, document: exp.Expr, query: exp.Expr, scope: _Scope) -> None:
+        """``to_tsvector(config, col) @@ query``: a GIN index on exactly that expression (PostgreSQL matches index
+        expressions by their parse tree, so the configuration must be the statement's). A ``tsvector`` column is
+        indexed as it is."""
+        if not self._is_constant(query, scope):
+            return
+        side = self._side(document, scope)
+        if side is None or side.kind == "const":
+            return
+        if side.kind == "column":
+            self._add_unique(self._usage(side.table).contains.setdefault(side.text, []), "@@")
+        else:
+            self._add_unique(self._usage(side.table).fulltext, side.text)
 
     def _comparison(self, left: exp.Expr, right: exp.Expr, scope: _Scope, op: str) -> None:
         lhs, rhs = self._side(left, scope), self._side(right, scope)
@@ -952,6 +1024,40 @@ def _closing_paren(text: str, position: int) -> int | None:
                 return index + 1
         index += 1
     return None
+
+
+#: Operators a GIN index serves on jsonb and arrays, by the node sqlglot reads them as.
+_CONTAINMENT: dict[type[exp.Expr], str] = {
+    exp.ArrayContainsAll: "@>",
+    exp.ArrayContainedBy: "<@",
+    exp.ArrayOverlaps: "&&",
+    exp.JSONBContainsTopKey: "?",
+    exp.JSONBContainsAnyTopKeys: "?|",
+    exp.JSONBContainsAllTopKeys: "?&",
+    exp.JSONBPathExists: "@?",
+}
+_SIMILARITY_FUNCTIONS = {"similarity", "word_similarity", "strict_word_similarity"}
+
+
+def _is_similarity_call(node: exp.Expr) -> bool:
+    node = _unparen(node)
+    return isinstance(node, exp.Anonymous) and str(node.this).lower() in _SIMILARITY_FUNCTIONS
+
+
+def _is_similarity(node: exp.Expr) -> bool:
+    """``similarity(col, x) > t`` (either side)."""
+    return isinstance(node, _RANGE) and (_is_similarity_call(node.this) or _is_similarity_call(node.expression))
+
+
+def _pattern_start(pattern: exp.Expr) -> Literal["wildcard", "fixed", "unknown"]:
+    """How a LIKE pattern begins: with ``%``/``_`` (no btree can serve it), with fixed text, or unknown (a
+    parameter: pg_stat_statements hides the ``'%'`` of ``'%' || $1 || '%'``)."""
+    node = _unparen(pattern)
+    while isinstance(node, exp.DPipe):
+        node = _unparen(node.this)
+    if isinstance(node, exp.Literal) and node.is_string:
+        return "wildcard" if node.this[:1] in ("%", "_") else "fixed"
+    return "unknown"
 
 
 #: Views walked per statement at most (a view reading views reading views...): the rest are read as opaque.

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from .base import ApiModel, LocalObjectReference, cel_rules, immutable
 from .conditions import CONDITIONS_LIST, Condition
-from .index import IndexDefinition
+from .index import IndexDefinition, PartitionRef
 from .operations import MaintenanceAdvice, SettingChange, TableRef
 from .target import Risk
 
@@ -55,6 +55,13 @@ class RecommendedChange(ApiModel):
     index: IndexDefinition | None = None
     """For ``createIndex``, ``dropIndex`` and ``reindex``: the index to create, or the existing one to drop (its
     full definition, which the rollback re-creates) or to rebuild with ``REINDEX INDEX CONCURRENTLY``."""
+    partitions: list[PartitionRef] | None = Field(
+        default=None, max_length=1024, json_schema_extra={"x-kubernetes-list-type": "atomic"}
+    )
+    """For ``createIndex`` on a partitioned table: its partitions when the analysis ran (the first 1024, nearest
+    the table first), so that ``sql`` shows the rollout for review (``CREATE INDEX … ON ONLY`` the table, then per
+    partition a concurrent build and an attach). The apply path reads the partitions again from the catalog when it
+    runs, and builds on every one."""
     analyze: TableRef | None = None
     """For ``analyze``: the table whose statistics are stale."""
     setting: SettingChange | None = None
@@ -84,7 +91,12 @@ class StatementEvidence(ApiModel):
     cost_before: float | None = Field(default=None, ge=0)
     """Planner cost without the change."""
     cost_after: float | None = Field(default=None, ge=0)
-    """Planner cost with the change (hypothetical, from HypoPG)."""
+    """Planner cost with the change (hypothetical, from HypoPG; for ``source: measured``, the cost without it scaled
+    by the time measured on the sandbox copy)."""
+    measured_before_ms: float | None = Field(default=None, ge=0)
+    """For ``source: measured``: the statement's median time on the sandbox copy without the index (server-side)."""
+    measured_after_ms: float | None = Field(default=None, ge=0)
+    """The same with the index built."""
     plan_before: str | None = Field(default=None, max_length=PLAN_CHARS)
     """For ``createIndex``: the generic plan of the statement without the change, compact (one node a line: node
     type, relation, index, estimated rows and cost), cut to 2 KiB. Planned from the normalised text, so it holds
@@ -230,8 +242,10 @@ class TuningRecommendationSpec(ApiModel):
     """The numbers behind the proposal."""
     rationale: str = Field(default="", max_length=8192)
     """The reasoning in a few sentences, for the reviewer."""
-    source: Literal["heuristic", "whatif", "llm"] = "whatif"
-    """Where the finding came from; ``llm`` findings are re-checked by the what-if engine before they appear."""
+    source: Literal["heuristic", "whatif", "measured", "llm"] = "whatif"
+    """How it was priced: ``whatif`` (HypoPG's hypothetical index), ``measured`` (built on a sandbox copy and the
+    statements timed there: GIN and GiST, which HypoPG cannot simulate), ``heuristic`` (statement shapes only, not
+    costed); ``llm`` findings are re-checked by the what-if engine before they appear."""
     model: str | None = Field(default=None, max_length=200)
     """The LLM that suggested it, for ``source: llm``."""
     risk: Risk = "medium"

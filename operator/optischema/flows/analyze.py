@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from optischema.analysis import advice, findings
-from optischema.analysis.candidates import Candidate, generate
+from optischema.analysis.candidates import Candidate, generate, search_notes
 from optischema.analysis.consult import Consultation, digest, prompt_for, settle
 from optischema.analysis.errors import AnalysisError, ExitCode
+from optischema.analysis.pricing import partitions_of
 from optischema.analysis.prompt import Prompt
 from optischema.analysis.report import Recommendation
 from optischema.analysis.selection import Limits, Selection, requests_for, select_indexes
@@ -164,10 +165,11 @@ async def _analyze(
         notes = _notes(snapshot, workload, options)
         usages = [(s.key, u) for s in workload.statements for u in s.parsed.usages.values()]
         candidates = generate(usages, snapshot.tables, snapshot.indexes, snapshot.server)
+        notes += search_notes(usages, snapshot.server)
         selection: Selection | None = None
         consultation: Consultation | None = None
         if "hypopg" in snapshot.server.extensions:
-            planner = await HypoPGPlanner(conn).start()
+            planner = await HypoPGPlanner(conn, partitions_of(snapshot)).start()
             measure = contextlib.AsyncExitStack()  # a sandbox, when GIN/GiST candidates are priced by measuring
             try:
                 copy = options.measure_copy

@@ -109,9 +109,10 @@ async def read_server(conn: asyncpg.Connection) -> Server:
            FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid
            WHERE d.datname = current_database()"""
     )
-    extensions = {
-        r["extname"]: r["extversion"] for r in await conn.fetch("SELECT extname, extversion FROM pg_extension")
-    }
+    installed = await conn.fetch(
+        "SELECT e.extname, e.extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+    )
+    extensions = {r["extname"]: r["extversion"] for r in installed}
     try:
         identifier = await conn.fetchval("SELECT system_identifier::text FROM pg_control_system()")
     except asyncpg.InsufficientPrivilegeError:
@@ -123,6 +124,7 @@ async def read_server(conn: asyncpg.Connection) -> Server:
         database=row["database"],
         collation=row["collation"],
         extensions=extensions,
+        extension_schemas={r["extname"]: r["nspname"] for r in installed},
         stats_reset=row["stats_reset"],
     )
 
@@ -218,12 +220,13 @@ async def read_tables(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict
                   format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
                   s.null_frac, s.n_distinct, s.avg_width,
                   (s.most_common_vals::text::text[])[1:10] AS mcv, (s.most_common_freqs)[1:10] AS mcf,
-                  (s.histogram_bounds::text::text[])[1 + cardinality(s.histogram_bounds::text::text[]) / 2] AS mid
+                  (s.histogram_bounds::text::text[])[1 + cardinality(s.histogram_bounds::text::text[]) / 2] AS mid,
+                  s.correlation
            FROM pg_attribute a
            JOIN pg_class c ON c.oid = a.attrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = a.attname
-                                AND NOT s.inherited
+                                AND s.inherited = (c.relkind = 'p')  -- a partitioned table has only inherited ones
            WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm')
              AND {_USER_SCHEMAS}
            ORDER BY n.nspname, c.relname, a.attnum""",
@@ -242,11 +245,26 @@ async def read_tables(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict
                 most_common_vals=tuple(r["mcv"] or ()),
                 most_common_freqs=tuple(float(f) for f in r["mcf"] or ()),
                 histogram_middle=r["mid"],
+                correlation=r["correlation"],
             )
         )
     rows = await conn.fetch(
-        f"""SELECT n.nspname AS schema, c.relname AS name, greatest(c.reltuples, 0)::float8 AS rows,
-                  pg_table_size(c.oid) AS size, coalesce(s.seq_scan, 0) AS seq_scan,
+        f"""SELECT n.nspname AS schema, c.relname AS name,
+                  CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(greatest(l.reltuples, 0)), 0)
+                                                   FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid
+                                                   WHERE t.isleaf)
+                       ELSE greatest(c.reltuples, 0) END::float8 AS rows,
+                  CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_table_size(t.relid)), 0)
+                                                   FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
+                       ELSE pg_table_size(c.oid) END AS size,
+                  ARRAY(SELECT ARRAY[ln.nspname::text, l.relname::text]
+                        FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid
+                        JOIN pg_namespace ln ON ln.oid = l.relnamespace
+                        WHERE t.isleaf AND c.relkind = 'p' ORDER BY 1) AS partitions,
+                  (SELECT ARRAY[pn.nspname::text, p.relname::text] FROM pg_inherits i
+                   JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+                   WHERE i.inhrelid = c.oid AND c.relispartition) AS parent,
+                  coalesce(s.seq_scan, 0) AS seq_scan,
                   coalesce(s.idx_scan, 0) AS idx_scan,
                   coalesce(s.n_tup_ins, 0) AS ins, coalesce(s.n_tup_upd, 0) AS upd,
                   coalesce(s.n_tup_hot_upd, 0) AS hot, coalesce(s.n_tup_del, 0) AS del,
@@ -277,6 +295,8 @@ async def read_tables(conn: asyncpg.Connection, skip_schemas: list[str]) -> dict
             n_dead_tup=r["dead"],
             n_mod_since_analyze=r["modified"],
             last_analyze=r["analysed"],
+            partitions=tuple((p[0], p[1]) for p in r["partitions"] or ()),
+            partition_of=(r["parent"][0], r["parent"][1]) if r["parent"] else None,
         )
         for r in rows
     }

@@ -164,21 +164,32 @@ class SandboxMeasurer:
         try:
             await conn.execute(render_create(definition, concurrently=False))
             try:
+                relation = qualified(index.schema_, INDEX_NAME)
+                # On a partitioned table the index is a partitioned one with an index per partition, named by
+                # PostgreSQL: those are what the plans name, what holds the bytes and what fastupdate applies to.
+                names = [
+                    r["name"]
+                    for r in await conn.fetch(
+                        "SELECT t.relid::regclass::text AS name FROM pg_partition_tree($1::regclass) t WHERE t.isleaf",
+                        relation,
+                    )
+                ] or [relation]
                 if index.method == "gin":
                     # A write adds its entries to GIN's pending list, merged in bulk later (by VACUUM, or by the
                     # write that fills the list): the few timed writes would never pay that. Without the list they
                     # pay their entries' insertion themselves, which is what the writers pay on average.
-                    await conn.execute(f"ALTER INDEX {qualified(index.schema_, INDEX_NAME)} SET (fastupdate = off)")
+                    for name in names:
+                        await conn.execute(f"ALTER INDEX {name} SET (fastupdate = off)")  # regclass text: quoted
                 await conn.execute(f"ANALYZE {qualified(*table)}")
-                relation = qualified(index.schema_, INDEX_NAME)
-                raw = int(await conn.fetchval("SELECT pg_relation_size($1::regclass)", relation))
+                raw = sum([int(await conn.fetchval("SELECT pg_relation_size($1::regclass)", n)) for n in names])
                 built.bytes = int(raw * self._scale(table))
+                used_names = {n.rsplit(".", 1)[-1].strip('"') for n in names}
                 for statement_key in keys:
                     if self._before.get(statement_key) is None:
                         continue
                     runs = await self._time(conn, statement_key)
                     if runs is not None:
-                        built.after[statement_key] = (runs[0], INDEX_NAME in runs[1])
+                        built.after[statement_key] = (runs[0], bool(used_names & set(runs[1])))
             finally:
                 await conn.execute(render_drop(definition, concurrently=False))
                 await conn.execute(f"ANALYZE {qualified(*table)}")
@@ -268,7 +279,10 @@ class SandboxMeasurer:
                 await timing.shape_of(self.source, list(self.statements), tables),
             )
             for item in prepared:
-                if item.error is None and item.arguments:
+                sampled = as_sampled(item, self.statements[item.query_id], self.runs)
+                if sampled is not None:
+                    self._prepared[item.query_id] = sampled
+                elif item.error is None and item.arguments:
                     self._prepared[item.query_id] = item
                 else:
                     self.notes.append(f"statement {item.query_id} could not be bound in the sandbox: {item.error}")
@@ -276,6 +290,17 @@ class SandboxMeasurer:
             await conn.close()
             raise
         return conn
+
+
+def as_sampled(item: timing.Prepared, statement: Statement, runs: int) -> timing.Prepared | None:
+    """A read with samples (the statement as it ran, constants in place, from pg_stat_activity) is timed as it ran:
+    no value has to be guessed for its parameters, and what an index depends on (a full-text configuration, a
+    pattern's leading wildcard) is there as the application wrote it. Writes keep bound values: a sampled INSERT
+    carries a key the copied rows already hold."""
+    samples = [s.strip().rstrip(";") for s in statement.request.samples if s.strip()]
+    if statement.write or not samples:
+        return None
+    return timing.Prepared(item.query_id, samples[0], item.calls, False, [[] for _ in range(max(runs, 1))])
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -23,7 +23,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from optischema.analysis.statements import prepare_text, typed_parameters
+from optischema.analysis.statements import TableKey, prepare_text, typed_parameters
 from optischema.analysis.whatif import Plan, PlanRequest
 from optischema.api.index import IndexDefinition
 from optischema.changes.ddl import definition_key, render_create
@@ -39,9 +39,14 @@ class HypoPGPlanner:
     #: PostgreSQL keeps the cheapest plan it finds: another index never raises a cost (whatif.Planner).
     monotone = True
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, partitions: Mapping[TableKey, Sequence[TableKey]] | None = None
+    ) -> None:
         self.conn = conn
-        self._live: dict[str, int] = {}  # definition key -> hypothetical index oid
+        #: Leaf partitions of each partitioned table: an index proposed on the parent is simulated on each of them,
+        #: since the planner plans partitions and never uses an index on the parent itself.
+        self.partitions = dict(partitions or {})
+        self._live: dict[str, list[int]] = {}  # definition key -> hypothetical index oids (one per partition)
         self._by_oid: dict[int, str] = {}
         self._types: dict[str, list[str]] = {}  # statement key -> parameter types that PREPARE accepted
         self._unplannable: dict[str, str] = {}
@@ -88,11 +93,12 @@ class HypoPGPlanner:
     async def size(self, index: IndexDefinition) -> int:
         key = definition_key(index)
         if key not in self._sizes:
-            oid = self._live.get(key)
-            created = oid is None
-            if oid is None:
-                oid = await self._create(index)
-            self._sizes[key] = int(await self.conn.fetchval("SELECT hypopg_relation_size($1)", oid))
+            oids = self._live.get(key)
+            created = oids is None
+            if oids is None:
+                oids = await self._create(index)
+            sizes = [int(await self.conn.fetchval("SELECT hypopg_relation_size($1)", oid)) for oid in oids]
+            self._sizes[key] = sum(sizes)
             if created:
                 await self._drop(key)
         return self._sizes[key]
@@ -107,17 +113,22 @@ class HypoPGPlanner:
             if key not in self._live:
                 await self._create(index)
 
-    async def _create(self, index: IndexDefinition) -> int:
+    async def _create(self, index: IndexDefinition) -> list[int]:
         key = definition_key(index)
-        sql = render_create(index, concurrently=False, name="hypothetical")
-        oid = int(await self.conn.fetchval("SELECT indexrelid FROM hypopg_create_index($1)", sql))
-        self._live[key] = oid
-        self._by_oid[oid] = key
-        return oid
+        leaves = self.partitions.get((index.schema_, index.table)) or [(index.schema_, index.table)]
+        oids = []
+        for schema, table in leaves:
+            on_leaf = index.model_copy(update={"schema_": schema, "table": table})
+            sql = render_create(on_leaf, concurrently=False, name="hypothetical")
+            oid = int(await self.conn.fetchval("SELECT indexrelid FROM hypopg_create_index($1)", sql))
+            oids.append(oid)
+            self._by_oid[oid] = key
+        self._live[key] = oids
+        return oids
 
     async def _drop(self, key: str) -> None:
-        oid = self._live.pop(key)
-        await self.conn.fetchval("SELECT hypopg_drop_index($1)", oid)
+        for oid in self._live.pop(key):
+            await self.conn.fetchval("SELECT hypopg_drop_index($1)", oid)
 
     # -- planning ------------------------------------------------------------------------------------------------
 
