@@ -14,6 +14,7 @@ is how the planner would choose between two indexes serving the same predicate.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -74,6 +75,7 @@ class MeasuredPlanner:
     measurer: Measurer
     measurable: Callable[[IndexDefinition], bool] = needs_measuring
     measured: dict[tuple[str, str], Measured] = field(default_factory=dict)  # (statement key, definition key)
+    rates: dict[str, float] = field(default_factory=dict)  # read statement key -> cost units per measured ms
 
     async def plan(self, requests: Sequence[PlanRequest], config: Sequence[IndexDefinition]) -> list[Plan]:
         simulated = [i for i in config if not self.measurable(i)]
@@ -81,20 +83,19 @@ class MeasuredPlanner:
         plans = await self.whatif.plan(requests, simulated)
         if not real:
             return plans
-        result = []
-        for request, plan in zip(requests, plans, strict=True):
-            result.append(await self._with_measured(request, plan, real))
-        return result
+        found = [await self._measurements(request, real) for request in requests]
+        for request, plan, measurements in zip(requests, plans, found, strict=True):
+            self._learn_rate(request, plan, measurements)
+        return [self._priced(r, p, m) for r, p, m in zip(requests, plans, found, strict=True)]
 
     async def size(self, index: IndexDefinition) -> int:
         if self.measurable(index):
             return await self.measurer.size(index)
         return await self.whatif.size(index)
 
-    async def _with_measured(self, request: PlanRequest, plan: Plan, real: Sequence[IndexDefinition]) -> Plan:
-        if plan.cost is None:
-            return plan
-        best_cost, uses = plan.cost, set(plan.uses)
+    async def _measurements(self, request: PlanRequest, real: Sequence[IndexDefinition]) -> list[tuple[str, Measured]]:
+        """The measured figures of ``request`` with each index in ``real`` on its tables (measured once)."""
+        result = []
         for index in real:
             if (index.schema_, index.table) not in request.tables:
                 continue
@@ -105,8 +106,25 @@ class MeasuredPlanner:
                 if found is None:
                     continue
                 self.measured[(request.key, key)] = found
-            if found.write:  # every index on the table is maintained by the write: its cost adds up
-                best_cost *= max(found.ratio, 1.0)
+            result.append((key, found))
+        return result
+
+    def _learn_rate(self, request: PlanRequest, plan: Plan, measurements: list[tuple[str, Measured]]) -> None:
+        """Planner cost units per sandbox millisecond, from the reads measured: how a write's measured slowdown
+        (the time it spends maintaining the index, which its own plan's cost never shows) becomes cost."""
+        for _, found in measurements:
+            if not found.write and plan.cost and found.before_ms > 0:
+                self.rates[request.key] = plan.cost / found.before_ms
+
+    def _priced(self, request: PlanRequest, plan: Plan, measurements: list[tuple[str, Measured]]) -> Plan:
+        if plan.cost is None:
+            return plan
+        best_cost, uses = plan.cost, set(plan.uses)
+        rate = statistics.median(self.rates.values()) if self.rates else None
+        for key, found in measurements:
+            if found.write:  # the write maintains every index on its table: what it costs adds up
+                slower = max(found.after_ms - found.before_ms, 0.0)
+                best_cost += slower * rate if rate is not None else best_cost * (max(found.ratio, 1.0) - 1.0)
             elif found.used and found.ratio < USED_RATIO and plan.cost * found.ratio < best_cost:
                 best_cost = plan.cost * found.ratio
                 uses.add(key)
