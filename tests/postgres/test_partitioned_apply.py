@@ -19,7 +19,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from optischema.api.recommendation import TuningRecommendationSpec
 from optischema.flows import apply as apply_flow
+from optischema.flows.analyze import analyze
+from optischema.flows.decisions import rendered_sql
 
 from .test_apply_attacks import (
     Api,
@@ -33,6 +36,7 @@ from .test_apply_attacks import (
     ready,
     target_doc,
 )
+from .test_engine import NO_SAMPLES, setup
 
 LEAVES = ["posts_2022", "posts_2023", "posts_2024_01", "posts_2024_02"]
 
@@ -447,3 +451,33 @@ async def test_a_concurrent_build_timing_out_on_older_writers_is_retried_without
         await assert_rolled_out(conn, status["sql"].split('"')[1])
     else:
         assert len(await conn.fetch("SELECT 1 FROM pg_indexes WHERE tablename = 'plain'")) == 1
+
+
+# -- the recommendation a reviewer sees ------------------------------------------------------------------------------
+
+
+async def test_a_recommendation_on_a_partitioned_table_shows_the_whole_rollout(pg_database: str) -> None:
+    await setup(pg_database, SCHEMA, [f"SELECT body FROM posts WHERE author_id = {a}" for a in (7, 11, 42)])
+    result = await analyze(pg_database, NO_SAMPLES)
+    (proposed,) = [r for r in result.recommendations if r.kind == "createIndex"]
+    assert proposed.change.index is not None
+    assert proposed.change.index.table == "posts"
+    lines = proposed.sql.split(";\n")
+    name = proposed.change.index.name
+    assert lines[0] == f'CREATE INDEX "{name}" ON ONLY "public"."posts" ("author_id")'
+    assert sum(line.startswith("CREATE INDEX CONCURRENTLY") for line in lines) == len(LEAVES)
+    assert sum(' ON ONLY "public"."posts_old"' in line for line in lines) == 1
+    assert sum(" ATTACH PARTITION " in line for line in lines) == len(LEAVES) + 1
+    assert proposed.rollback_sql == f'DROP INDEX IF EXISTS "public"."{name}"'
+    # What the recommendation's admission check renders from the change it carries is the same text.
+    spec = TuningRecommendationSpec.model_validate(
+        {
+            "targetRef": {"name": "db"},
+            "kind": "createIndex",
+            "change": proposed.change.to_wire(),
+            "sql": proposed.sql,
+            "rollbackSql": proposed.rollback_sql,
+            "rationale": proposed.rationale,
+        }
+    )
+    assert rendered_sql(spec) == proposed.sql

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from optischema.api.index import IndexDefinition
+from optischema.api.index import IndexDefinition, PartitionRef
 from optischema.api.recommendation import PLAN_CHARS, Evidence, RecommendedChange, StatementEvidence
 from optischema.api.target import Risk
-from optischema.changes.ddl import definition_key, index_name, render_create, render_drop
+from optischema.changes import partitioned
+from optischema.changes.ddl import definition_key, index_name
 
 from .candidates import Candidate
 from .redact import redact
@@ -64,6 +65,7 @@ def index_recommendations(
                 rationale=_rationale(choice, users, by_key, before, after),
                 source="whatif",
                 risk=_risk(choice, snapshot, before),
+                partitions=partition_refs(snapshot, choice.candidate.table),
             )
         )
     return found
@@ -177,15 +179,18 @@ def _create(
     risk: Risk,
     evidence: Evidence | None = None,
     improvement: float | None = None,
+    partitions: Sequence[PartitionRef] = (),
 ) -> Recommendation:
-    """A createIndex recommendation, its index named so that no existing (or already proposed) name is reused."""
+    """A createIndex recommendation, its index named so that no existing (or already proposed) name is reused. On
+    a partitioned table its SQL is the whole rollout over ``partitions`` (``changes.partitioned``)."""
     definition = index.model_copy(update={"name": index_name(index, taken)})
     taken.append(definition.name or "")
+    sql, rollback = partitioned.index_sql(definition, partitions)
     return make(
         "createIndex",
-        RecommendedChange(index=definition),
-        sql=render_create(definition),
-        rollback_sql=render_drop(definition),
+        RecommendedChange(index=definition, partitions=list(partitions) or None),
+        sql=sql,
+        rollback_sql=rollback,
         table=f"{definition.schema_}.{definition.table}",
         evidence=evidence,
         improvement=improvement,
@@ -193,6 +198,30 @@ def _create(
         source=source,
         risk=risk,
     )
+
+
+#: Partitions a recommendation lists (``RecommendedChange.partitions``), nearest the table first: enough to show
+#: the rollout, which is cut well before (``changes.partitioned.MAX_SHOWN_SQL``); the apply path reads them all.
+MAX_PARTITION_REFS = 1024
+
+
+def partition_refs(snapshot: Snapshot, table: tuple[str, str]) -> list[PartitionRef]:
+    """Every partition under ``table`` (partitions of partitions too), each with the table it is a partition of;
+    empty for a table that is not partitioned."""
+    below: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key, found in snapshot.tables.items():
+        if found.partition_of is not None:
+            below.setdefault(found.partition_of, []).append(key)
+    refs: list[PartitionRef] = []
+    pending = [table]
+    while pending and len(refs) < MAX_PARTITION_REFS:
+        parent = pending.pop(0)
+        for schema, name in sorted(below.get(parent, [])):
+            nested = bool(below.get((schema, name)) or snapshot.tables[(schema, name)].partitions)
+            ref = {"schema": schema, "table": name, "parentSchema": parent[0], "parentTable": parent[1]}
+            refs.append(PartitionRef.model_validate({**ref, "partitioned": nested}))
+            pending.append((schema, name))
+    return refs[:MAX_PARTITION_REFS]
 
 
 def _statement_evidence(
@@ -288,6 +317,7 @@ def heuristic_recommendations(
                 ),
                 source="heuristic",
                 risk="medium",
+                partitions=partition_refs(snapshot, candidate.table),
             )
         )
     return found

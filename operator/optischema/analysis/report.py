@@ -66,7 +66,11 @@ class Recommendation(BaseModel):
 
 
 def recommendation_id(kind: str, change: RecommendedChange) -> str:
-    canonical = json.dumps({"kind": kind, "change": change.to_wire()}, sort_keys=True, separators=(",", ":"))
+    """Stable for the same change: a partitioned table's partitions (listed for review) are left out, so that a
+    month's new partition does not turn the same index into a new recommendation."""
+    wire = change.to_wire()
+    wire.pop("partitions", None)
+    canonical = json.dumps({"kind": kind, "change": wire}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -28,10 +28,10 @@ from pydantic import ValidationError
 
 from optischema.api import describe
 from optischema.api.recommendation import TuningRecommendationSpec
+from optischema.changes import partitioned
 from optischema.changes.ddl import (
     UnsafeDefinition,
     render_analyze,
-    render_create,
     render_drop,
     render_reindex,
     render_setting,
@@ -208,7 +208,7 @@ def rendered_sql(spec: TuningRecommendationSpec) -> str:
     """The SQL a recommendation's change renders to (a query rewrite is its rewritten statement)."""
     change = spec.change
     if spec.kind == "createIndex" and change.index is not None:
-        return render_create(change.index)
+        return partitioned.index_sql(change.index, change.partitions or [])[0]  # the rollout, on a partitioned table
     if spec.kind == "dropIndex" and change.index is not None:
         return render_drop(change.index)
     if spec.kind == "analyze" and change.analyze is not None:
