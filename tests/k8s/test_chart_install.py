@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,21 +43,30 @@ def kopf_managed_pointing_at(cluster: Cluster, port: int) -> list[str]:
     return found
 
 
-def older_chart(tmp: Path) -> Path:
-    """The chart as an earlier version would have shipped it: IndexChange's CRD without its short name
-    `idxchange`. Upgrading from it must bring the short name back (Helm's crds/ never would)."""
+def chart_0_1(tmp: Path) -> Path:
+    """The chart laid out as 0.1.0 shipped it: the CRDs in Helm's crds/ (created on the first install when missing,
+    never updated, not owned by the release), none templated."""
     chart = tmp / "optischema"
     shutil.copytree(ROOT / "charts/optischema", chart)
-    crd = chart / "files/crds/optischema.io_indexchanges.yaml"
-    text = crd.read_text()
-    assert "- idxchange\n" in text
-    crd.write_text(text.replace("    - idxchange\n", "", 1))
+    for crd in (chart / "files/crds").glob("*.yaml"):
+        crd.rename(chart / "crds" / crd.name)
+    (chart / "templates/crds.yaml").unlink()
+    chart_yaml = chart / "Chart.yaml"
+    chart_yaml.write_text(re.sub(r"(?m)^version: .*$", "version: 0.1.0", chart_yaml.read_text()))
     return chart
 
 
 def short_names(cluster: Cluster) -> list[str]:
     crd = get(cluster, "crd", "indexchanges.optischema.io")
     return list(crd["spec"]["names"].get("shortNames") or [])
+
+
+def make_crd_older(cluster: Cluster) -> None:
+    """IndexChange's live CRD without its short name `idxchange`, as an earlier version's CRD would differ."""
+    index = short_names(cluster).index("idxchange")
+    patch = json.dumps([{"op": "remove", "path": f"/spec/names/shortNames/{index}"}])
+    cluster.plane.kubectl("patch", "crd", "indexchanges.optischema.io", "--type=json", "-p", patch)
+    assert "idxchange" not in short_names(cluster)
 
 
 def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privilege(
@@ -78,22 +88,23 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         "operator.logFormat=console",
         "tests.host=127.0.0.1",  # `helm test` asks the operator there: no Service routes here
     ]
-    # The chart templates the CRDs. The embedded cluster made them before (kubectl apply -f crds/), as an install of
-    # an earlier chart (Helm's crds/) did: Helm adopts them when asked to, as the README's upgrade note says.
-    install = [helm, "install", release, str(older_chart(tmp_path)), "-n", namespace, "--wait=false",
-               "--take-ownership"]  # fmt: skip
+    # Installed first as chart 0.1.0 was (its CRDs in crds/: the cluster has them, older, so Helm leaves them), then
+    # upgraded to this chart, which templates them: the upgrade adopts them (--take-ownership, as the README's
+    # upgrade note says) and updates them.
+    make_crd_older(cluster)
+    install = [helm, "install", release, str(chart_0_1(tmp_path)), "-n", namespace, "--wait=false"]
     for value in values:
         install += ["--set", value]
     done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "OptiSchema 0.1.0 is installed" in done.stdout  # NOTES.txt
     try:
-        assert "idxchange" not in short_names(cluster)  # the older chart's CRD, applied by Helm
+        assert "idxchange" not in short_names(cluster)  # Helm's crds/ never updates a CRD
         upgrade = [helm, "upgrade", release, str(ROOT / "charts/optischema"), "-n", namespace, "--reuse-values",
-                   "--wait=false"]  # fmt: skip
+                   "--wait=false", "--take-ownership"]  # fmt: skip
         done = subprocess.run(upgrade, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        assert "idxchange" in short_names(cluster)  # helm upgrade updated the CRD
+        assert "idxchange" in short_names(cluster)  # the upgrade updated the CRD
         crd = get(cluster, "crd", "indexchanges.optischema.io")["metadata"]
         assert crd["annotations"]["helm.sh/resource-policy"] == "keep"
         assert crd["annotations"]["meta.helm.sh/release-name"] == release
@@ -190,11 +201,11 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         tested = subprocess.run([helm, "test", release, "-n", namespace, "--timeout", "150s"], env=env,
                                 capture_output=True, text=True, timeout=200)  # fmt: skip
         check_log = cluster.plane.dir / "kubelet" / f"{namespace}_{release}-test-metrics" / "container.log"
-        shown = check_log.read_text() if check_log.exists() else "(no log)"
-        assert tested.returncode == 0, tested.stdout + tested.stderr + shown
+        check_output = check_log.read_text() if check_log.exists() else "(no log)"
+        assert tested.returncode == 0, tested.stdout + tested.stderr + check_output
         assert f"{release}-test-metrics" in tested.stdout
         assert "Succeeded" in tested.stdout, tested.stdout
-        assert "the operator serves its metrics" in shown, shown
+        assert "the operator serves its metrics" in check_output, check_output
     finally:
         cluster.plane.kubectl("delete", "indexchanges,postgrestargets", "--all", "-n", namespace, "--timeout=60s",
                               check=False)  # fmt: skip

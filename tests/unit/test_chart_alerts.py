@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def exposition(ready: dict[str, int]) -> str:
     return generate_latest(registry).decode()
 
 
-def series(states: list[tuple[dict[str, float], int]]) -> list[dict[str, str]]:
+def series(states: Sequence[tuple[Mapping[str, float], int]]) -> list[dict[str, str]]:
     """Input series for promtool: each state (series -> value, absent = no sample) held for some steps."""
     names = sorted({name for state, _ in states for name in state})
     return [
@@ -43,7 +44,7 @@ def _v(value: float | None) -> str:
     return "_" if value is None else repr(int(value))
 
 
-def annotations(name: str, **labels: str) -> dict[str, str]:
+def expected_annotations(name: str, **labels: str) -> dict[str, str]:
     return {
         key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
         for key, text in alert(name)["annotations"].items()
@@ -69,7 +70,7 @@ def test_operator_down_fires_when_no_replica_is_up_and_not_for_another_release(t
     standby = f'up{{instance="10.0.0.8:8080",job="{JOB}",namespace="{NAMESPACE}"}}'
     other = 'up{instance="10.0.0.9:8080",job="rel-metrics",namespace="team-b"}'  # another release, elsewhere
     labels = {"severity": "critical", "namespace": NAMESPACE, "job": JOB}
-    text = annotations("OptiSchemaOperatorDown")
+    text = expected_annotations("OptiSchemaOperatorDown")
     timeline = [
         ({mine: 1, standby: 1, other: 1}, 30),  # two replicas up
         ({mine: 0, standby: 1, other: 1}, 30),  # one crashed: the other still serves
@@ -99,7 +100,7 @@ def test_target_not_ready_fires_after_a_quarter_of_an_hour_for_that_target_only(
     broken = samples(exposition({"orders": 0, "billing": 1}))
     assert any(name.startswith("optischema_target_ready{") for name in healthy)  # the operator's own metric name
     labels = {"severity": "warning", "namespace": "shop", "target": "orders"}
-    text = annotations("OptiSchemaTargetNotReady", namespace="shop", target="orders")
+    text = expected_annotations("OptiSchemaTargetNotReady", namespace="shop", target="orders")
     evaluate(
         tmp_path,
         [
