@@ -1,11 +1,17 @@
-"""``kubectl optischema``: list, show, approve, reject, analyze, export, status, report.
+"""``kubectl optischema``: list, show, approve, reject, analyze, export, status, report, retry, rollback, top.
+
+It behaves like kubectl (``plugin_args.py``: global flags anywhere, ``-o``, ``-l``, ``--dry-run``;
+``plugin_connect.py``: kubeconfig, context, namespace and impersonation by kubectl's precedence) and fails with one
+line and an exit code, never a traceback: 1 when the request failed, 2 for usage.
 
 RBAC each command needs (roles in manifests/rbac/): ``list``, ``show``, ``export`` and ``status`` read —
 ``optischema-viewer``; ``approve`` and ``reject`` patch a recommendation's spec — ``optischema-approver`` (the
 operator's admission webhook records who decided); ``analyze`` annotates the target — ``patch`` on
 postgrestargets (platform administrators); ``report`` reads the resources and the statement history
 (``statementhistories``), ``report --scheduled`` the last scheduled report (``tuningreports``): both are in
-``optischema-viewer``, which needs no right on ConfigMaps.
+``optischema-viewer``, which needs no right on ConfigMaps. ``retry`` annotates an IndexChange (``patch`` on
+indexchanges) and ``rollback`` creates one (``create``): whoever may write changes; ``top`` reads what ``report``
+reads.
 """
 
 from __future__ import annotations
@@ -13,19 +19,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 import yaml
 
 from optischema.analysis import scaling
-from optischema.api.durations import parse_duration
+from optischema.cli import plugin_changes, plugin_output, top
+from optischema.cli.plugin_args import build_parser as build_parser  # the parser, for tests and docs
+from optischema.cli.plugin_args import parse
+from optischema.cli.plugin_connect import ConnectError, Options, connect
 from optischema.flows import reports
-from optischema.kube.client import ApiException, Kube, current_namespace, load_config
-from optischema.reports.render import FORMATS, render
+from optischema.kube.client import ApiException, Kube
+from optischema.reports.render import render
 
 PLURALS = {"trec": "tuningrecommendations", "pgt": "postgrestargets", "ixc": "indexchanges"}
 
@@ -34,65 +46,64 @@ class PluginError(Exception):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubectl optischema", description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    listing = commands.add_parser("list", help="recommendations with improvement and phase")
-    listing.add_argument("--target", help="only this PostgresTarget's")
-    commands.add_parser("show", help="evidence, SQL, rollback and benchmark of one").add_argument("name")
-    approve = commands.add_parser("approve", help="approve a recommendation")
-    approve.add_argument("name")
-    approve.add_argument("--reason", default="approved with kubectl optischema")
-    approve.add_argument("--immediate", action="store_true", help="apply now if the target's policy allows it")
-    reject = commands.add_parser("reject", help="reject a recommendation (a reason is required)")
-    reject.add_argument("name")
-    reject.add_argument("--reason", required=True)
-    commands.add_parser("analyze", help="analyse a target now").add_argument("target")
-    commands.add_parser("export", help="an IndexChange for a Git pull request").add_argument("name")
-    commands.add_parser("status", help="windows, last analysis and pending work of a target").add_argument("target")
-    report = commands.add_parser("report", help="what tuning bought: workload, changes, gains (md, html or json)")
-    report.add_argument("target")
-    report.add_argument("--since", default="30d", type=_since, help="how far back, e.g. 7d, 12h (default 30d)")
-    report.add_argument("--format", choices=FORMATS, default="md", help="md (default), html or json")
-    report.add_argument("-o", "--output", help="write to this file (default: standard output)")
-    report.add_argument(
-        "--scheduled", action="store_true", help="the last scheduled report as stored (its TuningReport)"
+def options(args: argparse.Namespace) -> Options:
+    return Options(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=args.namespace,
+        as_user=args.as_user,
+        as_groups=tuple(args.as_groups or ()),
     )
-    return parser
 
 
-def _since(text: str) -> timedelta:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is one line on standard error and exit code 1 (2: usage, from argparse)."""
+    args = parse(argv)
+    host = "the API server"
     try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--since: {error}") from error
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        load_config()
-        namespace = args.namespace or current_namespace()
-        kube = Kube()
+        connection = connect(options(args))
+        host = connection.host
+        kube = Kube(api_client=connection.api_client)
+        namespace = None if args.all_namespaces else connection.namespace
         output = asyncio.run(COMMANDS[args.command](kube, namespace, args))
-    except PluginError as error:
+    except (PluginError, ConnectError) as error:
         print(f"kubectl optischema {args.command}: {error}", file=sys.stderr)
         return 1
-    print(output, end="" if output.endswith("\n") else "\n")
+    except ApiException as error:
+        print(f"kubectl optischema {args.command}: {_explain(error, args.command, args.namespace)}", file=sys.stderr)
+        return 1
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        reason = str(getattr(error, "reason", None) or error)
+        reason = re.sub(r"^<[^>]*>: ", "", reason)  # urllib3 names its connection object first
+        print(f"kubectl optischema {args.command}: cannot reach {host}: {reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0 if args.command == "top" else 130
+    if output:
+        print(output, end="" if output.endswith("\n") else "\n")
     return 0
 
 
-def _explain(error: ApiException, action: str, namespace: str) -> PluginError:
+def _explain(error: ApiException, action: str, namespace: str | None) -> PluginError:
+    where = f"in namespace {namespace}" if namespace else "in every namespace"
+    if error.status == 401:
+        return PluginError("unauthorized: the API server refused the kubeconfig's credentials (expired?)")
+    if error.status == 403 and "impersonate" in (error.body or ""):
+        return PluginError(_message(error))
     if error.status == 403:
-        return PluginError(f"forbidden: you may not {action} in namespace {namespace} (see the RBAC in the README)")
+        return PluginError(f"forbidden: you may not {action} {where} (see the RBAC in the README)")
     if error.status == 404:
-        return PluginError(f"not found in namespace {namespace}")
+        return PluginError(f"not found {where}")
+    return PluginError(_message(error))
+
+
+def _message(error: ApiException) -> str:
+    """The API server's own words (a webhook's or CEL rule's refusal names the field)."""
     try:
         message = json.loads(error.body or "{}").get("message") or error.reason
     except ValueError:
         message = error.reason
-    return PluginError(str(message))
+    return str(message)
 
 
 async def _get(kube: Kube, plural: str, namespace: str, name: str) -> dict[str, Any]:
@@ -104,13 +115,34 @@ async def _get(kube: Kube, plural: str, namespace: str, name: str) -> dict[str, 
         raise _explain(error, f"read {plural}", namespace) from error
 
 
-async def list_(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
-    selector = f"optischema.io/target={args.target}" if args.target else ""
+def decider(item: dict[str, Any]) -> str:
+    return str((item["spec"].get("approval") or {}).get("decidedBy") or "")
+
+
+def _selector(target: str | None, selector: str | None) -> str:
+    """``--target`` as the label it is, joined with ``-l`` (both must match, as kubectl's comma means)."""
+    return ",".join(s for s in (f"optischema.io/target={target}" if target else "", selector or "") if s)
+
+
+async def _list(kube: Kube, plural: str, namespace: str | None, selector: str = "") -> list[dict[str, Any]]:
     try:
-        items = await kube.list("tuningrecommendations", namespace, selector)
+        items = await kube.list(plural, namespace, selector)
     except ApiException as error:
-        raise _explain(error, "list recommendations", namespace) from error
-    rows = [("NAME", "TARGET", "KIND", "TABLE", "ESTIMATED", "MEASURED", "APPROVAL", "PHASE")]
+        raise _explain(error, f"list {plural}", namespace) from error
+    return sorted(items, key=lambda i: (i["metadata"]["namespace"], i["metadata"]["name"]))
+
+
+async def list_(kube: Kube, namespace: str | None, args: argparse.Namespace) -> str:
+    items = await _list(kube, "tuningrecommendations", namespace, _selector(args.target, args.selector))
+    if args.output in ("json", "yaml", "name"):
+        return plugin_output.objects(items, args.output, "tuningrecommendation")
+    if not items:
+        return f"No recommendations found in {f'namespace {namespace}' if namespace else 'any namespace'}."
+    wide = args.output == "wide"
+    rows: list[tuple[str, ...]] = [
+        ("NAME", "TARGET", "KIND", "TABLE", "ESTIMATED", "MEASURED", "APPROVAL", "PHASE")
+        + (("RISK", "SOURCE", "DECIDED BY") if wide else ())
+    ]
     for item in items:
         spec, status = item["spec"], item.get("status") or {}
         change = spec["change"]
@@ -128,9 +160,12 @@ async def list_(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
                 spec.get("approval", {}).get("state", "Pending"),
                 status.get("phase", ""),
             )
+            + ((str(spec.get("risk") or ""), str(spec.get("source") or ""), str(decider(item))) if wide else ())
         )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    if namespace is None:  # -A: kubectl's NAMESPACE column first
+        spaces = [i["metadata"]["namespace"] for i in items]
+        rows = [("NAMESPACE", *rows[0])] + [(space, *row) for space, row in zip(spaces, rows[1:], strict=True)]
+    return plugin_output.table(rows)
 
 
 async def show(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
@@ -138,11 +173,15 @@ async def show(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
         item = await _get(kube, "tuningrecommendations", namespace, args.name)
     except PluginError:
         try:  # a target's name: its status, the LLM advisor's rejections included
-            return await status(kube, namespace, argparse.Namespace(target=args.name))
+            return await status(
+                kube, namespace, argparse.Namespace(target=args.name, output=args.output, all_namespaces=False)
+            )
         except PluginError:
             pass
         raise
-    return render_show(item)
+    if args.output in ("json", "yaml", "name"):
+        return plugin_output.objects([item], args.output, "tuningrecommendation", single=True)
+    return render_show(item)  # -o wide: the same, complete already
 
 
 def render_show(item: dict[str, Any]) -> str:
@@ -187,24 +226,65 @@ def render_show(item: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _decide(kube: Kube, namespace: str, name: str, approval: dict[str, Any], verb: str) -> str:
+async def _decide(
+    kube: Kube, namespace: str, name: str, approval: dict[str, Any], verb: str, dry_run: str = "none"
+) -> str:
+    """One recommendation's decision, patched on its own so that the admission webhook stamps who decided.
+    ``dry_run``: ``client`` patches nothing; ``server`` has the API server and the webhook judge the patch and
+    store nothing (the answer shows who the webhook would record)."""
     await _get(kube, "tuningrecommendations", namespace, name)
+    state = approval["state"].lower()
+    if dry_run == "client":
+        return f"tuningrecommendation/{name} {state} (dry run)"
     try:
-        await kube.patch("tuningrecommendations", namespace, name, {"spec": {"approval": approval}})
+        answered = await kube.patch(
+            "tuningrecommendations", namespace, name, {"spec": {"approval": approval}}, dry_run=dry_run == "server"
+        )
     except ApiException as error:
         raise _explain(error, f"{verb} recommendations", namespace) from error
-    decided = (await _get(kube, "tuningrecommendations", namespace, name))["spec"]["approval"]
+    if dry_run == "server":
+        decided = answered["spec"]["approval"]
+    else:
+        decided = (await _get(kube, "tuningrecommendations", namespace, name))["spec"]["approval"]
     who = decided.get("decidedBy") or "(not recorded: the operator's admission webhook is not running)"
-    return f"tuningrecommendation/{name} {decided['state'].lower()} by {who}"
+    return f"tuningrecommendation/{name} {decided['state'].lower()} by {who}" + (
+        " (server dry run)" if dry_run == "server" else ""
+    )
+
+
+async def _decide_all(kube: Kube, namespace: str, args: argparse.Namespace, approval: dict[str, Any]) -> str:
+    """``--target``/``-l``: every undecided recommendation selected (``plugin_changes.undecided``), each patched
+    on its own; one line per object as it is decided, failures on standard error, exit 1 if any failed."""
+    items = await _list(kube, "tuningrecommendations", namespace, _selector(args.target, args.selector))
+    chosen = plugin_changes.undecided(items, args.min_gain)
+    if not chosen:
+        gain = f" with a gain of at least {args.min_gain:g}%" if args.min_gain is not None else ""
+        return f"no recommendation waiting for a decision{gain} in namespace {namespace}"
+    failed = 0
+    for item in chosen:
+        name = item["metadata"]["name"]
+        try:
+            print(await _decide(kube, namespace, name, approval, args.command, args.dry_run), flush=True)
+        except PluginError as error:
+            failed += 1
+            print(f"kubectl optischema {args.command}: tuningrecommendation/{name}: {error}", file=sys.stderr)
+    if failed:
+        raise PluginError(f"{failed} of {len(chosen)} decision(s) failed")
+    return ""
 
 
 async def approve(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     approval = {"state": "Approved", "reason": args.reason, "when": "immediate" if args.immediate else "nextWindow"}
-    return await _decide(kube, namespace, args.name, approval, "approve")
+    if not args.name:
+        return await _decide_all(kube, namespace, args, approval)
+    return await _decide(kube, namespace, args.name, approval, "approve", args.dry_run)
 
 
 async def reject(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
-    return await _decide(kube, namespace, args.name, {"state": "Rejected", "reason": args.reason}, "reject")
+    approval = {"state": "Rejected", "reason": args.reason}
+    if not args.name:
+        return await _decide_all(kube, namespace, args, approval)
+    return await _decide(kube, namespace, args.name, approval, "reject", args.dry_run)
 
 
 async def analyze(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
@@ -251,11 +331,27 @@ async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     return header + yaml.safe_dump(change, sort_keys=False)
 
 
-async def status(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
-    target = await _get(kube, "postgrestargets", namespace, args.target)
+async def status(kube: Kube, namespace: str | None, args: argparse.Namespace) -> str:
+    """One target's status, or every target's of the namespace (of all namespaces with ``-A``)."""
+    if args.target:
+        targets = [await _get(kube, "postgrestargets", namespace or "default", args.target)]
+    else:
+        targets = await _list(kube, "postgrestargets", namespace)
+    if args.output in ("json", "yaml", "name"):
+        return plugin_output.objects(targets, args.output, "postgrestarget", single=bool(args.target))
+    if not targets:
+        return f"No PostgresTargets found in {f'namespace {namespace}' if namespace else 'any namespace'}."
+    return "\n\n".join(_status_text(target) for target in targets)
+
+
+def _status_text(target: dict[str, Any]) -> str:
+    """A target's status for a person (``-o wide`` is the same: nothing is left out)."""
+    name, namespace = target["metadata"]["name"], target["metadata"]["namespace"]
     spec, state = target["spec"], target.get("status") or {}
     lines = [
-        f"postgrestarget/{args.target}: {spec['connection']['host']}/{spec['connection']['database']}"
+        f"postgrestarget/{name}"
+        + (f" -n {namespace}" if namespace else "")
+        + f": {spec['connection']['host']}/{spec['connection']['database']}"
         + ("  (suspended)" if spec.get("suspend") else "")
     ]
     for condition in state.get("conditions", []):
@@ -340,8 +436,7 @@ async def report(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
         text = await _scheduled(kube, namespace, target, args.format)
         if not args.output:
             return text
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        _write(args.output, text)
         return f"wrote {args.output} ({len(text.encode()):,} bytes, {args.format}, the last scheduled report)"
     now = datetime.now(UTC)
     started = time.monotonic()
@@ -352,15 +447,73 @@ async def report(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     text = render(found, args.format)
     if not args.output:
         return text
-    with open(args.output, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    _write(args.output, text)
     return (
         f"wrote {args.output} ({len(text.encode()):,} bytes, {args.format}, {found.snapshots} snapshot(s), "
         f"{len(found.applied)} applied change(s)) in {time.monotonic() - started:.2f}s"
     )
 
 
-COMMANDS = {
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise PluginError(f"--output-file {path}: {error.strerror or error}") from error
+
+
+async def retry(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
+    """Ask the operator to admit a Failed change again (``flows/retry.py``): the annotation with a new token."""
+    change = await _get(kube, "indexchanges", namespace, args.change)
+    problem = plugin_changes.retry_problem(change)
+    if problem is not None:
+        raise PluginError(problem)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        await kube.patch(
+            "indexchanges",
+            namespace,
+            args.change,
+            {"metadata": {"annotations": {plugin_changes.RETRY_ANNOTATION: stamp}}},
+        )
+    except ApiException as error:
+        raise _explain(error, "annotate indexchanges", namespace) from error
+    return f"indexchange/{args.change}: retry requested ({stamp}); the operator admits it again"
+
+
+async def rollback(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
+    """Undo an Applied change with its inverse IndexChange (``plugin_changes.inverse``), admitted like any."""
+    change = await _get(kube, "indexchanges", namespace, args.change)
+    try:
+        undo = plugin_changes.inverse(change)
+    except ValueError as error:
+        raise PluginError(str(error)) from error
+    if args.immediate:
+        undo["spec"]["schedule"] = "immediate"
+    name = undo["metadata"]["name"]
+    if args.dry_run == "client":
+        header = f"# indexchange/{name} (dry run): the rollback of {args.change}\n"
+        return header + yaml.safe_dump(undo, sort_keys=False)
+    try:
+        created = await kube.create("indexchanges", namespace, undo, dry_run=args.dry_run == "server")
+    except ApiException as error:
+        raise _explain(error, "create indexchanges", namespace) from error
+    if created is None:
+        raise PluginError(f"indexchange {name} already exists: the rollback of {args.change} was requested before")
+    suffix = " (server dry run)" if args.dry_run == "server" else ""
+    return f"indexchange/{name} created{suffix}: {undo['spec']['operation']}, the rollback of {args.change}"
+
+
+async def top_(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
+    await _get(kube, "postgrestargets", namespace, args.target)
+    try:
+        return await top.run(kube, namespace, args.target, once=args.once, interval=args.interval, limit=args.limit)
+    except ApiException as error:
+        raise _explain(error, "read the target's history, recommendations and changes", namespace) from error
+
+
+#: Each command, given the client, the namespace (None only for ``list`` and ``status`` with ``-A``) and the args.
+COMMANDS: dict[str, Callable[[Kube, Any, argparse.Namespace], Coroutine[Any, Any, str]]] = {
     "list": list_,
     "show": show,
     "approve": approve,
@@ -369,6 +522,9 @@ COMMANDS = {
     "export": export,
     "status": status,
     "report": report,
+    "retry": retry,
+    "rollback": rollback,
+    "top": top_,
 }
 
 if __name__ == "__main__":

@@ -69,14 +69,20 @@ def secret_refused(namespace: str, name: str) -> str:
 
 
 class Kube:
-    def __init__(self, allowed_secrets: Iterable[str] = (), reserved_secrets: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        allowed_secrets: Iterable[str] = (),
+        reserved_secrets: Iterable[str] = (),
+        api_client: client.ApiClient | None = None,
+    ) -> None:
         """``allowed_secrets``: ``namespace/name`` of Secrets the operator may read without the opt-in label (the
         ``allowedSecrets`` setting). ``reserved_secrets``: those its own settings name (``Settings.own_secrets``),
-        which no spec may name even when they carry the label."""
+        which no spec may name even when they carry the label. ``api_client``: a client of its own (the kubectl
+        plugin's ``--kubeconfig``/``--context``/``--as``) instead of the process-wide default configuration."""
         self.allowed_secrets = frozenset(allowed_secrets)
         self.reserved_secrets = frozenset(reserved_secrets)
-        self.core = client.CoreV1Api()
-        self.custom = client.CustomObjectsApi()
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data decoded, or None when it does not exist or has not opted in (see
@@ -137,17 +143,32 @@ class Kube:
             raise
         return cast(dict[str, Any], found)
 
-    async def list(self, plural: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
-        result = await asyncio.to_thread(
-            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, label_selector=selector
-        )
+    async def list(self, plural: str, namespace: str | None, selector: str = "") -> list[dict[str, Any]]:
+        """The objects matching the label ``selector``; ``namespace`` None: in every namespace."""
+        if namespace is None:
+            result = await asyncio.to_thread(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, plural, label_selector=selector
+            )
+        else:
+            result = await asyncio.to_thread(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural, label_selector=selector
+            )
         return list(cast(dict[str, Any], result).get("items", []))
 
-    async def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Create; None when it already exists (creation is idempotent by name)."""
+    async def create(
+        self, plural: str, namespace: str, body: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any] | None:
+        """Create; None when it already exists (creation is idempotent by name). ``dry_run``: the API server judges
+        it (schema, CEL, admission webhooks) and stores nothing."""
         try:
             created = await asyncio.to_thread(
-                self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+                self.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                body,
+                dry_run="All" if dry_run else None,
             )
         except ApiException as error:
             if error.status == 409:
@@ -155,10 +176,22 @@ class Kube:
             raise
         return cast(dict[str, Any], created)
 
-    async def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, plural, name, body
+    async def patch(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Merge ``body``; the object as the server has it (or would, with ``dry_run``: admission webhooks judge
+        and mutate it, nothing is stored)."""
+        patched = await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            dry_run="All" if dry_run else None,
         )
+        return cast(dict[str, Any], patched)
 
     async def replace(self, plural: str, namespace: str, body: dict[str, Any], resource_version: str) -> None:
         """Replace the object if ``resource_version`` (of what was read) is still current: a conflict raises
