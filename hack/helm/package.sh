@@ -10,7 +10,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HELM=$("$ROOT/hack/helm/build.sh")
 OUT=${1:-$ROOT/dist/charts}
 mkdir -p "$OUT"
-"$HELM" lint --strict "$ROOT/charts/optischema" >/dev/null
+if ! linted=$("$HELM" lint --strict "$ROOT/charts/optischema" 2>&1); then
+  echo "$linted" >&2
+  exit 1
+fi
 "$HELM" package "$ROOT/charts/optischema" --destination "$OUT" >/dev/null
 args=("$OUT")
 [ -n "${CHART_REPO_URL:-}" ] && args+=(--url "$CHART_REPO_URL")
