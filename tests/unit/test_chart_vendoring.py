@@ -135,3 +135,14 @@ def test_make_chart_package_writes_a_versioned_archive_and_an_index(helm: str, t
     assert again.returncode == 0, again.stderr
     versions = {e["version"] for e in yaml.safe_load((out / "index.yaml").read_text())["entries"]["optischema"]}
     assert versions == {VERSION, "99.0.0"}
+
+
+def test_the_kustomize_base_has_no_helm_test_pod_and_each_crd_once() -> None:
+    """manifests/base is applied without Helm: a test hook would run as a plain pod on every apply, and a CRD both in
+    crds.yaml and operator.yaml would be two resources of one name for kustomize."""
+    operator = [d for d in yaml.safe_load_all((ROOT / "manifests/base/operator.yaml").read_text()) if d]
+    assert not [d for d in operator if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+    assert "CustomResourceDefinition" not in {d["kind"] for d in operator}
+    crds = [d["metadata"]["name"] for d in yaml.safe_load_all((ROOT / "manifests/base/crds.yaml").read_text()) if d]
+    assert sorted(crds) == sorted(set(crds))
+    assert len(crds) == len(list((ROOT / "crds").glob("*.yaml"))) + 2  # ours, kopf's KopfPeering and ClusterKopfPeering
