@@ -167,23 +167,27 @@ class SandboxMeasurer:
                 relation = qualified(index.schema_, INDEX_NAME)
                 # On a partitioned table the index is a partitioned one with an index per partition, named by
                 # PostgreSQL: those are what the plans name, what holds the bytes and what fastupdate applies to.
-                names = [
-                    r["name"]
+                leaves = [
+                    (r["schema"], r["name"])
                     for r in await conn.fetch(
-                        "SELECT t.relid::regclass::text AS name FROM pg_partition_tree($1::regclass) t WHERE t.isleaf",
+                        "SELECT n.nspname AS schema, c.relname AS name FROM pg_partition_tree($1::regclass) t "
+                        "JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE t.isleaf",
                         relation,
                     )
-                ] or [relation]
+                ] or [(index.schema_, INDEX_NAME)]
                 if index.method == "gin":
                     # A write adds its entries to GIN's pending list, merged in bulk later (by VACUUM, or by the
                     # write that fills the list): the few timed writes would never pay that. Without the list they
                     # pay their entries' insertion themselves, which is what the writers pay on average.
-                    for name in names:
-                        await conn.execute(f"ALTER INDEX {name} SET (fastupdate = off)")  # regclass text: quoted
+                    for leaf in leaves:
+                        await conn.execute(f"ALTER INDEX {qualified(*leaf)} SET (fastupdate = off)")
                 await conn.execute(f"ANALYZE {qualified(*table)}")
-                raw = sum([int(await conn.fetchval("SELECT pg_relation_size($1::regclass)", n)) for n in names])
-                built.bytes = int(raw * self._scale(table))
-                used_names = {n.rsplit(".", 1)[-1].strip('"') for n in names}
+                sizes = [
+                    await conn.fetchval("SELECT pg_relation_size($1::regclass)", qualified(*leaf)) for leaf in leaves
+                ]
+                built.bytes = int(sum(int(size) for size in sizes) * self._scale(table))
+                used_names = {name for _, name in leaves}
                 for statement_key in keys:
                     if self._before.get(statement_key) is None:
                         continue
