@@ -77,6 +77,13 @@ async def test_a_gin_candidate_is_measured_in_a_local_sandbox_and_chosen_with_it
     assert top.measured_after_ms is not None
     assert top.measured_before_ms is not None
     assert top.measured_after_ms < 0.2 * top.measured_before_ms, top  # measured on the sandbox: a real index scan
+    # The plan after is the sandbox's, its index under the name the recommendation gives it; the plan before is
+    # the generic one from the target.
+    assert top.plan_after is not None, top
+    assert f"{rec.change.index.name} (measured in the sandbox)" in top.plan_after
+    assert "optischema_measured" not in top.plan_after
+    assert top.plan_before is not None
+    assert "Seq Scan" in top.plan_before
     assert rec.evidence.estimated_size_bytes
     assert rec.evidence.estimated_size_bytes > 1 << 20
     assert "Priced by measuring" in rec.rationale

@@ -15,9 +15,9 @@ is how the planner would choose between two indexes serving the same predicate.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from optischema.api.index import IndexDefinition
 from optischema.changes.ddl import definition_key
@@ -41,6 +41,7 @@ class Measured:
     after_ms: float
     used: bool  # the after plan used the index
     write: bool = False  # an INSERT/UPDATE/DELETE: the index slows it (maintenance), never serves it
+    plan: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)  # the sandbox's plan with it
 
     @property
     def ratio(self) -> float:

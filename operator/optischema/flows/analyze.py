@@ -25,7 +25,7 @@ from optischema.analysis.suggestions import Rejection
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
 from optischema.api.target import Sandbox as SandboxSpec
-from optischema.flows.measuring import SandboxOpener, mark_measured, measuring
+from optischema.flows.measuring import SandboxOpener, mark_measured, measured_plans, measuring
 from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.planner import HypoPGPlanner
@@ -197,7 +197,12 @@ async def _analyze(
                     await planner.close()
             recommendations = advice.index_recommendations(selection, workload.statements, snapshot)
             mark_measured(recommendations, measured)
-            advice.attach_plans(recommendations, plans, pii_safe=options.pii_safe)
+            advice.attach_plans(
+                recommendations,
+                plans,
+                pii_safe=options.pii_safe,
+                measured_after=measured_plans(recommendations, measured, pii_safe=options.pii_safe),
+            )
             notes += measured.notes
             if consultation is not None:
                 settle(consultation, selection, recommendations)

@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from optischema.analysis import advice
 from optischema.analysis.candidates import Candidate
 from optischema.analysis.pricing import Measured, MeasuredPlanner, needs_measuring, unpriceable, unpriced_note
 from optischema.analysis.report import Recommendation
@@ -27,6 +28,7 @@ from optischema.flows.sandbox import LocalProvider, Provider
 from optischema.postgres import clone
 from optischema.postgres.connect import ConnectTarget
 from optischema.postgres.measure import BUDGET_SECONDS, SandboxMeasurer, Statement
+from optischema.postgres.measure import INDEX_NAME as MEASURED_INDEX_NAME
 
 #: Given the target's major version, a context that yields the superuser DSN of a fresh, empty sandbox database
 #: of that major and removes the sandbox on exit.
@@ -188,3 +190,23 @@ def mark_measured(recommendations: list[Recommendation], measuring: Measuring) -
         recommendation.rationale += (
             text + " (server-side medians). The planner costs are what-if costs scaled by those ratios."
         )
+
+
+def measured_plans(
+    recommendations: Sequence[Recommendation], measuring: Measuring, *, pii_safe: bool
+) -> dict[tuple[str, str], str]:
+    """The after plans of measured indexes, as the sandbox ran each statement with the index built: (the index's
+    definition key without its name, statement key) → the compact plan, the sandbox's index under the name the
+    recommendation gives it. ``advice.attach_plans`` takes them where HypoPG has no plan to give."""
+    names = {
+        definition_key(r.change.index.model_copy(update={"name": None})): r.change.index.name or ""
+        for r in recommendations
+        if r.kind == "createIndex" and r.change.index is not None
+    }
+    plans = {}
+    for (statement, key), found in measuring.measured.items():
+        if found.plan is None or found.write or key not in names:
+            continue
+        text = advice.render_plan(found.plan, {}, pii_safe=pii_safe)
+        plans[(key, statement)] = text.replace(MEASURED_INDEX_NAME, f"{names[key]} (measured in the sandbox)")
+    return plans

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -61,7 +62,7 @@ class Statement:
 class _Built:
     """What one index did on the sandbox: each statement's median with it and whether its plan used it."""
 
-    after: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    after: dict[str, tuple[float, bool, Mapping[str, Any] | None]] = field(default_factory=dict)
     bytes: int = 0
 
 
@@ -105,7 +106,7 @@ class SandboxMeasurer:
         self._conn: asyncpg.Connection | None = None
         self._failed: str | None = None
         self._prepared: dict[str, timing.Prepared] = {}
-        self._before: dict[str, tuple[float, frozenset[str]] | None] = {}
+        self._before: dict[str, tuple[float, frozenset[str], Mapping[str, Any] | None] | None] = {}
         self._built: dict[str, _Built | None] = {}
         self._skipped: list[str] = []
 
@@ -119,8 +120,10 @@ class SandboxMeasurer:
         before = self._before.get(request.key)
         if before is None:
             return None
-        after, used = built.after[request.key]
-        return Measured(before_ms=before[0], after_ms=after, used=used and not statement.write, write=statement.write)
+        after, used, plan = built.after[request.key]
+        return Measured(
+            before_ms=before[0], after_ms=after, used=used and not statement.write, write=statement.write, plan=plan
+        )
 
     async def size(self, index: IndexDefinition) -> int:
         built = await self._build(index)
@@ -193,7 +196,7 @@ class SandboxMeasurer:
                         continue
                     runs = await self._time(conn, statement_key)
                     if runs is not None:
-                        built.after[statement_key] = (runs[0], bool(used_names & set(runs[1])))
+                        built.after[statement_key] = (runs[0], bool(used_names & set(runs[1])), runs[2])
             finally:
                 await conn.execute(render_drop(definition, concurrently=False))
                 await conn.execute(f"ANALYZE {qualified(*table)}")
@@ -214,7 +217,9 @@ class SandboxMeasurer:
         if key not in self._before:
             self._before[key] = await self._time(conn, key)
 
-    async def _time(self, conn: asyncpg.Connection, key: str) -> tuple[float, frozenset[str]] | None:
+    async def _time(
+        self, conn: asyncpg.Connection, key: str
+    ) -> tuple[float, frozenset[str], Mapping[str, Any] | None] | None:
         """The median server-side time of the statement's runs and the indexes most of them used; None when it
         fails (its error becomes a note once)."""
         item = self._prepared[key]
@@ -227,7 +232,7 @@ class SandboxMeasurer:
             return None
         ordered = sorted(runs, key=lambda r: r.ms)
         middle = ordered[(len(ordered) - 1) // 2]
-        return middle.ms, middle.indexes
+        return middle.ms, middle.indexes, middle.plan
 
     async def _ready(self) -> asyncpg.Connection | None:
         """Step 1 (once): the sandbox connection, the copy loaded and the statements bound; None if it failed."""

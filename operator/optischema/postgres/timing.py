@@ -63,6 +63,7 @@ class Run:
 
     ms: float
     indexes: frozenset[str] = frozenset()
+    plan: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)  # EXPLAIN's top "Plan" node
 
 
 def read_explain(document: Any) -> Run:
@@ -79,7 +80,8 @@ def read_explain(document: Any) -> Run:
         if isinstance(node.get("Index Name"), str):
             names.add(node["Index Name"])
         nodes.extend(node.get("Plans") or [])
-    return Run(float(top["Execution Time"]) + float(top.get("Planning Time") or 0.0), frozenset(names))
+    plan = top.get("Plan") if isinstance(top.get("Plan"), dict) else None
+    return Run(float(top["Execution Time"]) + float(top.get("Planning Time") or 0.0), frozenset(names), plan)
 
 
 @dataclass(slots=True)
