@@ -197,3 +197,19 @@ async def _connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+async def test_a_read_that_writes_is_timed_read_only_and_changes_nothing(conn: asyncpg.Connection) -> None:
+    """A data-modifying CTE parses as a SELECT, and a sample from pg_stat_activity is run as it was written: reads
+    are timed in READ ONLY transactions, so such a statement fails there instead of deleting the copied rows."""
+    from optischema.postgres import timing
+
+    await conn.execute("CREATE TABLE victims AS SELECT g AS id FROM generate_series(1, 100) g")
+    sneaky = timing.Prepared("1", "WITH d AS (DELETE FROM victims RETURNING 1) SELECT count(*) FROM d", 1, False, [[]])
+    try:
+        await timing.time_runs(conn, sneaky)
+    except asyncpg.ReadOnlySQLTransactionError:
+        pass
+    else:
+        raise AssertionError("the deleting read ran")
+    assert await conn.fetchval("SELECT count(*) FROM victims") == 100

@@ -368,11 +368,14 @@ async def time_runs(
     """Run ``item`` once to warm the caches, then once per argument set (at least ``MIN_RUNS``, fewer than all
     once ``budget_seconds`` have passed); raises what the statement raises."""
     statement = await conn.prepare(EXPLAIN + item.query)
-    await _once(conn, statement, item.arguments[0], item.write)  # warm-up: caches
+    # A read runs in a READ ONLY transaction: a statement taken as a read (a sample from pg_stat_activity, a
+    # data-modifying CTE the parser read as a SELECT) can then change nothing, not even the sandbox's copy.
+    read_only = not item.write
+    await _once(conn, statement, item.arguments[0], item.write, read_only=read_only)  # warm-up: caches
     runs: list[Run] = []
     started = time.monotonic()
     for arguments in item.arguments:
-        runs.append(await _once(conn, statement, arguments, item.write))
+        runs.append(await _once(conn, statement, arguments, item.write, read_only=read_only))
         if len(runs) >= MIN_RUNS and time.monotonic() - started > budget_seconds:
             break
     return runs
