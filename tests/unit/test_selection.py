@@ -133,3 +133,24 @@ async def test_bounds_price_only_what_can_win(weak: int) -> None:
     for key, reason in bounded.rejected.items():
         if names[key].startswith("weak"):
             assert reason.startswith("it saves at most"), reason
+
+
+class FailingFloorsPlanner(MonotoneRecordedPlanner):
+    """Refuses configurations of more than three indexes, as HypoPG does when it runs out of oids."""
+
+    async def plan(self, requests: Sequence[PlanRequest], config: Sequence[IndexDefinition]) -> list[Plan]:
+        if len(config) > 3:
+            raise RuntimeError("hypopg: not more oid available")
+        return await super().plan(requests, config)
+
+
+async def test_floors_the_planner_refuses_leave_pricing_exact() -> None:
+    workload, candidates, costs = _many(40)
+    names = {c.key: c.index.columns[1].name or "" for c in candidates}
+    planner = FailingFloorsPlanner(costs, names, {"good": 1000, "ab": 2000})
+    cache = PlanCache(planner, {s.key: s.request for s in workload})
+
+    selection = await select_indexes(workload, candidates, cache, [], Limits())
+
+    assert [names[c.candidate.key] for c in selection.chosen] == ["good"]
+    assert not any("at most" in reason for reason in selection.rejected.values())  # every candidate was priced

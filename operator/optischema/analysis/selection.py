@@ -20,6 +20,7 @@ the choice is the one pricing them all would make, for a fraction of the plans.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ TIE_TOLERANCE = 0.01
 #: candidate: PostgreSQL keeps a path up to 1% dearer when it is better sorted (STD_FUZZ_FACTOR), at each join
 #: level, so more indexes can, rarely, end a little above fewer.
 FLOOR_SLACK = 0.02
+#: Candidates made hypothetical at once for the floors: HypoPG 1.3 has a few thousand oids for hypothetical indexes
+#: (one per partition of a partitioned table), and planning with hundreds on a table is slower for little gain.
+FLOOR_BATCH = 400
 
 Progress = Callable[[str, int, int], None]
 
@@ -167,7 +171,7 @@ async def select_indexes(
         touched = sorted({k for c in pool for k in affected[c.key]}, key=reach.position.__getitem__)
         if progress:
             progress("choosing indexes: planning each statement with every candidate at once", 0, len(touched))
-        known.floors = await cache.plans(touched, list({c.key: c.index for c in pool}.values()))
+        known.floors = await _floors(touched, pool, statements, cache)
 
     # 2-3. Greedy, pricing only what can still win and re-pricing only what the last choice changed.
     while pool:
@@ -197,6 +201,41 @@ async def select_indexes(
     await _prune(state, affected, known, cache, limits, threshold)
     final = await cache.plans(list(statements), state.config())
     return Selection(state.chosen, state.rejected, base, final, total, cache.calls, cache.hits)
+
+
+async def _floors(
+    keys: list[str], pool: list[Candidate], statements: dict[str, WorkloadStatement], cache: PlanCache
+) -> dict[str, Plan]:
+    """Each statement's cost with every candidate on its tables at once, planned in batches of at most
+    ``FLOOR_BATCH`` candidates. A statement whose tables hold more, or whose batch the planner could not plan
+    (HypoPG ran out of oids for hypothetical indexes, say), gets no floor: its candidates are priced exactly."""
+    on_table: dict[TableKey, dict[str, IndexDefinition]] = {}
+    for candidate in pool:
+        on_table.setdefault(candidate.table, {})[candidate.key] = candidate.index
+    groups: dict[frozenset[TableKey], list[str]] = {}
+    for key in keys:
+        groups.setdefault(statements[key].request.tables, []).append(key)
+    floors: dict[str, Plan] = {}
+    batch: list[str] = []
+    tables: set[TableKey] = set()
+
+    async def flush() -> None:
+        config = [index for table in tables for index in on_table.get(table, {}).values()]
+        with contextlib.suppress(Exception):  # a bound is an optimisation: without one, pricing is exact
+            floors.update(await cache.plans(batch, config))
+        batch.clear()
+        tables.clear()
+
+    for group, members in groups.items():
+        if sum(len(on_table.get(t, {})) for t in group) > FLOOR_BATCH:
+            continue
+        if sum(len(on_table.get(t, {})) for t in tables | group) > FLOOR_BATCH:
+            await flush()
+        batch.extend(members)
+        tables.update(group)
+    if batch:
+        await flush()
+    return floors
 
 
 def _users(pool: list[Candidate], affected: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -233,7 +272,8 @@ async def _estimate(
             now = await cache.plans(keys, config[:since])
             bound = 0.0
             for key in keys:
-                cost, floor = now[key].cost, known.floors[key].cost
+                cost, floored = now[key].cost, known.floors.get(key)
+                floor = floored.cost if floored is not None else None
                 if cost is not None:
                     lowest = 0.0 if floor is None else floor * (1 - FLOOR_SLACK)
                     bound += known.statements[key].weight * max(0.0, cost - lowest)

@@ -12,6 +12,7 @@ The semantics are PostgreSQL's ``quote_ident`` / ``quote_literal``; the quoting 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -42,9 +43,11 @@ _NOT_UNRESERVED = frozenset(_KWLIST.split())
 _PLAIN = re.compile(r"[a-z_][a-z0-9_]*")
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_ident(name: str) -> str:
     """An identifier, always double-quoted (embedded quotes doubled): what ``quote_ident`` returns for any name
-    that needs quoting, and still correct for one that does not."""
+    that needs quoting, and still correct for one that does not. Cached: an analysis renders the same few names
+    for every candidate it makes hypothetical (sqlglot's rendering is the cost)."""
     return exp.to_identifier(name, quoted=True).sql(dialect=DIALECT)
 
 
