@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from optischema.flows.analyze import AnalyzeOptions, analyze
 
+from .conftest import run_sql
 from .test_engine import NO_SAMPLES, creates, setup
 
 POSTS = """
@@ -63,3 +64,33 @@ async def test_without_pg_trgm_a_substring_search_gets_a_note_not_an_index(pg_da
     result = await analyze(pg_database, AnalyzeOptions(sample_seconds=0))
     assert [r for r in result.recommendations if r.kind == "createIndex"] == []
     assert any("users.handle" in n and "CREATE EXTENSION pg_trgm" in n for n in result.notes), result.notes
+
+
+async def test_without_hypopg_every_candidate_is_measured_and_the_same_indexes_are_chosen(pg_database: str) -> None:
+    """Where HypoPG is missing (CloudNativePG's images, most managed services), a sandbox stands in for it: every
+    candidate, btree included, is built on the copy and the statements timed, and the selection is the one HypoPG
+    would make, each recommendation saying it was measured (not left to statement shapes)."""
+    from optischema.flows.measuring import local_sandbox
+
+    workload = [f"SELECT meta FROM posts WHERE author_id = {a}" for a in (7, 11, 42)]
+    workload += [f"SELECT id FROM users WHERE handle = 'user_{h}'" for h in ("a1", "b2", "c3")]
+    await setup(pg_database, POSTS, workload)
+    with_hypopg = await analyze(pg_database, NO_SAMPLES)
+    await run_sql(pg_database, ["DROP EXTENSION hypopg"])
+    without = await analyze(pg_database, AnalyzeOptions(sample_seconds=0, measure=local_sandbox))
+    assert without.mode == "measured"
+    assert any("HypoPG is not installed" in n and "sandbox copy" in n for n in without.notes), without.notes
+    for table in ("posts", "users"):
+        assert creates(without, table) == creates(with_hypopg, table), table
+        assert creates(without, table), table
+    created = [r for r in without.recommendations if r.kind == "createIndex"]
+    assert {r.source for r in created} == {"measured"}
+    for recommendation in created:
+        top = recommendation.evidence.statements[0]
+        assert top.measured_before_ms is not None
+        assert top.measured_after_ms is not None
+        assert top.measured_after_ms < top.measured_before_ms / 5, top
+        assert top.plan_after is not None
+        assert "Index Scan using" in top.plan_after
+        if recommendation.change.index and recommendation.change.index.table == "users":  # partitions: their own
+            assert f"{recommendation.change.index.name} (measured in the sandbox)" in top.plan_after

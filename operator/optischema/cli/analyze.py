@@ -26,6 +26,11 @@ from optischema.flows.measuring import local_sandbox
 from optischema.postgres.connect import describe_target
 
 JSON_VERSION = 1
+_MODES = {
+    "whatif": "what-if planning with HypoPG",
+    "measured": "no HypoPG: every candidate measured on a sandbox copy",
+    "heuristic": "heuristics only (no HypoPG)",
+}
 
 
 def add_parser(commands: Any) -> None:
@@ -236,7 +241,7 @@ def table(result: AnalysisResult, where: str) -> str:
     """The report for a person: what to do, why, and what was left out."""
     lines = [
         f"OptiSchema analysis of {where}: PostgreSQL {result.server_version}, "
-        f"{'what-if planning with HypoPG' if result.mode == 'whatif' else 'heuristics only (no HypoPG)'}, "
+        f"{_MODES.get(result.mode, result.mode)}, "
         f"{result.statements_analysed} of {result.statements_seen} statements analysed in "
         f"{result.duration_seconds:.1f}s",
         "",

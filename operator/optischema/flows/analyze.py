@@ -28,7 +28,7 @@ from optischema.api.target import Sandbox as SandboxSpec
 from optischema.flows.measuring import SandboxOpener, mark_measured, measured_plans, measuring
 from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
-from optischema.postgres.planner import HypoPGPlanner
+from optischema.postgres.planner import ExplainPlanner, HypoPGPlanner
 from optischema.postgres.plans import before_after
 
 # sqlglot logs a warning for every statement it reads as an opaque command (CREATE FUNCTION ... in extension
@@ -84,7 +84,7 @@ class AnalyzeOptions:
 @dataclass(slots=True)
 class AnalysisResult:
     recommendations: list[Recommendation]
-    mode: str  # "whatif" or "heuristic"
+    mode: str  # "whatif", "measured" (no HypoPG: every candidate measured on a sandbox) or "heuristic"
     notes: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     statements_seen: int = 0
@@ -168,14 +168,25 @@ async def _analyze(
         notes += search_notes(usages, snapshot.server)
         selection: Selection | None = None
         consultation: Consultation | None = None
-        if "hypopg" in snapshot.server.extensions:
-            planner = await HypoPGPlanner(conn, partitions_of(snapshot)).start()
-            measure = contextlib.AsyncExitStack()  # a sandbox, when GIN/GiST candidates are priced by measuring
+        hypopg = "hypopg" in snapshot.server.extensions
+        if hypopg or options.measure is not None:
+            # Without HypoPG, with a sandbox: every candidate is measured there, each statement's cost on the target
+            # (its plan as it is) scaled by the measured ratio; the same selection, nothing left to shapes alone.
+            planner = await (HypoPGPlanner if hypopg else ExplainPlanner)(conn, partitions_of(snapshot)).start()
+            measure = contextlib.AsyncExitStack()  # a sandbox, when candidates are priced by measuring
             try:
                 copy = options.measure_copy
                 measured = await measure.enter_async_context(
-                    measuring(options.measure, planner, conn, dsn, snapshot, workload.statements, candidates, copy=copy)
-                )
+                    measuring(
+                        options.measure, planner, conn, dsn, snapshot, workload.statements, candidates, copy=copy,
+                        measure_all=not hypopg,
+                    )
+                )  # fmt: skip
+                if not hypopg:
+                    notes.append(
+                        "HypoPG is not installed in this database: every index candidate was priced by building it "
+                        "on a sandbox copy and timing the statements there (source: measured)."
+                    )
                 candidates = measured.candidates
                 cache = PlanCache(measured.planner, requests_for(workload.statements))
                 limits = Limits(options.budget_bytes, options.max_indexes_per_table)
@@ -189,7 +200,8 @@ async def _analyze(
                             limits, say,
                         )  # fmt: skip
                 chosen_indexes = [c.candidate.index for c in selection.chosen]
-                plans = await before_after(planner, advice.plan_targets(selection, workload.statements), chosen_indexes)
+                simulated = chosen_indexes if hypopg else []  # without HypoPG every after plan is the sandbox's
+                plans = await before_after(planner, advice.plan_targets(selection, workload.statements), simulated)
             finally:
                 try:
                     await measure.aclose()
@@ -211,7 +223,9 @@ async def _analyze(
         else:
             notes.append(
                 "HypoPG is not installed in this database: index proposals come from statement shapes only and are "
-                "not costed (marked source: heuristic). Run CREATE EXTENSION hypopg for what-if planning."
+                "not costed (marked source: heuristic). Run CREATE EXTENSION hypopg for what-if planning, or let "
+                "the analysis measure candidates on a sandbox copy (optischema analyze --measure; the operator does "
+                "when the target's sandbox is enabled)."
             )
             recommendations = advice.heuristic_recommendations(
                 workload.statements, candidates, snapshot, options.max_indexes_per_table
@@ -245,7 +259,7 @@ async def _analyze(
         )
     return AnalysisResult(
         recommendations=recommendations,
-        mode="whatif" if selection is not None else "heuristic",
+        mode=("whatif" if hypopg else "measured") if selection is not None else "heuristic",
         notes=notes,
         skipped=workload.skipped,
         statements_seen=workload.seen,

@@ -79,6 +79,7 @@ class Measuring:
     notes: list[str] = field(default_factory=list)
     measured: dict[tuple[str, str], Measured] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # "schema.table" -> rows in the sandbox copy
+    measure_all: bool = False  # no HypoPG: every candidate was measured, btree included
 
 
 @asynccontextmanager
@@ -93,11 +94,13 @@ async def measuring(
     *,
     copy: SandboxSpec | None = None,
     budget_seconds: float = BUDGET_SECONDS,
+    measure_all: bool = False,
 ) -> AsyncIterator[Measuring]:
     """The planner and candidates for the selection: ``whatif`` and only what it can price when nothing needs
     measuring or measuring is off; else a :class:`MeasuredPlanner` over a sandbox opened for the analysis, filled as
     ``copy`` says (the target's ``spec.sandbox``; a sample of the real rows when None: the CLI's local copy)."""
-    measurable = [c for c in candidates if needs_measuring(c.index)]
+    must_measure = (lambda _: True) if measure_all else needs_measuring  # no HypoPG: every candidate is measured
+    measurable = [c for c in candidates if must_measure(c.index)]
     if not measurable:
         yield Measuring(whatif, candidates)
         return
@@ -134,8 +137,8 @@ async def measuring(
             budget_seconds=budget_seconds,
             **_copy_settings(copy),
         )
-        planner = MeasuredPlanner(whatif=whatif, measurer=measurer)
-        result = Measuring(planner, candidates)
+        planner = MeasuredPlanner(whatif=whatif, measurer=measurer, measurable=must_measure)
+        result = Measuring(planner, candidates, measure_all=measure_all)
         try:
             yield result
         finally:
@@ -164,7 +167,8 @@ def mark_measured(recommendations: list[Recommendation], measuring: Measuring) -
         by_index.setdefault(key, {})[statement] = measured
     for recommendation in recommendations:
         index = recommendation.change.index
-        if recommendation.kind != "createIndex" or index is None or not needs_measuring(index):
+        priced_so = measuring.measure_all or (index is not None and needs_measuring(index))
+        if recommendation.kind != "createIndex" or index is None or not priced_so:
             continue
         figures = by_index.get(definition_key(index.model_copy(update={"name": None})), {})
         recommendation.source = "measured"

@@ -201,6 +201,25 @@ class HypoPGPlanner:
         return Plan(float(top["Total Cost"]), frozenset(uses))
 
 
+class ExplainPlanner(HypoPGPlanner):
+    """Planning where HypoPG is not installed: each statement as it is, the baseline that measured costs scale
+    (``analysis.pricing.MeasuredPlanner`` with every candidate measured). It plans no hypothetical index."""
+
+    async def start(self) -> ExplainPlanner:
+        await self.conn.execute("SET plan_cache_mode = force_generic_plan")
+        return self
+
+    async def close(self) -> None:
+        return None
+
+    async def size(self, index: IndexDefinition) -> int:
+        raise ValueError("without HypoPG an index's size is measured, not estimated")
+
+    async def _sync(self, config: Sequence[IndexDefinition]) -> None:
+        if config:
+            raise ValueError("without HypoPG no hypothetical index can be planned")
+
+
 def _index_names(node: dict[str, Any]) -> list[str]:
     names = [node["Index Name"]] if "Index Name" in node else []
     for child in node.get("Plans", []):
