@@ -147,6 +147,10 @@ class SandboxMeasurer:
     def _over_budget(self) -> bool:
         return self._deadline is not None and time.monotonic() > self._deadline
 
+    def _left_ms(self) -> int | None:
+        """Milliseconds left in the budget (None before it started)."""
+        return None if self._deadline is None else int((self._deadline - time.monotonic()) * 1000)
+
     async def _build(self, index: IndexDefinition) -> _Built | None:
         """Step 3 for ``index`` (once; None when it could not be measured)."""
         key = definition_key(index)
@@ -223,7 +227,17 @@ class SandboxMeasurer:
         """The median server-side time of the statement's runs and the indexes most of them used; None when it
         fails (its error becomes a note once)."""
         item = self._prepared[key]
+        # A sample runs as someone wrote it (pg_sleep, a slow function): the budget left bounds each run, and a
+        # statement past it is not run at all, or a few such samples would hold the analysis for many minutes.
+        left = self._left_ms()
+        if left is not None and left <= 0:
+            note = f"statement {key} was not timed in the sandbox: the measuring budget ran out"
+            if note not in self.notes:
+                self.notes.append(note)
+            return None
         try:
+            if left is not None:
+                await conn.execute("SELECT set_config('statement_timeout', $1, false)", str(min(left, 30_000)))
             runs = await timing.time_runs(conn, item, STATEMENT_SECONDS)
         except _ERRORS as error:
             note = f"statement {key} could not be timed in the sandbox: {_first_line(error)}"
