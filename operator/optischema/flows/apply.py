@@ -836,7 +836,13 @@ async def _step_failed(
     reason = Reason.LOCK_TIMEOUT if error.reason == "LockTimeout" else Reason.APPLY_FAILED
     message = f"the rollout failed: {error.message}"
     index, name = change.spec.index, _name(change)
-    if index is not None and name is not None and not conn.is_closed():
+    try:
+        adopted = None if conn.is_closed() else await _adopted(change, conn)
+    except execute.CONNECTION_LOST:
+        adopted = "the connection was lost before the indexes attached to it could be read"
+    if adopted is not None:
+        message += f"; its partial index is left INVALID: {adopted}"
+    elif index is not None and name is not None and not conn.is_closed():
         # Nothing half-built stays: the parent's INVALID index goes, with the partitions' indexes attached to it.
         sql = render_drop_partitioned(index, name=name)
         try:
@@ -849,6 +855,30 @@ async def _step_failed(
         except (Stop, execute.ExecuteError) as cleanup:
             message += f"; its partial index {index.schema_}.{name} is left INVALID ({cleanup})"
     return await _fail(ctx, change, reason, message)
+
+
+async def _adopted(change: Change, conn: Any) -> str | None:
+    """Why our partitioned index may not be dropped, if it may not: an index of someone else's that PostgreSQL
+    attached to it (a table attached with a matching index of its own has it adopted) would go with it."""
+    index, name = change.spec.index, _name(change)
+    if index is None or name is None:
+        return None
+    try:
+        if not await partitions.partitioned_index(conn, index.schema_, name):
+            return None
+        root = await partitions.partition_tree(conn, index.schema_, index.table)
+        ours = {(s.schema, s.index) for s in partitioned.rollout(index, root, name)} if root is not None else set()
+        found = await partitions.adopted_below(conn, index.schema_, name, ours)
+    except execute.CONNECTION_LOST:
+        raise
+    except DATABASE_ERRORS as error:
+        return f"the indexes attached to {index.schema_}.{name} could not be read ({str(error).splitlines()[0]})"
+    if not found:
+        return None
+    return (
+        f"index {', '.join(found[:5])} (not built by the operator) was attached to {index.schema_}.{name} with its "
+        "table, and a DROP INDEX of ours would drop it too; detach that table or drop that index first"
+    )
 
 
 async def _incomplete(ctx: Context, change: Change, conn: Any, schema: str, name: str, when: str) -> float | None:
@@ -1028,6 +1058,9 @@ async def _rollback(ctx: Context, change: Change, conn: Any, undo: list[str], su
             problem = await _ownership(change, conn)
             if problem is not None:
                 return await _fail(ctx, change, problem[0], f"regressed, but not rolled back: {problem[1]}")
+            adopted = await _adopted(change, conn)
+            if adopted is not None:
+                return await _fail(ctx, change, Reason.PROTECTED_INDEX, f"regressed, but not rolled back: {adopted}")
         for statement in undo:
             done = await _run(ctx, change, conn, statement, guard)
     except Stop as stop:

@@ -4,6 +4,8 @@ to a given partitioned index. Read-only, one query each; names are bind paramete
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import asyncpg
@@ -128,3 +130,37 @@ async def scans_below(conn: asyncpg.Connection, schema: str, index: str) -> int:
         index,
     )
     return int(value or 0)
+
+
+async def adopted_below(
+    conn: asyncpg.Connection, schema: str, name: str, ours: Collection[tuple[str, str]]
+) -> list[str]:
+    """Indexes attached (through the tree) to the partitioned index ``schema.name`` that are not in ``ours`` and
+    that PostgreSQL did not build for it: a table attached with a matching index of its own has that index adopted
+    (PostgreSQL builds none then), and a ``DROP INDEX`` of ours would take someone else's index along. One PostgreSQL
+    built for a partition was created in the transaction that attached it (``pg_index.xmin`` is the ``pg_inherits``
+    row's) under the name it chooses (``<table>_<columns>_idx[N]``); an index someone made in that same
+    transaction under such a name cannot be told from it. Read-only."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE idx AS ("
+        "  SELECT i.oid FROM pg_class i JOIN pg_namespace n ON n.oid = i.relnamespace "
+        "   WHERE n.nspname = $1 AND i.relname = $2 "
+        "  UNION ALL SELECT h.inhrelid FROM pg_inherits h JOIN idx ON h.inhparent = idx.oid) "
+        "SELECT n.nspname AS schema, c.relname AS name, t.relname AS table, x.xmin::text = h.xmin::text AS same "
+        "  FROM idx JOIN pg_inherits h ON h.inhrelid = idx.oid JOIN pg_index x ON x.indexrelid = idx.oid "
+        "  JOIN pg_class c ON c.oid = idx.oid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "  JOIN pg_class t ON t.oid = x.indrelid ORDER BY 1, 2",
+        schema,
+        name,
+    )
+    return [
+        f"{r['schema']}.{r['name']}"
+        for r in rows
+        if (r["schema"], r["name"]) not in ours and not (r["same"] and _chosen_by_postgres(r["name"], r["table"]))
+    ]
+
+
+def _chosen_by_postgres(index: str, table: str) -> bool:
+    """Whether ``index`` is a name PostgreSQL chooses for an index of ``table`` (ChooseRelationName: the table's
+    name, cut to about half of 63 bytes when both parts are long, the columns', then ``idx`` and a number)."""
+    return index.startswith(table[:25]) and re.search(r"_idx\d*$", index) is not None
