@@ -118,7 +118,8 @@ def rows(
     total = sum(u.total_ms for u in last.usage.values())
     uses, pending = _by_statement(recommendations, changes)
     trend_from = [i for i in intervals[1:] if i.end >= last.end - TREND]
-    ranked = sorted(last.usage.items(), key=lambda kv: (-kv[1].total_ms, kv[0]))[:limit]
+    ran = [(qid, usage) for qid, usage in last.usage.items() if usage.calls > 0]  # not run in the interval: not top
+    ranked = sorted(ran, key=lambda kv: (-kv[1].total_ms, kv[0]))[:limit]
     found = []
     for qid, usage in ranked:
         found.append(
@@ -189,7 +190,12 @@ def frame(
             lines.append(f"{pad}uses: {', '.join(row.uses)}")
         if row.pending:
             lines.append(f"{pad}pending: {', '.join(row.pending)}")
-    waiting = sum(1 for r in recommendations if (r.get("spec", {}).get("approval") or {}).get("state") == "Pending")
+    waiting = sum(
+        1
+        for r in recommendations
+        if (r.get("spec", {}).get("approval") or {}).get("state", "Pending") == "Pending"
+        and (r.get("status") or {}).get("phase") != "Superseded"
+    )
     lines += [
         "",
         f"{waiting} recommendation(s) waiting for a decision: kubectl optischema list --target {meta['name']}",
