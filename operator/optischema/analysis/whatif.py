@@ -23,8 +23,8 @@ from optischema.changes.ddl import definition_key
 
 from .statements import TableKey
 
-#: Plans the cache keeps (about 0.5 kB each): far more than one round of the greedy asks on 10,000 statements.
-PLAN_CACHE_SIZE = 200_000
+#: Plans the cache keeps (about 0.5 kB each, so at most ~50 MB): several rounds of the greedy on 10,000 statements.
+PLAN_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
