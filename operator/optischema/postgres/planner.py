@@ -13,6 +13,7 @@ Nothing here writes: HypoPG keeps its indexes in backend memory, and the connect
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import asyncpg
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
+from sqlglot.tokenizer_core import TokenType
 
 from optischema.analysis.statements import TableKey, prepare_text, typed_parameters
 from optischema.analysis.whatif import Plan, PlanRequest
@@ -31,6 +33,38 @@ from optischema.changes.ddl import definition_key, render_create
 _HYPOTHETICAL = re.compile(r"^<(\d+)>")
 _PARAMETER = re.compile(r"\$(\d+)")
 _STATEMENT = "optischema_whatif"
+#: Names of the functions someone created (outside pg_catalog and not an extension's): a call by one of these names
+#: may resolve to that function, and planning may run it (constant folding) as the analysis role.
+_OWN_FUNCTIONS = (
+    "SELECT DISTINCT p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS ("
+    "  SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')"
+)
+
+
+def own_calls(text: str, names: frozenset[str]) -> list[str]:
+    """The names among ``names`` that ``text`` calls (a name before a parenthesis, quoted names as written,
+    others folded to lower case as PostgreSQL does), and ``OPERATOR(`` (a schema's operator, whose function may
+    be anyone's); ``["(unreadable)"]`` when the text cannot be tokenised (it is then not known what it calls)."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise("postgres").tokenize(text)
+    except SqlglotError:
+        return ["(unreadable)"]
+    found = []
+    for token, following in itertools.pairwise(tokens):
+        if following.token_type != TokenType.L_PAREN:
+            continue
+        name = token.text if token.token_type == TokenType.IDENTIFIER else token.text.lower()
+        if name in names or name == "operator":
+            found.append(name)
+    return sorted(set(found))
+
+
+def _not_planned(calls: list[str]) -> str:
+    return (
+        f"not planned: it calls {', '.join(calls)}, a function someone created (planning could run it as the "
+        "analysis role)"
+    )
 
 
 class HypoPGPlanner:
@@ -51,11 +85,17 @@ class HypoPGPlanner:
         self._types: dict[str, list[str]] = {}  # statement key -> parameter types that PREPARE accepted
         self._unplannable: dict[str, str] = {}
         self._sizes: dict[str, int] = {}
+        self._own_functions: frozenset[str] = frozenset()
         self.explains = 0
 
     async def start(self) -> HypoPGPlanner:
         await self.conn.execute("SET plan_cache_mode = force_generic_plan")
         await self.conn.execute("SELECT hypopg_reset()")
+        # Planning folds an IMMUTABLE call with constant arguments (``public.f()``, ``f('x')`` in a sample, an
+        # overload of a built-in): a function someone created would run as the analysis role. Statements calling
+        # one by name are not planned here; strings read as the tokenizer reads them.
+        await self.conn.execute("SET standard_conforming_strings = on")
+        self._own_functions = frozenset(r["name"] for r in await self.conn.fetch(_OWN_FUNCTIONS))
         return self
 
     async def close(self) -> None:
@@ -68,6 +108,8 @@ class HypoPGPlanner:
         planned."""
         await self._sync(config)
         text = typed_parameters(query).strip().rstrip(";")
+        if own_calls(text, self._own_functions):
+            return None
         count = max((int(n) for n in _PARAMETER.findall(text)), default=0)
 
         def named(node: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +183,9 @@ class HypoPGPlanner:
         return await self._explain_generic(request)
 
     async def _explain_sample(self, text: str) -> Plan:
+        calls = own_calls(text, self._own_functions)
+        if calls:
+            return Plan(None, error=_not_planned(calls))
         try:
             self.explains += 1
             raw = await self.conn.fetchval(f"EXPLAIN (FORMAT JSON) {text.strip().rstrip(';')}")
@@ -152,6 +197,10 @@ class HypoPGPlanner:
         if request.key in self._unplannable:
             return Plan(None, error=self._unplannable[request.key])
         text = typed_parameters(request.bound or request.query).strip().rstrip(";")
+        calls = own_calls(text, self._own_functions)
+        if calls:
+            self._unplannable[request.key] = _not_planned(calls)
+            return Plan(None, error=self._unplannable[request.key])
         count = max((int(n) for n in _PARAMETER.findall(text)), default=0)
         attempts = [self._types[request.key]] if request.key in self._types else _type_guesses(text, count)
         error, tried = "no attempt", list[list[str]]()
