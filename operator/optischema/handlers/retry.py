@@ -18,6 +18,7 @@ import kopf
 from optischema.api.resources import GROUP, VERSION
 from optischema.flows.retry import retry
 from optischema.flows.target import utc_now
+from optischema.handlers.lifetime import alive, without_finalizer
 from optischema.lifecycle import indexchange as lifecycle
 from optischema.lifecycle import retry as retrying
 
@@ -26,15 +27,17 @@ ANNOTATION = "optischema.io/retry"
 INTERVAL = 3.0
 
 
-def waiting(body: kopf.Body, status: kopf.Status, **_: Any) -> bool:
-    """A request not answered yet (a final change, token not recorded), or one admission has still to judge."""
+def waiting(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any) -> bool:
+    """A request not answered yet (a final change, token not recorded), or one admission has still to judge; never
+    for an object already deleted (handlers.lifetime)."""
     token = (body.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
-    if token is None:
+    if token is None or not alive(body, memo):
         return False
     honoured = retrying.honoured(lifecycle.parse(status), str(token))
     return (status.get("phase") in lifecycle.FINAL and not honoured) or (status.get("phase") == "Pending" and honoured)
 
 
+@without_finalizer  # a deleted change, or its namespace, never waits for the operator (handlers.lifetime)
 @kopf.timer(GROUP, VERSION, "indexchanges", interval=INTERVAL, annotations={ANNOTATION: kopf.PRESENT}, when=waiting)
 async def retry_requested(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     token = str(body["metadata"]["annotations"][ANNOTATION])
