@@ -84,3 +84,19 @@ def test_an_unreadable_connection_string_is_bad_input_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("optischema analyze: --dsn/-d: cannot read the connection string")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("form", ["url", "conninfo"])
+def test_h_p_u_beside_a_connection_string_win_over_it(
+    pg_database: str, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    """As in psql: ``-d 'host=elsewhere dbname=x' -h real -p 5433`` connects to the real host and port."""
+    load(pg_database)
+    host, port, user, database = parts(pg_database)
+    given = (
+        f"postgresql://nobody@nowhere.invalid:1/{database}"
+        if form == "url"
+        else f"host=nowhere.invalid port=1 user=nobody dbname={database}"
+    )
+    assert main(analyze("-d", given, "-h", host, "-p", str(port), "-U", user, "-o", "json")) == 0
+    assert any("invoices" in sql for sql in recommended(capsys.readouterr().out))

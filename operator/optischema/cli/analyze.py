@@ -92,14 +92,28 @@ def connection_string(args: argparse.Namespace) -> str:
     is; otherwise a URL carrying the parts given as query parameters, each encoded (a host such as
     ``db/x?sslmode=disable`` stays a host), and asyncpg fills what is missing from libpq's ``PG*`` environment and
     ``~/.pgpass``, as libpq does."""
+    flags = {"host": args.host, "port": args.port, "user": args.username}
     for given in (args.dsn, args.dbname):
         if given and given.startswith(("postgresql://", "postgres://")):
-            return str(given)
+            return _overridden(str(given), flags)
         if given and "=" in given:
-            return conninfo_url(given)
+            return _overridden(conninfo_url(given), flags)
     dbname = args.dbname or ""
     given = {"host": args.host, "port": args.port, "user": args.username, "dbname": dbname or None}
     return "postgresql://?" + urlencode({key: value for key, value in given.items() if value})
+
+
+def _overridden(url: str, flags: dict[str, Any]) -> str:
+    """``url`` with the -h/-p/-U given beside it, which win over what it says (as psql's options do)."""
+    given = {key: value for key, value in flags.items() if value}
+    if not given:
+        return url
+    parts = urlsplit(url)
+    if parts.netloc:  # asyncpg prefers the URL's own host, port and user to its query: move them to the query
+        moved = {"host": parts.hostname, "port": parts.port, "user": parts.username, "password": parts.password}
+        query = urlencode({key: value for key, value in moved.items() if value})
+        url = f"{parts.scheme}://{parts.path}?{'&'.join(q for q in (query, parts.query) if q)}"
+    return url + ("&" if "?" in url else "?") + urlencode(given)
 
 
 _CONNINFO = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)")
