@@ -28,15 +28,19 @@ def test_an_analysis_measures_a_gin_candidate_in_a_sandbox_pod(cluster: Cluster,
         apply(cluster, secret(namespace, "pw"))
         apply(cluster, target(namespace, database, sandbox={"dataMode": "sample", "samplePercent": 100}))
         start()
-        found = wait_for(
-            lambda: [
-                i
-                for i in get(cluster, "tuningrecommendations", "-n", namespace)["items"]
-                if i["spec"].get("source") == "measured"
-            ],
-            timeout=180,
-            what="a recommendation priced by measuring",
-        )
+        try:
+            found = wait_for(
+                lambda: [
+                    i
+                    for i in get(cluster, "tuningrecommendations", "-n", namespace)["items"]
+                    if i["spec"].get("source") == "measured"
+                ],
+                timeout=180,
+                what="a recommendation priced by measuring",
+            )
+        except AssertionError as error:  # say why: the analysis's notes
+            status = get(cluster, "postgrestarget", "shop", "-n", namespace).get("status") or {}
+            raise AssertionError(f"{error}; lastAnalysis: {json.dumps(status.get('lastAnalysis'))}") from error
         spec = found[0]["spec"]
         assert spec["change"]["index"]["method"] == "gin", json.dumps(spec)
         assert spec["change"]["index"]["columns"][0]["opclass"] == "jsonb_path_ops", json.dumps(spec)

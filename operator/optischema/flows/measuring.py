@@ -9,8 +9,9 @@ asked leaves those candidates out and says so in a note: an unpriced index is ne
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,30 @@ async def local_sandbox(major: int) -> AsyncIterator[str]:
         yield started.dsn
     finally:
         await provider.stop(started)
+
+
+def on_loop(opener: SandboxOpener, loop: asyncio.AbstractEventLoop) -> SandboxOpener:
+    """``opener`` with its work done on ``loop``, for an analysis that runs on a loop of its own in another thread
+    (``analyze_off_loop``): the operator's Kubernetes client, which starts and removes sandbox pods, belongs to the
+    operator's loop, and used from another one it fails (or, worse, shares connections between two loops)."""
+
+    async def there(work: Awaitable[Any]) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(work), loop))
+
+    @asynccontextmanager
+    async def opened(major: int) -> AsyncIterator[str]:
+        manager = opener(major)
+        dsn = await there(manager.__aenter__())
+        try:
+            yield dsn
+        finally:
+            await there(manager.__aexit__(None, None, None))
+
+    return opened
+
+
+async def _awaited(work: Awaitable[Any]) -> Any:
+    return await work
 
 
 def provider_sandbox(provider: Provider, target: dict[str, Any], spec: SandboxSpec) -> SandboxOpener:

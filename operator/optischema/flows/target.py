@@ -30,7 +30,7 @@ from optischema.changes.windows import current_or_next
 from optischema.flows import advisor as advisors
 from optischema.flows.advisor import DEFAULT_CLUSTER_BUDGET
 from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, analyze_off_loop
-from optischema.flows.measuring import SandboxOpener, provider_sandbox
+from optischema.flows.measuring import SandboxOpener, on_loop, provider_sandbox
 from optischema.flows.sandbox import Provider
 from optischema.kube.client import secret_refused
 from optischema.lifecycle import target as lifecycle
@@ -374,7 +374,8 @@ async def _analyse_and_record(
         )
     measure = None
     if sandbox_provider is not None and check.spec is not None and check.spec.sandbox.enabled:
-        measure = provider_sandbox(sandbox_provider, target, check.spec.sandbox)
+        # The analysis runs on a loop of its own (analyze_off_loop); the pods are made on this one.
+        measure = on_loop(provider_sandbox(sandbox_provider, target, check.spec.sandbox), asyncio.get_running_loop())
     result, error, seconds = await run_analysis(check, sample_seconds, semaphore, advisor, measure)
     if result is None:
         failure = lifecycle.failed(run, utc_now(), error or "analysis failed", duration_seconds=seconds)
