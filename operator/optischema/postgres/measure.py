@@ -15,6 +15,7 @@ None and :attr:`SandboxMeasurer.notes` says which indexes went unmeasured.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from optischema.analysis.errors import AnalysisError
 from optischema.analysis.pricing import Measured
 from optischema.analysis.redact import redact_error
 from optischema.analysis.statements import TableKey
@@ -44,7 +46,9 @@ SAMPLE_PERCENT = 100.0
 MAX_ROWS = 200_000
 #: What a step on the sandbox may raise and the measuring survives (as a note).
 _ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, TypeError, ValueError, OverflowError)
-_SETUP_ERRORS: tuple[type[BaseException], ...] = (*_ERRORS, clone.CloneError, RuntimeError)
+_SETUP_ERRORS: tuple[type[BaseException], ...] = (*_ERRORS, clone.CloneError, RuntimeError, AnalysisError)
+#: A sandbox pod reported ready may not listen yet: its first connection is tried for this long.
+CONNECT_SECONDS = 30.0
 #: The name every measured index is built under (one at a time, dropped after).
 INDEX_NAME = "optischema_measured"
 
@@ -264,7 +268,7 @@ class SandboxMeasurer:
         return self._conn
 
     async def _load(self) -> asyncpg.Connection:
-        admin = await connect(self.sandbox_dsn, read_only=False, application_name="optischema-measure-setup")
+        admin = await _first_connection(self.sandbox_dsn)
         try:
             bench_dsn = await clone.create_bench_role(admin, self.sandbox_dsn)
         finally:
@@ -324,6 +328,19 @@ def as_sampled(item: timing.Prepared, statement: Statement, runs: int) -> timing
     if statement.write or not samples:
         return None
     return timing.Prepared(item.query_id, samples[0], item.calls, False, [[] for _ in range(max(runs, 1))])
+
+
+async def _first_connection(dsn: str) -> asyncpg.Connection:
+    """The sandbox's first connection, tried again while the server is still starting (a pod is ready before
+    PostgreSQL listens on its address)."""
+    deadline = time.monotonic() + CONNECT_SECONDS
+    while True:
+        try:
+            return await connect(dsn, read_only=False, application_name="optischema-measure-setup")
+        except AnalysisError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def _first_line(error: BaseException) -> str:
