@@ -571,3 +571,39 @@ def test_a_secret_value_that_is_not_text_is_left_out_not_raised() -> None:
     data = {"password": base64.b64encode(b"pw").decode(), "ca.der": base64.b64encode(b"\x30\x82\xff\xfe").decode()}
     assert decoded_text(data) == {"password": "pw"}
     assert decoded_text(None) == {}
+
+
+def test_the_measuring_sandbox_pod_is_owned_by_the_target_itself_not_by_a_name_that_does_not_exist() -> None:
+    """The analysis's measuring sandbox is named ``<target>-measure-sbx-…``. Its owner reference once named
+    ``<target>-measure`` with the target's uid: no such object exists, so the garbage collector deleted the pod as
+    an orphan before it was ready (CI: "sandbox pod shop-measure-sbx-… was deleted before it was ready")."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from optischema.flows.measuring import provider_sandbox
+
+    target = {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "PostgresTarget",
+        "metadata": {"name": "shop", "namespace": "team", "uid": "target-uid"},
+        "spec": {},
+    }
+    pods: list[dict[str, Any]] = []
+
+    class Recording:
+        async def start(self, recommendation: dict[str, Any], spec: SandboxSpec, major: int, *, owner: Any = None) -> Any:
+            pods.append(pod_manifest(recommendation, image="p", resources=None, deadline_seconds=60, owner=owner))
+            return SimpleNamespace(dsn="postgresql://sandbox@127.0.0.1/sandbox")
+
+        async def stop(self, started: Any) -> None:
+            pass
+
+    async def open_and_close() -> None:
+        async with provider_sandbox(Recording(), target, SandboxSpec())(15):
+            pass
+
+    asyncio.run(open_and_close())
+    (pod,) = pods
+    assert pod["metadata"]["name"].startswith("shop-measure-sbx-")
+    (reference,) = pod["metadata"]["ownerReferences"]
+    assert (reference["kind"], reference["name"], reference["uid"]) == ("PostgresTarget", "shop", "target-uid")

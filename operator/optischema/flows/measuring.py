@@ -75,9 +75,11 @@ async def _awaited(work: Awaitable[Any]) -> Any:
 
 def provider_sandbox(provider: Provider, target: dict[str, Any], spec: SandboxSpec) -> SandboxOpener:
     """A sandbox from the operator's provider (a pod, or a local server), owned by the target: deleting the target
-    deletes it, as a recommendation's benchmark sandbox goes with its recommendation."""
+    deletes it, as a recommendation's benchmark sandbox goes with its recommendation. The pod is named
+    ``<target>-measure-sbx-…``; its owner reference names the target itself (one naming an object that does not
+    exist makes the garbage collector delete the pod as an orphan before it is ready)."""
     meta = target["metadata"]
-    owner = {
+    named = {
         "apiVersion": target["apiVersion"],
         "kind": target["kind"],
         "metadata": {"name": f"{meta['name'][:40]}-measure", "namespace": meta["namespace"], "uid": meta["uid"]},
@@ -86,7 +88,7 @@ def provider_sandbox(provider: Provider, target: dict[str, Any], spec: SandboxSp
 
     @asynccontextmanager
     async def opened(major: int) -> AsyncIterator[str]:
-        started = await provider.start(owner, spec, major)
+        started = await provider.start(named, spec, major, owner=target)
         try:
             yield started.dsn
         finally:

@@ -28,7 +28,9 @@ class Started(Protocol):
 
 
 class Provider(Protocol):
-    async def start(self, recommendation: dict[str, Any], spec: SandboxSpec, major: int) -> Started: ...
+    async def start(
+        self, recommendation: dict[str, Any], spec: SandboxSpec, major: int, *, owner: dict[str, Any] | None = None
+    ) -> Started: ...
 
     async def stop(self, started: Started) -> None: ...
 
@@ -42,7 +44,9 @@ class _Local:
 class LocalProvider:
     """A temporary local PostgreSQL per sandbox (run as the ``postgres`` user when we are root)."""
 
-    async def start(self, recommendation: dict[str, Any], spec: SandboxSpec, major: int) -> Started:
+    async def start(
+        self, recommendation: dict[str, Any], spec: SandboxSpec, major: int, *, owner: dict[str, Any] | None = None
+    ) -> Started:
         server = LocalPostgres(major=major, superuser="sandbox", preload=())
         try:
             await asyncio.to_thread(server.start)
@@ -96,7 +100,10 @@ class PodProvider:
         self.ready_timeout = ready_timeout
         self.defaults = defaults or PodDefaults()
 
-    async def start(self, recommendation: dict[str, Any], spec: SandboxSpec, major: int) -> Started:
+    async def start(
+        self, recommendation: dict[str, Any], spec: SandboxSpec, major: int, *, owner: dict[str, Any] | None = None
+    ) -> Started:
+        """A pod named after ``recommendation``, owned by it or by ``owner`` (see :func:`pod_manifest`)."""
         defaults = self.defaults
         return await self.pods.start(
             recommendation,
@@ -109,6 +116,7 @@ class PodProvider:
             storage_limit=defaults.storage_for(spec),
             run_as_user=defaults.run_as_user,
             service_account=defaults.service_account,
+            owner=owner,
         )
 
     async def stop(self, started: Started) -> None:

@@ -88,10 +88,15 @@ def pod_manifest(
     storage_limit: str = "4Gi",
     run_as_user: int = POSTGRES_UID,
     service_account: str | None = None,
+    owner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sandbox Pod: passes Pod Security "restricted" with a read-only root filesystem (PostgreSQL writes only
     to its emptyDirs, each with a ``sizeLimit``), no ServiceAccount token, default requests and limits, and the
-    ServiceAccount ``service_account`` (one with no rights) when given."""
+    ServiceAccount ``service_account`` (one with no rights) when given.
+
+    The pod is named after ``recommendation`` and owned by it, or by ``owner`` when given (an analysis's measuring
+    sandbox is named ``<target>-measure`` and owned by the target itself): an owner reference must name an object
+    that exists, or the garbage collector deletes the pod as an orphan at once."""
     meta = recommendation["metadata"]
     name = pod_name(meta["name"])
     labels = {
@@ -138,7 +143,7 @@ def pod_manifest(
             "name": name,
             "namespace": meta["namespace"],
             "labels": labels,
-            "ownerReferences": [owner_reference(recommendation)],
+            "ownerReferences": [owner_reference(owner or recommendation)],
         },
         "spec": spec,
     }
@@ -216,6 +221,7 @@ class Pods:
         storage_limit: str = "4Gi",
         run_as_user: int = POSTGRES_UID,
         service_account: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> PodSandbox:
         pod = pod_manifest(
             recommendation,
@@ -225,6 +231,7 @@ class Pods:
             storage_limit=storage_limit,
             run_as_user=run_as_user,
             service_account=service_account,
+            owner=owner,
         )
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         core, networking = self.runner.core(namespace), self.runner.networking(namespace)
