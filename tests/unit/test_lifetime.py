@@ -123,3 +123,37 @@ def test_only_kopfs_finalizer_is_taken_off(given: list[str] | None, expected: li
 )
 def test_which_namespaces_are_released(namespace: str, patterns: list[str], clusterwide: bool, expected: bool) -> None:
     assert finalizers.watched(namespace, patterns, clusterwide) is expected
+
+
+def test_a_final_change_daemon_waits_to_be_stopped_so_that_a_retry_drives_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attack (a CI flake): a change's daemon that *returned* once its change was final is never spawned again
+    by kopf for that object ("exited on its own"), so a Failed change retried with ``kubectl optischema retry`` sat
+    in WaitingForWindow with its window open. The daemon now waits until kopf stops it (the filter no longer
+    matches: a stop kopf may undo), and only then ends."""
+    from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
+    from kopf._core.intents.stoppers import DaemonStoppingReason
+
+    from optischema.handlers import indexchange
+    from optischema.settings import Settings
+
+    async def final(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(indexchange, "step", final)
+    memo = _memo()
+    memo.settings = Settings()
+    memo.kube = None
+    memo.changes_waiting = {}
+    body = kopf.Body({"metadata": {"uid": "u", "name": "c", "namespace": "n"}, "spec": {"targetRef": {"name": "t"}}})
+
+    async def scenario() -> None:
+        setter: FlagSetter[DaemonStoppingReason] = FlagSetter()
+        daemon = asyncio.ensure_future(indexchange._drive(AsyncFlagWaiter(setter), body, memo))
+        await asyncio.sleep(0.2)
+        assert not daemon.done(), "the daemon ended on its own: kopf would never spawn it again for a retry"
+        setter.set(reason=DaemonStoppingReason.FILTERS_MISMATCH)
+        await asyncio.wait_for(daemon, timeout=5)
+
+    asyncio.run(scenario())

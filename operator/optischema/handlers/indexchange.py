@@ -100,6 +100,10 @@ async def _drive(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo) 
         while not stopped:
             wait = await step(ctx, namespace, name)
             if wait is None:
+                # Final (or gone). Never return: kopf never again spawns a daemon that ended on its own for this
+                # object, and a retried change (Failed → Pending) would then wait for its window forever. The final
+                # status makes the filter false, and kopf stops the daemon, free to spawn it again on a retry.
+                await stopped.wait()
                 return
             await notify_stalled(memo, namespace, target, name)
             waiting.add(name)  # asleep until its window (the gauge the dashboard shows)
