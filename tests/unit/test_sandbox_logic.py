@@ -591,7 +591,9 @@ def test_the_measuring_sandbox_pod_is_owned_by_the_target_itself_not_by_a_name_t
     pods: list[dict[str, Any]] = []
 
     class Recording:
-        async def start(self, recommendation: dict[str, Any], spec: SandboxSpec, major: int, *, owner: Any = None) -> Any:
+        async def start(
+            self, recommendation: dict[str, Any], spec: SandboxSpec, major: int, *, owner: Any = None
+        ) -> Any:
             pods.append(pod_manifest(recommendation, image="p", resources=None, deadline_seconds=60, owner=owner))
             return SimpleNamespace(dsn="postgresql://sandbox@127.0.0.1/sandbox")
 
