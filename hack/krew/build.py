@@ -21,7 +21,12 @@ HERE = Path(__file__).resolve().parent
 ARCHIVE = REPO / "dist" / "kubectl-optischema.tar.gz"
 MANIFEST = REPO / "plugins" / "krew" / "optischema.yaml"
 HOMEPAGE = "https://github.com/optischema/optischema-operator"
-FILES = ((HERE / "kubectl-optischema", "kubectl-optischema", 0o755), (REPO / "LICENSE", "LICENSE", 0o644))
+#: kubectl_complete-optischema: the completion plugin kubectl >= 1.26 looks for on PATH (krew links only ``bin``).
+FILES = (
+    (HERE / "kubectl-optischema", "kubectl-optischema", 0o755),
+    (HERE / "kubectl_complete-optischema", "kubectl_complete-optischema", 0o755),
+    (REPO / "LICENSE", "LICENSE", 0o644),
+)
 
 
 def version() -> str:
@@ -63,6 +68,10 @@ def manifest(sha256: str) -> dict[str, object]:
                 "This plugin runs the optischema-operator Python package (Python 3.11+):\n"
                 "  pip install optischema-operator\n"
                 "The RBAC each command needs is in the README (roles optischema-viewer and optischema-approver).\n"
+                "Shell completion (kubectl 1.26+): krew puts only kubectl-optischema on PATH; link the completion\n"
+                "plugin beside it:\n"
+                f'  ln -sf "${{KREW_ROOT:-$HOME/.krew}}/store/optischema/v{v}/kubectl_complete-optischema" \\\n'
+                '        "${KREW_ROOT:-$HOME/.krew}/bin/"\n'
             ),
             "platforms": [
                 {
@@ -70,7 +79,11 @@ def manifest(sha256: str) -> dict[str, object]:
                     "uri": f"{HOMEPAGE}/releases/download/v{v}/kubectl-optischema.tar.gz",
                     "sha256": sha256,
                     "bin": "kubectl-optischema",
-                    "files": [{"from": "kubectl-optischema", "to": "."}, {"from": "LICENSE", "to": "."}],
+                    "files": [
+                        {"from": "kubectl-optischema", "to": "."},
+                        {"from": "kubectl_complete-optischema", "to": "."},
+                        {"from": "LICENSE", "to": "."},
+                    ],
                 }
             ],
         },
