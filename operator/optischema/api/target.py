@@ -83,6 +83,18 @@ class CredentialsSecret(ApiModel):
     """Key holding the password."""
 
 
+class Replica(ApiModel):
+    """A read replica (a hot standby streaming from the primary) whose index usage counts too: queries it serves
+    never reach the primary's ``idx_scan``. Reached with the connection's database, credentials, ``sslmode`` and CA."""
+
+    host: Annotated[str, AfterValidator(check_host)] = Field(
+        min_length=1, max_length=253, json_schema_extra={"pattern": HOST_PATTERN}
+    )
+    """Host name (RFC 1123) or IP address of the replica, nothing else (like ``spec.connection.host``)."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """TCP port; unset, the connection's ``port``."""
+
+
 class Connection(ApiModel):
     """How to reach the database. The operator connects read-only for analysis."""
 
@@ -112,6 +124,10 @@ class Connection(ApiModel):
     analysis can never write. Without it, approved changes wait with a ``Stalled`` condition."""
     connect_timeout_seconds: int = Field(default=10, ge=1, le=300)
     """How long to wait for a connection before reporting ``ConnectionFailed``."""
+    replicas: list[Replica] = Field(default_factory=list, max_length=16)
+    """Read replicas whose index usage is read too: an index is proposed for dropping as unused only when no scan
+    used it on the primary nor on any replica (and ``spec.analysis.unusedIndexMinStatisticsAge`` has passed on each).
+    A replica that cannot be reached keeps every index, with a note in ``status.lastAnalysis.message``."""
 
 
 class Analysis(ApiModel):
@@ -135,6 +151,11 @@ class Analysis(ApiModel):
     text; matches are skipped. RE2 matches in time linear in the text, so no pattern can stall an analysis."""
     job_resources: ResourceRequirements | None = None
     """Resources of the analysis Job's Pod when ``runner`` is ``job``."""
+    unused_index_min_statistics_age: Annotated[Duration, duration_between(timedelta(0), timedelta(days=366))] = "14d"
+    """How long index statistics must have been collected before an index no scan used is proposed for dropping,
+    0s to 366d: measured on every instance (primary and replicas) from the later of ``pg_stat_database.stats_reset``
+    and ``pg_postmaster_start_time()``, the youngest instance deciding. A monthly job's index looks unused for
+    weeks: raise it where such jobs run."""
 
 
 class AutoApprove(ApiModel):
@@ -607,6 +628,7 @@ __all__ = [
     "Policy",
     "PostgresTargetSpec",
     "PostgresTargetStatus",
+    "Replica",
     "Reports",
     "Risk",
 ]
