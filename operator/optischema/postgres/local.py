@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .binaries import binaries_cache, runnable
+
 DEFAULT_MAJOR = 15
 SERVER_USER = "postgres"
 
@@ -30,19 +32,24 @@ class PostgresStartError(RuntimeError):
     """The cluster could not be initialised or started; the message carries the server's log tail."""
 
 
-def find_bindir(major: int = DEFAULT_MAJOR, program: str = "initdb") -> Path:
-    """Debian's ``/usr/lib/postgresql/<major>/bin`` (or ``$OPTISCHEMA_PG_BINDIR``) holding ``program``: ``initdb``
-    for a server, ``pg_dump`` for the client tools a sandbox needs (the image ships only those)."""
+def find_bindir(major: int = DEFAULT_MAJOR, program: str = "initdb", *, exact: bool = False) -> Path:
+    """Debian's ``/usr/lib/postgresql/<major>/bin`` (or ``$OPTISCHEMA_PG_BINDIR``, or the cached release of that
+    major) holding ``program``: ``initdb`` for a server, ``pg_dump`` for the client tools a sandbox needs (the image
+    ships only those). Without ``exact``, another major's directory is the last resort (the newest first);
+    with it, only ``major``'s own."""
     override = os.environ.get("OPTISCHEMA_PG_BINDIR")
     candidates = [Path(override)] if override else [Path(f"/usr/lib/postgresql/{major}/bin")]
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    candidates.append(binaries_cache() / str(major) / "bin")
+    if not exact:
+        candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
     for candidate in candidates:
         if (candidate / program).exists():
             return candidate
     package = f"postgresql-{major}" if program == "initdb" else f"postgresql-client-{major}"
     raise PostgresStartError(
         f"PostgreSQL {major} {program} not found (looked in {', '.join(map(str, candidates))}); "
-        f"install {package} (make install does) or set OPTISCHEMA_PG_BINDIR"
+        f"install {package} or run make install (it caches the server binaries of every major), "
+        "or set OPTISCHEMA_PG_BINDIR"
     )
 
 
@@ -70,7 +77,10 @@ class LocalPostgres:
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.bindir = find_bindir(major)
+        # a cached release is mirrored where the postgres user can run it, with the libraries it brings
+        self.bindir, self._library_path = runnable(find_bindir(major))
+        # the cached releases carry no client tools: Debian's psql of any major talks to every server
+        self._psql = self.bindir / "psql" if (self.bindir / "psql").exists() else find_bindir(major, "psql") / "psql"
         self.superuser = superuser
         self.settings = {
             "shared_preload_libraries": ",".join(preload),
@@ -137,7 +147,7 @@ class LocalPostgres:
         at the first error and returns the unaligned output."""
         result = subprocess.run(
             [
-                str(self.bindir / "psql"),
+                str(self._psql),
                 "-X",
                 "-q",
                 "-A",
@@ -214,6 +224,8 @@ class LocalPostgres:
     def _run(self, program: str, *args: str, stdin: str | None = None) -> None:
         binary = str(self.bindir / program) if (self.bindir / program).exists() else program
         command = [binary, *args]
+        if self._library_path:
+            command = ["env", f"LD_LIBRARY_PATH={self._library_path}", *command]
         if self._as_root:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
         result = subprocess.run(
