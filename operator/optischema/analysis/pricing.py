@@ -94,6 +94,12 @@ class MeasuredPlanner:
             return await self.measurer.size(index)
         return await self.whatif.size(index)
 
+    async def measure(self, request: PlanRequest, index: IndexDefinition) -> Measured | None:
+        """``request`` timed without and with ``index`` alone (once, kept in :attr:`measured`): the evidence of an
+        index chosen by planning (no HypoPG), whatever its method."""
+        found = await self._measurements(request, [index])
+        return found[0][1] if found else None
+
     async def _measurements(self, request: PlanRequest, real: Sequence[IndexDefinition]) -> list[tuple[str, Measured]]:
         """The measured figures of ``request`` with each index in ``real`` on its tables (measured once)."""
         result = []

@@ -5,6 +5,12 @@ target's major only when some candidate needs it, composes the what-if planner w
 :class:`~optischema.postgres.measure.SandboxMeasurer` (:class:`~optischema.analysis.pricing.MeasuredPlanner`), and
 marks what it chose that way ``source: measured``, with the measured milliseconds in the evidence. An analysis not
 asked leaves those candidates out and says so in a note: an unpriced index is never proposed as if it were.
+
+Without HypoPG (``measure_all``) the sandbox also stands in for it: every candidate is built on the copy and the
+selection's configuration questions are answered there by the planner (:class:`~optischema.postgres.sandbox_planner.
+SandboxPlanner`), so sets of indexes (both sides of a join, a covering index beside a partial one) are priced
+together as HypoPG prices them; GIN and GiST are timed as with HypoPG, and the indexes chosen are timed on their
+top statements for the evidence (:func:`confirm`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from optischema.postgres import clone
 from optischema.postgres.connect import ConnectTarget
 from optischema.postgres.measure import BUDGET_SECONDS, SandboxMeasurer, Statement
 from optischema.postgres.measure import INDEX_NAME as MEASURED_INDEX_NAME
+from optischema.postgres.sandbox_planner import SandboxPlanner
 
 #: Given the target's major version, a context that yields the superuser DSN of a fresh, empty sandbox database
 #: of that major and removes the sandbox on exit.
@@ -106,7 +113,8 @@ class Measuring:
     notes: list[str] = field(default_factory=list)
     measured: dict[tuple[str, str], Measured] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)  # "schema.table" -> rows in the sandbox copy
-    measure_all: bool = False  # no HypoPG: every candidate was measured, btree included
+    measure_all: bool = False  # no HypoPG: every candidate was priced on the sandbox copy, btree included
+    sandbox_planner: SandboxPlanner | None = None  # no HypoPG: the candidates built on the copy, planned there
 
 
 @asynccontextmanager
@@ -126,7 +134,7 @@ async def measuring(
     """The planner and candidates for the selection: ``whatif`` and only what it can price when nothing needs
     measuring or measuring is off; else a :class:`MeasuredPlanner` over a sandbox opened for the analysis, filled as
     ``copy`` says (the target's ``spec.sandbox``; a sample of the real rows when None: the CLI's local copy)."""
-    must_measure = (lambda _: True) if measure_all else needs_measuring  # no HypoPG: every candidate is measured
+    must_measure = (lambda _: True) if measure_all else needs_measuring  # no HypoPG: every candidate is priced there
     measurable = [c for c in candidates if must_measure(c.index)]
     if not measurable:
         yield Measuring(whatif, candidates)
@@ -136,7 +144,8 @@ async def measuring(
         yield Measuring(whatif, kept, unpriced_note(unpriced))
         return
     tables = {c.table for c in measurable}
-    for candidate in measurable:  # the writes it slows are priced with it: its measured cost on them is charged
+    for candidate in [c for c in measurable if needs_measuring(c.index)]:  # the writes it slows are priced with it
+        # (its measured cost on them is charged); a candidate planned on the copy is charged as HypoPG's are
         candidate.statements |= {
             s.key for s in workload if s.parsed.kind in _WRITES and s.parsed.written_table == candidate.table
         }
@@ -164,15 +173,43 @@ async def measuring(
             budget_seconds=budget_seconds,
             **_copy_settings(copy),
         )
-        planner = MeasuredPlanner(whatif=whatif, measurer=measurer, measurable=must_measure)
-        result = Measuring(planner, candidates, measure_all=measure_all)
+        sandbox_planner = SandboxPlanner(measurer) if measure_all else None
+        planner = MeasuredPlanner(whatif=sandbox_planner or whatif, measurer=measurer, measurable=needs_measuring)
+        result = Measuring(planner, candidates, measure_all=measure_all, sandbox_planner=sandbox_planner)
         try:
             yield result
         finally:
+            if sandbox_planner is not None:
+                await sandbox_planner.close()
+                result.notes += sandbox_planner.notes
             await measurer.close()
             result.notes += measurer.notes
             result.measured = dict(planner.measured)
             result.rows = {f"{t[0]}.{t[1]}": n for t, n in measurer.copied.items()}
+
+
+async def confirm(
+    measuring: Measuring, recommendations: Sequence[Recommendation], workload: Sequence[WorkloadStatement]
+) -> None:
+    """Without HypoPG: time each chosen index on the copy, alone, on the first statements of its evidence, so
+    that its recommendation carries milliseconds measured before and after (and the sandbox's plan) beside the
+    planner's costs. The selection is not changed by what this finds; the measuring budget bounds it."""
+    planner = measuring.planner
+    if not measuring.measure_all or not isinstance(planner, MeasuredPlanner):
+        return
+    requests = {s.key: s.request for s in workload}
+    for recommendation in recommendations:
+        index = recommendation.change.index
+        if recommendation.kind != "createIndex" or index is None or needs_measuring(index):
+            continue  # GIN, GiST: timed already while they were priced
+        unnamed = index.model_copy(update={"name": None})
+        for evidence in recommendation.evidence.statements[:CONFIRM_STATEMENTS]:
+            if evidence.query_id in requests:
+                await planner.measure(requests[evidence.query_id], unnamed)
+
+
+#: Statements each index chosen without HypoPG is timed on: those whose plans its evidence shows.
+CONFIRM_STATEMENTS = advice.PLAN_STATEMENTS
 
 
 def _copy_settings(copy: SandboxSpec | None) -> dict[str, Any]:
@@ -206,9 +243,15 @@ def mark_measured(recommendations: list[Recommendation], measuring: Measuring) -
                 evidence.measured_after_ms = round(found.after_ms, 4)
         reads = [f for f in figures.values() if not f.write and f.used]
         writes = [f for f in figures.values() if f.write]
+        rows = measuring.rows.get(f"{index.schema_}.{index.table}", 0)
+        planned = measuring.sandbox_planner is not None and not needs_measuring(index)
         text = (
-            f" Priced by measuring: HypoPG cannot simulate a {index.method} index, so it was built on a sandbox copy "
-            f"of {index.schema_}.{index.table} ({measuring.rows.get(f'{index.schema_}.{index.table}', 0)} rows)"
+            f" Priced on a sandbox copy: HypoPG is not installed here, so every candidate was built on a copy of "
+            f"{index.schema_}.{index.table} ({rows} rows) and the planner costs come from planning the statements "
+            "there with each set of candidates in place"
+            if planned
+            else f" Priced by measuring: HypoPG cannot simulate a {index.method} index, so it was built on a sandbox "
+            f"copy of {index.schema_}.{index.table} ({rows} rows)"
         )
         if reads:
             text += ", where " + "; ".join(
@@ -219,7 +262,9 @@ def mark_measured(recommendations: list[Recommendation], measuring: Measuring) -
                 f"{f.before_ms:.2f} ms → {f.after_ms:.2f} ms" for f in writes[:3]
             )
         recommendation.rationale += (
-            text + " (server-side medians). The planner costs are what-if costs scaled by those ratios."
+            text
+            + ("." if planned and not (reads or writes) else " (server-side medians).")
+            + ("" if planned else " The planner costs are what-if costs scaled by those ratios.")
         )
 
 

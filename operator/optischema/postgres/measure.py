@@ -113,6 +113,7 @@ class SandboxMeasurer:
         self._before: dict[str, tuple[float, frozenset[str], Mapping[str, Any] | None] | None] = {}
         self._built: dict[str, _Built | None] = {}
         self._skipped: list[str] = []
+        self.bench_dsn: str | None = None  # the sandbox's unprivileged role, once the copy is loaded
 
     # -- the Measurer protocol ------------------------------------------------------------------------------------
 
@@ -132,6 +133,16 @@ class SandboxMeasurer:
     async def size(self, index: IndexDefinition) -> int:
         built = await self._build(index)
         return built.bytes if built is not None else 0
+
+    async def loaded(self) -> str | None:
+        """The bench role's DSN on the sandbox once the copy is loaded (loading it now if need be), for a planner
+        that builds its candidates on the same copy (:class:`~optischema.postgres.sandbox_planner.SandboxPlanner`);
+        None when the sandbox could not be prepared (:attr:`notes` says why)."""
+        return self.bench_dsn if await self._ready() is not None else None
+
+    def scale(self, table: TableKey) -> float:
+        """Real rows per copied row of ``table``: what a size measured on the copy is multiplied by."""
+        return self._scale(table)
 
     async def close(self) -> None:
         """Close the sandbox connection (the sandbox itself is its opener's to remove) and note what the budget
@@ -274,6 +285,7 @@ class SandboxMeasurer:
         finally:
             await admin.close()
         conn = await connect(bench_dsn, read_only=False, application_name="optischema-measure", statement_timeout_ms=0)
+        self.bench_dsn = bench_dsn
         try:
             power = await clone.power_of(conn)
             if power:
