@@ -25,7 +25,7 @@ from optischema.analysis.suggestions import Rejection
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
 from optischema.api.target import Sandbox as SandboxSpec
-from optischema.flows.measuring import SandboxOpener, mark_measured, measured_plans, measuring
+from optischema.flows.measuring import SandboxOpener, confirm, mark_measured, measured_plans, measuring
 from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.planner import ExplainPlanner, HypoPGPlanner
@@ -185,7 +185,8 @@ async def _analyze(
                 if not hypopg:
                     notes.append(
                         "HypoPG is not installed in this database: every index candidate was priced by building it "
-                        "on a sandbox copy and timing the statements there (source: measured)."
+                        "on a sandbox copy and planning the statements there with each set of candidates in place "
+                        "(GIN/GiST and the indexes chosen also timed there; source: measured)."
                     )
                 candidates = measured.candidates
                 cache = PlanCache(measured.planner, requests_for(workload.statements))
@@ -200,14 +201,17 @@ async def _analyze(
                             limits, say,
                         )  # fmt: skip
                 chosen_indexes = [c.candidate.index for c in selection.chosen]
-                simulated = chosen_indexes if hypopg else []  # without HypoPG every after plan is the sandbox's
-                plans = await before_after(planner, advice.plan_targets(selection, workload.statements), simulated)
+                # Without HypoPG the plans before and after are the sandbox copy's, the chosen indexes built there
+                explainer = measured.sandbox_planner or planner
+                simulated = chosen_indexes if hypopg or measured.sandbox_planner else []
+                plans = await before_after(explainer, advice.plan_targets(selection, workload.statements), simulated)
+                recommendations = advice.index_recommendations(selection, workload.statements, snapshot)
+                await confirm(measured, recommendations, workload.statements)  # no HypoPG: chosen ones timed too
             finally:
                 try:
                     await measure.aclose()
                 finally:
                     await planner.close()
-            recommendations = advice.index_recommendations(selection, workload.statements, snapshot)
             mark_measured(recommendations, measured)
             advice.attach_plans(
                 recommendations,
