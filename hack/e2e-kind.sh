@@ -53,7 +53,7 @@ for c in $(seq 1 30); do
   kubectl -n shop exec deploy/db -- psql -U postgres -d shop -qc "SELECT sum(amount) FROM invoices WHERE customer_id = $c" >/dev/null
 done
 "$HELM" install optischema "$ROOT/charts/optischema" -n optischema-system --create-namespace --wait \
-  --set image.repository=optischema-operator --set image.tag=e2e --set image.pullPolicy=Never
+  --set image.registry= --set image.repository=optischema-operator --set image.tag=e2e --set image.pullPolicy=Never
 kubectl -n shop apply -f - <<'YAML'
 apiVersion: optischema.io/v1alpha1
 kind: PostgresTarget

@@ -86,7 +86,8 @@ def named(kinds: Kinds, kind: str, name: str, namespace: str | None = None) -> d
 def settings(kinds: Kinds) -> Settings:
     """The operator's settings as it parses the chart's environment (it refuses one it cannot)."""
     given = {k.removeprefix("OPTISCHEMA_").lower(): v for k, v in env(kinds).items() if k.startswith("OPTISCHEMA_")}
-    return Settings.model_validate({k: json.loads(v) if k == "operator_pod_labels" else v for k, v in given.items()})
+    parsed = {"operator_pod_labels", "sandbox_images"}  # JSON in the environment, as pydantic-settings reads it
+    return Settings.model_validate({k: json.loads(v) if k in parsed else v for k, v in given.items()})
 
 
 def job_policy_image(kinds: Kinds) -> str:
@@ -295,6 +296,52 @@ def _global(kinds: Kinds) -> None:
     assert pod(kinds)["spec"]["imagePullSecrets"] == [{"name": "parent-cred"}]
 
 
+def sandbox_pins(kinds: Kinds) -> list[str]:
+    policy = next(
+        p for p in kinds["ValidatingAdmissionPolicy"] if p["metadata"]["name"].endswith("runner-pods.optischema.io")
+    )
+    (expression,) = [v["expression"] for v in policy["spec"]["validations"] if "c.image.matches" in v["expression"]]
+    found = re.search(r"c\.image in (\[[^\]]*\])", expression)
+    assert found, expression
+    pins: list[str] = json.loads(found.group(1))
+    return pins
+
+
+def _global_registry(kinds: Kinds) -> None:
+    """global.imageRegistry: every image the chart names without a registry of its own comes from the mirror."""
+    image = "mirror.example:5000/platform/optischema/optischema-operator:0.1.0"
+    assert container(kinds)["image"] == image
+    assert env(kinds)["OPTISCHEMA_IMAGE"] == image  # the analysis Jobs' image
+    assert job_policy_image(kinds) == image  # and the only one the runner may start Jobs of
+    assert helm_test_pod(kinds)["spec"]["containers"][0]["image"] == image
+    template = "mirror.example:5000/platform/postgres:{major}"
+    assert env(kinds)["OPTISCHEMA_SANDBOX_IMAGE"] == template
+    assert settings(kinds).sandbox_image == template
+    assert settings(kinds).sandbox_images == {"16": "mirror.example:5000/platform/postgres@" + DIGEST}
+    pattern = sandbox_image_pattern(kinds)
+    assert re.fullmatch(pattern, "mirror.example:5000/platform/postgres:15")
+    assert not re.fullmatch(pattern, "postgres:15")  # the public image is not allowed past the mirror
+    assert sandbox_pins(kinds) == ["mirror.example:5000/platform/postgres@" + DIGEST]
+
+
+def _global_registry_own_registries(kinds: Kinds) -> None:
+    """A reference naming its own registry is used as it is; sandbox.imageRegistry wins for the sandboxes."""
+    assert container(kinds)["image"] == "registry.example/team/optischema@" + DIGEST
+    assert env(kinds)["OPTISCHEMA_SANDBOX_IMAGE"] == "sandboxes.example/postgres:{major}"
+    assert settings(kinds).sandbox_images == {"15": "localhost/pg15:latest", "16": "quay.example/pg@" + DIGEST}
+    assert sandbox_pins(kinds) == ["localhost/pg15:latest", "quay.example/pg@" + DIGEST]
+
+
+def _image_registry(kinds: Kinds) -> None:
+    assert container(kinds)["image"] == "registry.example/optischema/optischema-operator:0.1.0"
+    assert env(kinds)["OPTISCHEMA_SANDBOX_IMAGE"] == "postgres:{major}"  # image.registry is the operator's only
+
+
+def _no_registry(kinds: Kinds) -> None:
+    """image.registry empty: the repository as given (a local image, as hack/e2e-kind.sh loads into kind)."""
+    assert container(kinds)["image"] == "optischema-operator:e2e"
+
+
 CASES = [
     Case("image.digest", {"image": {"tag": "9.9.9", "digest": DIGEST}}, _digest),
     Case(
@@ -354,6 +401,32 @@ CASES = [
     Case("dashboards off by default", {}, _no_dashboard),
     Case("sandbox.imageRegistry", {"sandbox": {"imageRegistry": "registry.example/mirror/"}}, _sandbox_registry),
     Case(
+        "global.imageRegistry",
+        {
+            "global": {"imageRegistry": "mirror.example:5000/platform/"},
+            "sandbox": {"images": {"16": "postgres@" + DIGEST}},
+        },
+        _global_registry,
+    ),
+    Case(
+        "global.imageRegistry beside images with registries of their own",
+        {
+            "global": {"imageRegistry": "mirror.example"},
+            "image": {"repository": "registry.example/team/optischema", "digest": DIGEST},
+            "sandbox": {
+                "imageRegistry": "sandboxes.example",
+                "images": {"15": "localhost/pg15:latest", "16": "quay.example/pg@" + DIGEST},
+            },
+        },
+        _global_registry_own_registries,
+    ),
+    Case("image.registry", {"image": {"registry": "registry.example"}}, _image_registry),
+    Case(
+        "image.registry empty",
+        {"image": {"registry": "", "repository": "optischema-operator", "tag": "e2e"}},
+        _no_registry,
+    ),
+    Case(
         "analysis Jobs' account in each watched namespace",
         {"watchNamespaces": ["shop", "billing"]},
         _analysis_in_watched_namespaces,
@@ -412,6 +485,8 @@ def test_each_value_is_rendered_where_it_belongs(helm: str, tmp_path: Path, case
         ({"prometheusRule": {"runbookBaseURL": "docs/runbooks"}}, "/prometheusRule/runbookBaseURL"),
         ({"dashboards": {"enabled": "true"}}, "/dashboards/enabled"),
         ({"sandbox": {"imageRegistry": "reg.example')||true||('"}}, "/sandbox/imageRegistry"),
+        ({"global": {"imageRegistry": "reg.example')||true||('"}}, "/global/imageRegistry"),
+        ({"image": {"registry": "reg example"}}, "/image/registry"),
         ({"analysisJobNamespaces": ["Shop"]}, "/analysisJobNamespaces/0"),
         ({"podDisruptionBudget": {"minAvailable": "50%"}}, "/podDisruptionBudget/minAvailable"),
         ({"tests": {"enabled": 1}}, "/tests/enabled"),

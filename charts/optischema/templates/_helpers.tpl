@@ -17,25 +17,61 @@ cluster-scoped objects must stay under 253, label values and Service names under
 {{- default "optischema" .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The operator's image (also the analysis Jobs' and the helm test pod's): repository@digest when image.digest is
-set (it wins over the tag), else repository:tag (the chart's appVersion when tag is empty). */}}
-{{- define "optischema.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{/* The registry images without one of their own are pulled from: global.imageRegistry (a parent chart's, e.g. a
+cluster-wide mirror), else the given default. */}}
+{{- define "optischema.registry" -}}
+{{- $global := (.root.Values.global | default dict).imageRegistry | default "" -}}
+{{- default .default $global | trimSuffix "/" -}}
+{{- end -}}
+
+{{/* An image reference behind a registry, unless it names one of its own: as Docker reads a reference, its first
+path component is a registry when it holds a "." or a ":" or is "localhost" (registry.example/x, host:5000/x). An
+empty registry leaves the reference as it is. Called with (list registry reference). */}}
+{{- define "optischema.behind" -}}
+{{- $registry := index . 0 -}}
+{{- $image := index . 1 -}}
+{{- $first := first (splitList "/" $image) -}}
+{{- $own := and (contains "/" $image) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- if and $registry (not $own) -}}
+{{- printf "%s/%s" $registry $image -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $image -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator's image (also the analysis Jobs' and the helm test pod's): image.repository behind
+global.imageRegistry or else image.registry (unless the repository names its own registry), then @digest when
+image.digest is set (it wins over the tag), else :tag (the chart's appVersion when tag is empty). */}}
+{{- define "optischema.image" -}}
+{{- $registry := include "optischema.registry" (dict "root" . "default" (.Values.image.registry | default "")) -}}
+{{- $repository := include "optischema.behind" (list $registry .Values.image.repository) -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
 
 {{/* The sandbox image template (OPTISCHEMA_SANDBOX_IMAGE, and what the runner's pod policy allows): sandbox.image,
-behind sandbox.imageRegistry when that is set (a cluster-wide mirror). The per-major pins (sandbox.images) are full
-references and are used as they are. */}}
+behind sandbox.imageRegistry when that is set (a mirror for the sandboxes alone), else behind global.imageRegistry
+unless sandbox.image names a registry of its own. */}}
 {{- define "optischema.sandboxImage" -}}
 {{- if .Values.sandbox.imageRegistry -}}
 {{- printf "%s/%s" (.Values.sandbox.imageRegistry | trimSuffix "/") .Values.sandbox.image -}}
 {{- else -}}
-{{- .Values.sandbox.image -}}
+{{- include "optischema.behind" (list (include "optischema.registry" (dict "root" . "default" "")) .Values.sandbox.image) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The per-major pins (sandbox.images) as JSON: full references, used as they are, except that a pin naming no
+registry (postgres@sha256:...) is pulled through global.imageRegistry as the other images are. */}}
+{{- define "optischema.sandboxImages" -}}
+{{- $registry := include "optischema.registry" (dict "root" . "default" "") -}}
+{{- $pins := dict -}}
+{{- range $major, $image := .Values.sandbox.images -}}
+{{- $_ := set $pins $major (include "optischema.behind" (list $registry $image)) -}}
+{{- end -}}
+{{- $pins | toJson -}}
 {{- end -}}
 
 {{/* imagePullSecrets and global.imagePullSecrets (a parent chart's), as a list of {name: ...}; strings are accepted
