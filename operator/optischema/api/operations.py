@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .base import ApiModel
 from .index import Identifier
+from .platform import ManagedPlatform
 
 
 class TableRef(ApiModel):
@@ -35,6 +36,10 @@ class SettingChange(ApiModel):
     file``). When it is ``default`` or ``configuration file`` the rollback runs ``ALTER SYSTEM RESET`` (the server
     goes back to its defaults and files, and later edits of ``postgresql.conf`` take effect again) instead of pinning
     the old value with ``ALTER SYSTEM SET``. Absent: the old value is set back."""
+    platform: ManagedPlatform | None = None
+    """Set when the server is a managed service (``rds``, ``aurora``, ``cloudSql``, ``azure``), which refuses
+    ``ALTER SYSTEM``: the recommendation is advice only. Its ``sql`` holds, as comments, the provider's CLI command
+    and a Terraform snippet making the change; approving it runs nothing, and the apply path refuses such a change."""
 
 
 class StorageParameter(ApiModel):

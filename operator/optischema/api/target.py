@@ -26,6 +26,7 @@ from .conditions import CONDITIONS_LIST, Condition
 from .durations import Duration, duration_between
 from .indexchange import Verification
 from .network import ENDPOINT_URL_PATTERN, HOST_PATTERN, check_endpoint_url, check_host
+from .platform import Platform
 
 ChangeKind = Literal["createIndex", "dropIndex", "analyze", "setting"]
 """Kinds of change a policy can allow. ``queryRewrite`` is advice for developers and never applied."""
@@ -461,6 +462,11 @@ class DatabaseInfo(ApiModel):
     behind the same address)."""
     extensions: list[Extension] = Field(default_factory=list)
     """Installed extensions; ``pg_stat_statements`` is required and ``hypopg`` enables what-if planning."""
+    platform: Platform | None = None
+    """Where the server runs, read from the server itself (its roles and settings): ``selfManaged``, or a managed
+    service (``rds``, ``aurora``, ``cloudSql``, ``azure``) on which settings recommendations are advice only."""
+    platform_evidence: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=10)
+    """What the platform was recognised by, e.g. ``role rds_superuser``, ``setting rds.extensions``."""
 
 
 class SkippedStatement(ApiModel):

@@ -312,7 +312,10 @@ def render_setting(setting: SettingChange) -> str:
     """``ALTER SYSTEM SET`` then a reload; the two statements run separately (ALTER SYSTEM refuses a transaction).
 
     The value is checked against the setting's grammar and safe range (``changes.settings``) here, so every path
-    that renders it (analysis, IndexChange admission, the apply engine) refuses the same values."""
+    that renders it (analysis, IndexChange admission, the apply engine) refuses the same values. A setting for a
+    managed service (``platform`` set) is advice and never SQL (``changes.managed``): refused here, so the apply
+    engine cannot run it whoever created the IndexChange."""
+    _not_managed(setting)
     if setting.name not in SETTINGS_ALLOWED:
         raise UnsafeDefinition(
             f"setting.name: {setting.name} is not among the settings the operator may change "
@@ -334,9 +337,18 @@ RESET_SOURCES = frozenset({"default", "configuration file"})
 def render_setting_rollback(setting: SettingChange) -> str:
     """Back to where the value came from at analysis time: ``ALTER SYSTEM RESET`` when it was the default or the
     configuration file (or no value was seen), else the old value set again."""
+    _not_managed(setting)
     if setting.current_value is None or setting.current_source in RESET_SOURCES:
         return f"ALTER SYSTEM RESET {quote(setting.name)};\nSELECT pg_reload_conf()"
     return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.current_value)};\nSELECT pg_reload_conf()"
+
+
+def _not_managed(setting: SettingChange) -> None:
+    if setting.platform is not None:
+        raise UnsafeDefinition(
+            f"setting.platform: {setting.platform} refuses ALTER SYSTEM; a setting for it is advice only and is never "
+            "run (make the change with the provider's command the recommendation shows)"
+        )
 
 
 # -- a whole IndexChange -----------------------------------------------------------------------------------------

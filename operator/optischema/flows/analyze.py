@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from optischema.analysis import advice, findings
+from optischema.analysis import advice, findings, platform
 from optischema.analysis.candidates import Candidate, generate, search_notes
 from optischema.analysis.consult import Consultation, digest, prompt_for, settle
 from optischema.analysis.errors import AnalysisError, ExitCode
@@ -30,6 +30,7 @@ from optischema.postgres.collect import collect
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.planner import ExplainPlanner, HypoPGPlanner
 from optischema.postgres.plans import before_after
+from optischema.postgres.platform import read_signals
 
 # sqlglot logs a warning for every statement it reads as an opaque command (CREATE FUNCTION ... in extension
 # scripts that pg_stat_statements recorded); we report skipped statements ourselves.
@@ -163,6 +164,9 @@ async def _analyze(
         )
         workload = _workload(snapshot, options)
         notes = _notes(snapshot, workload, options)
+        detection = platform.classify(await read_signals(conn))  # a managed service: settings become advice
+        if detection.managed:
+            notes.append(platform.describe(detection))
         usages = [(s.key, u) for s in workload.statements for u in s.parsed.usages.values()]
         candidates = generate(usages, snapshot.tables, snapshot.indexes, snapshot.server)
         notes += search_notes(usages, snapshot.server)
@@ -253,6 +257,7 @@ async def _analyze(
                 for r in consultation.recommendations
                 if r.change.setting is None or r.change.setting.name not in taken
             ]
+        recommendations = platform.as_advice(recommendations, detection)
     finally:
         await conn.close()
     unplannable = {k: p.error or "" for k, p in (selection.base.items() if selection else []) if p.cost is None}

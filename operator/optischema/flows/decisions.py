@@ -37,6 +37,7 @@ from optischema.changes.ddl import (
     render_setting,
 )
 from optischema.changes.maintenance import render_maintenance
+from optischema.changes.managed import render_advice
 
 #: The annotation recording who created an IndexChange.
 CREATED_BY = "optischema.io/created-by"
@@ -213,8 +214,8 @@ def rendered_sql(spec: TuningRecommendationSpec) -> str:
         return render_drop(change.index)
     if spec.kind == "analyze" and change.analyze is not None:
         return render_analyze(change.analyze)
-    if spec.kind == "setting" and change.setting is not None:
-        return render_setting(change.setting)
+    if spec.kind == "setting" and change.setting is not None:  # a managed service's: advice, comments only
+        return render_advice(change.setting) if change.setting.platform else render_setting(change.setting)
     if spec.kind == "queryRewrite" and change.query_rewrite is not None:
         return change.query_rewrite.rewritten
     if spec.kind == "reindex" and change.index is not None:

@@ -18,12 +18,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from optischema.analysis import platform
 from optischema.analysis.errors import AnalysisError
 from optischema.analysis.statements import is_unreadable
 from optischema.analysis.suggestions import Rejection
 from optischema.api import describe
 from optischema.api.conditions import Condition, ConditionType, Reason, remove_condition, set_condition
 from optischema.api.durations import parse_duration
+from optischema.api.platform import PLATFORM_NAMES
 from optischema.api.quantity import quantity_bytes
 from optischema.api.target import DatabaseInfo, Extension, LastAnalysis, LlmRejection, LlmStatus, PostgresTargetSpec
 from optischema.changes.windows import current_or_next
@@ -36,6 +38,7 @@ from optischema.kube.client import secret_refused
 from optischema.lifecycle import target as lifecycle
 from optischema.postgres.collect import read_server
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectParams, connect
+from optischema.postgres.platform import read_signals
 from optischema.telemetry import LLM_SUGGESTIONS, RECOMMENDATIONS
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, str] | None]]
@@ -132,6 +135,7 @@ async def check_target(
         return Check(False, error.reason, error.message, stalled=needs_person, spec=spec)
     try:
         server = await read_server(conn)
+        detection = platform.classify(await read_signals(conn))
     except DATABASE_ERRORS as error:
         return Check(False, Reason.CONNECTION_FAILED, f"the connection failed: {error}", spec=spec)
     finally:
@@ -141,6 +145,8 @@ async def check_target(
         server_version_num=server.version_num,
         system_identifier=server.system_identifier,
         extensions=[Extension(name=n, version=v) for n, v in sorted(server.extensions.items())],
+        platform=detection.platform,
+        platform_evidence=list(detection.evidence),
     )
     if "pg_stat_statements" not in server.extensions:
         return Check(
@@ -158,7 +164,8 @@ async def check_target(
         if "hypopg" in server.extensions
         else ["HypoPG is not installed: index proposals are heuristic only (CREATE EXTENSION hypopg enables what-if)"]
     )
-    message = f"connected to PostgreSQL {server.version}" + (f"; {notes[0]}" if notes else "")
+    where = f" on {PLATFORM_NAMES[detection.platform]} (settings are advice only)" if detection.managed else ""
+    message = f"connected to PostgreSQL {server.version}{where}" + (f"; {notes[0]}" if notes else "")
     return Check(True, Reason.CONNECTED, message, dsn=dsn, database=database, spec=spec, notes=notes)
 
 

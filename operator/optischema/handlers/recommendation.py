@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from optischema.api.resources import GROUP, VERSION, owner_reference
+from optischema.changes.managed import advice_only
 from optischema.flows.policy import forged_policy_decision
 from optischema.handlers.benchmark import wake
 from optischema.lifecycle import recommendation as lifecycle
@@ -54,7 +55,8 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if refused is not None:
         kopf.warn(body, reason="NotApplied", message=refused)
         return
-    mapping = OPERATIONS.get(spec["kind"])
+    advice = advice_only(spec)  # a managed service's setting: approved, and nothing is run
+    mapping = None if advice else OPERATIONS.get(spec["kind"])
     index_change: str | None = None
     if mapping is not None:
         operation, member, field = mapping
@@ -89,5 +91,6 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         body,
         reason="Approved",
         message=f"approved by {spec['approval'].get('decidedBy') or 'a client'}"
-        + (f"; IndexChange {name} created" if mapping else ""),
+        + (f"; IndexChange {name} created" if mapping else "")
+        + (f"; {advice}" if advice else ""),
     )
