@@ -13,6 +13,8 @@ import pytest
 
 from devcluster import LocalPostgres, PostgresStartError
 
+from .replica import StreamingReplica
+
 _names = itertools.count()
 
 
@@ -38,6 +40,21 @@ def pg_database(pg_server: LocalPostgres) -> Iterator[str]:
     pg_server.psql("CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg;", database=name)
     yield pg_server.dsn(name)
     pg_server.psql(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def pg_replica(pg_server: LocalPostgres) -> Iterator[StreamingReplica]:
+    """A streaming replica (hot standby, ``pg_basebackup -R``) of ``pg_server`` on 127.0.0.3: every test database
+    is there too; call ``catch_up()`` before reading on it what the primary just wrote."""
+    replica = StreamingReplica(pg_server)
+    try:
+        replica.start()
+    except PostgresStartError as exc:
+        pytest.fail(f"could not start the test replica: {exc}")  # a failure, never a skip
+    try:
+        yield replica
+    finally:
+        replica.stop()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from .candidates import as_index, covers
 from .report import Recommendation, days_since, index_definition, make
 from .selection import WorkloadStatement
 from .snapshot import Index, Setting, Snapshot, Statement, Table, TableVitals
+from .usage import UsageEvidence, kept_notes
 
 #: autovacuum's own default: ANALYZE after 50 rows + 10% of the table changed. Twice that and it is overdue.
 ANALYZE_BASE_THRESHOLD = 50
@@ -72,15 +73,19 @@ def index_findings(
     snapshot: Snapshot,
     chosen: Sequence[IndexDefinition],
     used: set[str] | None,
+    usage: UsageEvidence | None = None,
 ) -> list[Recommendation]:
     """Drops: invalid, duplicate, unused, and redundant indexes. ``used`` holds the names of existing indexes that
-    some statement's plan uses once ``chosen`` exist (None when there are no plans: HypoPG missing)."""
+    some statement's plan uses once ``chosen`` exist (None when there are no plans: HypoPG missing). ``usage`` is
+    every instance's index usage (primary and replicas, :mod:`.usage`): with it, an index is dropped as unused only
+    when no instance scanned it, all were read, and their statistics are old enough; without it, the primary's
+    counters alone decide."""
     found: list[Recommendation] = []
     dropped: set[str] = set()
     for index in snapshot.indexes:
         if index.primary or index.constraint:
             continue
-        reason = _drop_reason(index, snapshot, chosen, used, dropped)
+        reason = _drop_reason(index, snapshot, chosen, used, dropped, usage)
         if reason is None:
             continue
         recommendation = _drop(index, snapshot, *reason)
@@ -91,7 +96,12 @@ def index_findings(
 
 
 def _drop_reason(
-    index: Index, snapshot: Snapshot, chosen: Sequence[IndexDefinition], used: set[str] | None, dropped: set[str]
+    index: Index,
+    snapshot: Snapshot,
+    chosen: Sequence[IndexDefinition],
+    used: set[str] | None,
+    dropped: set[str],
+    usage: UsageEvidence | None = None,
 ) -> tuple[str, str] | None:
     if not index.valid:
         return (
@@ -112,8 +122,11 @@ def _drop_reason(
     if index.unique:
         return None  # uniqueness is a rule of the data, not a performance choice
     if index.scans == 0 and not in_use:
-        since = _since(snapshot)
-        return ("medium", f"no scan has used it {since}, and no analysed statement's plan would")
+        if usage is None:
+            return ("medium", f"no scan has used it {_since(snapshot)}, and no analysed statement's plan would")
+        verdict = usage.judge((index.schema, index.name))
+        if verdict.unused:
+            return ("medium", f"no scan has used it: {verdict.reason}, and no analysed statement's plan would")
     wider = [
         o for o in snapshot.indexes_on(index.table_key) if o.name != index.name and o.valid and _prefix_of(index, o)
     ]
@@ -124,6 +137,24 @@ def _drop_reason(
         other = wider[0].name if wider else f"the proposed {index_name(wider_new[0])}"
         return ("medium", f"its keys are a prefix of {other}, which serves the same lookups")
     return None
+
+
+def kept_unused_notes(
+    snapshot: Snapshot, used: set[str] | None, usage: UsageEvidence, made: Sequence[Recommendation]
+) -> list[str]:
+    """Why indexes no scan used on the primary (and no plan would use) were not proposed for dropping: a replica
+    used them, one could not be read, or the statistics are too young (see :func:`.usage.kept_notes`)."""
+    dropped = {(r.change.index.schema_, r.change.index.name) for r in made if r.kind == "dropIndex" and r.change.index}
+    idle = [
+        (i.schema, i.name)
+        for i in snapshot.indexes
+        if not (i.primary or i.constraint or i.unique)
+        and i.valid
+        and i.scans == 0
+        and (used is None or i.name not in used)
+        and (i.schema, i.name) not in dropped
+    ]
+    return kept_notes(usage, idle)
 
 
 def _since(snapshot: Snapshot) -> str:

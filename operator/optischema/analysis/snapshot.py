@@ -134,6 +134,7 @@ class Server:
     extensions: dict[str, str] = field(default_factory=dict)
     extension_schemas: dict[str, str] = field(default_factory=dict)  # where each extension's objects live
     stats_reset: datetime | None = None
+    started: datetime | None = None  # pg_postmaster_start_time(): index usage counters are no older than this
 
     @property
     def collation_is_c(self) -> bool:

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from .snapshot import Snapshot
+
 #: The default for how long statistics must have been collected, on every instance, before an index no scan used
 #: is proposed for dropping (``spec.analysis.unusedIndexMinStatisticsAge``): long enough to see weekly jobs twice.
 DEFAULT_MIN_AGE = timedelta(days=14)
@@ -65,6 +67,13 @@ def collecting_since(stats_reset: datetime | None, started: datetime | None) -> 
     and the server's start (``pg_postmaster_start_time()``), since a restart may lose them (a crash always does)."""
     moments = [m for m in (stats_reset, started) if m is not None]
     return max(moments) if moments else None
+
+
+def primary_usage(snapshot: Snapshot, name: str) -> InstanceUsage:
+    """The primary's usage, from the collector's snapshot (every index it read, ``stats_reset`` and start)."""
+    scans = {(index.schema, index.name): index.scans for index in snapshot.indexes}
+    since = collecting_since(snapshot.server.stats_reset, snapshot.server.started)
+    return InstanceUsage(name, scans, since, primary=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,16 @@ def kept_notes(evidence: UsageEvidence, idle_on_primary: Iterable[IndexKey]) -> 
             shown += f" and {len(names) - NAMED_IN_NOTE} more"
         notes.append(f"{len(names)} index(es) with no scan on the primary kept (no drop proposed): {reason}: {shown}")
     return notes
+
+
+def instance_notes(evidence: UsageEvidence) -> list[str]:
+    """One note per instance that could not be read: no index is dropped as unused while it cannot be."""
+    return [
+        f"{_role(i)} could not be read for index usage ({i.error}): no index is proposed for dropping as unused "
+        "until it can"
+        for i in evidence.instances
+        if i.error is not None
+    ]
 
 
 def _role(instance: InstanceUsage) -> str:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from optischema.analysis import advice, findings, platform
 from optischema.analysis.candidates import Candidate, generate, search_notes
@@ -22,6 +22,7 @@ from optischema.analysis.report import Recommendation
 from optischema.analysis.selection import Limits, Selection, requests_for, select_indexes
 from optischema.analysis.snapshot import Snapshot
 from optischema.analysis.suggestions import Rejection
+from optischema.analysis.usage import DEFAULT_MIN_AGE, UsageEvidence, instance_notes, primary_usage
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
 from optischema.api.target import Sandbox as SandboxSpec
@@ -31,6 +32,7 @@ from optischema.postgres.connect import DATABASE_ERRORS, ConnectTarget, connect
 from optischema.postgres.planner import ExplainPlanner, HypoPGPlanner
 from optischema.postgres.plans import before_after
 from optischema.postgres.platform import read_signals
+from optischema.postgres.replicas import instance_name, read_replicas
 
 # sqlglot logs a warning for every statement it reads as an opaque command (CREATE FUNCTION ... in extension
 # scripts that pg_stat_statements recorded); we report skipped statements ourselves.
@@ -80,6 +82,11 @@ class AnalyzeOptions:
     their statements timed (see :mod:`optischema.flows.measuring`); None leaves them out, with a note."""
     measure_copy: SandboxSpec | None = None
     """How that sandbox is filled (the target's ``spec.sandbox``); None: a sample of the real rows (the CLI's)."""
+    replicas: Sequence[ConnectTarget] = ()
+    """Read replicas whose index usage counts too (``spec.connection.replicas``, see :mod:`optischema.analysis.usage`):
+    an index is dropped as unused only when none of them (nor the primary) scanned it."""
+    unused_min_statistics_age: timedelta = DEFAULT_MIN_AGE
+    """How old every instance's statistics must be before an index no scan used is proposed for dropping."""
 
 
 @dataclass(slots=True)
@@ -246,7 +253,10 @@ async def _analyze(
                     )
                 consultation.candidates = []
             used, chosen = None, [r.change.index for r in recommendations if r.change.index is not None]
-        recommendations += findings.index_findings(snapshot, chosen, used)
+        usage = await _usage(snapshot, dsn, options, started)
+        drops = findings.index_findings(snapshot, chosen, used, usage)
+        notes += instance_notes(usage) + findings.kept_unused_notes(snapshot, used, usage, drops)
+        recommendations += drops
         recommendations += findings.maintenance_findings(snapshot, started)
         recommendations += findings.table_health_findings(snapshot, started, recommendations)
         recommendations += findings.setting_findings(snapshot, workload.statements)
@@ -314,6 +324,16 @@ async def _consult(
     )
     result.cached, result.tokens, result.note = reply.cached, reply.tokens, reply.note
     return result
+
+
+async def _usage(snapshot: Snapshot, dsn: ConnectTarget, options: AnalyzeOptions, now: datetime) -> UsageEvidence:
+    """Index usage on the primary (its snapshot) and on every replica (read now, concurrently): what decides
+    whether an index no scan used may be dropped."""
+    replicas = await read_replicas(
+        options.replicas, timeout=options.connect_timeout, system_identifier=snapshot.server.system_identifier
+    )
+    instances = (primary_usage(snapshot, instance_name(dsn)), *replicas)
+    return UsageEvidence(instances, now=now, min_age=options.unused_min_statistics_age)
 
 
 def _workload(snapshot: Snapshot, options: AnalyzeOptions) -> Workload:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import time
@@ -257,6 +258,8 @@ async def run_analysis(
         pii_safe=spec.llm.pii_safe,
         measure=measure,
         measure_copy=spec.sandbox,
+        replicas=replica_params(spec, dsn),
+        unused_min_statistics_age=parse_duration(spec.analysis.unused_index_min_statistics_age),
     )
     started = time.monotonic()
     async with semaphore:
@@ -264,6 +267,15 @@ async def run_analysis(
             return await analyze_off_loop(dsn, options), None, time.monotonic() - started
         except AnalysisError as error:
             return None, f"{error.reason}: {error.message}", time.monotonic() - started
+
+
+def replica_params(spec: PostgresTargetSpec, primary: ConnectParams) -> list[ConnectParams]:
+    """Each ``spec.connection.replicas`` entry reached like the primary (database, credentials, TLS), at its own
+    host and port (the connection's port when it names none)."""
+    return [
+        dataclasses.replace(primary, host=replica.host, port=replica.port or spec.connection.port)
+        for replica in spec.connection.replicas
+    ]
 
 
 def _unproved_rewrites(result: AnalysisResult) -> None:

@@ -105,7 +105,8 @@ async def read_server(conn: asyncpg.Connection) -> Server:
                   current_setting('server_version_num')::int AS version_num,
                   current_database() AS database,
                   d.datcollate AS collation,
-                  s.stats_reset
+                  s.stats_reset,
+                  pg_postmaster_start_time() AS started
            FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid
            WHERE d.datname = current_database()"""
     )
@@ -126,6 +127,7 @@ async def read_server(conn: asyncpg.Connection) -> Server:
         extensions=extensions,
         extension_schemas={r["extname"]: r["nspname"] for r in installed},
         stats_reset=row["stats_reset"],
+        started=row["started"],
     )
 
 
