@@ -8,7 +8,9 @@ A server of its own: the provider roles are cluster-wide, and other tests must k
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,7 +21,7 @@ from optischema.changes.ddl import UnsafeDefinition, statements_for
 from optischema.changes.managed import advice_only
 from optischema.flows.analyze import AnalyzeOptions, analyze
 from optischema.flows.target import check_target
-from optischema.postgres.local import LocalPostgres
+from optischema.postgres.local import LocalPostgres, find_bindir
 from optischema.postgres.platform import read_signals
 
 from .conftest import run_sql
@@ -60,7 +62,7 @@ def server() -> Iterator[LocalPostgres]:
 
 @pytest.fixture
 def database(server: LocalPostgres, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"m_{request.node.name.split('[')[-1].rstrip(']').lower()}"[:40].replace("-", "_")
+    name = f"m_{request.node.name.split('[')[-1].rstrip(']').lower()}"[:40].replace("-", "_").replace(".", "_")
     server.psql(f"CREATE DATABASE {name}")
     server.psql("CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg;", database=name)
     yield name
@@ -195,3 +197,70 @@ async def test_the_target_s_status_records_the_platform(server: LocalPostgres, d
         assert "on Cloud SQL for PostgreSQL (settings are advice only)" in check.message
     finally:
         undress(server, "cloudSql")
+
+
+# -- the least-privilege setup scripts of docs/managed, run as written ---------------------------------------------
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "docs" / "managed"
+
+
+def run_script(
+    server: LocalPostgres, database: str, script: Path, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """``psql -f`` as the README says, as the administrator (here the local superuser over the Unix socket)."""
+    psql = find_bindir(15, "psql") / "psql"
+    command = [str(psql), "-X", "-q", "-d", f"host={server.dir} port={server.port} dbname={database} user=postgres"]
+    for name, value in variables.items():
+        command += ["-v", f"{name}={value}"]
+    return subprocess.run([*command, "-f", str(script)], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("script", ["rds.sql", "cloudsql.sql", "azure.sql"])
+async def test_the_setup_script_grants_what_the_operator_needs_and_no_more(
+    server: LocalPostgres, database: str, script: str
+) -> None:
+    server.psql("CREATE ROLE app_owner LOGIN")
+    # The application's owner as applications have it: its tables, and CREATE on their schema (CREATE INDEX checks it)
+    server.psql("GRANT CREATE ON SCHEMA public TO app_owner", database)
+    server.psql(
+        "CREATE TABLE orders (id int PRIMARY KEY, customer int); ALTER TABLE orders OWNER TO app_owner", database
+    )
+    try:
+        done = run_script(
+            server, database, SCRIPTS / script, analysis_password="a-secret", write_password="w-secret",
+            table_owner="app_owner",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        owner = await asyncpg.connect(server.dsn(database, user="app_owner"))
+        try:
+            await owner.execute("SELECT count(*) FROM orders WHERE customer = 42")
+        finally:
+            await owner.close()
+
+        analysis = await asyncpg.connect(server.dsn(database, user="optischema_analysis"))
+        try:  # every user's statement text, the system identifier; and no write
+            texts = await analysis.fetch("SELECT query FROM pg_stat_statements WHERE query LIKE '%FROM orders%'")
+            assert texts
+            assert all("insufficient privilege" not in r["query"] for r in texts)
+            assert await analysis.fetchval("SELECT system_identifier FROM pg_control_system()") > 0
+            with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                await analysis.execute("CREATE TEMP TABLE nope (id int)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await analysis.execute("BEGIN READ WRITE; INSERT INTO orders VALUES (1, 1)")
+        finally:
+            await analysis.close()
+
+        write = await asyncpg.connect(server.dsn(database, user="optischema_write"))
+        try:  # the index work, as the tables' owner; never a server setting
+            await write.execute("CREATE INDEX CONCURRENTLY orders_customer ON orders (customer)")
+            await write.execute("ANALYZE orders")
+            await write.execute("DROP INDEX CONCURRENTLY orders_customer")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await write.execute("ALTER SYSTEM SET work_mem = '64MB'")
+        finally:
+            await write.close()
+    finally:
+        server.psql("DROP OWNED BY optischema_analysis, optischema_write, app_owner CASCADE", database)
+        server.psql("DROP ROLE IF EXISTS optischema_analysis")
+        server.psql("DROP ROLE IF EXISTS optischema_write")
+        server.psql("DROP ROLE IF EXISTS app_owner")
