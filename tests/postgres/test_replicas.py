@@ -5,12 +5,15 @@ replica that cannot be reached keeps every index and is named; statistics just r
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 
 from devcluster import LocalPostgres
+from optischema.cli.main import main
 from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
 from optischema.postgres.local import free_port
 
@@ -149,3 +152,18 @@ async def test_the_default_age_keeps_idle_indexes_of_a_server_started_minutes_ag
     assert dropped(result) == {}
     (note,) = [n for n in result.notes if "public.accounts_plan" in n]
     assert "less than the 14 days required" in note
+
+
+def test_optischema_analyze_reads_replicas_given_on_the_command_line(
+    pg_database: str, pg_replica: StreamingReplica, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(setup(pg_database, ACCOUNTS, PRIMARY_WORKLOAD))
+    pg_replica.catch_up()
+    replica = on(pg_replica, pg_database)
+    asyncio.run(use_plan_index_on(replica))
+    argv = ["analyze", "--dsn", pg_database, "--replica", replica, "--unused-min-age", "0s", "--sample-seconds", "0"]
+    assert main([*argv, "--quiet", "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    drops = [r["change"]["index"]["name"] for r in document["recommendations"] if r["kind"] == "dropIndex"]
+    assert drops == ["accounts_region"]
+    assert any("public.accounts_plan" in n and "scans on replica" in n for n in document["notes"])

@@ -11,6 +11,7 @@ import re
 import sys
 import textwrap
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit
@@ -20,6 +21,7 @@ import yaml
 from optischema.analysis.errors import AnalysisError, ExitCode
 from optischema.analysis.report import as_json
 from optischema.analysis.workload import compile_pattern
+from optischema.api.durations import parse_duration
 from optischema.api.quantity import quantity_bytes
 from optischema.flows.analyze import AnalysisResult, AnalyzeOptions, analyze
 from optischema.flows.measuring import local_sandbox
@@ -72,6 +74,23 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="price index candidates HypoPG cannot simulate (GIN, GiST) by building them on a copy of the tables "
         "in a temporary local PostgreSQL of the server's major (real rows are copied there; it is removed after)",
+    )
+    parser.add_argument(
+        "--replica",
+        action="append",
+        default=[],
+        metavar="DSN",
+        type=_replica,
+        help="a read replica's connection string (repeatable): an index is proposed for dropping as unused only when "
+        "no scan used it there either, and every replica could be read",
+    )
+    parser.add_argument(
+        "--unused-min-age",
+        type=_age,
+        default="14d",
+        metavar="DURATION",
+        help="how long every instance's statistics must have been collected before an index no scan used is proposed "
+        "for dropping (default: 14d; 0s judges whatever they hold)",
     )
     parser.add_argument("--emit-crs", type=Path, metavar="DIR", help="also write TuningRecommendation YAML files here")
     parser.add_argument("--target", help="PostgresTarget name for --emit-crs (default: the database name)")
@@ -148,6 +167,25 @@ def _database_name(args: argparse.Namespace) -> str | None:
     return os.environ.get("PGDATABASE")
 
 
+def _replica(text: str) -> str:
+    """A replica's connection string as asyncpg reads it (libpq's ``key=value`` form converted like ``--dsn``'s)."""
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    if "=" in text:
+        try:
+            return conninfo_url(text)
+        except AnalysisError as error:
+            raise argparse.ArgumentTypeError(error.message.replace("--dsn/-d", "--replica")) from error
+    raise argparse.ArgumentTypeError("must be a connection string: postgresql://user@host:port/database or key=value")
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -191,6 +229,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             max_indexes_per_table=args.max_indexes_per_table,
             sample_seconds=max(args.sample_seconds, 0.0),
             measure=local_sandbox if args.measure else None,
+            replicas=args.replica,
+            unused_min_statistics_age=args.unused_min_age,
         )
         result = asyncio.run(analyze(connection_string(args), options, progress))
     except AnalysisError as error:
