@@ -255,7 +255,8 @@ async def _analyze(
             used, chosen = None, [r.change.index for r in recommendations if r.change.index is not None]
         usage = await _usage(snapshot, dsn, options, started)
         drops = findings.index_findings(snapshot, chosen, used, usage)
-        notes += instance_notes(usage) + findings.kept_unused_notes(snapshot, used, usage, drops)
+        notes[:0] = instance_notes(usage)  # first: status.lastAnalysis.message is cut at 4,000 characters
+        notes += findings.kept_unused_notes(snapshot, used, usage, drops)
         recommendations += drops
         recommendations += findings.maintenance_findings(snapshot, started)
         recommendations += findings.table_health_findings(snapshot, started, recommendations)
