@@ -333,6 +333,9 @@ async def test_approving_advice_creates_no_index_change_and_says_why(monkeypatch
 
     events: list[str] = []
     monkeypatch.setattr(kopf, "info", lambda body, *, reason, message: events.append(f"{reason}: {message}"))
+    monkeypatch.setattr(
+        kopf, "event", lambda body, *, type, reason, message: events.append(f"{type} {reason}: {message}")
+    )
     setting = SettingChange(name="work_mem", value="64MB", current_value="4MB", platform="rds")
     spec = _spec(setting, render_advice(setting), render_advice_rollback(setting))
     spec["approval"] = {"state": "Approved", "decidedBy": "alice"}
@@ -343,8 +346,9 @@ async def test_approving_advice_creates_no_index_change_and_says_why(monkeypatch
     assert memo.kube.created == []  # no IndexChange: nothing will ever run
     assert memo.kube.patched == [{"phase": "Approved"}]
     assert events == [
-        "Approved: approved by alice; advice only, nothing was run: Amazon RDS for PostgreSQL refuses ALTER SYSTEM, "
-        "so work_mem is changed in the instance's DB parameter group with the command in spec.sql"
+        "Approved: approved by alice",
+        "Normal AdviceOnly: advice only, nothing was run: Amazon RDS for PostgreSQL refuses ALTER SYSTEM, so work_mem "
+        "is changed in the instance's DB parameter group with the command in spec.sql",
     ]
 
 

@@ -91,6 +91,7 @@ async def decided(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         body,
         reason="Approved",
         message=f"approved by {spec['approval'].get('decidedBy') or 'a client'}"
-        + (f"; IndexChange {name} created" if mapping else "")
-        + (f"; {advice}" if advice else ""),
+        + (f"; IndexChange {name} created" if mapping else ""),
     )
+    if advice:  # posted whatever the posting level (info is not): the approver must hear that nothing ran
+        kopf.event(body, type="Normal", reason="AdviceOnly", message=advice)
