@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from optischema.analysis.platform import Detection, PlatformSignals, as_advice, classify
 from optischema.analysis.report import make
+from optischema.api.conditions import Reason
 from optischema.api.indexchange import IndexChangeSpec
 from optischema.api.operations import SettingChange
 from optischema.api.recommendation import RecommendedChange
@@ -27,6 +28,7 @@ from optischema.changes.managed import (
     render_advice_rollback,
     terraform,
 )
+from optischema.flows.changes import Facts, judge
 from optischema.flows.decisions import check_sql
 
 pytestmark = pytest.mark.unit
@@ -234,6 +236,17 @@ def test_a_managed_setting_never_renders_as_sql(platform: str) -> None:
         statements_for(spec)
     with pytest.raises(UnsafeDefinition, match=r"^setting\.platform: "):
         undo_for(spec, None)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_an_index_change_carrying_a_managed_setting_is_refused_at_admission(platform: str) -> None:
+    """The attack: someone with rights on IndexChanges writes one from the advice; the webhook's judge refuses it
+    before anything reaches the database, naming the field."""
+    setting = SettingChange(name="work_mem", value="64MB", current_value="4MB", platform=platform)
+    spec = {"targetRef": {"name": "shop"}, "operation": "setting", "setting": setting.to_wire()}
+    reason, message = judge(spec, Facts({"spec": {}}))  # type: ignore[misc]
+    assert reason == Reason.INVALID_SPEC
+    assert message.startswith(f"setting.platform: {platform} refuses ALTER SYSTEM")
 
 
 def _spec(setting: SettingChange, sql: str, rollback: str) -> dict[str, Any]:
