@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     """Port of the Prometheus /metrics endpoint; 0 turns it off."""
     liveness_endpoint: str | None = None
     """kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz."""
+    live_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the read-only live endpoint ``GET /targets/<namespace>/<name>/top`` (``kubectl optischema top``
+    reaches it through the API server's service proxy); 0 turns it off. Each request carries the caller's bearer
+    token, reviewed by the API server (``handlers/live.py``)."""
+    live_host: str = "0.0.0.0"
+    """Address the live endpoint listens on."""
+    live_cache_seconds: float = Field(default=2.0, ge=0, le=300)
+    """How long one target's live figures are served from memory: many terminals refreshing ``top`` cost the
+    database one pg_stat_statements read per target per this many seconds."""
     webhook_port: int = Field(default=0, ge=0, le=65535)
     """Port of the admission webhook server. 0 (no webhook) is refused at start-up unless ``insecure_no_webhook``:
     without it approvals are not attributed, a user can create a recommendation already approved, edit its risk or

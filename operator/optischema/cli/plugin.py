@@ -35,6 +35,7 @@ from optischema.cli import plugin_changes, plugin_output, top
 from optischema.cli.plugin_args import build_parser as build_parser  # the parser, for tests and docs
 from optischema.cli.plugin_args import parse
 from optischema.cli.plugin_connect import ConnectError, Options, connect
+from optischema.cli.top_live import LiveSource
 from optischema.flows import reports
 from optischema.kube.client import ApiException, Kube
 from optischema.reports.render import render
@@ -507,7 +508,10 @@ async def rollback(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
 async def top_(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     await _get(kube, "postgrestargets", namespace, args.target)
     try:
-        return await top.run(kube, namespace, args.target, once=args.once, interval=args.interval, limit=args.limit)
+        live = None if args.no_live else LiveSource(kube.core.api_client, args.live_service, args.live_url)
+        return await top.run(
+            kube, namespace, args.target, once=args.once, interval=args.interval, limit=args.limit, live=live
+        )
     except ApiException as error:
         raise _explain(error, "read the target's history, recommendations and changes", namespace) from error
 

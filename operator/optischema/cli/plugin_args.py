@@ -15,6 +15,7 @@ is still the output file.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -167,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     top.add_argument("--interval", type=_seconds, default=5.0, help="seconds between refreshes (default 5)")
     top.add_argument("--limit", type=int, default=15, help="statements shown (default 15)")
+    top.add_argument(
+        "--live-service",
+        default=os.environ.get("OPTISCHEMA_LIVE_SERVICE", "optischema-system/optischema-live"),
+        metavar="NAMESPACE/NAME",
+        help="the operator's live Service, read through the API server's service proxy (default "
+        "$OPTISCHEMA_LIVE_SERVICE, else optischema-system/optischema-live: release optischema)",
+    )
+    top.add_argument("--live-url", metavar="URL", help="the live endpoint reached directly (kubectl port-forward)")
+    top.add_argument("--no-live", action="store_true", help="the history alone, without the operator's live figures")
     return parser
 
 

@@ -4,8 +4,11 @@ It reads only what the operator already writes, with the viewer's rights and no 
 target (its status), its ``StatementHistory`` days (``kube/history.py``: cumulative ``pg_stat_statements``
 counters per analysis), its recommendations (their evidence names the statements each one helps, and — for index
 recommendations — the statement's plan before, whose ``Index Scan using …`` lines name the indexes it uses), and
-its IndexChanges. So a frame is as fresh as the last analysis: calls/s, mean and share come from the interval
-between the last two points, the trend from the mean of every interval kept.
+its IndexChanges. Beside them, the operator's live endpoint (``cli/top_live.py``, ``flows/live.py``): the target's
+``pg_stat_statements`` now, read by the operator over the target's read-only connection, added as one more point —
+so calls/s, mean and share come from the interval between the last analysis (or the previous refresh) and now, the
+trend from the mean of every interval kept. When the endpoint cannot be read, one line says why and the frame is
+as fresh as the last analysis.
 
 :func:`frame` is pure (the rendering, unit-tested from fixture data); :func:`run` reads and repeats it, clearing
 the screen with ANSI codes only when standard output is a terminal.
@@ -21,9 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from optischema.cli.top_live import LiveSource, LiveUnavailable
 from optischema.kube import history as stored_history
 from optischema.kube.client import Kube
 from optischema.reports import history
+from optischema.reports import live as live_answer
 from optischema.reports.charts import sparkline
 
 #: How far back the trend looks.
@@ -150,6 +155,7 @@ def frame(
     now: datetime,
     limit: int = 15,
     width: int = 160,
+    source: str | None = None,
 ) -> str:
     """One screen: a header on the target and the interval shown, then one line per statement with the indexes
     it uses and the pending recommendations that would help it beneath."""
@@ -173,6 +179,8 @@ def frame(
             )
         ),
     ]
+    if source:
+        lines.append(source)
     if interval is None:
         return "\n".join(lines)
     lines.append("")
@@ -227,17 +235,29 @@ async def run(
     limit: int,
     out: TextIO = sys.stdout,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    live: LiveSource | None = None,
 ) -> str:
-    """Print frames every ``interval`` seconds until interrupted (or one with ``once``); returns the last."""
+    """Print frames every ``interval`` seconds until interrupted (or one with ``once``); returns the last. With
+    ``live``, each frame adds the endpoint's sample to the history (the last two samples kept: the newest interval
+    is then the one between refreshes)."""
     tty = out.isatty()
+    samples: list[tuple[history.Point, dict[str, str]]] = []
     while True:
         target, days, recommendations, changes = await read(kube, namespace, name)
+        source = None
+        if live is not None:
+            try:
+                samples = [*samples, await live.fetch(namespace, name)][-2:]
+                source = f"live: from the operator at {samples[-1][0].at:%H:%M:%S} UTC"
+            except LiveUnavailable as why:
+                source = f"live figures unavailable ({why}); showing the history up to the last analysis"
+            days = live_answer.with_samples(days, samples)
         width = 160
         if tty:
             import shutil
 
             width = shutil.get_terminal_size().columns
-        text = frame(target, days, recommendations, changes, now=clock(), limit=limit, width=width)
+        text = frame(target, days, recommendations, changes, now=clock(), limit=limit, width=width, source=source)
         if once:
             return text
         out.write((CLEAR if tty else "") + text + ("\n" if tty else "\n\n"))
