@@ -129,6 +129,31 @@ async def test_a_provider_setting_in_the_configuration_file_is_seen() -> None:
     assert (detection.platform, detection.evidence) == ("azure", ("setting azure.extensions",))
 
 
+@pytest.mark.parametrize("major", [13, 14, 15, 16, 17, 18])
+async def test_the_probe_reads_every_major(major: int) -> None:
+    """The probe's catalog queries on every major the operator supports; and what each accepts for a provider's
+    placeholder: ALTER DATABASE … SET on all, ALTER SYSTEM SET only from 17 on (13–16 refuse a name they do not
+    know)."""
+    with LocalPostgres(major=major) as local:
+        local.psql("CREATE DATABASE app")
+        local.psql("CREATE ROLE cloudsqlsuperuser NOLOGIN")
+        local.psql("ALTER DATABASE app SET cloudsql.iam_authentication = 'off'")
+        connection = await asyncpg.connect(local.dsn("app"))
+        try:
+            version = await connection.fetchval("SHOW server_version_num")
+            detection = classify(await read_signals(connection))
+        finally:
+            await connection.close()
+        if major >= 17:
+            local.psql("ALTER SYSTEM SET azure.extensions = 'hypopg'")
+        else:
+            with pytest.raises(RuntimeError, match=r'unrecognized configuration parameter "azure\.extensions"'):
+                local.psql("ALTER SYSTEM SET azure.extensions = 'hypopg'")
+    assert int(version) // 10000 == major
+    assert detection.platform == "cloudSql"
+    assert detection.evidence == ("role cloudsqlsuperuser", "setting cloudsql.iam_authentication")
+
+
 @pytest.mark.parametrize("platform", list(PLATFORMS))
 async def test_settings_are_advice_only_and_index_work_goes_on(
     server: LocalPostgres, database: str, platform: str
