@@ -173,6 +173,15 @@ MATRIX: list[tuple[str, str, str, set[str]]] = [
     ("create", "rolebindings.rbac.authorization.k8s.io", NS, set()),
     ("get", "postgrestargets.optischema.io", "default", set()),
     ("create", "pods", "default", set()),
+    # The live endpoint (kubectl optischema top): the operator asks the API server the two reviews (they read
+    # nothing); people reach the live Service's port through the proxy (the cluster's roles are manifests/rbac, for
+    # the release "optischema"), read-only, and no other Service.
+    ("create", "tokenreviews.authentication.k8s.io", "", {"operator"}),
+    ("create", "subjectaccessreviews.authorization.k8s.io", "", {"operator"}),
+    ("get", "services/optischema-live:live#proxy", NS, {"alice", "bob"}),
+    ("create", "services/optischema-live:live#proxy", NS, set()),
+    ("get", "services/optischema-metrics:metrics#proxy", NS, set()),
+    ("get", "services/optischema-live#proxy", NS, set()),
 ]
 
 

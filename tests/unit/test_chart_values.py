@@ -342,6 +342,32 @@ def _no_registry(kinds: Kinds) -> None:
     assert container(kinds)["image"] == "optischema-operator:e2e"
 
 
+def _live(kinds: Kinds) -> None:
+    """The live endpoint (kubectl optischema top): the operator listens, the Service exposes the port by name, the
+    operator may ask the API server the two reviews, and the people roles reach that Service's port alone."""
+    assert env(kinds)["OPTISCHEMA_LIVE_PORT"] == "8082"
+    assert settings(kinds).live_port == 8082
+    assert {"name": "live", "containerPort": 8082} in container(kinds)["ports"]
+    service = named(kinds, "Service", "rel-live", "optischema-system")
+    assert service["spec"]["ports"] == [{"name": "live", "port": 8082, "targetPort": "live"}]
+    binding = named(kinds, "ClusterRoleBinding", "rel-auth-delegator")
+    assert binding["roleRef"]["name"] == "system:auth-delegator"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel", "namespace": "optischema-system"}]
+    for role in ("optischema-viewer", "optischema-approver"):
+        rules = named(kinds, "ClusterRole", role)["rules"]
+        proxy = [r for r in rules if "services/proxy" in r["resources"]]
+        assert proxy == [{"apiGroups": [""], "resources": ["services/proxy"], "resourceNames": ["rel-live:live"],
+                          "verbs": ["get"]}]  # fmt: skip
+
+
+def _no_live(kinds: Kinds) -> None:
+    assert "OPTISCHEMA_LIVE_PORT" not in env(kinds)
+    assert not [s for s in kinds["Service"] if s["metadata"]["name"] == "rel-live"]
+    assert not [b for b in kinds["ClusterRoleBinding"] if b["roleRef"]["name"] == "system:auth-delegator"]
+    rules = named(kinds, "ClusterRole", "optischema-viewer")["rules"]
+    assert not [r for r in rules if "services/proxy" in r["resources"]]
+
+
 CASES = [
     Case("image.digest", {"image": {"tag": "9.9.9", "digest": DIGEST}}, _digest),
     Case(
@@ -421,6 +447,8 @@ CASES = [
         _global_registry_own_registries,
     ),
     Case("image.registry", {"image": {"registry": "registry.example"}}, _image_registry),
+    Case("live (default)", {}, _live),
+    Case("live.enabled false", {"live": {"enabled": False}}, _no_live),
     Case(
         "image.registry empty",
         {"image": {"registry": "", "repository": "optischema-operator", "tag": "e2e"}},
@@ -486,6 +514,7 @@ def test_each_value_is_rendered_where_it_belongs(helm: str, tmp_path: Path, case
         ({"dashboards": {"enabled": "true"}}, "/dashboards/enabled"),
         ({"sandbox": {"imageRegistry": "reg.example')||true||('"}}, "/sandbox/imageRegistry"),
         ({"global": {"imageRegistry": "reg.example')||true||('"}}, "/global/imageRegistry"),
+        ({"live": {"port": 80}}, "/live/port"),
         ({"image": {"registry": "reg example"}}, "/image/registry"),
         ({"analysisJobNamespaces": ["Shop"]}, "/analysisJobNamespaces/0"),
         ({"podDisruptionBudget": {"minAvailable": "50%"}}, "/podDisruptionBudget/minAvailable"),
