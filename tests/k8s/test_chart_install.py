@@ -83,6 +83,7 @@ def test_helm_install_runs_an_operator_that_reconciles_a_target_with_least_privi
         f"webhook.port={port}",
         f"metrics.port={free_port()}",
         f"healthPort={free_port()}",
+        f"live.port={free_port()}",
         "operator.checkSeconds=2",
         "operator.sampleSeconds=0",
         "operator.logFormat=console",

@@ -76,7 +76,9 @@ def test_the_live_sample_is_the_newest_interval_of_the_frame() -> None:
     merged = live.with_samples(days(), [sample])
     text = top.frame(TARGET, merged, RECOMMENDATIONS, CHANGES, now=NOW, limit=10, source="live: from the operator")
     assert "interval 10:30:00 → 10:40:00 UTC" in text
-    assert "live: from the operator" in text
+    lines = text.splitlines()
+    assert lines[-1] == "live: from the operator"  # last: the header's lines stay where scripts read them
+    assert lines[3].split()[:2] == ["CALLS/S", "MEAN"]
     (line,) = [row for row in text.splitlines() if row.endswith(SLOW)]
     assert line.split()[:3] == ["1.00", "5.00", "100.0%"]  # the fast one did not run since: not shown
     assert "pending: shop-ix-1 (+97%)" in text  # recommendations still beside it

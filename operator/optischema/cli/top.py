@@ -179,10 +179,8 @@ def frame(
             )
         ),
     ]
-    if source:
-        lines.append(source)
     if interval is None:
-        return "\n".join(lines)
+        return "\n".join([*lines, source] if source else lines)
     lines.append("")
     header = f"{'CALLS/S':>9}  {'MEAN MS':>9}  {'SHARE':>6}  {'TREND':<12}  STATEMENT"
     lines.append(header)
@@ -208,6 +206,8 @@ def frame(
         "",
         f"{waiting} recommendation(s) waiting for a decision: kubectl optischema list --target {meta['name']}",
     ]
+    if source:  # last: where the figures came from (the header's lines stay where scripts read them)
+        lines.append(source)
     return "\n".join(lines)
 
 

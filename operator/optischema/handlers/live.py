@@ -56,8 +56,13 @@ async def serve_live(memo: kopf.Memo, **_: Any) -> None:
     if not settings.live_port:
         return
     live = LiveTop(memo.kube, Reviews(), cache_seconds=settings.live_cache_seconds)
-    memo.live_runner = await start(live, settings.live_host, settings.live_port)
-    logging.getLogger("optischema").info("live endpoint on %s:%d", settings.live_host, settings.live_port)
+    log = logging.getLogger("optischema")
+    try:
+        memo.live_runner = await start(live, settings.live_host, settings.live_port)
+    except OSError as error:  # the operator's own work does not wait for a view of it: said, and left off
+        log.error("live endpoint not started on %s:%d: %s", settings.live_host, settings.live_port, error)
+        return
+    log.info("live endpoint on %s:%d", settings.live_host, settings.live_port)
 
 
 @kopf.on.cleanup()
