@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from devcluster import LocalPostgres, PostgresStartError
+from optischema.postgres.local import DEFAULT_MAJOR, find_bindir
 
 from .replica import StreamingReplica
 
@@ -30,6 +31,46 @@ def pg_server() -> Iterator[LocalPostgres]:
         yield server
     finally:
         server.stop()
+
+
+#: The majors the core subset (``@pytest.mark.majors``, tests/postgres/test_majors.py) runs on; 15 is the session's.
+MAJORS = (13, 14, 15, 16, 17, 18)
+
+
+@pytest.fixture(scope="session", params=MAJORS, ids=lambda major: f"pg{major}")
+def pg_major_server(request: pytest.FixtureRequest) -> Iterator[LocalPostgres]:
+    """A server of each major in turn (pytest keeps one alive at a time): 15 is ``pg_server`` itself, the others
+    come from the binaries ``make install`` caches (devcluster.pgbinaries); a major not cached is skipped, saying
+    how to get it."""
+    major: int = request.param
+    if major == DEFAULT_MAJOR:
+        yield request.getfixturevalue("pg_server")
+        return
+    try:
+        find_bindir(major, exact=True)
+    except PostgresStartError:
+        pytest.skip(f"PostgreSQL {major} binaries are not cached: run make install (python -m devcluster.pgbinaries)")
+    server = LocalPostgres(major=major)
+    try:
+        server.start()
+    except PostgresStartError as exc:
+        pytest.fail(f"could not start PostgreSQL {major}: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_major_database(pg_major_server: LocalPostgres) -> Iterator[str]:
+    """A new database on ``pg_major_server`` with pg_stat_statements, and HypoPG where that major has it."""
+    name = f"m{next(_names)}"
+    pg_major_server.psql(f"CREATE DATABASE {name}")
+    pg_major_server.psql("CREATE EXTENSION pg_stat_statements", database=name)
+    if pg_major_server.psql("SELECT count(*) FROM pg_available_extensions WHERE name = 'hypopg'").strip() == "1":
+        pg_major_server.psql("CREATE EXTENSION hypopg", database=name)
+    yield pg_major_server.dsn(name)
+    pg_major_server.psql(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture

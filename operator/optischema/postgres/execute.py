@@ -23,6 +23,8 @@ from optischema.changes.verdict import Counters
 from optischema.postgres.connect import ConnectParams, ConnectTarget
 
 APPLICATION_NAME = "optischema-apply"
+#: The first major with ``client_connection_check_interval``.
+CONNECTION_CHECK_SINCE = 14
 
 
 #: The session is gone, not the statement refused: the backend was terminated (``pg_terminate_backend``, a server
@@ -59,15 +61,25 @@ class Executed:
 async def connect_writer(dsn: ConnectTarget, *, timeout: float = 10.0) -> asyncpg.Connection:
     """A writing session, named in ``pg_stat_activity``; the server notices within a second if we go away.
 
-    Parameters go to asyncpg as keyword arguments (see :class:`ConnectParams`), never through a DSN."""
+    Parameters go to asyncpg as keyword arguments (see :class:`ConnectParams`), never through a DSN.
+    ``client_connection_check_interval`` came in PostgreSQL 14: sent at start-up, 13 refuses the whole connection
+    (unrecognized configuration parameter), so it is set afterwards where the server has it; on 13 a dead
+    operator's build runs to its end (or its statement_timeout) instead."""
     server_settings = {
         "application_name": APPLICATION_NAME,
-        "client_connection_check_interval": "1000",
         "idle_in_transaction_session_timeout": "60000",
     }
     if isinstance(dsn, ConnectParams):
-        return await asyncpg.connect(timeout=timeout, server_settings=server_settings, **dsn.asyncpg_kwargs())
-    return await asyncpg.connect(dsn, timeout=timeout, server_settings=server_settings)
+        conn = await asyncpg.connect(timeout=timeout, server_settings=server_settings, **dsn.asyncpg_kwargs())
+    else:
+        conn = await asyncpg.connect(dsn, timeout=timeout, server_settings=server_settings)
+    if conn.get_server_version().major >= CONNECTION_CHECK_SINCE:
+        try:
+            await conn.execute("SET client_connection_check_interval = 1000")
+        except BaseException:
+            await conn.close()
+            raise
+    return conn
 
 
 def lock_key(change_uid: str) -> int:
