@@ -35,7 +35,7 @@ from optischema.changes.ddl import definition_key, render_create
 from optischema.changes.quoting import qualified
 
 from .connect import DATABASE_ERRORS, connect
-from .measure import SandboxMeasurer
+from .measure import SandboxMeasurer, has_expressions
 from .planner import _OWN_FUNCTIONS, HypoPGPlanner, _index_names
 
 #: Candidates are built under this prefix and a number (the copy holds no index of ours otherwise).
@@ -157,7 +157,8 @@ class SandboxPlanner(HypoPGPlanner):
             finally:
                 await self.conn.execute("SET statement_timeout = '30s'")
             rows = await self.conn.fetch(_LEAVES, qualified(index.schema_, name))
-            await self.conn.execute(f"ANALYZE {qualified(index.schema_, index.table)}")  # expression statistics
+            if has_expressions(index):  # the planner needs the expression's statistics, which only ANALYZE makes
+                await self.conn.execute(f"ANALYZE {qualified(index.schema_, index.table)}")
         except DATABASE_ERRORS as error:
             text = " ".join(str(error).split())[:300]
             self.notes.append(f"{key}: could not be built on the sandbox copy ({text}); it was not priced.")
