@@ -5,6 +5,7 @@ Read by flows, handlers and the CLI only; the pure layers get values as argument
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
@@ -29,6 +30,11 @@ def _image_template(template: str) -> str:
             f"sandbox_image {template!r} must be an image reference where only {{major}} is replaced ({error!r})"
         ) from None
     return template
+
+
+def _ip_address(value: str) -> str:
+    ipaddress.ip_address(value)  # ValueError: an IP address, nothing else
+    return value
 
 
 def _quantity(value: str) -> str:
@@ -170,6 +176,13 @@ class Settings(BaseSettings):
     ``namespace/name`` (JSON in ``OPTISCHEMA_ALLOWED_SECRETS``). Any other Secret a spec names is never read: a
     target naming one is ``Stalled`` (``SecretNotAllowed``), so that whoever may write a target cannot have the
     operator read, and send to a host of their choosing, a Secret they may not read themselves."""
+    host_addresses: dict[
+        Annotated[str, Field(min_length=1, max_length=253)], Annotated[str, AfterValidator(_ip_address)]
+    ] = Field(default_factory=dict, max_length=1000)
+    """Host names the operator connects to at a given IP address instead of resolving them (JSON in
+    ``OPTISCHEMA_HOST_ADDRESSES``, e.g. ``{"db-rw.shop.svc": "10.0.3.7"}``), as libpq's ``hostaddr``: TLS still
+    authenticates the name. For an operator run outside the cluster (development) whose resolver does not know
+    in-cluster Services, such as a CloudNativePG Cluster's read-write Service."""
     notification_sinks: list[NotificationSink] = Field(default_factory=list, max_length=10)
     """The cluster default for targets whose ``spec.notifications.sinks`` is empty: the same form as the spec's
     (JSON in ``OPTISCHEMA_NOTIFICATION_SINKS``), with the URL Secrets in the operator's namespace. The operator

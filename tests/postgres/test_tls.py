@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from devcluster import LocalPostgres
+from optischema.analysis.errors import AnalysisError
 from optischema.flows.target import check_target
 from optischema.kube import certs
 from optischema.postgres.connect import ConnectParams, connect
@@ -294,4 +295,24 @@ async def test_a_ca_secret_holding_garbage_stalls_the_target_naming_it_and_nothi
     assert "spec.connection.sslRootCertSecret" in check.message
     assert "shop/db-ca" in check.message
     assert "Z2FyYmFnZQ" not in check.message
+    assert our_sessions(tls) == before
+
+
+async def test_an_address_is_connected_to_while_tls_authenticates_the_host_name(tls: Tls) -> None:
+    """``address`` (libpq's ``hostaddr``: a CloudNativePG instance's Pod IP, the operator's ``hostAddresses``)
+    opens the socket; ``verify-full`` still checks the certificate against ``host``, never against the address: the
+    name the certificate carries connects, another name at the same address is refused before the password goes."""
+    named = ConnectParams(host="localhost", port=tls.server.port, user="tls", password="tls-pw", database="shop",
+                          ca_pem=tls.ca, address="127.0.0.1")  # fmt: skip
+    conn = await connect(named)
+    try:
+        assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+    finally:
+        await conn.close()
+    before = our_sessions(tls)
+    other = ConnectParams(host="shop-rw.team.svc", port=tls.server.port, user="tls", password="tls-pw",
+                          database="shop", ca_pem=tls.ca, address="127.0.0.1")  # fmt: skip
+    with pytest.raises(AnalysisError, match="Hostname mismatch") as refused:
+        await connect(other)
+    assert refused.value.reason == "TLSVerificationFailed"
     assert our_sessions(tls) == before

@@ -6,6 +6,7 @@ person reading it is deciding whether to fix a Secret, a pg_hba.conf line or a n
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -37,16 +38,23 @@ class ConnectParams:
     sslmode: SslMode = "verify-full"
     ca_pem: str | None = field(default=None, repr=False)
     """PEM CA certificate(s) the server's certificate must chain to (``sslrootcert``); None: the system's CAs."""
+    address: str | None = None
+    """IP address to connect to instead of resolving ``host`` (libpq's ``hostaddr``); TLS still authenticates
+    ``host``. Set for a CloudNativePG instance (its pod's IP, the certificate naming the Cluster's Services) and by
+    the operator's ``hostAddresses`` setting."""
 
     def __post_init__(self) -> None:
         problem = host_problem(self.host)
         if problem is not None:
             raise ValueError(f"spec.connection.host {problem}")
+        if self.address is not None:
+            ipaddress.ip_address(self.address)  # ValueError: an address, nothing else
 
     def describe(self) -> str:
         """``user@host:port/db``, for messages."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user}@{host}:{self.port}/{self.database}"
+        via = f" (at {self.address})" if self.address else ""
+        return f"{self.user}@{host}:{self.port}/{self.database}{via}"
 
     def ssl_context(self) -> ssl.SSLContext | bool | str:
         """asyncpg's ``ssl=``: False for ``disable``; libpq's own words for ``allow``/``prefer`` (try TLS without
@@ -56,7 +64,12 @@ class ConnectParams:
             return False
         if self.sslmode in ("allow", "prefer"):
             return self.sslmode
-        context = ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
+        context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.server_name = self.host
+        if self.ca_pem:
+            context.load_verify_locations(cadata=self.ca_pem)
+        else:
+            context.load_default_certs()
         context.check_hostname = self.sslmode == "verify-full"
         if self.sslmode == "require" and not self.ca_pem:
             context.verify_mode = ssl.CERT_NONE
@@ -64,7 +77,7 @@ class ConnectParams:
 
     def asyncpg_kwargs(self) -> dict[str, Any]:
         return {
-            "host": self.host,
+            "host": self.address or self.host,
             "port": self.port,
             "user": self.user,
             "password": self.password,
@@ -77,6 +90,7 @@ class ConnectParams:
         written to a file in ``scratch``, which the caller removes."""
         env = {
             "PGHOST": self.host,
+            **({"PGHOSTADDR": self.address} if self.address else {}),
             "PGPORT": str(self.port),
             "PGUSER": self.user,
             "PGPASSWORD": self.password,
@@ -90,6 +104,19 @@ class ConnectParams:
         elif self.sslmode in ("verify-ca", "verify-full"):
             env["PGSSLROOTCERT"] = "system"  # libpq 16+; older ones need the CA from sslRootCertSecret
         return env
+
+
+class _NamedContext(ssl.SSLContext):
+    """A client context that authenticates ``server_name`` whatever address the socket was opened to: asyncpg
+    names the host it connects to as the TLS server name, which with ``address`` is an IP the certificate does not
+    carry (libpq's ``hostaddr`` keeps ``host`` for the check)."""
+
+    server_name: str | None = None
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        if self.server_name is not None:
+            kwargs["server_hostname"] = self.server_name
+        return super().wrap_bio(*args, **kwargs)
 
 
 #: A connection's target: our parameters, or a DSN a person wrote (``optischema analyze --dsn``) or we built for a
