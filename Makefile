@@ -9,12 +9,12 @@ DEBIAN_PACKAGES := postgresql-$(PG_MAJOR) postgresql-$(PG_MAJOR)-hypopg postgres
 STAMP := $(VENV)/.installed
 
 
-.PHONY: help install debs test test-unit test-postgres test-k8s test-image image lint crds manifests demo demo-engine bench lock krew controlplane helm chart-package promtool pgbinaries cluster-up cluster-down e2e-kind clean
+.PHONY: help install debs test test-unit test-postgres test-k8s test-image image lint crds manifests demo demo-engine bench lock krew controlplane helm chart-package promtool pgbinaries cnpgcrd cluster-up cluster-down e2e-kind clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: debs $(STAMP) controlplane helm promtool pgbinaries ## Debian packages (when root), venv, Python dependencies, control-plane binaries, Helm, promtool, PostgreSQL 13-18
+install: debs $(STAMP) controlplane helm promtool pgbinaries cnpgcrd ## Debian packages (when root), venv, Python dependencies, control-plane binaries, Helm, promtool, PostgreSQL 13-18, CloudNativePG's CRD
 
 debs:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -97,6 +97,9 @@ chart-package: helm ## the chart as a versioned archive and a Helm repository in
 
 pgbinaries: $(STAMP) ## fetch (or find) the server binaries of PostgreSQL 13, 14, 16, 17, 18 in the cache (the matrix tests)
 	@$(PY) -m devcluster.pgbinaries >/dev/null
+
+cnpgcrd: ## fetch (or find) CloudNativePG's Cluster CRD from its Go module in the cache (tests/k8s/test_cnpg.py)
+	@hack/cnpg/crd.sh >/dev/null
 
 promtool: ## build (or find) the pinned promtool (Prometheus's rule tester, for tests/k8s/test_alerts.py) in the cache
 	@hack/promtool/build.sh >/dev/null

@@ -194,6 +194,15 @@ creates no pod, Job, NetworkPolicy or Secret itself: the runner does, impersonat
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# A target naming a CloudNativePG Cluster (spec.connection.cluster): the Cluster read for its read-write Service and
+# instances, their Pods listed for the instances' addresses, and an approved setting applied as a merge patch of
+# the Cluster's spec.postgresql.parameters (CloudNativePG turns ALTER SYSTEM off).
+- apiGroups: [postgresql.cnpg.io]
+  resources: [clusters]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 {{- if gt (int .Values.replicaCount) 1 }}
 # kopf peering between replicas (one active).
 - apiGroups: [kopf.dev]
@@ -250,4 +259,10 @@ the LLM advisor's cache. */}}
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, update]                 # the LLM advisor's cache and token counts (<target>-llm)
+- apiGroups: [postgresql.cnpg.io]
+  resources: [clusters]
+  verbs: [get]                                 # a CloudNativePG target's read-write Service and instances
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]                                # those instances' addresses
 {{- end -}}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from optischema.api.operations import SettingChange
 from optischema.api.platform import PLATFORM_NAMES, ManagedPlatform, Platform
 from optischema.api.recommendation import RecommendedChange
+from optischema.changes.ddl import render_cluster_setting, render_cluster_setting_rollback
 from optischema.changes.managed import WHERE, render_advice, render_advice_rollback
 
 from .report import Recommendation, recommendation_id
@@ -147,3 +148,40 @@ def _rationale(text: str, platform: ManagedPlatform) -> str:
         f"{text} {PLATFORM_NAMES[platform]} refuses ALTER SYSTEM: this is advice only, never run by the operator; "
         f"make the change in {WHERE[platform]} with the command or Terraform shown as the SQL."
     ).strip()
+
+
+def on_cluster(recommendations: Sequence[Recommendation], cluster: str | None) -> list[Recommendation]:
+    """On a CloudNativePG Cluster (the target's ``spec.connection.cluster.name``), every ``setting`` recommendation
+    becomes a patch of that Cluster: the same setting and value with the Cluster recorded, its ``sql`` and
+    ``rollbackSql`` the patches as comments, its rationale saying so. CloudNativePG turns ``ALTER SYSTEM`` off (and
+    would overwrite what it wrote). A setting the renderer refuses is left out, as it would be refused as SQL."""
+    if cluster is None:
+        return list(recommendations)
+    converted: list[Recommendation] = []
+    for recommendation in recommendations:
+        setting = recommendation.change.setting
+        if recommendation.kind != "setting" or setting is None:
+            converted.append(recommendation)
+            continue
+        patched = SettingChange.model_validate({**setting.model_dump(by_alias=True), "cluster": cluster})
+        try:
+            sql, rollback = render_cluster_setting(patched), render_cluster_setting_rollback(patched)
+        except ValueError:
+            continue
+        change = RecommendedChange(setting=patched)
+        rationale = (
+            f"{recommendation.rationale} CloudNativePG turns ALTER SYSTEM off: approving this merge-patches Cluster "
+            f"{cluster}'s spec.postgresql.parameters, and CloudNativePG rolls the change out to every instance."
+        ).strip()
+        converted.append(
+            recommendation.model_copy(
+                update={
+                    "id": recommendation_id("setting", change),
+                    "change": change,
+                    "sql": sql,
+                    "rollback_sql": rollback,
+                    "rationale": rationale,
+                }
+            )
+        )
+    return converted

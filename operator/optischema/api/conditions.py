@@ -49,6 +49,8 @@ class Reason(StrEnum):
     AUTHENTICATION_FAILED = "AuthenticationFailed"
     EXTENSION_MISSING = "ExtensionMissing"
     INVALID_SPEC = "InvalidSpec"
+    CLUSTER_NOT_READY = "ClusterNotReady"
+    """The CloudNativePG Cluster a target names is missing or has not published its read-write Service yet."""
     SUSPENDED = "Suspended"
     ANALYSING = "Analysing"
     ANALYSIS_FAILED = "AnalysisFailed"
@@ -90,6 +92,8 @@ class Reason(StrEnum):
     """The window closed (or a blackout began) before a statement could start: back to waiting."""
     CONNECTION_LOST = "ConnectionLost"
     """The session died mid-statement (terminated backend, failover, dropped connection): back to waiting."""
+    ROLLOUT_PENDING = "RolloutPending"
+    """A CloudNativePG Cluster's setting was patched and its instances do not show the value yet."""
     CLOCK_SKEW = "ClockSkew"
     """The operator's clock and the database's differ by more than the tolerance."""
 

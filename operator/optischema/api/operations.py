@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from .base import ApiModel
+from .base import ApiModel, K8sName
 from .index import Identifier
 from .platform import ManagedPlatform
 
@@ -36,10 +36,23 @@ class SettingChange(ApiModel):
     file``). When it is ``default`` or ``configuration file`` the rollback runs ``ALTER SYSTEM RESET`` (the server
     goes back to its defaults and files, and later edits of ``postgresql.conf`` take effect again) instead of pinning
     the old value with ``ALTER SYSTEM SET``. Absent: the old value is set back."""
+    cluster: K8sName | None = None
+    """Set when the target is a CloudNativePG ``Cluster`` (its name), where ``ALTER SYSTEM`` is off: the change is
+    made by a merge patch of the Cluster's ``spec.postgresql.parameters`` (CloudNativePG rolls it out), and its
+    ``sql`` shows that patch as comments. The operator only ever patches the Cluster its target names: admission and
+    the apply path refuse a change naming another."""
     platform: ManagedPlatform | None = None
     """Set when the server is a managed service (``rds``, ``aurora``, ``cloudSql``, ``azure``), which refuses
     ``ALTER SYSTEM``: the recommendation is advice only. Its ``sql`` holds, as comments, the provider's CLI command
     and a Terraform snippet making the change; approving it runs nothing, and the apply path refuses such a change."""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> SettingChange:
+        if self.cluster is not None and self.platform is not None:
+            raise ValueError(
+                "cluster and platform cannot both be set: a CloudNativePG Cluster is not a managed service"
+            )
+        return self
 
 
 class StorageParameter(ApiModel):

@@ -96,14 +96,32 @@ class Replica(ApiModel):
     """TCP port; unset, the connection's ``port``."""
 
 
+class ClusterReference(ApiModel):
+    """A CloudNativePG ``Cluster`` (``postgresql.cnpg.io/v1``) in the target's namespace, reached instead of a host."""
+
+    name: K8sName
+    """Name of the Cluster. The host is its read-write Service (``status.writeService``, in the target's namespace);
+    the credentials default to its ``<name>-app`` Secret and the CA to its ``<name>-ca`` Secret (key ``ca.crt``),
+    each read only when it opts in like any Secret the operator reads. Settings recommendations are applied by a
+    merge patch of the Cluster's ``spec.postgresql.parameters`` (CloudNativePG turns ``ALTER SYSTEM`` off), and
+    index usage is read on every instance of ``status.instanceNames``."""
+
+
 class Connection(ApiModel):
     """How to reach the database. The operator connects read-only for analysis."""
 
-    host: Annotated[str, AfterValidator(check_host)] = Field(
-        min_length=1, max_length=253, json_schema_extra={"pattern": HOST_PATTERN}
+    model_config = cel_rules(
+        ("has(self.host) != has(self.cluster)", "exactly one of host and cluster must be set"),
+        ("has(self.cluster) || has(self.credentialsSecret)", "credentialsSecret is required unless cluster is set"),
+    )
+
+    host: Annotated[str, AfterValidator(check_host)] | None = Field(
+        default=None, min_length=1, max_length=253, json_schema_extra={"pattern": HOST_PATTERN}
     )
     """Host name (RFC 1123) or IP address of the PostgreSQL server (a Service name in-cluster), nothing else: no
-    port, user, path or options (the port is ``port``, TLS is ``sslmode``)."""
+    port, user, path or options (the port is ``port``, TLS is ``sslmode``). Exactly one of ``host`` and ``cluster``."""
+    cluster: ClusterReference | None = None
+    """A CloudNativePG ``Cluster`` to reach instead of ``host``."""
     port: int = Field(default=5432, ge=1, le=65535)
     """TCP port."""
     database: str = Field(min_length=1, max_length=63)
@@ -116,10 +134,12 @@ class Connection(ApiModel):
     ssl_root_cert_secret: SecretKeySelector | None = None
     """Secret key holding the PEM CA certificate(s) that sign the server's certificate (libpq's ``sslrootcert``).
     The Secret, like every Secret the operator reads, must carry the label ``optischema.io/allow: "true"`` or be
-    listed in the operator's ``allowedSecrets``."""
-    credentials_secret: CredentialsSecret
+    listed in the operator's ``allowedSecrets``. With ``cluster``, by default the Cluster's ``<name>-ca``
+    Secret, key ``ca.crt``."""
+    credentials_secret: CredentialsSecret | None = None
     """Secret with the analysis credentials. The role needs ``pg_read_all_stats`` (to see every user's statements)
-    and nothing that writes; the operator also sets ``default_transaction_read_only``."""
+    and nothing that writes; the operator also sets ``default_transaction_read_only``. Required with ``host``; with
+    ``cluster``, by default the Cluster's ``<name>-app`` Secret (keys ``username`` and ``password``)."""
     write_credentials_secret: CredentialsSecret | None = None
     """Secret with the credentials used to apply approved changes (index owner or superuser). Kept apart so that
     analysis can never write. Without it, approved changes wait with a ``Stalled`` condition."""
@@ -128,7 +148,29 @@ class Connection(ApiModel):
     replicas: list[Replica] = Field(default_factory=list, max_length=16)
     """Read replicas whose index usage is read too: an index is proposed for dropping as unused only when no scan
     used it on the primary nor on any replica (and ``spec.analysis.unusedIndexMinStatisticsAge`` has passed on each).
-    A replica that cannot be reached keeps every index, with a note in ``status.lastAnalysis.message``."""
+    A replica that cannot be reached keeps every index, with a note in ``status.lastAnalysis.message``. A
+    CloudNativePG ``cluster``'s instances are read without being listed here."""
+
+    @model_validator(mode="after")
+    def _one_server(self) -> Connection:
+        if (self.host is None) == (self.cluster is None):
+            raise ValueError("exactly one of host and cluster must be set")
+        if self.cluster is None and self.credentials_secret is None:
+            raise ValueError("credentialsSecret is required unless cluster is set (a host has no Cluster Secret)")
+        return self
+
+    def credentials(self) -> CredentialsSecret:
+        """The analysis credentials' Secret: ``credentialsSecret``, else the Cluster's ``<name>-app``."""
+        if self.credentials_secret is not None:
+            return self.credentials_secret
+        assert self.cluster is not None  # the validator requires one of them
+        return CredentialsSecret(name=f"{self.cluster.name}-app")
+
+    def root_cert(self) -> SecretKeySelector | None:
+        """The CA's Secret key: ``sslRootCertSecret``, else the Cluster's ``<name>-ca`` (``ca.crt``), else none."""
+        if self.ssl_root_cert_secret is not None or self.cluster is None:
+            return self.ssl_root_cert_secret
+        return SecretKeySelector(name=f"{self.cluster.name}-ca", key="ca.crt")
 
 
 class Analysis(ApiModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
 import yaml
@@ -70,3 +71,9 @@ def _quantity(text: str) -> tuple[float, str] | None:
     if unit in _TIME:
         return number * _TIME[unit], "time"
     return (number, "") if unit == "" else None
+
+
+def kubectl_patch(cluster: str, name: str, value: str | None) -> str:
+    """``kubectl patch`` making :func:`parameters_patch`, quoted for a POSIX shell."""
+    body = json.dumps(parameters_patch(name, value), separators=(",", ":"))
+    return f"kubectl patch clusters.postgresql.cnpg.io {shlex.quote(cluster)} --type merge -p {shlex.quote(body)}"

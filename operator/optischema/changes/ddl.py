@@ -25,6 +25,7 @@ from optischema.changes.parsing import PARSE_ERRORS, nesting_problem
 from optischema.changes.settings import InvalidSettingValue, check_value
 
 # Names and values are quoted in one module (see its docstring); these names stay importable from here.
+from . import cnpg
 from .quoting import qualified
 from .quoting import quote_ident as quote
 from .quoting import quote_literal as literal
@@ -308,6 +309,54 @@ SETTINGS_ALLOWED = frozenset(
 )
 
 
+def render_cluster_setting(setting: SettingChange) -> str:
+    """A CloudNativePG Cluster's setting (``setting.cluster``) as SQL shows it: comments only (nothing a SQL client
+    could run), the merge patch the operator makes as the ``kubectl patch`` a person would type. The value is
+    checked as for ``ALTER SYSTEM`` (allow-list, grammar, safe range): what is refused there is refused here."""
+    cluster = _cluster(setting)
+    _checked_setting(setting.name, setting.value)
+    return "\n".join(
+        [
+            f"-- CloudNativePG Cluster {cluster}: ALTER SYSTEM is off there; the operator merge-patches the Cluster's",
+            f"-- spec.postgresql.parameters and CloudNativePG rolls it out ({setting.name} = {setting.value}):",
+            f"-- {cnpg.kubectl_patch(cluster, setting.name, setting.value)}",
+        ]
+    )
+
+
+def render_cluster_setting_rollback(setting: SettingChange) -> str:
+    """Its rollback as comments: the value seen at analysis time patched back, or the parameter removed when that
+    was PostgreSQL's default or its configuration file's (``changes.cnpg.undo_value``)."""
+    cluster = _cluster(setting)
+    value = cnpg.undo_value(setting.current_value, setting.current_source or "") if setting.current_value else None
+    if value is not None:
+        _checked_setting(setting.name, value)
+    return "\n".join(
+        [
+            f"-- To undo: {cnpg.describe(cluster, setting.name, value)}",
+            f"-- {cnpg.kubectl_patch(cluster, setting.name, value)}",
+        ]
+    )
+
+
+def _cluster(setting: SettingChange) -> str:
+    if setting.cluster is None:
+        raise UnsafeDefinition("setting.cluster: not set; only a CloudNativePG Cluster's setting is a Cluster patch")
+    return setting.cluster
+
+
+def _checked_setting(name: str, value: str) -> None:
+    if name not in SETTINGS_ALLOWED:
+        raise UnsafeDefinition(
+            f"setting.name: {name} is not among the settings the operator may change "
+            f"({', '.join(sorted(SETTINGS_ALLOWED))})"
+        )
+    try:
+        check_value(name, value)
+    except InvalidSettingValue as error:
+        raise UnsafeDefinition(str(error)) from error
+
+
 def render_setting(setting: SettingChange) -> str:
     """``ALTER SYSTEM SET`` then a reload; the two statements run separately (ALTER SYSTEM refuses a transaction).
 
@@ -316,15 +365,7 @@ def render_setting(setting: SettingChange) -> str:
     managed service (``platform`` set) is advice and never SQL (``changes.managed``): refused here, so the apply
     engine cannot run it whoever created the IndexChange."""
     _not_managed(setting)
-    if setting.name not in SETTINGS_ALLOWED:
-        raise UnsafeDefinition(
-            f"setting.name: {setting.name} is not among the settings the operator may change "
-            f"({', '.join(sorted(SETTINGS_ALLOWED))})"
-        )
-    try:
-        check_value(setting.name, setting.value)
-    except InvalidSettingValue as error:
-        raise UnsafeDefinition(str(error)) from error
+    _checked_setting(setting.name, setting.value)
     return f"ALTER SYSTEM SET {quote(setting.name)} = {literal(setting.value)};\nSELECT pg_reload_conf()"
 
 
@@ -344,6 +385,11 @@ def render_setting_rollback(setting: SettingChange) -> str:
 
 
 def _not_managed(setting: SettingChange) -> None:
+    if setting.cluster is not None:
+        raise UnsafeDefinition(
+            f"setting.cluster: CloudNativePG Cluster {setting.cluster} turns ALTER SYSTEM off; its setting is applied "
+            "by patching the Cluster's spec.postgresql.parameters, never as SQL"
+        )
     if setting.platform is not None:
         raise UnsafeDefinition(
             f"setting.platform: {setting.platform} refuses ALTER SYSTEM; a setting for it is advice only and is never "
@@ -367,6 +413,8 @@ def statements_for(spec: IndexChangeSpec) -> list[str]:
     """The statements to run, rendered here from the structured change (never taken from the object)."""
     if spec.table is not None:
         return [render_analyze(spec.table)]
+    if spec.setting is not None and spec.setting.cluster is not None:
+        return [render_cluster_setting(spec.setting)]  # comments: the apply path patches the Cluster instead
     if spec.setting is not None:
         return render_setting(spec.setting).split(";\n")
     assert spec.index is not None
@@ -376,6 +424,8 @@ def statements_for(spec: IndexChangeSpec) -> list[str]:
 def undo_for(spec: IndexChangeSpec, name: str | None) -> list[str] | None:
     """What reverses the change, when something can: a new index is dropped, a dropped one re-created, a setting
     restored. ``ANALYZE`` and ``REINDEX`` have nothing to undo."""
+    if spec.setting is not None and spec.setting.cluster is not None:
+        return [render_cluster_setting_rollback(spec.setting)]
     if spec.setting is not None:
         return render_setting_rollback(spec.setting).split(";\n")
     if spec.index is not None and spec.operation == "create":

@@ -24,7 +24,11 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     load_config()
     settings = Settings()
-    kube = Kube(allowed_secrets=settings.allowed_secrets, reserved_secrets=settings.reserved_secrets)
+    kube = Kube(
+        allowed_secrets=settings.allowed_secrets,
+        reserved_secrets=settings.reserved_secrets,
+        host_addresses=settings.host_addresses,
+    )
     return asyncio.run(_run(kube, args.namespace, args.target, settings))
 
 
@@ -33,7 +37,7 @@ async def _run(kube: Kube, namespace: str, name: str, settings: Settings) -> int
     run = lifecycle.read(target.get("status"))  # as the operator began it when it created this Job
     if run.start_time is None:
         run = lifecycle.started(run, utc_now(), job=run.job, requested=run.requested)
-    check = await check_target(namespace, target["spec"], kube.read_secret)
+    check = await check_target(namespace, target["spec"], kube.read_secret, clusters=kube.clusters)
     if not check.ready:
         failure = lifecycle.failed(run, utc_now(), f"{check.reason}: {check.message}")
         await kube.patch_status("postgrestargets", namespace, name, lifecycle.status_patch(failure))

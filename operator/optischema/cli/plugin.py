@@ -31,6 +31,7 @@ import urllib3
 import yaml
 
 from optischema.analysis import scaling
+from optischema.changes.cnpg import git_change
 from optischema.cli import plugin_changes, plugin_output, top
 from optischema.cli.plugin_args import build_parser as build_parser  # the parser, for tests and docs
 from optischema.cli.plugin_args import parse
@@ -307,8 +308,20 @@ async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     item = await _get(kube, "tuningrecommendations", namespace, args.name)
     spec = item["spec"]
     operations = {"createIndex": "create", "dropIndex": "drop", "reindex": "reindex"}
+    setting = spec["change"].get("setting") or {}
+    if spec["kind"] == "setting" and setting.get("cluster"):
+        # A CloudNativePG Cluster's setting lives in the Cluster's manifest: the Git change is a patch of it.
+        header = (
+            f"# From {args.name}: {setting['name']} = {setting['value']} on CloudNativePG Cluster "
+            f"{setting['cluster']}.\n# Merge it into the Cluster's manifest (or a kustomize patches: entry) and let "
+            "GitOps apply it; CloudNativePG rolls it out.\n"
+        )
+        return header + git_change(namespace, setting["cluster"], setting["name"], setting["value"])
     if spec["kind"] not in operations:
-        raise PluginError(f"only index recommendations become IndexChanges ({args.name} is {spec['kind']})")
+        raise PluginError(
+            f"only index recommendations (and a CloudNativePG Cluster's settings) can be exported ({args.name} is "
+            f"{spec['kind']})"
+        )
     try:
         target = await kube.get("postgrestargets", namespace, spec["targetRef"]["name"])
     except LookupError:

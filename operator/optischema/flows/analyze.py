@@ -22,7 +22,13 @@ from optischema.analysis.report import Recommendation
 from optischema.analysis.selection import Limits, Selection, requests_for, select_indexes
 from optischema.analysis.snapshot import Snapshot
 from optischema.analysis.suggestions import Rejection
-from optischema.analysis.usage import DEFAULT_MIN_AGE, UsageEvidence, instance_notes, primary_usage
+from optischema.analysis.usage import (
+    DEFAULT_MIN_AGE,
+    InstanceUsage,
+    UsageEvidence,
+    instance_notes,
+    primary_usage,
+)
 from optischema.analysis.whatif import PlanCache
 from optischema.analysis.workload import Skipped, Workload, build_workload, compile_pattern
 from optischema.api.target import Sandbox as SandboxSpec
@@ -85,6 +91,11 @@ class AnalyzeOptions:
     replicas: Sequence[ConnectTarget] = ()
     """Read replicas whose index usage counts too (``spec.connection.replicas``, see :mod:`optischema.analysis.usage`):
     an index is dropped as unused only when none of them (nor the primary) scanned it."""
+    cluster: str | None = None
+    """The CloudNativePG Cluster the target names: settings findings become patches of it."""
+    unreadable_instances: Sequence[tuple[str, str]] = ()
+    """(name, why) of instances known and not reachable at all (a CloudNativePG instance whose Pod has no IP):
+    counted as unreadable, so every index they may use stays."""
     unused_min_statistics_age: timedelta = DEFAULT_MIN_AGE
     """How old every instance's statistics must be before an index no scan used is proposed for dropping."""
 
@@ -269,6 +280,7 @@ async def _analyze(
                 if r.change.setting is None or r.change.setting.name not in taken
             ]
         recommendations = platform.as_advice(recommendations, detection)
+        recommendations = platform.on_cluster(recommendations, options.cluster)
     finally:
         await conn.close()
     unplannable = {k: p.error or "" for k, p in (selection.base.items() if selection else []) if p.cost is None}
@@ -333,7 +345,8 @@ async def _usage(snapshot: Snapshot, dsn: ConnectTarget, options: AnalyzeOptions
     replicas = await read_replicas(
         options.replicas, timeout=options.connect_timeout, system_identifier=snapshot.server.system_identifier
     )
-    instances = (primary_usage(snapshot, instance_name(dsn)), *replicas)
+    unreadable = (InstanceUsage.unreachable(name, why) for name, why in options.unreadable_instances)
+    instances = (primary_usage(snapshot, instance_name(dsn)), *replicas, *unreadable)
     return UsageEvidence(instances, now=now, min_age=options.unused_min_statistics_age)
 
 

@@ -56,10 +56,11 @@ from optischema.api.indexchange import (
 )
 from optischema.api.operations import SettingChange
 from optischema.api.target import PostgresTargetSpec
-from optischema.changes import partitioned
+from optischema.changes import cnpg, partitioned
 from optischema.changes.ddl import (
     index_name,
     recreate,
+    render_cluster_setting_rollback,
     render_drop,
     render_drop_partitioned,
     render_setting_rollback,
@@ -69,7 +70,7 @@ from optischema.changes.quoting import qualified
 from optischema.changes.verdict import Counters, build_estimate, discontinuity, fits, inconclusive, judge
 from optischema.changes.windows import CLOCK_SKEW_TOLERANCE, current_or_next, time_left
 from optischema.flows.changes import committed_bytes, drop_problem, policy_problem, resume_problem
-from optischema.flows.target import Check, connect_params, read_ca
+from optischema.flows.target import Check, connect_params, locate, read_ca
 from optischema.kube.client import secret_refused
 from optischema.lifecycle import indexchange as lifecycle
 from optischema.lifecycle import recommendation as recommendation_lifecycle
@@ -80,6 +81,10 @@ from optischema.telemetry import STATEMENTS_EXECUTED
 FINAL = lifecycle.FINAL
 #: Longest sleep while waiting: the target's windows may be edited meanwhile.
 MAX_WAIT_SECONDS = 300.0
+#: How long a CloudNativePG Cluster's setting may take to show on the server after the patch (a rolling restart of
+#: a few instances fits), and how often the server is asked meanwhile.
+ROLLOUT_TIMEOUT = timedelta(minutes=15)
+ROLLOUT_POLL_SECONDS = 5.0
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *DATABASE_ERRORS)
 #: Also a host the connection refuses (a spec that reached us without the API server's validation).
 WRITER_ERRORS: tuple[type[BaseException], ...] = (ValueError, *CONNECT_ERRORS)
@@ -557,12 +562,18 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
                 now_set = await catalog.setting(conn, spec.setting.name)
                 if now_set is not None:
                     replaced = ReplacedSetting(value=now_set[0], source=now_set[1])
+                    if spec.setting.cluster is not None:
+                        replaced = await _cluster_replaced(
+                            ctx, change.namespace, target_spec, spec.setting.name, replaced
+                        )
                     undo = _setting_undo(spec.setting, replaced)
                     change.patch |= {"replacedSetting": replaced.to_wire(), "rollbackSql": ";\n".join(undo)}
             if marker is None:
                 execution = Execution(started_at=ctx.now(), sql=sql, index_name=name)
                 change.patch |= lifecycle.executing(change.typed, execution)
             await _flush(ctx, change)  # the marker is stored before anything is sent
+            if spec.setting is not None and (spec.setting.cluster or target_spec.connection.cluster):
+                return await _patch_cluster(ctx, change, target, target_spec, conn, guard)
 
             async def retried(attempt: int, error: str, delay: float) -> None:
                 _audit(ctx, change, "Retry", "Failed", f"attempt {attempt}: {error}; retrying in {delay:g}s", sql=sql)
@@ -612,6 +623,77 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
             if not conn.is_closed():
                 with contextlib.suppress(*execute.CONNECTION_LOST):
                     await execute.unlock(conn, key)
+
+
+async def _cluster_replaced(
+    ctx: Context, namespace: str, target_spec: PostgresTargetSpec, name: str, shown: ReplacedSetting
+) -> ReplacedSetting:
+    """What a Cluster's setting is before the patch, as the rollback must restore it: the Cluster's own parameter
+    when it has one (source ``Cluster``), else none (source ``default``: the rollback removes the parameter and
+    CloudNativePG's default applies). The server's source cannot tell: all CloudNativePG sets is its
+    configuration file."""
+    own = target_spec.connection.cluster
+    if own is None:
+        return shown
+    cluster = await ctx.kube.clusters.get(namespace, own.name)
+    value = _cluster_parameters(cluster).get(name)
+    if value is None:
+        return ReplacedSetting(value=shown.value, source="default")
+    return ReplacedSetting(value=str(value), source="Cluster")
+
+
+def _cluster_parameters(cluster: dict[str, Any]) -> dict[str, Any]:
+    return dict(((cluster.get("spec") or {}).get("postgresql") or {}).get("parameters") or {})
+
+
+async def _patch_cluster(
+    ctx: Context, change: Change, target: dict[str, Any], target_spec: PostgresTargetSpec, conn: Any, guard: Guard
+) -> float | None:
+    """A CloudNativePG Cluster's setting: the merge patch of its ``spec.postgresql.parameters`` (never ``ALTER
+    SYSTEM``, which CloudNativePG turns off), made once — right after the re-check, and only when the Cluster does
+    not carry the value yet, so a resumed step never patches twice — then waited for: CloudNativePG reloads or
+    restarts the instances, and verification starts only once the server shows the value. Only the target's own
+    Cluster is ever patched, whatever ``spec.setting.cluster`` an IndexChange's author wrote; a rollout that has
+    not shown the value within :data:`ROLLOUT_TIMEOUT` is patched back and the change fails."""
+    setting = change.spec.setting
+    assert setting is not None
+    own = target_spec.connection.cluster
+    if own is None or own.name != setting.cluster:
+        named = own.name if own is not None else "none: the target names a host"
+        return await _fail(
+            ctx, change, Reason.TARGET_MISMATCH,
+            f"spec.setting.cluster: {setting.cluster} is not the target's Cluster (spec.connection.cluster.name: "
+            f"{named}); nothing was patched",
+        )  # fmt: skip
+    shown = await catalog.setting(conn, setting.name)
+    if shown is not None and cnpg.shows(shown[0], setting.value):
+        _audit(ctx, change, "Execute", "Succeeded", f"CloudNativePG rolled out {setting.name} = {shown[0]}")
+        return await _executed(ctx, change, target, None, None)
+    cluster = await ctx.kube.clusters.get(change.namespace, own.name)
+    if _cluster_parameters(cluster).get(setting.name) != setting.value:
+        await guard()  # policy, database identity and window, right before the patch
+        await ctx.kube.clusters.patch_parameters(
+            change.namespace, own.name, cnpg.parameters_patch(setting.name, setting.value)
+        )
+        _audit(ctx, change, "Execute", "Succeeded", cnpg.describe(own.name, setting.name, setting.value))
+        ctx.emit("Normal", Reason.ROLLOUT_PENDING, cnpg.describe(own.name, setting.name, setting.value))
+    started = change.typed.execution.started_at if change.typed.execution else None
+    if started is not None and ctx.now() - started > ROLLOUT_TIMEOUT:
+        replaced = change.status.get("replacedSetting")
+        undo = cnpg.undo_value(replaced["value"], replaced["source"]) if replaced else None
+        await ctx.kube.clusters.patch_parameters(change.namespace, own.name, cnpg.parameters_patch(setting.name, undo))
+        message = (
+            f"CloudNativePG did not roll out {setting.name} = {setting.value} within {ROLLOUT_TIMEOUT} (SHOW says "
+            f"{shown[0] if shown else 'nothing'}): patched back ({cnpg.describe(own.name, setting.name, undo)})"
+        )
+        _audit(ctx, change, "Rollback", "Succeeded", message)
+        return await _fail(ctx, change, Reason.APPLY_FAILED, message)
+    message = (
+        f"patched Cluster {own.name}; waiting for CloudNativePG to roll out {setting.name} = {setting.value} "
+        f"(the server shows {shown[0] if shown else 'nothing'})"
+    )
+    await _status(ctx, change, Reason.ROLLOUT_PENDING, message, True)
+    return ROLLOUT_POLL_SECONDS
 
 
 async def _rollout(
@@ -1043,9 +1125,12 @@ def _undo(change: Change, name: str | None, root: partitioned.Partition | None) 
 
 
 def _setting_undo(setting: SettingChange, replaced: ReplacedSetting) -> list[str]:
-    """Back to what the server had just before our ``ALTER SYSTEM`` — not to the spec's ``currentValue``, which a
-    Git change's author wrote (a value above the settings' caps would pass unchecked through a rollback)."""
+    """Back to what the server had just before our ``ALTER SYSTEM`` (or Cluster patch) — not to the spec's
+    ``currentValue``, which a Git change's author wrote (a value above the settings' caps would pass unchecked
+    through a rollback)."""
     restored = setting.model_copy(update={"current_value": replaced.value, "current_source": replaced.source})
+    if setting.cluster is not None:
+        return [render_cluster_setting_rollback(restored)]  # comments: _rollback patches the Cluster
     return render_setting_rollback(restored).split(";\n")
 
 
@@ -1053,7 +1138,10 @@ async def _rollback(ctx: Context, change: Change, conn: Any, undo: list[str], su
     """Undo after a regression — in a window, on the same database, and (for a create) only our own index."""
     sql = "; ".join(undo)
     guard = Guard(ctx, change, conn, policy=False)
+    setting = change.spec.setting
     try:
+        if setting is not None and setting.cluster is not None:
+            return await _unpatch_cluster(ctx, change, guard, setting, sql, summary)
         if change.spec.operation == "create":
             problem = await _ownership(change, conn)
             if problem is not None:
@@ -1076,6 +1164,27 @@ async def _rollback(ctx: Context, change: Change, conn: Any, undo: list[str], su
         return await _fail(ctx, change, Reason.APPLY_FAILED, f"rollback after a regression failed: {error}")
     _audit(ctx, change, "Verify", "Failed", summary)
     _audit(ctx, change, "Rollback", "Succeeded", "regression: " + summary, sql=sql, seconds=done.seconds)
+    return await _finish(ctx, change, "RolledBack", Reason.REGRESSION, f"rolled back: {summary}")
+
+
+async def _unpatch_cluster(
+    ctx: Context, change: Change, guard: Guard, setting: SettingChange, sql: str, summary: str
+) -> float | None:
+    """The rollback of a Cluster's setting: the value the server had before the patch patched back (removed when
+    it was PostgreSQL's default or its configuration file's), on the target's own Cluster, after the re-check."""
+    replaced = change.status.get("replacedSetting")
+    if not replaced:
+        return await _fail(ctx, change, Reason.APPLY_FAILED, "regressed, but the replaced value was not recorded")
+    target = await ctx.kube.get("postgrestargets", change.namespace, change.spec.target_ref.name)
+    own = PostgresTargetSpec.model_validate(target["spec"]).connection.cluster
+    if own is None or own.name != setting.cluster:
+        return await _fail(ctx, change, Reason.TARGET_MISMATCH, "regressed, but the target no longer names the "
+                           f"Cluster {setting.cluster}; nothing was patched")  # fmt: skip
+    await guard()
+    undo = cnpg.undo_value(replaced["value"], replaced["source"])
+    await ctx.kube.clusters.patch_parameters(change.namespace, own.name, cnpg.parameters_patch(setting.name, undo))
+    _audit(ctx, change, "Verify", "Failed", summary)
+    _audit(ctx, change, "Rollback", "Succeeded", "regression: " + summary, sql=sql)
     return await _finish(ctx, change, "RolledBack", Reason.REGRESSION, f"rolled back: {summary}")
 
 
@@ -1119,8 +1228,12 @@ class _writer:
         if isinstance(ca, Check):
             await _waiting(self.ctx, self.change, ca.reason, ca.message, stalled=True)
             return None
+        endpoint = await locate(self.change.namespace, self.spec, self.ctx.kube.clusters)
+        if isinstance(endpoint, Check):
+            await _waiting(self.ctx, self.change, endpoint.reason, endpoint.message, stalled=endpoint.stalled)
+            return None
         try:
-            dsn = connect_params(self.spec, secret[ref.username_key], secret[ref.password_key], ca)
+            dsn = connect_params(self.spec, secret[ref.username_key], secret[ref.password_key], ca, endpoint)
             self.conn = await execute.connect_writer(dsn, timeout=self.spec.connection.connect_timeout_seconds)
         except WRITER_ERRORS as error:
             await _waiting(self.ctx, self.change, Reason.CONNECTION_FAILED, f"cannot connect to apply: {error}")

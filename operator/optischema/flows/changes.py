@@ -101,7 +101,7 @@ async def gather(
         return facts
     facts.committed_bytes = committed_bytes(await kube.list("indexchanges", namespace), name, spec["targetRef"]["name"])
     check = await target_flow.check_target(
-        namespace, dict(target["spec"]), kube.read_secret, connect_timeout=connect_timeout
+        namespace, dict(target["spec"]), kube.read_secret, clusters=kube.clusters, connect_timeout=connect_timeout
     )
     if check.dsn is None or check.database is None:
         facts.unreachable = check.message
@@ -170,6 +170,30 @@ def policy_problem(
             f" of the target's indexStorageBudget ({policy.index_storage_budget}) is already committed",
         )
     return None
+
+
+def cluster_problem(change: IndexChangeSpec, target: PostgresTargetSpec) -> str | None:
+    """A setting for a CloudNativePG Cluster patches the target's own Cluster and no other; and a target that is a
+    Cluster takes its settings only that way (CloudNativePG turns ``ALTER SYSTEM`` off)."""
+    if change.setting is None:
+        return None
+    own = target.connection.cluster.name if target.connection.cluster else None
+    if change.setting.cluster == own:
+        return None
+    if own is None:
+        return (
+            f"spec.setting.cluster: target {change.target_ref.name} names a host, not a CloudNativePG Cluster; "
+            f"Cluster {change.setting.cluster} is never patched through it"
+        )
+    if change.setting.cluster is None:
+        return (
+            f"spec.setting.cluster: target {change.target_ref.name} is CloudNativePG Cluster {own}, which turns "
+            f"ALTER SYSTEM off: write cluster: {own} to have the operator patch the Cluster"
+        )
+    return (
+        f"spec.setting.cluster: {change.setting.cluster} is not the target's Cluster ({own}); the operator patches "
+        "only the Cluster its target names"
+    )
 
 
 def name_problem(index: IndexDefinition, taken_by: str | None) -> tuple[str, str] | None:
@@ -302,6 +326,9 @@ def judge(spec: dict[str, Any], facts: Facts) -> Admissible | tuple[str, str]:
             f"spec.systemIdentifier: the change was written for database {change.system_identifier}, but target "
             f"{change.target_ref.name} now points at database {identity}",
         )
+    mismatch = cluster_problem(change, target_spec)
+    if mismatch is not None:
+        return Reason.TARGET_MISMATCH, mismatch
     if facts.table_error:
         return Reason.TABLE_NOT_FOUND, f"spec.index: {facts.table_error}"
     problem = (

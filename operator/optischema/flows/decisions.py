@@ -32,6 +32,7 @@ from optischema.changes import partitioned
 from optischema.changes.ddl import (
     UnsafeDefinition,
     render_analyze,
+    render_cluster_setting,
     render_drop,
     render_reindex,
     render_setting,
@@ -215,6 +216,8 @@ def rendered_sql(spec: TuningRecommendationSpec) -> str:
     if spec.kind == "analyze" and change.analyze is not None:
         return render_analyze(change.analyze)
     if spec.kind == "setting" and change.setting is not None:  # a managed service's: advice, comments only
+        if change.setting.cluster is not None:  # a CloudNativePG Cluster's: its patch, comments only
+            return render_cluster_setting(change.setting)
         return render_advice(change.setting) if change.setting.platform else render_setting(change.setting)
     if spec.kind == "queryRewrite" and change.query_rewrite is not None:
         return change.query_rewrite.rewritten

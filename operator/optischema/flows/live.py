@@ -123,7 +123,7 @@ class LiveTop:
                 503, f"the operator cannot read postgrestargets/{name} in {namespace}: {error.reason}"
             ) from error
         check = await check_target(namespace, dict(target.get("spec") or {}), self.kube.read_secret,
-                                   connect_timeout=CONNECT_SECONDS)  # fmt: skip
+                                   clusters=self.kube.clusters, connect_timeout=CONNECT_SECONDS)  # fmt: skip
         if check.dsn is None:
             raise Refused(503, f"the target cannot be read now: {check.message}")
         try:

@@ -36,6 +36,7 @@ from optischema.flows.analyze import Advisor, AnalysisResult, AnalyzeOptions, an
 from optischema.flows.measuring import SandboxOpener, on_loop, provider_sandbox
 from optischema.flows.sandbox import Provider
 from optischema.kube.client import secret_refused
+from optischema.kube.cnpg import ClusterProblem, Clusters, Endpoint
 from optischema.lifecycle import target as lifecycle
 from optischema.postgres.collect import read_server
 from optischema.postgres.connect import DATABASE_ERRORS, ConnectParams, connect
@@ -58,21 +59,49 @@ class Check:
     database: DatabaseInfo | None = None
     spec: PostgresTargetSpec | None = None
     notes: list[str] = field(default_factory=list)
+    endpoint: Endpoint | None = None
+    """Where the server was reached (a CloudNativePG Cluster's Service and instances, or ``host``)."""
 
 
-def connect_params(spec: PostgresTargetSpec, user: str, password: str, ca_pem: str | None = None) -> ConnectParams:
+def connect_params(
+    spec: PostgresTargetSpec, user: str, password: str, ca_pem: str | None = None, endpoint: Endpoint | None = None
+) -> ConnectParams:
     """How to reach the target as ``user``: each part apart, handed to asyncpg as keyword arguments (no DSN is
     ever formatted, so a crafted host cannot rewrite the database or TLS). ValueError for a host the model should
-    have refused (checked again here: a spec may reach us without the API server's validation)."""
+    have refused (checked again here: a spec may reach us without the API server's validation). ``endpoint``: where
+    :func:`locate` found the server (required for a CloudNativePG Cluster)."""
     c = spec.connection
+    host = endpoint.host if endpoint is not None else c.host
+    if host is None:
+        raise ValueError("spec.connection.cluster: the Cluster's Service has not been located")
+    address = endpoint.address if endpoint is not None else None
     return ConnectParams(
-        host=c.host, port=c.port, user=user, password=password, database=c.database, sslmode=c.sslmode, ca_pem=ca_pem
-    )
+        host=host, port=c.port, user=user, password=password, database=c.database, sslmode=c.sslmode, ca_pem=ca_pem,
+        address=address,
+    )  # fmt: skip
+
+
+async def locate(namespace: str, spec: PostgresTargetSpec, clusters: Clusters | None) -> Endpoint | Check:
+    """Where the server is: ``host`` (at the address the operator's ``hostAddresses`` map it to, if any), or the
+    CloudNativePG Cluster's read-write Service and its instances as CloudNativePG publishes them."""
+    c = spec.connection
+    addresses = clusters.host_addresses if clusters is not None else {}
+    if c.cluster is None:
+        assert c.host is not None  # the model requires one of them
+        return Endpoint(c.host, addresses.get(c.host), c.host)
+    if clusters is None:
+        message = "spec.connection.cluster: CloudNativePG Clusters are not resolved here (the operator resolves them)"
+        return Check(False, Reason.INVALID_SPEC, message, stalled=True, spec=spec)
+    try:
+        return await clusters.endpoint(namespace, c.cluster.name)
+    except ClusterProblem as problem:  # CloudNativePG may not have written its status yet: retried
+        return Check(False, Reason.CLUSTER_NOT_READY, str(problem), spec=spec)
 
 
 async def read_ca(namespace: str, spec: PostgresTargetSpec, read_secret: SecretReader) -> str | Check | None:
-    """The PEM CA of ``spec.connection.sslRootCertSecret`` (None when not set), or the failed Check saying why."""
-    ref = spec.connection.ssl_root_cert_secret
+    """The PEM CA of ``spec.connection.sslRootCertSecret`` (a Cluster's ``-ca`` Secret by default; None when there
+    is none), or the failed Check saying why."""
+    ref = spec.connection.root_cert()
     if ref is None:
         return None
     secret = await read_secret(namespace, ref.name)
@@ -100,15 +129,21 @@ def _readable_ca(pem: str) -> bool:
 
 
 async def check_target(
-    namespace: str, raw_spec: dict[str, Any], read_secret: SecretReader, *, connect_timeout: float | None = None
+    namespace: str,
+    raw_spec: dict[str, Any],
+    read_secret: SecretReader,
+    *,
+    clusters: Clusters | None = None,
+    connect_timeout: float | None = None,
 ) -> Check:
     """The target's spec, Secret and database as they are now; ``connect_timeout`` caps the spec's own (the
-    admission webhook must answer within seconds)."""
+    admission webhook must answer within seconds). ``clusters`` locates a CloudNativePG Cluster (and applies the
+    operator's ``hostAddresses``)."""
     try:
         spec = PostgresTargetSpec.model_validate(raw_spec)
     except ValidationError as error:
         return Check(False, Reason.INVALID_SPEC, "; ".join(describe(error, "spec")), stalled=True)
-    ref = spec.connection.credentials_secret
+    ref = spec.connection.credentials()
     secret = await read_secret(namespace, ref.name)
     if secret is None:
         return Check(False, Reason.SECRET_NOT_ALLOWED, secret_refused(namespace, ref.name), stalled=True, spec=spec)
@@ -124,8 +159,11 @@ async def check_target(
     ca = await read_ca(namespace, spec, read_secret)
     if isinstance(ca, Check):
         return ca
+    endpoint = await locate(namespace, spec, clusters)
+    if isinstance(endpoint, Check):
+        return endpoint
     try:
-        dsn = connect_params(spec, secret[ref.username_key], secret[ref.password_key], ca)
+        dsn = connect_params(spec, secret[ref.username_key], secret[ref.password_key], ca, endpoint)
     except ValueError as error:
         return Check(False, Reason.INVALID_SPEC, str(error), stalled=True, spec=spec)
     try:
@@ -167,7 +205,7 @@ async def check_target(
     )
     where = f" on {PLATFORM_NAMES[detection.platform]} (settings are advice only)" if detection.managed else ""
     message = f"connected to PostgreSQL {server.version}{where}" + (f"; {notes[0]}" if notes else "")
-    return Check(True, Reason.CONNECTED, message, dsn=dsn, database=database, spec=spec, notes=notes)
+    return Check(True, Reason.CONNECTED, message, dsn=dsn, database=database, spec=spec, notes=notes, endpoint=endpoint)
 
 
 def _capped(seconds: float, cap: float | None) -> float:
@@ -258,7 +296,9 @@ async def run_analysis(
         pii_safe=spec.llm.pii_safe,
         measure=measure,
         measure_copy=spec.sandbox,
-        replicas=replica_params(spec, dsn),
+        replicas=replica_params(spec, dsn, check.endpoint),
+        unreadable_instances=unreadable_instances(check.endpoint),
+        cluster=spec.connection.cluster.name if spec.connection.cluster else None,
         unused_min_statistics_age=parse_duration(spec.analysis.unused_index_min_statistics_age),
     )
     started = time.monotonic()
@@ -269,13 +309,28 @@ async def run_analysis(
             return None, f"{error.reason}: {error.message}", time.monotonic() - started
 
 
-def replica_params(spec: PostgresTargetSpec, primary: ConnectParams) -> list[ConnectParams]:
+def replica_params(
+    spec: PostgresTargetSpec, primary: ConnectParams, endpoint: Endpoint | None = None
+) -> list[ConnectParams]:
     """Each ``spec.connection.replicas`` entry reached like the primary (database, credentials, TLS), at its own
-    host and port (the connection's port when it names none)."""
-    return [
-        dataclasses.replace(primary, host=replica.host, port=replica.port or spec.connection.port)
+    host and port (the connection's port when it names none); and each CloudNativePG instance other than the
+    primary at its Pod's address, the certificate checked against the Cluster's ``-r`` Service name."""
+    listed = [
+        dataclasses.replace(primary, host=replica.host, port=replica.port or spec.connection.port, address=None)
         for replica in spec.connection.replicas
     ]
+    instances = endpoint.instances if endpoint is not None else []
+    return listed + [
+        dataclasses.replace(primary, host=endpoint.instances_host, address=instance.address)
+        for instance in instances
+        if endpoint is not None and instance.address is not None
+    ]
+
+
+def unreadable_instances(endpoint: Endpoint | None) -> list[tuple[str, str]]:
+    """The CloudNativePG instances that cannot be reached at all (their Pod has no IP): unreadable, never skipped."""
+    instances = endpoint.instances if endpoint is not None else []
+    return [(i.name, "its Pod has no IP address (not running)") for i in instances if i.address is None]
 
 
 def _unproved_rewrites(result: AnalysisResult) -> None:

@@ -62,7 +62,9 @@ async def _benchmarks(stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.M
         post(cast(Any, item), reason=reason, message=message)  # kopf posts Events for any object with metadata
 
     async def check() -> target_flow.Check:
-        return await target_flow.check_target(namespace, dict(body["spec"]), memo.kube.read_secret)
+        return await target_flow.check_target(
+            namespace, dict(body["spec"]), memo.kube.read_secret, clusters=memo.kube.clusters
+        )
 
     try:
         while not stopped:

@@ -51,6 +51,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.kube = Kube(
         allowed_secrets=operator_settings.allowed_secrets,
         reserved_secrets=operator_settings.own_secrets(operator_settings.operator_namespace or current_namespace()),
+        host_addresses=operator_settings.host_addresses,
     )
     if operator_settings.webhook_port:
         settings.admission.server = _webhook_server(operator_settings)

@@ -43,7 +43,7 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
     log = log_for(namespace, name, kind="PostgresTarget")
     status = dict(body.get("status") or {})
     now = flow.utc_now()
-    check = await flow.check_target(namespace, dict(body["spec"]), memo.kube.read_secret)
+    check = await flow.check_target(namespace, dict(body["spec"]), memo.kube.read_secret, clusters=memo.kube.clusters)
     previous = [Condition.model_validate(c) for c in status.get("conditions", [])]
     conditions = flow.conditions_for(check, previous, now=now, generation=meta.get("generation"))
     patch: dict[str, Any] = {

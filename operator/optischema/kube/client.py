@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from optischema.api.base import DNS_SUBDOMAIN
 from optischema.api.resources import GROUP, VERSION
+from optischema.kube.cnpg import Clusters
 
 
 def current_namespace() -> str:
@@ -74,15 +75,18 @@ class Kube:
         allowed_secrets: Iterable[str] = (),
         reserved_secrets: Iterable[str] = (),
         api_client: client.ApiClient | None = None,
+        host_addresses: Mapping[str, str] | None = None,
     ) -> None:
         """``allowed_secrets``: ``namespace/name`` of Secrets the operator may read without the opt-in label (the
         ``allowedSecrets`` setting). ``reserved_secrets``: those its own settings name (``Settings.own_secrets``),
         which no spec may name even when they carry the label. ``api_client``: a client of its own (the kubectl
-        plugin's ``--kubeconfig``/``--context``/``--as``) instead of the process-wide default configuration."""
+        plugin's ``--kubeconfig``/``--context``/``--as``) instead of the process-wide default configuration.
+        ``host_addresses``: the ``hostAddresses`` setting, for CloudNativePG Clusters (:mod:`optischema.kube.cnpg`)."""
         self.allowed_secrets = frozenset(allowed_secrets)
         self.reserved_secrets = frozenset(reserved_secrets)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.clusters = Clusters(api_client, host_addresses)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's data decoded, or None when it does not exist or has not opted in (see

@@ -30,7 +30,8 @@ STARTED_SQL = """SELECT s.stats_reset, pg_postmaster_start_time() AS started
 def instance_name(dsn: ConnectTarget) -> str:
     """``host:port`` of an instance, as notes and rationales name it (no user, no password)."""
     if isinstance(dsn, ConnectParams):
-        host = f"[{dsn.host}]" if ":" in dsn.host else dsn.host
+        where = dsn.address or dsn.host  # a CloudNativePG instance: its Pod's IP (the host is the Cluster's)
+        host = f"[{where}]" if ":" in where else where
         return f"{host}:{dsn.port}"
     described = describe_target(dsn)
     return described.split("@", 1)[-1].split("/", 1)[0]
