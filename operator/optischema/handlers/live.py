@@ -52,7 +52,9 @@ async def start(live: LiveTop, host: str, port: int) -> web.AppRunner:
 
 @kopf.on.startup()
 async def serve_live(memo: kopf.Memo, **_: Any) -> None:
-    settings: Settings = memo.settings  # read by operator.configure, which runs first
+    if "settings" not in memo or "kube" not in memo:  # operator.configure fills them; registered first, it runs first
+        raise kopf.TemporaryError("waiting for the operator's configuration", delay=0.2)
+    settings: Settings = memo.settings
     if not settings.live_port:
         return
     live = LiveTop(memo.kube, Reviews(), cache_seconds=settings.live_cache_seconds)
