@@ -132,6 +132,31 @@ def test_a_cluster_without_a_read_write_service_is_not_ready_yet() -> None:
         endpoint("team", cluster(), [], {})
 
 
+@pytest.mark.parametrize("service", ["attacker", "shop-ro", "shop-rw.evil.example.com", "shop-rw#"])
+def test_a_status_naming_another_service_is_never_connected_to(service: str) -> None:
+    """Whoever may write the Cluster's status would have the credentials sent to a Service of their own."""
+    with pytest.raises(ClusterProblem, match="not the Cluster's read-write Service shop-rw; not connected"):
+        endpoint("team", cluster(writeService=service), [], {})
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "allow", "prefer", "require"])
+def test_instances_are_read_only_where_tls_authenticates_them(sslmode: str) -> None:
+    """A Pod that looks like an instance (label, owner) is anyone's who may create Pods: without verification it
+    would get the credentials. Such instances are unreadable instead (every index kept)."""
+    found = endpoint(
+        "team",
+        cluster(writeService="shop-rw", currentPrimary="shop-1", instanceNames=["shop-1", "shop-2"]),
+        [pod("shop-2", "10.0.0.2")],
+        {},
+    )
+    primary = ConnectParams(host=found.host, port=5432, user="u", password="p", database="app", sslmode=sslmode)
+    spec = PostgresTargetSpec.model_validate({"connection": {"cluster": {"name": "shop"}, "database": "app"}})
+    assert replica_params(spec, primary, found) == []
+    ((name, why),) = unreadable_instances(found, primary)
+    assert name == "shop-2"
+    assert f"only with sslmode verify-full or verify-ca (it is {sslmode})" in why
+
+
 def test_the_connection_goes_to_the_address_and_tls_authenticates_the_name() -> None:
     params = ConnectParams(host="shop-rw.team.svc", port=5432, user="u", password="p", database="app",
                            address="127.0.0.9")  # fmt: skip

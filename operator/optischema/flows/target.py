@@ -297,7 +297,7 @@ async def run_analysis(
         measure=measure,
         measure_copy=spec.sandbox,
         replicas=replica_params(spec, dsn, check.endpoint),
-        unreadable_instances=unreadable_instances(check.endpoint),
+        unreadable_instances=unreadable_instances(check.endpoint, dsn),
         cluster=spec.connection.cluster.name if spec.connection.cluster else None,
         unused_min_statistics_age=parse_duration(spec.analysis.unused_index_min_statistics_age),
     )
@@ -319,17 +319,28 @@ def replica_params(
         dataclasses.replace(primary, host=replica.host, port=replica.port or spec.connection.port, address=None)
         for replica in spec.connection.replicas
     ]
-    instances = endpoint.instances if endpoint is not None else []
+    if endpoint is None or not _authenticated(primary):
+        return listed
     return listed + [
         dataclasses.replace(primary, host=endpoint.instances_host, address=instance.address)
-        for instance in instances
-        if endpoint is not None and instance.address is not None
+        for instance in endpoint.instances
+        if instance.address is not None
     ]
 
 
-def unreadable_instances(endpoint: Endpoint | None) -> list[tuple[str, str]]:
-    """The CloudNativePG instances that cannot be reached at all (their Pod has no IP): unreadable, never skipped."""
+def _authenticated(primary: ConnectParams) -> bool:
+    """A Pod's address is reached only when TLS authenticates the server there: anyone who may create Pods can make
+    one look like an instance (label, owner), and without verification it would be sent the credentials."""
+    return primary.sslmode in ("verify-ca", "verify-full")
+
+
+def unreadable_instances(endpoint: Endpoint | None, primary: ConnectParams | None = None) -> list[tuple[str, str]]:
+    """The CloudNativePG instances that are not read (their Pod has no IP, or ``sslmode`` does not authenticate
+    the server): unreadable, never skipped, so every index they may use stays."""
     instances = endpoint.instances if endpoint is not None else []
+    if primary is not None and not _authenticated(primary):
+        why = f"instances are read only with sslmode verify-full or verify-ca (it is {primary.sslmode})"
+        return [(i.name, why) for i in instances]
     return [(i.name, "its Pod has no IP address (not running)") for i in instances if i.address is None]
 
 

@@ -63,6 +63,13 @@ def endpoint(
         raise ClusterProblem(
             f"CloudNativePG Cluster {namespace}/{name} has no status.writeService yet (is CloudNativePG running it?)"
         )
+    if service != f"{name}-rw":
+        # CloudNativePG always names it so; whoever else wrote the status would send the credentials to a Service
+        # of their choosing in the namespace.
+        raise ClusterProblem(
+            f"CloudNativePG Cluster {namespace}/{name}: status.writeService is {str(service)[:80]!r}, not the "
+            f"Cluster's read-write Service {name}-rw; not connected"
+        )
     host = f"{service}.{namespace}.svc"
     primary = status.get("currentPrimary")
     uid = cluster["metadata"].get("uid")
