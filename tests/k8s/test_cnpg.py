@@ -235,10 +235,12 @@ def test_a_target_naming_a_cloudnativepg_cluster_is_ready_and_its_settings_are_c
         assert "kubectl patch clusters.postgresql.cnpg.io shop --type merge" in sql
         assert "ALTER SYSTEM SET" not in sql
 
-        # Attacks first: another Cluster, and ALTER SYSTEM on this one, each refused with nothing touched.
-        for name, forged in (
-            ("other-cluster", {**setting, "cluster": "billing"}),
-            ("alter-system", {k: v for k, v in setting.items() if k != "cluster"}),
+        # Attacks first: another Cluster, ALTER SYSTEM on this one, and this one before its owners opted in (whoever
+        # may write a target and an IndexChange must not get a Cluster patched): each refused, nothing touched.
+        for name, forged, refusal in (
+            ("other-cluster", {**setting, "cluster": "billing"}, "spec.setting.cluster"),
+            ("alter-system", {k: v for k, v in setting.items() if k != "cluster"}, "spec.setting.cluster"),
+            ("not-opted-in", setting, "has not opted in to having its parameters patched"),
         ):
             apply(
                 cluster,
@@ -258,11 +260,12 @@ def test_a_target_naming_a_cloudnativepg_cluster_is_ready_and_its_settings_are_c
                 lambda name=name: (s := change_status(cluster, namespace, name)).get("phase") == "Failed" and s,
                 what=f"IndexChange {name} refused",
             )
-            assert "spec.setting.cluster" in messages(refused), refused
+            assert refusal in messages(refused), refused
         assert parameters(cluster, namespace, "billing") == {"work_mem": "8MB"}
         assert parameters(cluster, namespace, "shop") == {"work_mem": "8MB"}
         assert server.pg.psql("SHOW effective_cache_size", database="shop").strip() == "64MB"
 
+        kubectl(cluster, "label", "clusters.postgresql.cnpg.io", "shop", "-n", namespace, "optischema.io/allow=true")
         name = recommendation["metadata"]["name"]
         exported = subprocess.run(
             [sys.executable, "-m", "optischema.cli.plugin", "-n", namespace, "export", name],

@@ -139,7 +139,7 @@ def test_a_status_naming_another_service_is_never_connected_to(service: str) -> 
         endpoint("team", cluster(writeService=service), [], {})
 
 
-@pytest.mark.parametrize("sslmode", ["disable", "allow", "prefer", "require"])
+@pytest.mark.parametrize("sslmode", ["disable", "allow", "prefer", "require", "verify-ca"])
 def test_instances_are_read_only_where_tls_authenticates_them(sslmode: str) -> None:
     """A Pod that looks like an instance (label, owner) is anyone's who may create Pods: without verification it
     would get the credentials. Such instances are unreadable instead (every index kept)."""
@@ -154,7 +154,7 @@ def test_instances_are_read_only_where_tls_authenticates_them(sslmode: str) -> N
     assert replica_params(spec, primary, found) == []
     ((name, why),) = unreadable_instances(found, primary)
     assert name == "shop-2"
-    assert f"only with sslmode verify-full or verify-ca (it is {sslmode})" in why
+    assert f"only with sslmode verify-full (it is {sslmode})" in why
 
 
 def test_the_connection_goes_to_the_address_and_tls_authenticates_the_name() -> None:
@@ -274,3 +274,58 @@ def test_settings_findings_on_a_cluster_become_its_patches() -> None:
     assert patched.sql.startswith("-- CloudNativePG Cluster shop")
     assert "merge-patches Cluster shop's spec.postgresql.parameters" in patched.rationale
     assert patched.id != finding.id
+
+
+def test_the_rollback_restores_the_clusters_own_value_even_above_the_caps_of_a_proposal() -> None:
+    """A Cluster may run with more work_mem than the operator would propose; restoring it must not fail the change
+    (it was refused before the marker, leaving the change stuck in Applying)."""
+    undo = render_cluster_setting_rollback(setting(cluster="shop", currentValue="4GB", currentSource="Cluster"))
+    assert '"work_mem":"4GB"' in undo
+    with pytest.raises(UnsafeDefinition, match=r"setting\.value"):
+        render_cluster_setting(setting(cluster="shop", value="4GB"))
+
+
+class Recommendations:
+    """The API as the plugin's export reads it: one recommendation, written by whoever may write them."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        if plural != "tuningrecommendations":
+            raise LookupError(name)
+        return self.item
+
+
+def recommendation(kind: str, change: dict[str, Any], sql: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "optischema.io/v1alpha1",
+        "kind": "TuningRecommendation",
+        "metadata": {"name": "rec", "namespace": "team"},
+        "spec": {"targetRef": {"name": "shop"}, "kind": kind, "change": change, "sql": sql},
+    }
+
+
+INJECTED = "64MB\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: x}\n---\n#"
+
+
+async def test_an_exported_cluster_patch_is_one_document_whatever_the_recommendation_holds() -> None:
+    import argparse
+
+    import yaml
+
+    from optischema.cli.plugin import PluginError, export
+
+    args = argparse.Namespace(name="rec")
+    good = {"setting": {"name": "work_mem", "value": "64MB", "cluster": "shop"}}
+    text = await export(Recommendations(recommendation("setting", good, "-- x")), "team", args)  # type: ignore[arg-type]
+    (document,) = list(yaml.safe_load_all(text))
+    assert document["kind"] == "Cluster"
+    assert document["spec"] == {"postgresql": {"parameters": {"work_mem": "64MB"}}}
+    forged = {"setting": {"name": "work_mem", "value": INJECTED, "cluster": "shop"}}
+    with pytest.raises(PluginError, match="cannot be exported"):
+        await export(Recommendations(recommendation("setting", forged, "-- x")), "team", args)  # type: ignore[arg-type]
+    index = {"index": {"schema": "public", "table": "orders", "columns": [{"name": "customer_id"}]}}
+    text = await export(Recommendations(recommendation("createIndex", index, INJECTED)), "team", args)  # type: ignore[arg-type]
+    kinds = [d["kind"] for d in yaml.safe_load_all(text) if d]
+    assert kinds == ["IndexChange"]  # the SQL is comments, every line of it

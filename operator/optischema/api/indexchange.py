@@ -211,6 +211,9 @@ class Execution(ApiModel):
     """For an index on a partitioned table, its rollout's steps so far (``changes.partitioned``): each is recorded
     ``Started`` before its statement is sent, which is what proves a partition's index found later under that name
     to be this change's own, and ``Done`` after. ``sql`` is then the parent's ``CREATE INDEX … ON ONLY``."""
+    cluster_patched_at: datetime | None = None
+    """For a CloudNativePG Cluster's setting: when the Cluster was patched (recorded right after); the rollout is
+    waited for from then, and the Cluster is never patched a second time by the same change."""
 
 
 class ReplacedSetting(ApiModel):

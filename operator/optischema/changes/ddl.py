@@ -326,11 +326,13 @@ def render_cluster_setting(setting: SettingChange) -> str:
 
 def render_cluster_setting_rollback(setting: SettingChange) -> str:
     """Its rollback as comments: the value seen at analysis time patched back, or the parameter removed when that
-    was PostgreSQL's default or its configuration file's (``changes.cnpg.undo_value``)."""
+    was PostgreSQL's default or its configuration file's (``changes.cnpg.undo_value``). The value restored is the
+    Cluster's own, so it is not held to the caps a proposed value is (a Cluster may run with more ``work_mem``
+    than the operator would ever propose); JSON and shell quoting keep it one inert line whatever it holds."""
     cluster = _cluster(setting)
+    if setting.name not in SETTINGS_ALLOWED:
+        raise UnsafeDefinition(f"setting.name: {setting.name} is not among the settings the operator may change")
     value = cnpg.undo_value(setting.current_value, setting.current_source or "") if setting.current_value else None
-    if value is not None:
-        _checked_setting(setting.name, value)
     return "\n".join(
         [
             f"-- To undo: {cnpg.describe(cluster, setting.name, value)}",

@@ -31,7 +31,9 @@ import urllib3
 import yaml
 
 from optischema.analysis import scaling
+from optischema.api.operations import SettingChange
 from optischema.changes.cnpg import git_change
+from optischema.changes.ddl import render_cluster_setting
 from optischema.cli import plugin_changes, plugin_output, top
 from optischema.cli.plugin_args import build_parser as build_parser  # the parser, for tests and docs
 from optischema.cli.plugin_args import parse
@@ -310,13 +312,19 @@ async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
     operations = {"createIndex": "create", "dropIndex": "drop", "reindex": "reindex"}
     setting = spec["change"].get("setting") or {}
     if spec["kind"] == "setting" and setting.get("cluster"):
-        # A CloudNativePG Cluster's setting lives in the Cluster's manifest: the Git change is a patch of it.
-        header = (
-            f"# From {args.name}: {setting['name']} = {setting['value']} on CloudNativePG Cluster "
-            f"{setting['cluster']}.\n# Merge it into the Cluster's manifest (or a kustomize patches: entry) and let "
-            "GitOps apply it; CloudNativePG rolls it out.\n"
+        # A CloudNativePG Cluster's setting lives in the Cluster's manifest: the Git change is a patch of it. The
+        # recommendation is anyone's data: checked as the operator would apply it before anything is printed.
+        try:
+            checked = SettingChange.model_validate(setting)
+            render_cluster_setting(checked)
+        except ValueError as error:
+            raise PluginError(f"{args.name}: spec.change.setting cannot be exported: {error}") from None
+        assert checked.cluster is not None
+        header = _comment(
+            f"From {args.name}: a setting of CloudNativePG Cluster {checked.cluster}. Merge it into the Cluster's "
+            "manifest (or a kustomize patches: entry) and let GitOps apply it; CloudNativePG rolls it out."
         )
-        return header + git_change(namespace, setting["cluster"], setting["name"], setting["value"])
+        return header + git_change(namespace, checked.cluster, checked.name, checked.value)
     if spec["kind"] not in operations:
         raise PluginError(
             f"only index recommendations (and a CloudNativePG Cluster's settings) can be exported ({args.name} is "
@@ -339,10 +347,15 @@ async def export(kube: Kube, namespace: str, args: argparse.Namespace) -> str:
             **({"systemIdentifier": identity} if identity else {}),
         },
     }
-    header = (
-        f"# From {args.name}: {spec['sql']}\n# Review, commit, and let GitOps apply it; the operator renders the SQL.\n"
-    )
+    header = _comment(f"From {args.name}: {spec['sql']}\nReview, commit, and let GitOps apply it; the operator renders "
+                      "the SQL.")  # fmt: skip
     return header + yaml.safe_dump(change, sort_keys=False)
+
+
+def _comment(text: str) -> str:
+    """``text`` as YAML comment lines, every line of it: a recommendation's SQL is anyone's data, and a line of it
+    left uncommented would be a document of its own in what is committed or applied."""
+    return "".join(f"# {line}\n" for line in str(text).splitlines() or [""])
 
 
 async def status(kube: Kube, namespace: str | None, args: argparse.Namespace) -> str:

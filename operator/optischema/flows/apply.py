@@ -58,6 +58,7 @@ from optischema.api.operations import SettingChange
 from optischema.api.target import PostgresTargetSpec
 from optischema.changes import cnpg, partitioned
 from optischema.changes.ddl import (
+    UnsafeDefinition,
     index_name,
     recreate,
     render_cluster_setting_rollback,
@@ -72,6 +73,7 @@ from optischema.changes.windows import CLOCK_SKEW_TOLERANCE, current_or_next, ti
 from optischema.flows.changes import committed_bytes, drop_problem, policy_problem, resume_problem
 from optischema.flows.target import Check, connect_params, locate, read_ca
 from optischema.kube.client import secret_refused
+from optischema.kube.cnpg import ALLOW_LABEL, ClusterProblem, allows_patches
 from optischema.lifecycle import indexchange as lifecycle
 from optischema.lifecycle import recommendation as recommendation_lifecycle
 from optischema.postgres import catalog, execute, partitions
@@ -170,6 +172,9 @@ async def step(ctx: Context, namespace: str, name: str) -> float | None:
             return await _verify(ctx, change, target, target_spec)
     except execute.CONNECTION_LOST as error:  # between statements (a catalog question): nothing ran half-way
         await _waiting(ctx, change, Reason.CONNECTION_LOST, f"the connection to the database was lost: {error}")
+        return ctx.check_seconds
+    except ClusterProblem as problem:  # a CloudNativePG Cluster gone, unreadable or refusing the patch: retried
+        await _waiting(ctx, change, Reason.CLUSTER_NOT_READY, str(problem))
         return ctx.check_seconds
     return None
 
@@ -562,11 +567,15 @@ async def _apply(ctx: Context, change: Change, target: dict[str, Any], target_sp
                 now_set = await catalog.setting(conn, spec.setting.name)
                 if now_set is not None:
                     replaced = ReplacedSetting(value=now_set[0], source=now_set[1])
-                    if spec.setting.cluster is not None:
-                        replaced = await _cluster_replaced(
-                            ctx, change.namespace, target_spec, spec.setting.name, replaced
-                        )
-                    undo = _setting_undo(spec.setting, replaced)
+                    try:
+                        if spec.setting.cluster is not None:
+                            replaced = await _cluster_replaced(
+                                ctx, change.namespace, target_spec, spec.setting.name, replaced
+                            )
+                        undo = _setting_undo(spec.setting, replaced)
+                    except (ValidationError, UnsafeDefinition) as error:
+                        return await _fail(ctx, change, Reason.INVALID_SPEC,
+                                           f"the value to restore cannot be recorded: {error}")  # fmt: skip
                     change.patch |= {"replacedSetting": replaced.to_wire(), "rollbackSql": ";\n".join(undo)}
             if marker is None:
                 execution = Execution(started_at=ctx.now(), sql=sql, index_name=name)
@@ -666,19 +675,36 @@ async def _patch_cluster(
             f"{named}); nothing was patched",
         )  # fmt: skip
     shown = await catalog.setting(conn, setting.name)
+    execution = change.typed.execution
+    patched_at = execution.cluster_patched_at if execution is not None else None
     if shown is not None and cnpg.shows(shown[0], setting.value):
         _audit(ctx, change, "Execute", "Succeeded", f"CloudNativePG rolled out {setting.name} = {shown[0]}")
         return await _executed(ctx, change, target, None, None)
     cluster = await ctx.kube.clusters.get(change.namespace, own.name)
-    if _cluster_parameters(cluster).get(setting.name) != setting.value:
+    if not allows_patches(cluster):
+        return await _fail(ctx, change, Reason.POLICY_VIOLATION, _not_opted_in(change.namespace, own.name))
+    value = _cluster_parameters(cluster).get(setting.name)
+    if patched_at is None:
         await guard()  # policy, database identity and window, right before the patch
         await ctx.kube.clusters.patch_parameters(
             change.namespace, own.name, cnpg.parameters_patch(setting.name, setting.value)
         )
+        patched_at = ctx.now()
+        assert execution is not None  # the marker was written before this step
+        change.patch |= lifecycle.executing(
+            change.typed, execution.model_copy(update={"cluster_patched_at": patched_at})
+        )
+        await _flush(ctx, change)
         _audit(ctx, change, "Execute", "Succeeded", cnpg.describe(own.name, setting.name, setting.value))
         ctx.emit("Normal", Reason.ROLLOUT_PENDING, cnpg.describe(own.name, setting.name, setting.value))
-    started = change.typed.execution.started_at if change.typed.execution else None
-    if started is not None and ctx.now() - started > ROLLOUT_TIMEOUT:
+    elif value != setting.value:  # patched once; someone (GitOps syncing the manifest?) set it otherwise since
+        return await _fail(
+            ctx, change, Reason.APPLY_FAILED,
+            f"Cluster {own.name}'s spec.postgresql.parameters.{setting.name} was changed to {value!r} after the "
+            "operator patched it (is the Cluster synced from Git? export the change into its manifest instead); "
+            "the Cluster is left as it is now",
+        )  # fmt: skip
+    if ctx.now() - patched_at > ROLLOUT_TIMEOUT:
         replaced = change.status.get("replacedSetting")
         undo = cnpg.undo_value(replaced["value"], replaced["source"]) if replaced else None
         await ctx.kube.clusters.patch_parameters(change.namespace, own.name, cnpg.parameters_patch(setting.name, undo))
@@ -694,6 +720,14 @@ async def _patch_cluster(
     )
     await _status(ctx, change, Reason.ROLLOUT_PENDING, message, True)
     return ROLLOUT_POLL_SECONDS
+
+
+def _not_opted_in(namespace: str, cluster: str) -> str:
+    return (
+        f"CloudNativePG Cluster {namespace}/{cluster} has not opted in to having its parameters patched: its owners "
+        f"label it (kubectl label clusters.postgresql.cnpg.io -n {namespace} {cluster} {ALLOW_LABEL}=true); "
+        "nothing was patched"
+    )
 
 
 async def _rollout(
@@ -1180,6 +1214,9 @@ async def _unpatch_cluster(
     if own is None or own.name != setting.cluster:
         return await _fail(ctx, change, Reason.TARGET_MISMATCH, "regressed, but the target no longer names the "
                            f"Cluster {setting.cluster}; nothing was patched")  # fmt: skip
+    if not allows_patches(await ctx.kube.clusters.get(change.namespace, own.name)):
+        why = _not_opted_in(change.namespace, own.name)
+        return await _fail(ctx, change, Reason.POLICY_VIOLATION, f"regressed, but not rolled back: {why}")
     await guard()
     undo = cnpg.undo_value(replaced["value"], replaced["source"])
     await ctx.kube.clusters.patch_parameters(change.namespace, own.name, cnpg.parameters_patch(setting.name, undo))

@@ -329,9 +329,10 @@ def replica_params(
 
 
 def _authenticated(primary: ConnectParams) -> bool:
-    """A Pod's address is reached only when TLS authenticates the server there: anyone who may create Pods can make
-    one look like an instance (label, owner), and without verification it would be sent the credentials."""
-    return primary.sslmode in ("verify-ca", "verify-full")
+    """A Pod's address is reached only when TLS authenticates the server there as the Cluster's: anyone who may
+    create Pods can make one look like an instance (label, owner), and without verification it would be sent the
+    credentials."""
+    return primary.sslmode == "verify-full"  # verify-ca would take another Cluster's certificate of a shared CA
 
 
 def unreadable_instances(endpoint: Endpoint | None, primary: ConnectParams | None = None) -> list[tuple[str, str]]:
@@ -339,7 +340,7 @@ def unreadable_instances(endpoint: Endpoint | None, primary: ConnectParams | Non
     the server): unreadable, never skipped, so every index they may use stays."""
     instances = endpoint.instances if endpoint is not None else []
     if primary is not None and not _authenticated(primary):
-        why = f"instances are read only with sslmode verify-full or verify-ca (it is {primary.sslmode})"
+        why = f"instances are read only with sslmode verify-full (it is {primary.sslmode})"
         return [(i.name, why) for i in instances]
     return [(i.name, "its Pod has no IP address (not running)") for i in instances if i.address is None]
 

@@ -23,6 +23,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "postgresql.cnpg.io", "v1", "clusters"
+#: The label a Cluster carries when the people who own it let the operator patch its parameters (the same opt-in
+#: as Secrets': whoever may write a PostgresTarget and an IndexChange must not get someone's Cluster patched).
+ALLOW_LABEL = "optischema.io/allow"
 #: The label CloudNativePG puts on every Pod of a Cluster.
 CLUSTER_LABEL = "cnpg.io/cluster"
 
@@ -102,7 +105,8 @@ class Clusters:
         self.host_addresses = dict(host_addresses or {})
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        """The Cluster; ClusterProblem when it does not exist (or CloudNativePG's CRD is not installed)."""
+        """The Cluster; ClusterProblem when it does not exist (or CloudNativePG's CRD is not installed) or cannot
+        be read."""
         try:
             found = await asyncio.to_thread(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace,
                                             PLURAL, name)  # fmt: skip
@@ -112,21 +116,36 @@ class Clusters:
                     f"CloudNativePG Cluster {namespace}/{name} not found (spec.connection.cluster.name; is "
                     "CloudNativePG installed?)"
                 ) from error
-            raise
+            raise _problem(f"CloudNativePG Cluster {namespace}/{name} cannot be read", error) from error
         return cast(dict[str, Any], found)
 
     async def endpoint(self, namespace: str, name: str) -> Endpoint:
         """Where the Cluster and its instances are reached now (see :func:`endpoint`)."""
         cluster = await self.get(namespace, name)
-        pods = await asyncio.to_thread(
-            self.core.list_namespaced_pod, namespace, label_selector=f"{CLUSTER_LABEL}={name}"
-        )
+        try:
+            pods = await asyncio.to_thread(
+                self.core.list_namespaced_pod, namespace, label_selector=f"{CLUSTER_LABEL}={name}"
+            )
+        except ApiException as error:
+            raise _problem(f"the Pods of CloudNativePG Cluster {namespace}/{name} cannot be listed", error) from error
         return endpoint(namespace, cluster, list(pods.items or []), self.host_addresses)
 
     async def patch_parameters(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge ``patch`` (``changes.cnpg.parameters_patch``: one ``spec.postgresql.parameters`` entry) into the
         Cluster; CloudNativePG rolls it out (a reload, or a restart for settings that need one)."""
-        patched = await asyncio.to_thread(
-            self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, patch
-        )
+        try:
+            patched = await asyncio.to_thread(
+                self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, patch
+            )
+        except ApiException as error:
+            raise _problem(f"CloudNativePG Cluster {namespace}/{name} could not be patched", error) from error
         return cast(dict[str, Any], patched)
+
+
+def allows_patches(cluster: dict[str, Any]) -> bool:
+    """Whether the Cluster opted in to having its parameters patched (label ``optischema.io/allow: "true"``)."""
+    return ((cluster.get("metadata") or {}).get("labels") or {}).get(ALLOW_LABEL) == "true"
+
+
+def _problem(what: str, error: ApiException) -> ClusterProblem:
+    return ClusterProblem(f"{what}: {error.status} {error.reason}")

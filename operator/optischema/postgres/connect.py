@@ -65,6 +65,9 @@ class ConnectParams:
         if self.sslmode in ("allow", "prefer"):
             return self.sslmode
         context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+        defaults = ssl.create_default_context()  # its flags and floor, whatever this Python's defaults are
+        context.verify_flags, context.minimum_version = defaults.verify_flags, defaults.minimum_version
+        context.options |= defaults.options
         context.server_name = self.host
         if self.ca_pem:
             context.load_verify_locations(cadata=self.ca_pem)
