@@ -15,7 +15,6 @@ refused and touches nothing.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -31,12 +30,11 @@ import yaml
 
 from devcluster import LocalPostgres
 from devcluster.cluster import Cluster
-from optischema.kube import certs
+from tests.tls import tls_postgres
 
 from .conftest import apply, get, operators, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-DAY = datetime.timedelta(days=1)
 
 
 def cnpg_crd() -> Path:
@@ -56,27 +54,13 @@ def server(namespace: str) -> Iterator[Server]:
     """PostgreSQL with TLS whose certificate names the Cluster's Services (as CloudNativePG's does), the app
     database ``shop`` with a little workload, ``effective_cache_size`` low in its configuration file (a finding)."""
     base = Path(tempfile.mkdtemp(prefix="optischema-cnpg-"))
-    ca_cert, ca_key = certs.new_ca("shop-ca", lifetime=DAY)
     names = [f"shop-{kind}.{namespace}.svc" for kind in ("rw", "r", "ro")]
-    cert, key = certs.new_serving_cert(ca_cert, ca_key, hosts=names, ips=[], lifetime=DAY)
-    keys = base / "tls"
-    keys.mkdir()
-    (keys / "server.crt").write_bytes(cert)
-    (keys / "server.key").write_bytes(key)
-    for path in (keys, keys / "server.crt", keys / "server.key"):
-        shutil.chown(path, "postgres", "postgres")
-    (keys / "server.key").chmod(0o600)
-    pg = LocalPostgres(
-        base_dir=base / "pg",
-        settings={
-            "ssl": "on",
-            "ssl_cert_file": str(keys / "server.crt"),
-            "ssl_key_file": str(keys / "server.key"),
-            "effective_cache_size": "64MB",
-        },
+    pg, ca = tls_postgres(
+        base,
+        names,
+        settings={"effective_cache_size": "64MB"},
         hba=["hostssl all app,writer 127.0.0.1/32 scram-sha-256", "host all app,writer 127.0.0.1/32 reject"],
     )
-    shutil.chown(base, "postgres", "postgres")
     pg.start()
     pg.psql("CREATE ROLE app LOGIN PASSWORD 'app-pw'; GRANT pg_read_all_stats, pg_monitor TO app")
     pg.psql("CREATE ROLE writer LOGIN SUPERUSER PASSWORD 'writer-pw'")
@@ -89,7 +73,7 @@ def server(namespace: str) -> Iterator[Server]:
         database="shop",
     )
     try:
-        yield Server(pg, ca_cert.decode())
+        yield Server(pg, ca)
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -23,6 +23,7 @@ from optischema.analysis.errors import AnalysisError
 from optischema.flows.target import check_target
 from optischema.kube import certs
 from optischema.postgres.connect import ConnectParams, connect
+from tests.tls import tls_postgres
 
 DAY = datetime.timedelta(days=1)
 
@@ -37,32 +38,16 @@ def tls() -> Iterator[Tls]:
     """A PostgreSQL with ``ssl = on``, its certificate for ``localhost`` only (no IP address), signed by a CA of
     ours; password authentication over TLS only, so that an unencrypted attempt cannot log in either."""
     base = Path(tempfile.mkdtemp(prefix="optischema-tls-"))
-    ca_cert, ca_key = certs.new_ca("optischema-test-db-ca", lifetime=DAY)
     other_ca, _ = certs.new_ca("someone-else", lifetime=DAY)
-    cert, key = certs.new_serving_cert(ca_cert, ca_key, hosts=["localhost"], ips=[], lifetime=DAY)
-    keys = base / "tls"
-    keys.mkdir()
-    (keys / "server.crt").write_bytes(cert)
-    (keys / "server.key").write_bytes(key)
-    for path in (keys, keys / "server.crt", keys / "server.key"):
-        shutil.chown(path, "postgres", "postgres")
-    (keys / "server.key").chmod(0o600)
-    server = LocalPostgres(
-        base_dir=base / "pg",
-        settings={
-            "ssl": "on",
-            "ssl_cert_file": str(keys / "server.crt"),
-            "ssl_key_file": str(keys / "server.key"),
-        },
-        hba=["hostssl all tls 127.0.0.1/32 scram-sha-256", "host all tls 127.0.0.1/32 reject"],
+    server, ca = tls_postgres(
+        base, ["localhost"], hba=["hostssl all tls 127.0.0.1/32 scram-sha-256", "host all tls 127.0.0.1/32 reject"]
     )
-    shutil.chown(base, "postgres", "postgres")
     server.start()
     server.psql("CREATE ROLE tls LOGIN PASSWORD 'tls-pw'; GRANT pg_read_all_stats TO tls")
     server.psql("CREATE DATABASE shop")
     server.psql("CREATE EXTENSION pg_stat_statements", database="shop")
     try:
-        yield Tls(server, ca_cert.decode(), other_ca.decode())
+        yield Tls(server, ca, other_ca.decode())
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)

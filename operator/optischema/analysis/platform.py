@@ -19,7 +19,7 @@ reported as evidence and the platform with most of it wins, Aurora before RDS. P
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from optischema.api.operations import SettingChange
@@ -117,30 +117,12 @@ def as_advice(recommendations: Sequence[Recommendation], detection: Detection) -
         return list(recommendations)
     platform = detection.platform
     assert platform != "selfManaged"
-    converted: list[Recommendation] = []
-    for recommendation in recommendations:
-        setting = recommendation.change.setting
-        if recommendation.kind != "setting" or setting is None:
-            converted.append(recommendation)
-            continue
-        advice = SettingChange.model_validate({**setting.model_dump(), "platform": platform})
-        try:
-            sql, rollback = render_advice(advice), render_advice_rollback(advice)
-        except ValueError:
-            continue
-        change = RecommendedChange(setting=advice)
-        converted.append(
-            recommendation.model_copy(
-                update={
-                    "id": recommendation_id("setting", change),
-                    "change": change,
-                    "sql": sql,
-                    "rollback_sql": rollback,
-                    "rationale": _rationale(recommendation.rationale, platform),
-                }
-            )
-        )
-    return converted
+    return _settings_as(
+        recommendations,
+        lambda setting: SettingChange.model_validate({**setting.model_dump(by_alias=True), "platform": platform}),
+        lambda advice: (render_advice(advice), render_advice_rollback(advice)),
+        lambda text: _rationale(text, platform),
+    )
 
 
 def _rationale(text: str, platform: ManagedPlatform) -> str:
@@ -157,22 +139,37 @@ def on_cluster(recommendations: Sequence[Recommendation], cluster: str | None) -
     would overwrite what it wrote). A setting the renderer refuses is left out, as it would be refused as SQL."""
     if cluster is None:
         return list(recommendations)
+    return _settings_as(
+        recommendations,
+        lambda setting: SettingChange.model_validate({**setting.model_dump(by_alias=True), "cluster": cluster}),
+        lambda patched: (render_cluster_setting(patched), render_cluster_setting_rollback(patched)),
+        lambda text: (
+            f"{text} CloudNativePG turns ALTER SYSTEM off: approving this merge-patches Cluster {cluster}'s "
+            "spec.postgresql.parameters, and CloudNativePG rolls the change out to every instance."
+        ).strip(),
+    )
+
+
+def _settings_as(
+    recommendations: Sequence[Recommendation],
+    convert: Callable[[SettingChange], SettingChange],
+    render: Callable[[SettingChange], tuple[str, str]],
+    rationale: Callable[[str], str],
+) -> list[Recommendation]:
+    """Every ``setting`` recommendation converted (its setting, its ``sql`` and ``rollbackSql`` rendered, its
+    rationale extended, its id recomputed); a setting the renderer refuses is left out; other kinds kept as they are."""
     converted: list[Recommendation] = []
     for recommendation in recommendations:
         setting = recommendation.change.setting
         if recommendation.kind != "setting" or setting is None:
             converted.append(recommendation)
             continue
-        patched = SettingChange.model_validate({**setting.model_dump(by_alias=True), "cluster": cluster})
+        new = convert(setting)
         try:
-            sql, rollback = render_cluster_setting(patched), render_cluster_setting_rollback(patched)
+            sql, rollback = render(new)
         except ValueError:
             continue
-        change = RecommendedChange(setting=patched)
-        rationale = (
-            f"{recommendation.rationale} CloudNativePG turns ALTER SYSTEM off: approving this merge-patches Cluster "
-            f"{cluster}'s spec.postgresql.parameters, and CloudNativePG rolls the change out to every instance."
-        ).strip()
+        change = RecommendedChange(setting=new)
         converted.append(
             recommendation.model_copy(
                 update={
@@ -180,7 +177,7 @@ def on_cluster(recommendations: Sequence[Recommendation], cluster: str | None) -
                     "change": change,
                     "sql": sql,
                     "rollback_sql": rollback,
-                    "rationale": rationale,
+                    "rationale": rationale(recommendation.rationale),
                 }
             )
         )
