@@ -43,6 +43,8 @@ def merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
 class Api:
     """The few calls ``flows.apply`` makes of the Kubernetes API, over a dictionary of objects."""
 
+    clusters = None  # no CloudNativePG Clusters here: the targets name hosts (flows.target.locate)
+
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.secrets = {"shop-db": {"username": "postgres", "password": "pw"}}
