@@ -339,6 +339,8 @@ def unreadable_instances(endpoint: Endpoint | None, primary: ConnectParams | Non
     """The CloudNativePG instances that are not read (their Pod has no IP, or ``sslmode`` does not authenticate
     the server): unreadable, never skipped, so every index they may use stays."""
     instances = endpoint.instances if endpoint is not None else []
+    if not instances:  # a host, or a Cluster of one instance: nothing to say (whatever the primary's parameters)
+        return []
     if primary is not None and not _authenticated(primary):
         why = f"instances are read only with sslmode verify-full (it is {primary.sslmode})"
         return [(i.name, why) for i in instances]
