@@ -65,6 +65,8 @@ def bench(targets: int = 200, per_target: int = 25, approvals: int = 100) -> dic
         LocalPostgres(base_dir=work / "pg", settings={"max_connections": "300"}) as server,
     ):
         kubectl = cluster.plane.kubectl
+        # The embedded control plane's start (etcd, kube-apiserver, kube-controller-manager), goal: seconds, < 15.
+        print(f"  control plane started in {cluster.plane.startup_seconds:.1f}s (goal < 15 s)", flush=True)
         server.psql("CREATE DATABASE shop")
         server.psql("CREATE EXTENSION pg_stat_statements", database="shop")
         server.psql("ALTER ROLE postgres PASSWORD 'pw'")
